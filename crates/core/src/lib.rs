@@ -1,0 +1,22 @@
+//! grantwatch's pure logic.
+//!
+//! Everything here is a function of its inputs: no file, network or clock access, no globals. Reference
+//! data (the AWS action catalog, the CloudTrail mappings) is compiled in with `include_bytes!` and parsed
+//! on request. The runners in `services/` read files and Kafka topics and hand the bytes to these modules;
+//! the same modules therefore serve `grantwatch analyze` and the streaming services.
+//!
+//! * [`catalog`]: the AWS IAM action catalog, wildcard expansion, access levels, risk tags.
+//! * [`iam`]: parsing `aws iam get-account-authorization-details` (and `list-access-keys`) output.
+//! * [`policy`]: effective permissions per identity (Allow/Deny, NotAction, boundaries, groups, resources).
+//! * [`cloudtrail`]: one CloudTrail record to one [`grantwatch_types::Event`], with its IAM actions.
+//! * [`usage`]: the usage-accounting stage: events in, state writes out (dedup, last-used, per-day).
+//! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
+
+pub mod catalog;
+pub mod cloudtrail;
+pub mod findings;
+pub mod iam;
+pub mod pci;
+pub mod policy;
+pub mod stage;
+pub mod usage;

@@ -1,0 +1,90 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Cloud, EventTime, IdentityKind};
+
+/// One cloud API call, normalized. Field names follow OCSF API Activity (class 6003) where it fits:
+/// `uid` is `metadata.uid`, `api.operation`/`api.service` are OCSF's, `src_ip` is `src_endpoint.ip`,
+/// `user_agent` is `http_request.user_agent`. JSON Schema: `schemas/event.v1.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The provider's event id (CloudTrail `eventID`); the deduplication key.
+    pub uid: String,
+    /// Event time (CloudTrail `eventTime`).
+    pub time: EventTime,
+    pub cloud: Cloud,
+    /// The account the call was made in (CloudTrail `recipientAccountId`, else the actor's account).
+    pub account_uid: String,
+    pub region: String,
+    pub actor: Actor,
+    pub api: Api,
+    /// IAM actions the call exercised, spelled as the action catalog spells them (`s3:GetObject`).
+    /// Empty when the call needs no permission or could not be mapped (see `mapping`).
+    pub actions: Vec<String>,
+    pub mapping: ActionMapping,
+    /// ARNs (or names, where the log gives no ARN) of the resources the call touched.
+    pub resources: Vec<String>,
+    pub status: Status,
+    /// The provider's error code on failure (`AccessDenied`, `NoSuchBucket`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// Who made the call, resolved to the IAM identity that holds the permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The identity's stable id: its IAM ARN (for an assumed-role session, the role's ARN, not the session's).
+    pub uid: String,
+    pub kind: IdentityKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_uid: Option<String>,
+    /// For a role session: the session name (for `AWSReservedSSO_*` roles, the human behind it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    /// The access key id used (`AKIA...` long-term, `ASIA...` temporary). Not a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// The AWS service that made the call on the identity's behalf, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoked_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_authenticated: Option<bool>,
+}
+
+/// The API call as the provider names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Api {
+    /// CloudTrail `eventSource`, e.g. `s3.amazonaws.com`.
+    pub service: String,
+    /// CloudTrail `eventName`, e.g. `GetObject`.
+    pub operation: String,
+}
+
+/// How `actions` was derived from the API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionMapping {
+    /// `prefix:eventName` is an action of the catalog.
+    Direct,
+    /// A listed exception (renamed event, API-version suffix, call needing several actions).
+    Exception,
+    /// The call needs no IAM permission (e.g. `signin:ConsoleLogin`, `sts:GetCallerIdentity`).
+    NoPermission,
+    /// No action could be derived: counted and listed in the ingest report, never silently dropped.
+    Unmapped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Success,
+    Failure,
+}

@@ -1,0 +1,52 @@
+//! grantwatch's shared data types: what flows between stages and what lands in reports and topics.
+//!
+//! Plain data with serde derives and no behaviour beyond small conversions. The JSON Schemas in
+//! `schemas/` describe these types' serialized form and are the contract with subscribers; a test in
+//! `grantwatch-core` validates serialized fixtures against them.
+
+mod event;
+mod report;
+mod time_ms;
+
+pub use event::*;
+pub use report::*;
+pub use time_ms::*;
+
+/// Which cloud an identity or event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Cloud {
+    #[serde(rename = "AWS")]
+    Aws,
+    #[serde(rename = "Azure")]
+    Azure,
+    #[serde(rename = "GCP")]
+    Gcp,
+}
+
+/// The kind of an identity, as grantwatch reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// The account's root user.
+    Root,
+    User,
+    Role,
+    Group,
+    /// An AWS service acting on its own behalf (`userIdentity.type = AWSService`).
+    Service,
+    /// A principal of another account, or one grantwatch cannot resolve to an IAM identity.
+    External,
+}
+
+impl IdentityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Root => "root",
+            IdentityKind::User => "user",
+            IdentityKind::Role => "role",
+            IdentityKind::Group => "group",
+            IdentityKind::Service => "service",
+            IdentityKind::External => "external",
+        }
+    }
+}
