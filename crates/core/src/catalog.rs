@@ -72,6 +72,7 @@ struct RawAction {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawTags {
+    #[serde(alias = "PrivEsc")]
     privesc: Vec<String>,
     credential_exposure: Vec<String>,
     data_access: Vec<String>,
@@ -333,7 +334,7 @@ mod tests {
         assert_eq!(c.access_level(get), AccessLevel::Read);
         assert!(c.resource_arns(get).iter().any(|a| a.contains("${BucketName}/${ObjectName}")));
         let pr = c.lookup("iam:PassRole").unwrap();
-        assert_eq!(c.access_level(pr), AccessLevel::Write);
+        assert_eq!(c.access_level(pr), AccessLevel::PermissionsManagement);
         assert!(c.risk_tags(pr).privilege_escalation);
         assert!(c.is_high_risk(c.lookup("iam:CreatePolicyVersion").unwrap()));
         assert!(!c.is_high_risk(c.lookup("s3:ListAllMyBuckets").unwrap()));

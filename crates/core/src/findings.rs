@@ -1,1 +1,282 @@
-//! TODO
+//! Findings: what each identity is granted against what it used, its PCI and status flags, the
+//! per-account roll-up, and the recommendations an analyst acts on.
+//!
+//! Inputs are the evaluated grants ([`crate::policy::IdentityGrants`]) and the usage in state; the
+//! as-of time is data (by default the latest event time), never the wall clock.
+
+use std::collections::BTreeMap;
+
+use grantwatch_state::StateRead;
+use grantwatch_types::{
+    AccountSummary, AccountsReport, BandCounts, Cloud, EventTime, IdentityFinding, IdentityKind, PciBand,
+    StatusFlag, UnusedAccessKey,
+};
+
+use crate::catalog::{AccessLevel, ActionSet, Catalog};
+use crate::pci::{self, PCI_VERSION, PciInput};
+use crate::policy::IdentityGrants;
+use crate::usage::{IdentityUsage, identities_in_logs};
+
+/// Knobs of the findings; defaults match the documentation.
+#[derive(Debug, Clone)]
+pub struct FindingsConfig {
+    pub as_of: EventTime,
+    pub lookback_days: u32,
+    /// An active identity using less than this share of its granted actions is over-provisioned.
+    pub over_provisioned_ratio: f64,
+    /// Share of the catalog that, granted on every resource without condition, makes a super identity.
+    pub super_identity_share: f64,
+}
+
+impl FindingsConfig {
+    pub fn new(as_of: EventTime) -> Self {
+        Self { as_of, lookback_days: 90, over_provisioned_ratio: 0.10, super_identity_share: 0.95 }
+    }
+    pub fn window_start(&self) -> EventTime {
+        self.as_of.minus_days(self.lookback_days)
+    }
+}
+
+/// A super identity can do (nearly) everything, or can grant itself anything: it holds, on every resource
+/// and without condition, at least `share` of the catalog, or every permissions-management action of IAM.
+pub fn is_super_identity(catalog: &Catalog, unconditional_unscoped: &ActionSet, share: f64) -> bool {
+    if catalog.is_empty() {
+        return false;
+    }
+    if unconditional_unscoped.len() as f64 >= share * catalog.len() as f64 {
+        return true;
+    }
+    let iam_pm: Vec<_> = catalog
+        .expand("iam:*")
+        .iter()
+        .filter(|&id| catalog.access_level(id) == AccessLevel::PermissionsManagement)
+        .collect();
+    !iam_pm.is_empty() && iam_pm.iter().all(|&id| unconditional_unscoped.contains(id))
+}
+
+/// Computes the finding of one identity.
+pub fn identity_finding(
+    catalog: &Catalog,
+    cfg: &FindingsConfig,
+    grants: &IdentityGrants,
+    usage: &IdentityUsage,
+) -> IdentityFinding {
+    let start = cfg.window_start();
+    let in_window = |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
+    let mut used = catalog.empty_set();
+    let mut used_names_not_granted = Vec::new();
+    for (name, span) in &usage.actions {
+        if !in_window(span) {
+            continue;
+        }
+        match catalog.lookup(name) {
+            Some(id) if grants.granted.contains(id) => used.insert(id),
+            _ => used_names_not_granted.push(name.clone()),
+        }
+    }
+    used_names_not_granted.sort_by_key(|n| n.to_ascii_lowercase());
+    let mut unused = grants.granted.clone();
+    unused.difference_with(&used);
+
+    let pci = pci::score(
+        catalog,
+        &PciInput { granted: &grants.granted, unscoped: &grants.unscoped, conditional: &grants.conditional, used: &used },
+    );
+    let active = usage.activity.as_ref().is_some_and(in_window);
+    let (events, active_days) = usage.events_between(start, cfg.as_of);
+
+    let mut status = Vec::new();
+    if !active && grants.kind != IdentityKind::Group {
+        status.push(StatusFlag::Inactive);
+    }
+    let granted_n = grants.granted.len();
+    if active && granted_n > 0 && (used.len() as f64) < cfg.over_provisioned_ratio * granted_n as f64 {
+        status.push(StatusFlag::OverProvisioned);
+    }
+    let mut solid = grants.unscoped.clone();
+    solid.difference_with(&grants.conditional);
+    if grants.kind == IdentityKind::Root || is_super_identity(catalog, &solid, cfg.super_identity_share) {
+        status.push(StatusFlag::SuperIdentity);
+    }
+
+    let unused_access_keys: Vec<UnusedAccessKey> = grants
+        .access_keys
+        .iter()
+        .filter(|k| k.active)
+        .filter_map(|k| {
+            let last = usage.access_keys.iter().find(|(id, _)| *id == k.access_key_id).map(|(_, s)| *s);
+            let used_recently = last.as_ref().is_some_and(in_window);
+            (!used_recently).then(|| UnusedAccessKey {
+                access_key_id: k.access_key_id.clone(),
+                created: k.created,
+                last_used: last.map(|s| EventTime(s.last_ms)),
+            })
+        })
+        .collect();
+
+    let unused_high_risk = unused.iter().filter(|&id| catalog.is_high_risk(id)).count();
+    let mut sessions: Vec<String> =
+        usage.sessions.iter().filter(|(_, s)| in_window(s)).map(|(n, _)| n.clone()).collect();
+    sessions.sort();
+
+    let mut recommendations = Vec::new();
+    if status.contains(&StatusFlag::Inactive) && granted_n > 0 {
+        recommendations.push(format!(
+            "Inactive for {} days: revoke its permissions or remove the identity.",
+            cfg.lookback_days
+        ));
+    }
+    if status.contains(&StatusFlag::OverProvisioned) {
+        recommendations.push(format!(
+            "Over-provisioned: uses {} of {} granted actions; keep only the permissions it uses.",
+            used.len(),
+            granted_n
+        ));
+    } else if active && unused_high_risk > 0 {
+        recommendations.push(format!(
+            "Remove {unused_high_risk} high-risk actions unused for {} days.",
+            cfg.lookback_days
+        ));
+    }
+    if status.contains(&StatusFlag::SuperIdentity) {
+        recommendations.push("Super identity: review who needs it and scope it down.".to_string());
+    }
+    if !unused_access_keys.is_empty() {
+        recommendations.push(format!(
+            "Deactivate {} access key(s) unused for {} days.",
+            unused_access_keys.len(),
+            cfg.lookback_days
+        ));
+    }
+
+    IdentityFinding {
+        arn: grants.arn.clone(),
+        account: grants.account.clone(),
+        cloud: Cloud::Aws,
+        kind: grants.kind,
+        name: grants.name.clone(),
+        granted_actions: grants.granted.names(catalog),
+        conditional_actions: grants.conditional.names(catalog),
+        used_actions: used.names(catalog),
+        unused_actions: unused.names(catalog),
+        used_not_granted: used_names_not_granted,
+        unused_high_risk,
+        pci,
+        status,
+        last_activity: usage.activity.map(|s| EventTime(s.last_ms)),
+        events_in_lookback: events,
+        active_days,
+        unused_access_keys,
+        session_names: sessions,
+        recommendations,
+    }
+}
+
+/// Computes the finding of every identity of the snapshot, plus identities the logs name that no
+/// snapshot holds (the root user, principals of other accounts): those are granted what grantwatch can
+/// know — everything for root, nothing otherwise — and reported, not dropped.
+///
+/// Findings are handed to `emit` one at a time, in ARN order, so a large organization is never held in
+/// memory whole (an administrator's finding alone lists 20,000 actions).
+pub fn for_each_finding(
+    catalog: &Catalog,
+    cfg: &FindingsConfig,
+    grants: &[IdentityGrants],
+    state: &dyn StateRead,
+    emit: &mut dyn FnMut(IdentityFinding),
+) -> Result<(), grantwatch_state::StateError> {
+    let known: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.arn.as_str()).collect();
+    let mut from_logs: Vec<IdentityGrants> = Vec::new();
+    for (arn, meta) in identities_in_logs(state)? {
+        if known.contains(arn.as_str()) {
+            continue;
+        }
+        let mut g = IdentityGrants::unknown(catalog, &arn, &meta.account, meta.kind, &meta.name);
+        if meta.kind == IdentityKind::Root {
+            g.granted = catalog.full_set();
+            g.unscoped = catalog.full_set();
+        }
+        from_logs.push(g);
+    }
+    let mut all: Vec<&IdentityGrants> = grants.iter().chain(from_logs.iter()).collect();
+    all.sort_by(|a, b| a.arn.cmp(&b.arn));
+    for g in all {
+        let usage = IdentityUsage::load(state, &g.arn)?;
+        emit(identity_finding(catalog, cfg, g, &usage));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct AccountAcc {
+    identities: usize,
+    by_kind: BTreeMap<String, usize>,
+    dist: BandCounts,
+    pci_sum: u64,
+    scored: u64,
+    inactive: usize,
+    over_provisioned: usize,
+    super_identities: usize,
+    unused_access_keys: usize,
+    granted_actions: usize,
+    unused_actions: usize,
+}
+
+/// Rolls findings up per account, one finding at a time.
+#[derive(Default)]
+pub struct AccountRollup {
+    accounts: BTreeMap<String, AccountAcc>,
+}
+
+impl AccountRollup {
+    pub fn add(&mut self, f: &IdentityFinding) {
+        let a = self.accounts.entry(f.account.clone()).or_default();
+        a.identities += 1;
+        *a.by_kind.entry(f.kind.as_str().to_string()).or_insert(0) += 1;
+        let flag = |x| usize::from(f.status.contains(&x));
+        a.inactive += flag(StatusFlag::Inactive);
+        a.over_provisioned += flag(StatusFlag::OverProvisioned);
+        a.super_identities += flag(StatusFlag::SuperIdentity);
+        a.unused_access_keys += f.unused_access_keys.len();
+        a.granted_actions += f.granted_actions.len();
+        a.unused_actions += f.unused_actions.len();
+        // The account's PCI is the mean over identities that act: users, roles and root. Groups hold
+        // permissions only through their members, who are scored themselves.
+        if matches!(f.kind, IdentityKind::User | IdentityKind::Role | IdentityKind::Root) {
+            a.pci_sum += u64::from(f.pci.score);
+            a.scored += 1;
+            match f.pci.band {
+                PciBand::Low => a.dist.low += 1,
+                PciBand::Medium => a.dist.medium += 1,
+                PciBand::High => a.dist.high += 1,
+            }
+        }
+    }
+
+    pub fn finish(self, cfg: &FindingsConfig) -> AccountsReport {
+        let accounts = self
+            .accounts
+            .into_iter()
+            .map(|(account, a)| {
+                let pci = if a.scored > 0 { ((a.pci_sum as f64) / (a.scored as f64)).round() as u8 } else { 0 };
+                AccountSummary {
+                    account,
+                    cloud: Cloud::Aws,
+                    pci,
+                    pci_band: PciBand::of(pci),
+                    pci_version: PCI_VERSION.to_string(),
+                    pci_distribution: a.dist,
+                    identities: a.identities,
+                    by_kind: a.by_kind,
+                    inactive: a.inactive,
+                    over_provisioned: a.over_provisioned,
+                    super_identities: a.super_identities,
+                    unused_access_keys: a.unused_access_keys,
+                    granted_actions: a.granted_actions,
+                    unused_actions: a.unused_actions,
+                }
+            })
+            .collect();
+        AccountsReport { as_of: cfg.as_of, lookback_days: cfg.lookback_days, pci_version: PCI_VERSION.to_string(), accounts }
+    }
+}

@@ -1,1 +1,298 @@
-//! TODO
+//! Usage accounting: normalized events in, usage state out.
+//!
+//! For every identity the stage keeps, as `(first_seen, last_seen)` spans in [`Table::Usage`]:
+//! each IAM action it exercised, each resource it touched, each access key and role-session name it
+//! used, and its activity overall; and in [`Table::Counters`], its number of events per UTC day.
+//!
+//! Exactly-once in effect: spans merge by min/max, so replaying an event cannot change them; counters
+//! are only bumped for an event id not yet in [`Table::Seen`], and the id is written in the same batch
+//! as the bump. Events are deduplicated by `(day, eventID)`: a re-delivered event carries the same event
+//! time, so the day is part of its identity and lets old ids be pruned by day.
+//!
+//! Memory is bounded by what is pending, not by the number of events: the runner calls
+//! [`Stage::snapshot`] whenever [`Stage::pending`] grows past its budget.
+
+use grantwatch_state::{SeenSpan, StateRead, Table, WriteBatch, decode_counter, encode_counter};
+use grantwatch_types::{ActionMapping, Event, EventTime, IdentityKind};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::stage::{Cx, Stage, StageError};
+
+const SEP: u8 = 0;
+
+/// Kinds of usage keys; the first byte of every key in [`Table::Usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum UsageKind {
+    Action = b'a',
+    Resource = b'r',
+    AccessKey = b'k',
+    Session = b's',
+    /// Any activity of the identity (key: just the identity).
+    Identity = b'i',
+}
+
+/// Key of a usage span: `kind identity \0 item`.
+pub fn usage_key(kind: UsageKind, identity: &str, item: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + identity.len() + item.len());
+    k.push(kind as u8);
+    k.extend_from_slice(identity.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(item.as_bytes());
+    k
+}
+
+/// The key of the span covering all events (first and latest event time seen).
+pub const ALL_EVENTS_KEY: &[u8] = b"g";
+
+/// Key of an identity's event counter for one UTC day.
+pub fn day_counter_key(identity: &str, day: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + identity.len());
+    k.push(b'd');
+    k.extend_from_slice(identity.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&day.to_be_bytes());
+    k
+}
+
+/// Key of an event id in [`Table::Seen`]: the UTC day (big-endian, so ids sort and prune by day), then the id.
+pub fn seen_key(day: i64, uid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + uid.len());
+    k.extend_from_slice(&day.to_be_bytes());
+    k.extend_from_slice(uid.as_bytes());
+    k
+}
+
+/// Key of an identity's descriptive record in [`Table::Meta`].
+pub fn identity_meta_key(identity: &str) -> Vec<u8> {
+    let mut k = b"id\0".to_vec();
+    k.extend_from_slice(identity.as_bytes());
+    k
+}
+
+/// What the logs say about an identity that may not be in any IAM snapshot (root, other accounts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityMeta {
+    pub kind: IdentityKind,
+    pub account: String,
+    pub name: String,
+}
+
+/// The result of offering one event to the stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    Counted,
+    /// The event id was already counted (in this run, or in state from an earlier one).
+    Duplicate,
+}
+
+const ITEM_KINDS: [UsageKind; 4] = [UsageKind::Action, UsageKind::Resource, UsageKind::AccessKey, UsageKind::Session];
+
+#[derive(Default)]
+struct IdentityDelta {
+    meta: Option<IdentityMeta>,
+    /// Per item kind (actions, resources, access keys, sessions): item → span.
+    spans: [FxHashMap<String, SeenSpan>; 4],
+    days: FxHashMap<i64, u64>,
+    activity: Option<SeenSpan>,
+}
+
+/// The usage-accounting stage.
+#[derive(Default)]
+pub struct UsageStage {
+    identities: FxHashMap<String, IdentityDelta>,
+    seen: FxHashSet<Vec<u8>>,
+    all_events: Option<SeenSpan>,
+    pending: usize,
+}
+
+impl UsageStage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn widen(slot: &mut Option<SeenSpan>, t: SeenSpan) {
+    *slot = Some(slot.map_or(t, |s| s.widen(t)));
+}
+
+impl IdentityDelta {
+    fn touch(&mut self, kind: UsageKind, item: &str, t: SeenSpan, pending: &mut usize) {
+        let map = &mut self.spans[ITEM_KINDS.iter().position(|k| *k == kind).unwrap_or(0)];
+        // Look up by borrowed key first: the common case (item already pending) allocates nothing.
+        if let Some(s) = map.get_mut(item) {
+            *s = s.widen(t);
+        } else {
+            map.insert(item.to_owned(), t);
+            *pending += 1;
+        }
+    }
+}
+
+impl Stage for UsageStage {
+    type In = Event;
+    type Out = Observed;
+
+    fn process(&mut self, ev: &Event, cx: &mut Cx<'_, Observed>) -> Result<(), StageError> {
+        let day = ev.time.day();
+        let seen = seen_key(day, &ev.uid);
+        if self.seen.contains(&seen) || cx.state.get(Table::Seen, &seen)?.is_some() {
+            cx.out.push(Observed::Duplicate);
+            return Ok(());
+        }
+        self.seen.insert(seen);
+        self.pending += 1;
+        let t = SeenSpan::at(ev.time.millis());
+        widen(&mut self.all_events, t);
+
+        let id = &ev.actor.uid;
+        let delta = match self.identities.get_mut(id.as_str()) {
+            Some(d) => d,
+            None => {
+                self.pending += 1;
+                self.identities.entry(id.clone()).or_default()
+            }
+        };
+        if delta.meta.is_none() {
+            delta.meta = Some(IdentityMeta {
+                kind: ev.actor.kind,
+                account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
+                name: ev.actor.name.clone().unwrap_or_default(),
+            });
+        }
+        widen(&mut delta.activity, t);
+        *delta.days.entry(day).or_insert(0) += 1;
+        if ev.mapping != ActionMapping::NoPermission {
+            for action in &ev.actions {
+                delta.touch(UsageKind::Action, action, t, &mut self.pending);
+            }
+        }
+        for r in &ev.resources {
+            delta.touch(UsageKind::Resource, r, t, &mut self.pending);
+        }
+        if let Some(k) = &ev.actor.access_key_id {
+            delta.touch(UsageKind::AccessKey, k, t, &mut self.pending);
+        }
+        if let Some(s) = &ev.actor.session_name {
+            delta.touch(UsageKind::Session, s, t, &mut self.pending);
+        }
+        cx.out.push(Observed::Counted);
+        Ok(())
+    }
+
+    fn snapshot(&mut self, batch: &mut WriteBatch) -> Result<(), StageError> {
+        for (id, d) in self.identities.drain() {
+            if let Some(meta) = &d.meta {
+                if let Ok(json) = serde_json::to_vec(meta) {
+                    batch.put(Table::Meta, identity_meta_key(&id), json);
+                }
+            }
+            if let Some(a) = d.activity {
+                batch.merge(Table::Usage, usage_key(UsageKind::Identity, &id, ""), a.encode().to_vec());
+            }
+            for (kind, spans) in ITEM_KINDS.iter().zip(d.spans) {
+                for (item, span) in spans {
+                    batch.merge(Table::Usage, usage_key(*kind, &id, &item), span.encode().to_vec());
+                }
+            }
+            for (day, n) in d.days {
+                batch.merge(Table::Counters, day_counter_key(&id, day), encode_counter(n).to_vec());
+            }
+        }
+        for key in self.seen.drain() {
+            batch.put(Table::Seen, key, Vec::new());
+        }
+        if let Some(s) = self.all_events.take() {
+            batch.merge(Table::Usage, ALL_EVENTS_KEY.to_vec(), s.encode().to_vec());
+        }
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.pending
+    }
+}
+
+/// Everything state holds about one identity's usage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityUsage {
+    pub activity: Option<SeenSpan>,
+    /// Action name (catalog spelling) → span.
+    pub actions: Vec<(String, SeenSpan)>,
+    pub resources: Vec<(String, SeenSpan)>,
+    pub access_keys: Vec<(String, SeenSpan)>,
+    pub sessions: Vec<(String, SeenSpan)>,
+    /// `(day since epoch, events)`.
+    pub days: Vec<(i64, u64)>,
+}
+
+impl IdentityUsage {
+    /// Reads an identity's usage from state.
+    pub fn load(state: &dyn StateRead, identity: &str) -> Result<IdentityUsage, grantwatch_state::StateError> {
+        let mut u = IdentityUsage::default();
+        let mut prefix = Vec::with_capacity(identity.len() + 2);
+        for kind in [UsageKind::Identity, UsageKind::Action, UsageKind::Resource, UsageKind::AccessKey, UsageKind::Session] {
+            prefix.clear();
+            prefix.push(kind as u8);
+            prefix.extend_from_slice(identity.as_bytes());
+            prefix.push(SEP);
+            let plen = prefix.len();
+            state.scan_prefix(Table::Usage, &prefix, &mut |k, v| {
+                if let (Some(span), Some(item)) = (SeenSpan::decode(v), k.get(plen..)) {
+                    let item = String::from_utf8_lossy(item).into_owned();
+                    match kind {
+                        UsageKind::Identity => u.activity = Some(span),
+                        UsageKind::Action => u.actions.push((item, span)),
+                        UsageKind::Resource => u.resources.push((item, span)),
+                        UsageKind::AccessKey => u.access_keys.push((item, span)),
+                        UsageKind::Session => u.sessions.push((item, span)),
+                    }
+                }
+                true
+            })?;
+        }
+        prefix.clear();
+        prefix.push(b'd');
+        prefix.extend_from_slice(identity.as_bytes());
+        prefix.push(SEP);
+        let plen = prefix.len();
+        state.scan_prefix(Table::Counters, &prefix, &mut |k, v| {
+            let day = k.get(plen..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
+            if let (Some(day), Some(n)) = (day, decode_counter(v)) {
+                u.days.push((day, n));
+            }
+            true
+        })?;
+        Ok(u)
+    }
+
+    /// Events in the `[from, to]` window, by day granularity.
+    pub fn events_between(&self, from: EventTime, to: EventTime) -> (u64, u32) {
+        let (fd, td) = (from.day(), to.day());
+        self.days
+            .iter()
+            .filter(|(d, _)| (fd..=td).contains(d))
+            .fold((0, 0), |(n, days), (_, c)| (n + c, days + 1))
+    }
+}
+
+/// The time span of all events in state, if any.
+pub fn all_events_span(state: &dyn StateRead) -> Result<Option<SeenSpan>, grantwatch_state::StateError> {
+    Ok(state.get(Table::Usage, ALL_EVENTS_KEY)?.as_deref().and_then(SeenSpan::decode))
+}
+
+/// Every identity the logs have named, with what they say about it.
+pub fn identities_in_logs(
+    state: &dyn StateRead,
+) -> Result<Vec<(String, IdentityMeta)>, grantwatch_state::StateError> {
+    let mut out = Vec::new();
+    state.scan_prefix(Table::Meta, b"id\0", &mut |k, v| {
+        if let (Some(id), Ok(meta)) = (k.get(3..), serde_json::from_slice::<IdentityMeta>(v)) {
+            out.push((String::from_utf8_lossy(id).into_owned(), meta));
+        }
+        true
+    })?;
+    Ok(out)
+}

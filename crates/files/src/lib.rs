@@ -1,1 +1,36 @@
-//! TODO
+//! `grantwatch-files`: the local-file source layer of grantwatch.
+//!
+//! What it is:
+//! - **Discovery** ([`discover`]): turns the paths a user names (files or directory trees) into a
+//!   sorted, de-duplicated list of [`SourceFile`]s: CloudTrail's S3 delivery layout
+//!   (`AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/*.json.gz`, and the organization-trail layout
+//!   `AWSLogs/<org-id>/<account>/CloudTrail/...`) plus any `*.json`, `*.jsonl`, `*.ndjson` file,
+//!   each optionally `.gz`. Digest files and hidden files are skipped and counted.
+//! - **Reading** ([`read_records`]): decompresses gzip (detected by its magic bytes), and splits a
+//!   file into raw records — the elements of a `{"Records":[...]}` document (or of a bare top-level
+//!   array), or the lines of a JSON Lines file — without building a `serde_json::Value`.
+//! - **Quarantine** ([`QuarantineWriter`]): a thread-safe JSON Lines sink for rejected files and records.
+//! - **Fingerprints** ([`Fingerprint`]): size + XXH3-64 of a file's bytes as stored on disk, to tell
+//!   "this file was already ingested".
+//!
+//! What it deliberately is not: it knows nothing of CloudTrail event semantics (no field is read from a
+//! record; normalization lives downstream), it does no network IO (no S3 client), it keeps no state
+//! (whether a fingerprint was seen is the caller's business) and it does not log: errors are returned,
+//! and the only thing it ever writes is the quarantine file the caller asked for.
+
+mod discover;
+mod error;
+mod fingerprint;
+mod quarantine;
+mod read;
+
+pub use discover::{
+    Discovery, Format, Ignored, S3Hints, SourceFile, YearMonthDay, discover, source_file,
+};
+pub use error::{FileError, FileErrorKind, FilesError};
+pub use fingerprint::{Fingerprint, fingerprint, fingerprint_file};
+pub use quarantine::{QuarantineCounts, QuarantineWriter, RAW_STRING_LIMIT};
+pub use read::{
+    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, ReadOptions, Record, read_records,
+    read_records_with,
+};

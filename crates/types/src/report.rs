@@ -163,6 +163,8 @@ pub struct IngestReport {
     pub files_quarantined: u64,
     pub records_read: u64,
     pub records_quarantined: u64,
+    /// Well-formed records that are not API calls (CloudTrail Insights events): skipped, not quarantined.
+    pub non_api_records: u64,
     /// Records whose event id was already counted (in this run or, with `--state`, an earlier one).
     pub duplicates: u64,
     pub events_counted: u64,

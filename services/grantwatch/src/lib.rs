@@ -1,1 +1,10 @@
-//! TODO
+//! The `grantwatch` CLI as a library: the whole pipeline embedded in one process over local files.
+//!
+//! This crate is a runner: it reads files, drives the pure stages of `grantwatch-core` and writes the
+//! state and the reports. It holds no CIEM logic of its own; a stage that only worked here would be a
+//! leak (the Kafka services run the same stages).
+
+pub mod analyze;
+pub mod floor;
+pub mod output;
+pub mod rss;

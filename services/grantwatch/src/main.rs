@@ -1,1 +1,192 @@
-fn main() {}
+//! `grantwatch`: cloud entitlements, usage and permission creep, in one process over local files.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use grantwatch::analyze::{AnalyzeOptions, run};
+use grantwatch_types::EventTime;
+
+#[derive(Parser)]
+#[command(name = "grantwatch", version, about = "Cloud entitlements, their usage, and permission creep.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate IAM snapshots against CloudTrail usage and write findings.
+    ///
+    /// Exit status: 0 when all input was read, 3 when some input was quarantined (the run still
+    /// completes and reports), 1 on an error that stopped the run.
+    Analyze(AnalyzeArgs),
+    /// Generate a synthetic organization (IAM snapshots + CloudTrail) with its ground truth.
+    Generate(GenerateArgs),
+    /// Benchmark floor: only read, decompress and parse CloudTrail files; print records/s.
+    Floor {
+        #[arg(long = "cloudtrail", required = true, num_args = 1..)]
+        cloudtrail: Vec<PathBuf>,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Output of `aws iam get-account-authorization-details` (files or directories; many accounts),
+    /// and optionally `aws iam list-access-keys` output.
+    #[arg(long, required = true, num_args = 1..)]
+    iam: Vec<PathBuf>,
+    /// CloudTrail: S3-layout directory trees, `{"Records":[...]}` files (.json/.json.gz), or JSON Lines.
+    #[arg(long, num_args = 1..)]
+    cloudtrail: Vec<PathBuf>,
+    /// Evaluate as of this time (RFC 3339). Default: the latest event time in state.
+    #[arg(long, value_parser = parse_time)]
+    as_of: Option<EventTime>,
+    /// Usage older than this many days before --as-of does not count as use.
+    #[arg(long, default_value_t = 90)]
+    lookback_days: u32,
+    /// Keep usage state (RocksDB) in this directory between runs. Default: a temporary directory.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Directory for identities.jsonl, accounts.json, ingest_report.json (and quarantine.jsonl).
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Active identities using less than this share of their granted actions are over-provisioned.
+    #[arg(long, default_value_t = 0.10)]
+    over_provisioned_threshold: f64,
+    /// Reader threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Pending usage writes that trigger a state flush (bounds memory).
+    #[arg(long, default_value_t = 1_000_000, hide = true)]
+    flush_budget: usize,
+    /// Test hook: abort right after this many state flushes (simulates kill -9).
+    #[arg(long, hide = true)]
+    crash_after_flushes: Option<u32>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    S3,
+    Jsonl,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 3)]
+    accounts: u32,
+    #[arg(long, default_value_t = 40)]
+    identities: u32,
+    #[arg(long, default_value_t = 120)]
+    days: u32,
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    #[arg(long, value_enum, default_value = "s3")]
+    layout: LayoutArg,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_time(s: &str) -> Result<EventTime, String> {
+    EventTime::parse_rfc3339(s).ok_or_else(|| format!("not an RFC 3339 time: {s:?} (e.g. 2026-11-01T00:00:00Z)"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRANTWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Analyze(a) => {
+            let mut opts = AnalyzeOptions::new(a.out);
+            opts.iam = a.iam;
+            opts.cloudtrail = a.cloudtrail;
+            opts.as_of = a.as_of;
+            opts.lookback_days = a.lookback_days;
+            opts.state = a.state;
+            opts.over_provisioned_ratio = a.over_provisioned_threshold;
+            opts.threads = a.threads;
+            opts.progress = !a.quiet;
+            opts.flush_budget = a.flush_budget.max(1);
+            opts.crash_after_flushes = a.crash_after_flushes;
+            let outcome = run(&opts)?;
+            grantwatch::output::write_summary(&mut stdout, &outcome)?;
+            let secs = outcome.elapsed.as_secs_f64();
+            writeln!(
+                stdout,
+                "Took {:.2} s ({:.0} records/s), peak RSS {}",
+                secs,
+                outcome.ingest.records_read as f64 / secs.max(1e-9),
+                outcome.peak_rss.map_or_else(|| "unknown".to_string(), |b| format!("{} MiB", b / (1 << 20)))
+            )?;
+            Ok(if outcome.quarantined_anything() { ExitCode::from(3) } else { ExitCode::SUCCESS })
+        }
+        Command::Generate(g) => {
+            let spec = grantwatch_synth::OrgSpec {
+                seed: g.seed,
+                accounts: g.accounts,
+                identities_per_account: g.identities,
+                days: g.days,
+                events: g.events,
+                layout: match g.layout {
+                    LayoutArg::S3 => grantwatch_synth::Layout::S3,
+                    LayoutArg::Jsonl => grantwatch_synth::Layout::JsonLines,
+                },
+                ..grantwatch_synth::OrgSpec::default()
+            };
+            let started = std::time::Instant::now();
+            let truth = grantwatch_synth::generate(&spec, &g.out).context("generating the organization")?;
+            let secs = started.elapsed().as_secs_f64();
+            writeln!(
+                stdout,
+                "Generated {} events for {} identities in {} in {:.1} s ({:.0} events/s); ground truth in {}",
+                truth.events,
+                truth.identities.len(),
+                g.out.display(),
+                secs,
+                truth.events as f64 / secs.max(1e-9),
+                g.out.join("truth.json").display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Floor { cloudtrail, threads } => {
+            let o = grantwatch::floor::run(&cloudtrail, threads)?;
+            let secs = o.elapsed.as_secs_f64();
+            writeln!(
+                stdout,
+                "floor: {} files, {} records ({} unparsable), {:.2} s, {:.0} records/s, peak RSS {} MiB",
+                o.files,
+                o.records,
+                o.parse_errors,
+                secs,
+                o.records as f64 / secs.max(1e-9),
+                grantwatch::rss::peak_rss_bytes().unwrap_or(0) / (1 << 20)
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

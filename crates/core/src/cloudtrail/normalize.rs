@@ -1,0 +1,354 @@
+//! One CloudTrail record (JSON bytes) to one [`Event`].
+//!
+//! Deserializes only the fields it needs, into borrowed structs (no `serde_json::Value` of the record);
+//! `requestParameters` is kept as a raw slice and parsed only when the record has no `resources` and
+//! the service has rules in [`super::resources`].
+
+use grantwatch_types::{Actor, Api, Cloud, Event, EventTime, IdentityKind, Status};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::action_map::ActionMap;
+use super::lenient::{Flag, Str};
+use super::resources;
+
+/// Region and account used when the record names none.
+pub const UNKNOWN: &str = "unknown";
+
+/// Why a record could not be normalized. The caller adds the file name and record index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("not a CloudTrail record object: {0}")]
+    Json(String),
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    #[error("eventTime not RFC 3339: {0:?}")]
+    BadTime(String),
+    /// A well-formed record that is not an API call (a CloudTrail Insights event): skipped and counted,
+    /// not quarantined.
+    #[error("not an API call (eventType {0})")]
+    NotApiActivity(String),
+}
+
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Str<'a>,
+    #[serde(rename = "eventTime", borrow, default)]
+    event_time: Str<'a>,
+    #[serde(rename = "eventSource", borrow, default)]
+    event_source: Str<'a>,
+    #[serde(rename = "eventName", borrow, default)]
+    event_name: Str<'a>,
+    #[serde(rename = "awsRegion", borrow, default)]
+    aws_region: Str<'a>,
+    #[serde(rename = "recipientAccountId", borrow, default)]
+    recipient_account_id: Str<'a>,
+    #[serde(rename = "errorCode", borrow, default)]
+    error_code: Str<'a>,
+    #[serde(rename = "sourceIPAddress", borrow, default)]
+    source_ip: Str<'a>,
+    #[serde(rename = "userAgent", borrow, default)]
+    user_agent: Str<'a>,
+    #[serde(rename = "readOnly", default)]
+    read_only: Flag,
+    #[serde(rename = "userIdentity", borrow, default)]
+    user_identity: Option<RawIdentity<'a>>,
+    #[serde(borrow, default)]
+    resources: Option<Vec<RawResource<'a>>>,
+    #[serde(rename = "requestParameters", borrow, default)]
+    request_parameters: Option<&'a RawValue>,
+    #[serde(rename = "eventType", borrow, default)]
+    event_type: Str<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawIdentity<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Str<'a>,
+    #[serde(borrow, default)]
+    principal_id: Str<'a>,
+    #[serde(borrow, default)]
+    arn: Str<'a>,
+    #[serde(borrow, default)]
+    account_id: Str<'a>,
+    #[serde(borrow, default)]
+    access_key_id: Str<'a>,
+    #[serde(borrow, default)]
+    user_name: Str<'a>,
+    #[serde(borrow, default)]
+    invoked_by: Str<'a>,
+    #[serde(borrow, default)]
+    session_context: Option<RawSessionContext<'a>>,
+    #[serde(borrow, default)]
+    on_behalf_of: Option<RawOnBehalfOf<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawSessionContext<'a> {
+    #[serde(default)]
+    attributes: Option<RawAttributes>,
+    #[serde(borrow, default)]
+    session_issuer: Option<RawIssuer<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawAttributes {
+    #[serde(default)]
+    mfa_authenticated: Flag,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawIssuer<'a> {
+    #[serde(borrow, default)]
+    arn: Str<'a>,
+    #[serde(borrow, default)]
+    user_name: Str<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawOnBehalfOf<'a> {
+    #[serde(borrow, default)]
+    user_id: Str<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawResource<'a> {
+    #[serde(rename = "ARN", borrow, default)]
+    arn: Str<'a>,
+}
+
+/// Normalizes one CloudTrail record (the JSON bytes of one record object).
+///
+/// Required: `eventID`, `eventTime` (RFC 3339), `eventSource`, `eventName`, `userIdentity` (an object).
+/// `awsRegion` and the account (`recipientAccountId`, else `userIdentity.accountId`, else the actor ARN's
+/// account) default to [`UNKNOWN`]. Never panics.
+pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeError> {
+    // serde's derived structs would also accept a JSON array (fields by position).
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(NormalizeError::Json("expected a JSON object".to_string()));
+    }
+    let rec: RawRecord<'_> = serde_json::from_slice(raw).map_err(|e| NormalizeError::Json(e.to_string()))?;
+    if let Some(kind @ "AwsCloudTrailInsight") = rec.event_type.get() {
+        return Err(NormalizeError::NotApiActivity(kind.to_string()));
+    }
+    let uid = rec.event_id.get().ok_or(NormalizeError::Missing("eventID"))?;
+    let time_s = rec.event_time.get().ok_or(NormalizeError::Missing("eventTime"))?;
+    let source = rec.event_source.get().ok_or(NormalizeError::Missing("eventSource"))?;
+    let name = rec.event_name.get().ok_or(NormalizeError::Missing("eventName"))?;
+    let ident = rec.user_identity.as_ref().ok_or(NormalizeError::Missing("userIdentity"))?;
+    let time = EventTime::parse_rfc3339(time_s).ok_or_else(|| NormalizeError::BadTime(time_s.to_string()))?;
+
+    let actor = resolve_actor(ident);
+    let region = rec.aws_region.get();
+    let account =
+        rec.recipient_account_id.get().or(ident.account_id.get()).or_else(|| ident.arn.get().and_then(arn_account));
+
+    let mut res: Vec<String> = rec.resources.iter().flatten().filter_map(|r| r.arn.get().map(str::to_string)).collect();
+    if res.is_empty()
+        && resources::has_rules(source)
+        && let Some(params) = rec.request_parameters
+    {
+        resources::from_request_parameters(params.get(), source, region, account, &mut res);
+    }
+    res.sort_unstable();
+    res.dedup();
+
+    let mapped = map.map_event(source, name);
+    let status_code = rec.error_code.get().map(str::to_string);
+    Ok(Event {
+        uid: uid.to_string(),
+        time,
+        cloud: Cloud::Aws,
+        account_uid: account.unwrap_or(UNKNOWN).to_string(),
+        region: region.unwrap_or(UNKNOWN).to_string(),
+        actor,
+        api: Api { service: source.to_string(), operation: name.to_string() },
+        actions: mapped.actions.clone(),
+        mapping: mapped.mapping,
+        resources: res,
+        status: if status_code.is_some() { Status::Failure } else { Status::Success },
+        status_code,
+        src_ip: rec.source_ip.get().map(str::to_string),
+        user_agent: rec.user_agent.get().map(str::to_string),
+        read_only: rec.read_only.0,
+    })
+}
+
+/// `arn:aws:sts::111122223333:assumed-role/R/s` → `111122223333`.
+fn arn_account(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
+fn arn_partition(arn: &str) -> &str {
+    arn.split(':').nth(1).filter(|p| !p.is_empty()).unwrap_or("aws")
+}
+
+/// The resource part of an ARN (after the fifth colon).
+fn arn_resource(arn: &str) -> Option<&str> {
+    arn.splitn(6, ':').nth(5)
+}
+
+fn resolve_actor(id: &RawIdentity<'_>) -> Actor {
+    let arn = id.arn.get();
+    let account = id.account_id.get().or_else(|| arn.and_then(arn_account));
+    let issuer = id.session_context.as_ref().and_then(|c| c.session_issuer.as_ref());
+    let mfa = id.session_context.as_ref().and_then(|c| c.attributes.as_ref()).and_then(|a| a.mfa_authenticated.0);
+    let own = |s: Option<&str>| s.map(str::to_string);
+    let best_id = || {
+        arn.or(id.on_behalf_of.as_ref().and_then(|o| o.user_id.get()))
+            .or(id.principal_id.get())
+            .or(id.user_name.get())
+            .unwrap_or(UNKNOWN)
+            .to_string()
+    };
+    let mut actor = Actor {
+        uid: String::new(),
+        kind: IdentityKind::External,
+        name: None,
+        account_uid: own(account),
+        session_name: None,
+        principal_id: own(id.principal_id.get()),
+        access_key_id: own(id.access_key_id.get()),
+        invoked_by: own(id.invoked_by.get()),
+        mfa_authenticated: mfa,
+    };
+    match id.kind.get() {
+        Some("IAMUser") => {
+            actor.kind = IdentityKind::User;
+            actor.name = own(id.user_name.get()).or_else(|| own(arn.and_then(|a| a.rsplit('/').next())));
+            actor.uid = match (arn, account, id.user_name.get()) {
+                (Some(a), _, _) => a.to_string(),
+                (None, Some(acct), Some(user)) => format!("arn:aws:iam::{acct}:user/{user}"),
+                _ => best_id(),
+            };
+        }
+        Some("Root") => {
+            actor.kind = IdentityKind::Root;
+            actor.uid = match account {
+                Some(acct) => format!("arn:{}:iam::{acct}:root", arn.map_or("aws", arn_partition)),
+                None => best_id(),
+            };
+        }
+        Some("AssumedRole") => {
+            actor.kind = IdentityKind::Role;
+            // `assumed-role/RoleName/session`
+            let parts = arn.and_then(arn_resource).and_then(|r| r.strip_prefix("assumed-role/"));
+            let (role_name, session) = match parts.and_then(|p| p.split_once('/')) {
+                Some((r, s)) => (Some(r), Some(s)),
+                None => (parts, None),
+            };
+            actor.session_name = own(session.filter(|s| !s.is_empty()));
+            actor.name = own(issuer.and_then(|i| i.user_name.get()).or(role_name));
+            actor.uid = match (issuer.and_then(|i| i.arn.get()), account, role_name) {
+                (Some(role_arn), _, _) => role_arn.to_string(),
+                (None, Some(acct), Some(r)) => {
+                    format!("arn:{}:iam::{acct}:role/{r}", arn.map_or("aws", arn_partition))
+                }
+                _ => best_id(),
+            };
+        }
+        Some("FederatedUser") => {
+            actor.session_name = own(arn
+                .and_then(arn_resource)
+                .and_then(|r| r.strip_prefix("federated-user/"))
+                .filter(|s| !s.is_empty()));
+            match issuer.and_then(|i| i.arn.get()) {
+                Some(user_arn) => {
+                    actor.kind = IdentityKind::User;
+                    actor.uid = user_arn.to_string();
+                    actor.name = own(issuer.and_then(|i| i.user_name.get()));
+                }
+                None => actor.uid = best_id(),
+            }
+        }
+        Some("AWSService") => {
+            actor.kind = IdentityKind::Service;
+            actor.uid = own(id.invoked_by.get()).unwrap_or_else(best_id);
+        }
+        Some("AWSAccount") => {
+            actor.uid = match id.account_id.get() {
+                Some(acct) => format!("arn:aws:iam::{acct}:root"),
+                None => best_id(),
+            };
+        }
+        None if id.invoked_by.get().is_some() => {
+            // Service events (`eventType: AwsServiceEvent`) carry only accountId + invokedBy.
+            actor.kind = IdentityKind::Service;
+            actor.uid = own(id.invoked_by.get()).unwrap_or_else(best_id);
+        }
+        _ => actor.uid = best_id(),
+    }
+    actor
+}
+
+/// Owns an [`ActionMap`] and normalizes records with it.
+#[derive(Debug)]
+pub struct Normalizer {
+    map: ActionMap,
+}
+
+impl Normalizer {
+    pub fn new(map: ActionMap) -> Normalizer {
+        Normalizer { map }
+    }
+
+    /// A normalizer over the AWS catalog compiled into this binary.
+    pub fn aws() -> Result<Normalizer, super::ActionMapError> {
+        Ok(Normalizer { map: ActionMap::aws()? })
+    }
+
+    pub fn action_map(&self) -> &ActionMap {
+        &self.map
+    }
+
+    /// See [`normalize_record`].
+    pub fn normalize(&self, raw: &[u8]) -> Result<Event, NormalizeError> {
+        normalize_record(raw, &self.map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(raw: &str) -> Result<Event, NormalizeError> {
+        thread_local! { static M: ActionMap = ActionMap::aws().unwrap(); }
+        M.with(|m| normalize_record(raw.as_bytes(), m))
+    }
+
+    const BASE: &str =
+        r#""eventID":"e1","eventTime":"2024-01-02T03:04:05Z","eventSource":"s3.amazonaws.com","eventName":"GetObject""#;
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(n("{}").unwrap_err(), NormalizeError::Missing("eventID"));
+        assert_eq!(n(&format!("{{{BASE}}}")).unwrap_err(), NormalizeError::Missing("userIdentity"));
+        let bad_time = r#"{"eventID":"e","eventTime":"yesterday","eventSource":"s","eventName":"n","userIdentity":{}}"#;
+        assert_eq!(n(bad_time).unwrap_err().to_string(), "eventTime not RFC 3339: \"yesterday\"");
+        assert!(matches!(n("[1]"), Err(NormalizeError::Json(_))));
+        assert!(matches!(n(&format!("{{{BASE},\"userIdentity\":\"x\"}}")), Err(NormalizeError::Json(_))));
+    }
+
+    #[test]
+    fn assumed_role_without_issuer_derives_role_arn() {
+        let e = n(&format!(
+            r#"{{{BASE},"userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_abc/alice@example.com","sessionContext":{{"attributes":{{"mfaAuthenticated":"true"}}}}}},"requestParameters":{{"bucketName":"b","key":"k"}},"errorCode":"AccessDenied","readOnly":true}}"#
+        ))
+        .unwrap();
+        assert_eq!(e.actor.uid, "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_abc");
+        assert_eq!(e.actor.session_name.as_deref(), Some("alice@example.com"));
+        assert_eq!(e.actor.mfa_authenticated, Some(true));
+        assert_eq!(e.account_uid, "111122223333");
+        assert_eq!(e.region, UNKNOWN);
+        assert_eq!(e.resources, ["arn:aws:s3:::b", "arn:aws:s3:::b/k"]);
+        assert_eq!(e.status, Status::Failure);
+        assert_eq!(e.read_only, Some(true));
+        assert_eq!(e.actions, ["s3:GetObject"]);
+    }
+}

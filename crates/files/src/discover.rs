@@ -1,0 +1,342 @@
+//! Finding input files.
+//!
+//! Rules:
+//! - A path named by the caller that is a **file** is always taken (even if hidden, a digest or with an
+//!   unknown extension: naming it is explicit). Its format comes from its extension; an unknown
+//!   extension is read as [`Format::RecordsJson`].
+//! - A **directory** is walked recursively. Taken: `*.json`, `*.jsonl`, `*.ndjson`, each optionally
+//!   `.gz` (case-insensitive), which covers CloudTrail's `*.json.gz`. Skipped and counted in
+//!   [`Ignored`]: CloudTrail digest files (a `CloudTrail-Digest` path component or file name), hidden
+//!   entries (name starting with `.`; hidden directories are not descended into and count once),
+//!   symbolic links (never followed below a named root, so a walk cannot escape the tree or loop),
+//!   and files with other extensions.
+//! - A named path that is itself a symlink is followed (the user named it).
+//! - The result is sorted by path and de-duplicated (overlapping arguments yield each file once;
+//!   [`Ignored`] counts are per walk, so overlapping directories count their skipped entries twice).
+
+use std::{
+    ffi::OsStr,
+    fs,
+    path::{Component, Path, PathBuf},
+};
+
+use crate::error::FilesError;
+
+/// How a file's records are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// One JSON document `{"Records":[...]}` (CloudTrail's delivery format) or a bare array.
+    RecordsJson,
+    /// One record per line.
+    JsonLines,
+}
+
+/// A calendar date parsed from a path (`.../YYYY/MM/DD/...`), range-checked but not calendar-checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct YearMonthDay {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// What the CloudTrail S3 layout says about a file, when its path follows it. Hints only: the
+/// records themselves are authoritative.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct S3Hints {
+    /// `o-...` for organization trails.
+    pub org_id: Option<String>,
+    /// 12-digit AWS account id.
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub date: Option<YearMonthDay>,
+}
+
+/// One input file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// Size on disk at discovery time.
+    pub size: u64,
+    pub format: Format,
+    /// The name ends in `.gz`. Informational: the reader detects gzip by its magic bytes.
+    pub compressed: bool,
+    pub hints: S3Hints,
+}
+
+/// Entries skipped while walking directories.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ignored {
+    /// CloudTrail digest files.
+    pub digest: u64,
+    /// Hidden files, and hidden directories (each counted once, not descended into).
+    pub hidden: u64,
+    /// Symbolic links below a named root.
+    pub symlinks: u64,
+    /// Files with an extension that is not taken.
+    pub other: u64,
+}
+
+impl Ignored {
+    pub fn total(&self) -> u64 {
+        self.digest + self.hidden + self.symlinks + self.other
+    }
+}
+
+/// The result of [`discover`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Sorted by path, without duplicates.
+    pub files: Vec<SourceFile>,
+    pub ignored: Ignored,
+}
+
+/// Finds the input files under `paths` (see the module rules above).
+pub fn discover(paths: &[PathBuf]) -> Result<Discovery, FilesError> {
+    let mut out = Discovery::default();
+    for root in paths {
+        let meta = match fs::metadata(root) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(FilesError::NotFound { path: root.clone() });
+            }
+            Err(source) => {
+                return Err(FilesError::Io {
+                    path: root.clone(),
+                    source,
+                });
+            }
+        };
+        if meta.is_file() {
+            let format =
+                format_of(root.file_name().unwrap_or_default()).unwrap_or(Format::RecordsJson);
+            out.files.push(make(root.clone(), meta.len(), format));
+            continue;
+        }
+        walk(root, &mut out)?;
+    }
+    out.files.sort_by(|a, b| a.path.cmp(&b.path));
+    out.files.dedup_by(|a, b| a.path == b.path);
+    Ok(out)
+}
+
+/// Describes one file the caller names, without filtering (format by extension, default
+/// [`Format::RecordsJson`]).
+pub fn source_file(path: &Path) -> Result<SourceFile, FilesError> {
+    let meta = fs::metadata(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            FilesError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            FilesError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let format = format_of(path.file_name().unwrap_or_default()).unwrap_or(Format::RecordsJson);
+    Ok(make(path.to_path_buf(), meta.len(), format))
+}
+
+fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
+    let mut it = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(true)
+        .into_iter();
+    loop {
+        let entry = match it.next() {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
+                return Err(FilesError::Io { path, source });
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let name = entry.file_name();
+        let ft = entry.file_type();
+        if is_hidden(name) {
+            out.ignored.hidden += 1;
+            if ft.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if ft.is_symlink() {
+            out.ignored.symlinks += 1;
+            continue;
+        }
+        if !ft.is_file() {
+            continue;
+        }
+        if is_digest(entry.path()) {
+            out.ignored.digest += 1;
+            continue;
+        }
+        let Some(format) = format_of(name) else {
+            out.ignored.other += 1;
+            continue;
+        };
+        let size = entry
+            .metadata()
+            .map_err(|e| {
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("metadata"));
+                FilesError::Io {
+                    path: entry.path().to_path_buf(),
+                    source,
+                }
+            })?
+            .len();
+        out.files.push(make(entry.into_path(), size, format));
+    }
+    Ok(())
+}
+
+fn make(path: PathBuf, size: u64, format: Format) -> SourceFile {
+    let compressed = path
+        .file_name()
+        .and_then(OsStr::to_str)
+        .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
+    let hints = s3_hints(&path);
+    SourceFile {
+        path,
+        size,
+        format,
+        compressed,
+        hints,
+    }
+}
+
+fn is_hidden(name: &OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+fn is_digest(path: &Path) -> bool {
+    path.components().any(|c| match c {
+        Component::Normal(s) => s.to_str().is_some_and(|s| s.contains("CloudTrail-Digest")),
+        _ => false,
+    })
+}
+
+/// The format implied by a file name, or `None` if the name is not taken.
+fn format_of(name: &OsStr) -> Option<Format> {
+    let lower = name.to_str()?.to_ascii_lowercase();
+    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+    if base.ends_with(".json") {
+        Some(Format::RecordsJson)
+    } else if base.ends_with(".jsonl") || base.ends_with(".ndjson") {
+        Some(Format::JsonLines)
+    } else {
+        None
+    }
+}
+
+/// Parses `.../AWSLogs/[<org-id>/]<account>/CloudTrail/<region>/YYYY/MM/DD/<file>`.
+fn s3_hints(path: &Path) -> S3Hints {
+    let comps: Vec<&str> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    let mut hints = S3Hints::default();
+    let Some(aws) = comps.iter().rposition(|c| *c == "AWSLogs") else {
+        return hints;
+    };
+    let rest = comps.get(aws + 1..).unwrap_or_default();
+    let (org, account, after) = match rest {
+        [account, "CloudTrail", after @ ..] => (None, *account, after),
+        [org, account, "CloudTrail", after @ ..] => (Some(*org), *account, after),
+        _ => return hints,
+    };
+    if !is_account(account) {
+        return hints;
+    }
+    hints.account = Some(account.to_string());
+    hints.org_id = org.filter(|o| o.starts_with("o-")).map(str::to_string);
+    // `after` is region, year, month, day, file name.
+    if let [region, rest @ ..] = after {
+        if rest.is_empty() {
+            return hints; // the region would be the file name
+        }
+        hints.region = Some((*region).to_string());
+        if let [y, m, d, _file, ..] = rest {
+            hints.date = parse_date(y, m, d);
+        }
+    }
+    hints
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn parse_date(y: &str, m: &str, d: &str) -> Option<YearMonthDay> {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(y, 4) && digits(m, 2) && digits(d, 2)) {
+        return None;
+    }
+    let year: u16 = y.parse().ok()?;
+    let month: u8 = m.parse().ok()?;
+    let day: u8 = d.parse().ok()?;
+    ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(YearMonthDay {
+        year,
+        month,
+        day,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_plain_and_org() {
+        let h = s3_hints(Path::new(
+            "/x/AWSLogs/123456789012/CloudTrail/eu-west-1/2024/03/05/123456789012_CloudTrail_eu-west-1_20240305T0000Z_abc.json.gz",
+        ));
+        assert_eq!(h.account.as_deref(), Some("123456789012"));
+        assert_eq!(h.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            h.date,
+            Some(YearMonthDay {
+                year: 2024,
+                month: 3,
+                day: 5
+            })
+        );
+        assert_eq!(h.org_id, None);
+        let h = s3_hints(Path::new(
+            "AWSLogs/o-abc123/123456789012/CloudTrail/us-east-1/2024/13/05/f.json.gz",
+        ));
+        assert_eq!(h.org_id.as_deref(), Some("o-abc123"));
+        assert_eq!(h.account.as_deref(), Some("123456789012"));
+        assert_eq!(h.region.as_deref(), Some("us-east-1"));
+        assert_eq!(h.date, None);
+        assert_eq!(
+            s3_hints(Path::new("AWSLogs/nope/CloudTrail/r/f.json")),
+            S3Hints::default()
+        );
+        assert_eq!(s3_hints(Path::new("a/b.json")), S3Hints::default());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            format_of(OsStr::new("a.JSON.GZ")),
+            Some(Format::RecordsJson)
+        );
+        assert_eq!(format_of(OsStr::new("a.ndjson")), Some(Format::JsonLines));
+        assert_eq!(format_of(OsStr::new("a.jsonl.gz")), Some(Format::JsonLines));
+        assert_eq!(format_of(OsStr::new("a.txt")), None);
+        assert_eq!(format_of(OsStr::new("a.gz")), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! Errors: [`FilesError`] for discovery, [`FileError`] for reading one file.
+
+use std::{fmt, io, path::PathBuf};
+
+/// Discovery failed: a named path is missing or a directory could not be walked.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// A path the caller named does not exist.
+    #[error("{}: no such file or directory", path.display())]
+    NotFound { path: PathBuf },
+    /// A path exists but could not be inspected or walked.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Reading one file failed; the caller quarantines the whole file. `Display` names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    pub kind: FileErrorKind,
+}
+
+impl FileError {
+    pub(crate) fn new(path: impl Into<PathBuf>, kind: FileErrorKind) -> FileError {
+        FileError {
+            path: path.into(),
+            kind,
+        }
+    }
+}
+
+/// What was wrong with a file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileErrorKind {
+    /// The file could not be opened or read.
+    Io(io::Error),
+    /// The gzip stream is corrupt.
+    CorruptGzip(String),
+    /// The gzip stream ends early.
+    TruncatedGzip,
+    /// The decompressed content exceeds [`crate::ReadOptions::max_decompressed`].
+    TooLarge { cap: u64 },
+    /// A JSON Lines line exceeds [`crate::ReadOptions::max_record`]; `line` is 0-based.
+    RecordTooLarge { line: u64, cap: u64 },
+    /// The content is not valid JSON. `line`/`column` are serde_json's (1-based); `offset` is the
+    /// 0-based byte offset into the decompressed content.
+    NotJson {
+        message: String,
+        line: usize,
+        column: usize,
+        offset: u64,
+    },
+    /// The top level is a JSON value other than an object or an array.
+    NotObjectOrArray,
+    /// A top-level object without a `Records` array.
+    NoRecordsArray,
+}
+
+impl fmt::Display for FileErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileErrorKind::Io(e) => write!(f, "read error: {e}"),
+            FileErrorKind::CorruptGzip(m) => write!(f, "corrupt gzip: {m}"),
+            FileErrorKind::TruncatedGzip => write!(f, "truncated gzip: the stream ends early"),
+            FileErrorKind::TooLarge { cap } => {
+                write!(f, "decompressed content exceeds the cap of {cap} bytes")
+            }
+            FileErrorKind::RecordTooLarge { line, cap } => {
+                write!(
+                    f,
+                    "line {line} (0-based) exceeds the record cap of {cap} bytes"
+                )
+            }
+            FileErrorKind::NotJson {
+                message,
+                line,
+                column,
+                offset,
+            } => write!(
+                f,
+                "not valid JSON at line {line} column {column} (byte offset {offset}): {message}"
+            ),
+            FileErrorKind::NotObjectOrArray => {
+                write!(
+                    f,
+                    "not a CloudTrail document: the top level is neither an object nor an array"
+                )
+            }
+            FileErrorKind::NoRecordsArray => {
+                write!(
+                    f,
+                    "not a CloudTrail document: no top-level \"Records\" array"
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! `grantwatch analyze`: IAM snapshots and CloudTrail files in, findings out.
+//!
+//! The runner, step by step:
+//! 1. Parse the IAM snapshots and evaluate every identity's effective permissions.
+//! 2. Find the CloudTrail files; skip those the state already holds (same path and fingerprint).
+//! 3. Read and normalize files in parallel (rayon workers); one aggregator thread runs the usage
+//!    stage, so deduplication and state writes have a single owner.
+//! 4. Whenever the stage's pending writes pass a budget, and at the end, write them in one atomic
+//!    batch together with the "file ingested" markers of the files whose every record they include.
+//!    A killed run therefore restarts cleanly: finished files are skipped, the others are read again,
+//!    and the stage's idempotent merges and event-id dedup make the re-read count once.
+//! 5. Compute findings as of the given time (default: the latest event time in state) and write them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use anyhow::{Context, Result, bail};
+use grantwatch_core::catalog::Catalog;
+use grantwatch_core::cloudtrail::{ActionMap, NormalizeError, Normalizer};
+use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_finding};
+use grantwatch_core::iam::IamSnapshot;
+use grantwatch_core::policy::{IdentityGrants, evaluate};
+use grantwatch_core::stage::{Cx, Stage};
+use grantwatch_core::usage::{Observed, UsageStage, all_events_span};
+use grantwatch_files::{QuarantineWriter, SourceFile};
+use grantwatch_state::{StateStore, Table, WriteBatch};
+use grantwatch_state_rocks::RocksStore;
+use grantwatch_types::{
+    ActionMapping, AccountsReport, Event, EventTime, IdentityFinding, IngestReport, Quarantined, UnmappedCall,
+};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::output::Outputs;
+
+/// Options of one `analyze` run.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    pub iam: Vec<PathBuf>,
+    pub cloudtrail: Vec<PathBuf>,
+    pub as_of: Option<EventTime>,
+    pub lookback_days: u32,
+    /// Keep usage state here between runs; a temporary directory when absent.
+    pub state: Option<PathBuf>,
+    pub out: PathBuf,
+    pub over_provisioned_ratio: f64,
+    /// Pending usage writes that trigger a state flush (bounds memory).
+    pub flush_budget: usize,
+    pub threads: Option<usize>,
+    pub progress: bool,
+    /// Fault injection for the crash-restart test: abort the process (as `kill -9` would end it) right
+    /// after this many state flushes.
+    pub crash_after_flushes: Option<u32>,
+}
+
+impl AnalyzeOptions {
+    pub fn new(out: PathBuf) -> Self {
+        Self {
+            iam: Vec::new(),
+            cloudtrail: Vec::new(),
+            as_of: None,
+            lookback_days: 90,
+            state: None,
+            out,
+            over_provisioned_ratio: 0.10,
+            flush_budget: 1_000_000,
+            threads: None,
+            progress: true,
+            crash_after_flushes: None,
+        }
+    }
+}
+
+/// What a run produced, for the summary and for tests.
+#[derive(Debug)]
+pub struct AnalyzeOutcome {
+    pub ingest: IngestReport,
+    pub accounts: AccountsReport,
+    /// The identities with the highest PCI (at most 20), for the summary table.
+    pub top: Vec<IdentityFinding>,
+    pub identities: usize,
+    pub outputs: Outputs,
+    pub elapsed: std::time::Duration,
+    pub peak_rss: Option<u64>,
+}
+
+impl AnalyzeOutcome {
+    pub fn quarantined_anything(&self) -> bool {
+        self.ingest.files_quarantined > 0 || self.ingest.records_quarantined > 0
+    }
+}
+
+const QUARANTINE_LIST_CAP: usize = 1000;
+
+/// One message from a reader worker to the aggregator.
+struct Chunk {
+    events: Vec<Event>,
+    /// Set on a file's last chunk.
+    done: Option<FileDone>,
+}
+
+struct FileDone {
+    path: String,
+    fingerprint: String,
+    records: u64,
+    /// The file could not be read to its end: it is not marked ingested.
+    failed: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    records: AtomicU64,
+    records_quarantined: AtomicU64,
+    non_api: AtomicU64,
+    files_quarantined: AtomicU64,
+    bytes: AtomicU64,
+}
+
+fn file_meta_key(path: &str) -> Vec<u8> {
+    let mut k = b"file\0".to_vec();
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// Runs `analyze`.
+pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating output dir {}", opts.out.display()))?;
+    let catalog = Arc::new(Catalog::aws().context("loading the AWS action catalog")?);
+    let normalizer =
+        Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?);
+
+    // 1. Entitlements.
+    let mut snapshot = IamSnapshot::default();
+    let mut iam_files = 0u64;
+    for f in grantwatch_files::discover(&opts.iam).context("finding IAM snapshot files")?.files {
+        let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+        let doc = grantwatch_core::iam::parse_iam_json(&bytes, &f.path.display().to_string())
+            .with_context(|| format!("parsing IAM snapshot {}", f.path.display()))?;
+        snapshot.merge(doc);
+        iam_files += 1;
+    }
+    for w in &snapshot.warnings {
+        tracing::warn!(warning = %w, "IAM snapshot issue.");
+    }
+    let grants = evaluate(&snapshot, &catalog);
+    tracing::info!(identities = grants.len(), files = iam_files, "Entitlements evaluated.");
+
+    // 2. State and inputs.
+    let temp_state;
+    let state_dir: &Path = match &opts.state {
+        Some(d) => d,
+        None => {
+            temp_state = tempfile::Builder::new().prefix("grantwatch-state-").tempdir().context("creating a temporary state dir")?;
+            temp_state.path()
+        }
+    };
+    let store = RocksStore::open(state_dir).with_context(|| format!("opening state dir {}", state_dir.display()))?;
+    let files = grantwatch_files::discover(&opts.cloudtrail).context("finding CloudTrail files")?.files;
+    let quarantine_path = opts.out.join("quarantine.jsonl");
+    let quarantine = QuarantineWriter::new(quarantine_path.clone());
+
+    let mut report = IngestReport { iam_snapshots_read: iam_files, identities: grants.len() as u64, ..Default::default() };
+    let mut todo: Vec<SourceFile> = Vec::with_capacity(files.len());
+    for f in files {
+        // Only a path the state already knows costs an extra read for its fingerprint; new files are
+        // fingerprinted during their one read.
+        let key = file_meta_key(&f.path.display().to_string());
+        if let Some(known) = store.get(Table::Meta, &key)? {
+            if let Ok(fp) = grantwatch_files::fingerprint_file(&f) {
+                if known == fp.to_string().as_bytes() {
+                    report.files_already_ingested += 1;
+                    continue;
+                }
+            }
+        }
+        todo.push(f);
+    }
+
+    // 3 + 4. Read in parallel, account in one place, flush atomically.
+    let total_bytes: u64 = todo.iter().map(|f| f.size).sum();
+    let bar = crate::output::progress_bar(opts.progress, total_bytes);
+    let tally = Tally::default();
+    let quarantined_list = std::sync::Mutex::new(Vec::<Quarantined>::new());
+    let (tx, rx) = sync_channel::<Chunk>(64);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .thread_name(|i| format!("gw-read-{i}"))
+        .build()
+        .context("starting reader threads")?;
+
+    let agg = std::thread::scope(|scope| -> Result<Aggregated> {
+        let store_ref = &store;
+        let (budget, crash) = (opts.flush_budget, opts.crash_after_flushes);
+        let aggregator = scope.spawn(move || aggregate(rx, store_ref, budget, crash));
+        let work = || {
+            todo.par_iter().for_each_with(tx, |tx, file| {
+                read_one(file, &normalizer, &quarantine, &tally, &quarantined_list, tx);
+                bar.inc(file.size);
+            });
+        };
+        pool.install(work);
+        aggregator.join().map_err(|_| anyhow::anyhow!("aggregator thread panicked"))?
+    })?;
+    bar.finish_and_clear();
+
+    report.files_read = todo.len() as u64 - tally.files_quarantined.load(Ordering::Relaxed);
+    report.files_quarantined = tally.files_quarantined.load(Ordering::Relaxed);
+    report.records_read = tally.records.load(Ordering::Relaxed);
+    report.records_quarantined = tally.records_quarantined.load(Ordering::Relaxed);
+    report.non_api_records = tally.non_api.load(Ordering::Relaxed);
+    report.duplicates = agg.duplicates;
+    report.events_counted = agg.counted;
+    report.no_permission_events = agg.no_permission;
+    report.unmapped_events = agg.unmapped.values().sum();
+    let mut unmapped: Vec<UnmappedCall> = agg
+        .unmapped
+        .into_iter()
+        .map(|((service, operation), count)| UnmappedCall { service, operation, count })
+        .collect();
+    unmapped.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation))));
+    report.unmapped_calls = unmapped;
+    let mut q = quarantined_list.into_inner().unwrap_or_default();
+    q.sort_by(|a, b| (&a.file, a.record).cmp(&(&b.file, b.record)));
+    report.quarantined = q;
+    let qc = quarantine.counts();
+    report.quarantine_file = (qc.files + qc.records > 0).then(|| quarantine_path.display().to_string());
+
+    // 5. Findings.
+    let span = all_events_span(&store)?;
+    report.first_event = span.map(|s| EventTime(s.first_ms));
+    report.last_event = span.map(|s| EventTime(s.last_ms));
+    let as_of = match (opts.as_of, span) {
+        (Some(t), _) => t,
+        (None, Some(s)) => EventTime(s.last_ms),
+        (None, None) => bail!("no --as-of given and no events in state to take the latest event time from"),
+    };
+    let mut cfg = FindingsConfig::new(as_of);
+    cfg.lookback_days = opts.lookback_days;
+    cfg.over_provisioned_ratio = opts.over_provisioned_ratio;
+    let (accounts, top, identities, outputs) = write_findings(&catalog, &cfg, &grants, &store, &opts.out, &report)?;
+    Ok(AnalyzeOutcome {
+        ingest: report,
+        accounts,
+        top,
+        identities,
+        outputs,
+        elapsed: started.elapsed(),
+        peak_rss: crate::rss::peak_rss_bytes(),
+    })
+}
+
+fn write_findings(
+    catalog: &Catalog,
+    cfg: &FindingsConfig,
+    grants: &[IdentityGrants],
+    store: &RocksStore,
+    out: &Path,
+    report: &IngestReport,
+) -> Result<(AccountsReport, Vec<IdentityFinding>, usize, Outputs)> {
+    let outputs = Outputs::new(out);
+    let mut identities_w = outputs.identities_writer()?;
+    let mut rollup = AccountRollup::default();
+    let mut top: Vec<IdentityFinding> = Vec::new();
+    let mut n = 0usize;
+    let mut write_err = None;
+    for_each_finding(catalog, cfg, grants, store, &mut |f| {
+        n += 1;
+        rollup.add(&f);
+        if write_err.is_none() {
+            if let Err(e) = identities_w.write(&f) {
+                write_err = Some(e);
+            }
+        }
+        crate::output::keep_top(&mut top, f, 20);
+    })?;
+    if let Some(e) = write_err {
+        return Err(e);
+    }
+    identities_w.finish()?;
+    let accounts = rollup.finish(cfg);
+    outputs.write_json(&outputs.accounts, &accounts)?;
+    outputs.write_json(&outputs.ingest_report, report)?;
+    Ok((accounts, top, n, outputs))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_one(
+    file: &SourceFile,
+    normalizer: &Normalizer,
+    quarantine: &QuarantineWriter,
+    tally: &Tally,
+    quarantined_list: &std::sync::Mutex<Vec<Quarantined>>,
+    tx: &mut SyncSender<Chunk>,
+) {
+    const CHUNK: usize = 2048;
+    let name = file.path.display().to_string();
+    let mut events = Vec::with_capacity(CHUNK);
+    let mut records = 0u64;
+    let note = |record: Option<u64>, reason: String| {
+        if let Ok(mut l) = quarantined_list.lock() {
+            if l.len() < QUARANTINE_LIST_CAP {
+                l.push(Quarantined { file: name.clone(), record, reason });
+            }
+        }
+    };
+    let mut buf = Vec::new();
+    let result = grantwatch_files::read_records(file, &mut buf, &mut |rec| {
+        records += 1;
+        match normalizer.normalize(rec.raw) {
+            Ok(ev) => {
+                events.push(ev);
+                if events.len() >= CHUNK {
+                    let full = std::mem::replace(&mut events, Vec::with_capacity(CHUNK));
+                    // A send fails only when the aggregator has stopped on an error it reports itself.
+                    let _ = tx.send(Chunk { events: full, done: None });
+                }
+            }
+            Err(NormalizeError::NotApiActivity(kind)) => {
+                tracing::debug!(file = %name, record = rec.index, event_type = %kind, "Non-API record skipped.");
+                tally.non_api.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(file = %name, record = rec.index, error = %reason, "Record quarantined.");
+                if let Err(e) = quarantine.record(&file.path, rec.index, &reason, rec.raw) {
+                    tracing::error!(file = %name, error = %e, "Could not write the quarantine file.");
+                }
+                tally.records_quarantined.fetch_add(1, Ordering::Relaxed);
+                note(Some(rec.index), reason);
+            }
+        }
+    });
+    tally.records.fetch_add(records, Ordering::Relaxed);
+    let mut fingerprint = String::new();
+    let failed = match result {
+        Ok(summary) => {
+            tally.bytes.fetch_add(summary.bytes_read, Ordering::Relaxed);
+            fingerprint = summary.fingerprint.to_string();
+            false
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(file = %name, error = %reason, records_before_error = records, "File quarantined.");
+            if let Err(e) = quarantine.file(&file.path, &reason) {
+                tracing::error!(file = %name, error = %e, "Could not write the quarantine file.");
+            }
+            tally.files_quarantined.fetch_add(1, Ordering::Relaxed);
+            note(None, reason);
+            true
+        }
+    };
+    let done = FileDone { path: name.clone(), fingerprint, records, failed };
+    let _ = tx.send(Chunk { events, done: Some(done) });
+}
+
+struct Aggregated {
+    counted: u64,
+    duplicates: u64,
+    no_permission: u64,
+    unmapped: FxHashMap<(String, String), u64>,
+}
+
+fn aggregate(rx: Receiver<Chunk>, store: &RocksStore, budget: usize, crash_after: Option<u32>) -> Result<Aggregated> {
+    let mut flushes = 0u32;
+    let mut stage = UsageStage::new();
+    let mut out = Vec::with_capacity(4096);
+    let mut agg = Aggregated { counted: 0, duplicates: 0, no_permission: 0, unmapped: FxHashMap::default() };
+    let mut done_files: Vec<FileDone> = Vec::new();
+    let mut flush = |stage: &mut UsageStage, done_files: &mut Vec<FileDone>| -> Result<()> {
+        let mut batch = WriteBatch::new();
+        stage.snapshot(&mut batch)?;
+        for f in done_files.drain(..) {
+            if !f.failed {
+                batch.put(Table::Meta, file_meta_key(&f.path), f.fingerprint.into_bytes());
+            }
+            tracing::debug!(file = %f.path, records = f.records, "File accounted.");
+        }
+        store.write(batch).context("writing usage state")?;
+        flushes += 1;
+        if crash_after == Some(flushes) {
+            std::process::abort();
+        }
+        Ok(())
+    };
+    for chunk in rx {
+        for ev in &chunk.events {
+            out.clear();
+            stage.process(ev, &mut Cx { state: store, out: &mut out })?;
+            if out.first() == Some(&Observed::Duplicate) {
+                agg.duplicates += 1;
+                continue;
+            }
+            agg.counted += 1;
+            match ev.mapping {
+                ActionMapping::NoPermission => agg.no_permission += 1,
+                ActionMapping::Unmapped => {
+                    let key = (ev.api.service.clone(), ev.api.operation.clone());
+                    *agg.unmapped.entry(key).or_insert(0) += 1;
+                }
+                ActionMapping::Direct | ActionMapping::Exception => {}
+            }
+        }
+        if let Some(done) = chunk.done {
+            done_files.push(done);
+        }
+        if stage.pending() >= budget {
+            flush(&mut stage, &mut done_files)?;
+        }
+    }
+    flush(&mut stage, &mut done_files)?;
+    Ok(agg)
+}

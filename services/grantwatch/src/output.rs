@@ -1,0 +1,165 @@
+//! Where `analyze` writes: the report files, the summary table and the progress bar.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use grantwatch_types::IdentityFinding;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::analyze::AnalyzeOutcome;
+
+/// The files of one run's `--out` directory.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub identities: PathBuf,
+    pub accounts: PathBuf,
+    pub ingest_report: PathBuf,
+}
+
+impl Outputs {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            identities: dir.join("identities.jsonl"),
+            accounts: dir.join("accounts.json"),
+            ingest_report: dir.join("ingest_report.json"),
+        }
+    }
+
+    pub fn identities_writer(&self) -> Result<JsonLinesWriter> {
+        JsonLinesWriter::create(&self.identities)
+    }
+
+    pub fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = BufWriter::new(f);
+        serde_json::to_writer_pretty(&mut w, value).with_context(|| format!("writing {}", path.display()))?;
+        w.write_all(b"\n")?;
+        w.flush().with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Writes one JSON object per line, through a temporary file renamed into place at the end, so a
+/// reader never sees half a report.
+pub struct JsonLinesWriter {
+    tmp: PathBuf,
+    path: PathBuf,
+    w: BufWriter<File>,
+}
+
+impl JsonLinesWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = path.with_extension("jsonl.tmp");
+        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Self { tmp, path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, f) })
+    }
+
+    pub fn write<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.w, value).with_context(|| format!("writing {}", self.tmp.display()))?;
+        self.w.write_all(b"\n").with_context(|| format!("writing {}", self.tmp.display()))
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        self.w.flush().with_context(|| format!("writing {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("renaming to {}", self.path.display()))
+    }
+}
+
+/// A byte-based progress bar on stderr; hidden when stderr is not a terminal or when asked.
+pub fn progress_bar(enabled: bool, total_bytes: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} reading CloudTrail {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Keeps the `n` findings with the highest PCI (ties: more unused high-risk actions, then ARN).
+pub fn keep_top(top: &mut Vec<IdentityFinding>, f: IdentityFinding, n: usize) {
+    let key = |f: &IdentityFinding| (std::cmp::Reverse(f.pci.score), std::cmp::Reverse(f.unused_high_risk), f.arn.clone());
+    if top.len() == n && top.last().is_some_and(|last| key(&f) >= key(last)) {
+        return;
+    }
+    // Only the summary needs these, not the full action lists: drop them to keep memory flat.
+    let mut slim = f;
+    slim.granted_actions = Vec::new();
+    slim.used_actions = Vec::new();
+    slim.unused_actions = Vec::new();
+    slim.conditional_actions = Vec::new();
+    let pos = top.partition_point(|x| key(x) < key(&slim));
+    top.insert(pos, slim);
+    top.truncate(n);
+}
+
+/// The human-readable summary printed on stdout.
+pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<()> {
+    let r = &o.ingest;
+    writeln!(w, "grantwatch analyze — as of {} (lookback {} days, {})", o.accounts.as_of, o.accounts.lookback_days, o.accounts.pci_version)?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Ingest: {} files read ({} already in state, {} quarantined), {} records, {} events counted, {} duplicates, {} records quarantined",
+        r.files_read, r.files_already_ingested, r.files_quarantined, r.records_read, r.events_counted, r.duplicates, r.records_quarantined
+    )?;
+    writeln!(w, "        {} events need no permission, {} unmapped events in {} distinct calls", r.no_permission_events, r.unmapped_events, r.unmapped_calls.len())?;
+    for u in r.unmapped_calls.iter().take(5) {
+        writeln!(w, "          unmapped: {} {} ×{}", u.service, u.operation, u.count)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "{:<14} {:>5} {:>6} {:>4} {:>4} {:>4} {:>9} {:>13} {:>6} {:>10}", "ACCOUNT", "PCI", "BAND", "LOW", "MED", "HIGH", "IDENTITIES", "INACTIVE", "OVERP", "SUPER")?;
+    for a in &o.accounts.accounts {
+        writeln!(
+            w,
+            "{:<14} {:>5} {:>6} {:>4} {:>4} {:>4} {:>9} {:>13} {:>6} {:>10}",
+            a.account,
+            a.pci,
+            format!("{:?}", a.pci_band).to_lowercase(),
+            a.pci_distribution.low,
+            a.pci_distribution.medium,
+            a.pci_distribution.high,
+            a.identities,
+            a.inactive,
+            a.over_provisioned,
+            a.super_identities
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(w, "Highest PCI ({} of {} identities):", o.top.len().min(10), o.identities)?;
+    writeln!(w, "{:>4}  {:<62} {:>8} {:>9}  {}", "PCI", "IDENTITY", "HIGH-RISK", "LAST SEEN", "STATUS")?;
+    for f in o.top.iter().take(10) {
+        let status: Vec<String> = f.status.iter().map(|s| format!("{s:?}")).map(|s| snake(&s)).collect();
+        let last = f.last_activity.map_or_else(|| "never".to_string(), |t| t.date_string());
+        writeln!(w, "{:>4}  {:<62} {:>8} {:>10}  {}", f.pci.score, ellipsize(&f.arn, 62), f.unused_high_risk, last, status.join(","))?;
+    }
+    writeln!(w)?;
+    writeln!(w, "Wrote {}, {}, {}", o.outputs.identities.display(), o.outputs.accounts.display(), o.outputs.ingest_report.display())?;
+    if let Some(q) = &r.quarantine_file {
+        writeln!(w, "Quarantined input written to {q}")?;
+    }
+    Ok(())
+}
+
+fn snake(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn ellipsize(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let tail: String = s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("…{tail}")
+}
