@@ -127,7 +127,7 @@ impl Catalog {
                 tags,
             })
             .collect();
-        infos.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+        infos.sort_by_key(|a| a.name.to_ascii_lowercase());
         infos.dedup_by(|a, b| a.name.eq_ignore_ascii_case(&b.name));
         let mut by_lower = FxHashMap::default();
         let mut prefixes: FxHashMap<String, std::ops::Range<ActionId>> = FxHashMap::default();

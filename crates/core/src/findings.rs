@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use grantwatch_state::StateRead;
 use grantwatch_types::{
-    AccountSummary, AccountsReport, BandCounts, Cloud, EventTime, IdentityFinding, IdentityKind, PciBand,
-    StatusFlag, UnusedAccessKey,
+    AccountSummary, AccountsReport, BandCounts, Cloud, EventTime, IdentityFinding, IdentityKind, PciBand, StatusFlag,
+    UnusedAccessKey,
 };
 
-use crate::catalog::{AccessLevel, ActionSet, Catalog};
+use crate::catalog::{ActionSet, Catalog};
 use crate::pci::{self, PCI_VERSION, PciInput};
 use crate::policy::IdentityGrants;
 use crate::usage::{IdentityUsage, identities_in_logs};
@@ -37,8 +37,20 @@ impl FindingsConfig {
     }
 }
 
+/// IAM actions that let an identity grant itself any permission: holding one of them on every resource
+/// without condition makes an identity as powerful as an administrator.
+pub const SELF_ESCALATION_ACTIONS: [&str; 7] = [
+    "iam:AttachUserPolicy",
+    "iam:PutUserPolicy",
+    "iam:AttachRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:AttachGroupPolicy",
+    "iam:PutGroupPolicy",
+    "iam:CreatePolicyVersion",
+];
+
 /// A super identity can do (nearly) everything, or can grant itself anything: it holds, on every resource
-/// and without condition, at least `share` of the catalog, or every permissions-management action of IAM.
+/// and without condition, at least `share` of the catalog, or one of [`SELF_ESCALATION_ACTIONS`].
 pub fn is_super_identity(catalog: &Catalog, unconditional_unscoped: &ActionSet, share: f64) -> bool {
     if catalog.is_empty() {
         return false;
@@ -46,12 +58,7 @@ pub fn is_super_identity(catalog: &Catalog, unconditional_unscoped: &ActionSet, 
     if unconditional_unscoped.len() as f64 >= share * catalog.len() as f64 {
         return true;
     }
-    let iam_pm: Vec<_> = catalog
-        .expand("iam:*")
-        .iter()
-        .filter(|&id| catalog.access_level(id) == AccessLevel::PermissionsManagement)
-        .collect();
-    !iam_pm.is_empty() && iam_pm.iter().all(|&id| unconditional_unscoped.contains(id))
+    SELF_ESCALATION_ACTIONS.iter().filter_map(|a| catalog.lookup(a)).any(|id| unconditional_unscoped.contains(id))
 }
 
 /// Computes the finding of one identity.
@@ -62,7 +69,8 @@ pub fn identity_finding(
     usage: &IdentityUsage,
 ) -> IdentityFinding {
     let start = cfg.window_start();
-    let in_window = |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
+    let in_window =
+        |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
     let mut used = catalog.empty_set();
     let mut used_names_not_granted = Vec::new();
     for (name, span) in &usage.actions {
@@ -80,7 +88,12 @@ pub fn identity_finding(
 
     let pci = pci::score(
         catalog,
-        &PciInput { granted: &grants.granted, unscoped: &grants.unscoped, conditional: &grants.conditional, used: &used },
+        &PciInput {
+            granted: &grants.granted,
+            unscoped: &grants.unscoped,
+            conditional: &grants.conditional,
+            used: &used,
+        },
     );
     let active = usage.activity.as_ref().is_some_and(in_window);
     let (events, active_days) = usage.events_between(start, cfg.as_of);
@@ -121,10 +134,8 @@ pub fn identity_finding(
 
     let mut recommendations = Vec::new();
     if status.contains(&StatusFlag::Inactive) && granted_n > 0 {
-        recommendations.push(format!(
-            "Inactive for {} days: revoke its permissions or remove the identity.",
-            cfg.lookback_days
-        ));
+        recommendations
+            .push(format!("Inactive for {} days: revoke its permissions or remove the identity.", cfg.lookback_days));
     }
     if status.contains(&StatusFlag::OverProvisioned) {
         recommendations.push(format!(
@@ -133,10 +144,8 @@ pub fn identity_finding(
             granted_n
         ));
     } else if active && unused_high_risk > 0 {
-        recommendations.push(format!(
-            "Remove {unused_high_risk} high-risk actions unused for {} days.",
-            cfg.lookback_days
-        ));
+        recommendations
+            .push(format!("Remove {unused_high_risk} high-risk actions unused for {} days.", cfg.lookback_days));
     }
     if status.contains(&StatusFlag::SuperIdentity) {
         recommendations.push("Super identity: review who needs it and scope it down.".to_string());
@@ -188,7 +197,9 @@ pub fn for_each_finding(
     let known: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.arn.as_str()).collect();
     let mut from_logs: Vec<IdentityGrants> = Vec::new();
     for (arn, meta) in identities_in_logs(state)? {
-        if known.contains(arn.as_str()) {
+        // AWS services acting on their own behalf hold no entitlements of the customer's: their events
+        // are counted in the ingest report, but they are not identities to right-size.
+        if known.contains(arn.as_str()) || meta.kind == IdentityKind::Service {
             continue;
         }
         let mut g = IdentityGrants::unknown(catalog, &arn, &meta.account, meta.kind, &meta.name);
@@ -277,6 +288,11 @@ impl AccountRollup {
                 }
             })
             .collect();
-        AccountsReport { as_of: cfg.as_of, lookback_days: cfg.lookback_days, pci_version: PCI_VERSION.to_string(), accounts }
+        AccountsReport {
+            as_of: cfg.as_of,
+            lookback_days: cfg.lookback_days,
+            pci_version: PCI_VERSION.to_string(),
+            accounts,
+        }
     }
 }

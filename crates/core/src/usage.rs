@@ -183,10 +183,8 @@ impl Stage for UsageStage {
 
     fn snapshot(&mut self, batch: &mut WriteBatch) -> Result<(), StageError> {
         for (id, d) in self.identities.drain() {
-            if let Some(meta) = &d.meta {
-                if let Ok(json) = serde_json::to_vec(meta) {
-                    batch.put(Table::Meta, identity_meta_key(&id), json);
-                }
+            if let Some(json) = d.meta.as_ref().and_then(|m| serde_json::to_vec(m).ok()) {
+                batch.put(Table::Meta, identity_meta_key(&id), json);
             }
             if let Some(a) = d.activity {
                 batch.merge(Table::Usage, usage_key(UsageKind::Identity, &id, ""), a.encode().to_vec());
@@ -233,7 +231,9 @@ impl IdentityUsage {
     pub fn load(state: &dyn StateRead, identity: &str) -> Result<IdentityUsage, grantwatch_state::StateError> {
         let mut u = IdentityUsage::default();
         let mut prefix = Vec::with_capacity(identity.len() + 2);
-        for kind in [UsageKind::Identity, UsageKind::Action, UsageKind::Resource, UsageKind::AccessKey, UsageKind::Session] {
+        for kind in
+            [UsageKind::Identity, UsageKind::Action, UsageKind::Resource, UsageKind::AccessKey, UsageKind::Session]
+        {
             prefix.clear();
             prefix.push(kind as u8);
             prefix.extend_from_slice(identity.as_bytes());
@@ -271,10 +271,7 @@ impl IdentityUsage {
     /// Events in the `[from, to]` window, by day granularity.
     pub fn events_between(&self, from: EventTime, to: EventTime) -> (u64, u32) {
         let (fd, td) = (from.day(), to.day());
-        self.days
-            .iter()
-            .filter(|(d, _)| (fd..=td).contains(d))
-            .fold((0, 0), |(n, days), (_, c)| (n + c, days + 1))
+        self.days.iter().filter(|(d, _)| (fd..=td).contains(d)).fold((0, 0), |(n, days), (_, c)| (n + c, days + 1))
     }
 }
 
@@ -284,9 +281,7 @@ pub fn all_events_span(state: &dyn StateRead) -> Result<Option<SeenSpan>, grantw
 }
 
 /// Every identity the logs have named, with what they say about it.
-pub fn identities_in_logs(
-    state: &dyn StateRead,
-) -> Result<Vec<(String, IdentityMeta)>, grantwatch_state::StateError> {
+pub fn identities_in_logs(state: &dyn StateRead) -> Result<Vec<(String, IdentityMeta)>, grantwatch_state::StateError> {
     let mut out = Vec::new();
     state.scan_prefix(Table::Meta, b"id\0", &mut |k, v| {
         if let (Some(id), Ok(meta)) = (k.get(3..), serde_json::from_slice::<IdentityMeta>(v)) {

@@ -100,15 +100,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, FilesError> {
                 return Err(FilesError::NotFound { path: root.clone() });
             }
             Err(source) => {
-                return Err(FilesError::Io {
-                    path: root.clone(),
-                    source,
-                });
+                return Err(FilesError::Io { path: root.clone(), source });
             }
         };
         if meta.is_file() {
-            let format =
-                format_of(root.file_name().unwrap_or_default()).unwrap_or(Format::RecordsJson);
+            let format = format_of(root.file_name().unwrap_or_default()).unwrap_or(Format::RecordsJson);
             out.files.push(make(root.clone(), meta.len(), format));
             continue;
         }
@@ -124,14 +120,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, FilesError> {
 pub fn source_file(path: &Path) -> Result<SourceFile, FilesError> {
     let meta = fs::metadata(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            FilesError::NotFound {
-                path: path.to_path_buf(),
-            }
+            FilesError::NotFound { path: path.to_path_buf() }
         } else {
-            FilesError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
+            FilesError::Io { path: path.to_path_buf(), source }
         }
     })?;
     let format = format_of(path.file_name().unwrap_or_default()).unwrap_or(Format::RecordsJson);
@@ -139,19 +130,14 @@ pub fn source_file(path: &Path) -> Result<SourceFile, FilesError> {
 }
 
 fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
-    let mut it = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .follow_root_links(true)
-        .into_iter();
+    let mut it = walkdir::WalkDir::new(root).follow_links(false).follow_root_links(true).into_iter();
     loop {
         let entry = match it.next() {
             None => break,
             Some(Ok(e)) => e,
             Some(Err(e)) => {
                 let path = e.path().unwrap_or(root).to_path_buf();
-                let source = e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
+                let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop"));
                 return Err(FilesError::Io { path, source });
             }
         };
@@ -185,13 +171,8 @@ fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
         let size = entry
             .metadata()
             .map_err(|e| {
-                let source = e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("metadata"));
-                FilesError::Io {
-                    path: entry.path().to_path_buf(),
-                    source,
-                }
+                let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("metadata"));
+                FilesError::Io { path: entry.path().to_path_buf(), source }
             })?
             .len();
         out.files.push(make(entry.into_path(), size, format));
@@ -200,18 +181,9 @@ fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
 }
 
 fn make(path: PathBuf, size: u64, format: Format) -> SourceFile {
-    let compressed = path
-        .file_name()
-        .and_then(OsStr::to_str)
-        .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
+    let compressed = path.file_name().and_then(OsStr::to_str).is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
     let hints = s3_hints(&path);
-    SourceFile {
-        path,
-        size,
-        format,
-        compressed,
-        hints,
-    }
+    SourceFile { path, size, format, compressed, hints }
 }
 
 fn is_hidden(name: &OsStr) -> bool {
@@ -287,11 +259,7 @@ fn parse_date(y: &str, m: &str, d: &str) -> Option<YearMonthDay> {
     let year: u16 = y.parse().ok()?;
     let month: u8 = m.parse().ok()?;
     let day: u8 = d.parse().ok()?;
-    ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(YearMonthDay {
-        year,
-        month,
-        day,
-    })
+    ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(YearMonthDay { year, month, day })
 }
 
 #[cfg(test)]
@@ -305,35 +273,20 @@ mod tests {
         ));
         assert_eq!(h.account.as_deref(), Some("123456789012"));
         assert_eq!(h.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(
-            h.date,
-            Some(YearMonthDay {
-                year: 2024,
-                month: 3,
-                day: 5
-            })
-        );
+        assert_eq!(h.date, Some(YearMonthDay { year: 2024, month: 3, day: 5 }));
         assert_eq!(h.org_id, None);
-        let h = s3_hints(Path::new(
-            "AWSLogs/o-abc123/123456789012/CloudTrail/us-east-1/2024/13/05/f.json.gz",
-        ));
+        let h = s3_hints(Path::new("AWSLogs/o-abc123/123456789012/CloudTrail/us-east-1/2024/13/05/f.json.gz"));
         assert_eq!(h.org_id.as_deref(), Some("o-abc123"));
         assert_eq!(h.account.as_deref(), Some("123456789012"));
         assert_eq!(h.region.as_deref(), Some("us-east-1"));
         assert_eq!(h.date, None);
-        assert_eq!(
-            s3_hints(Path::new("AWSLogs/nope/CloudTrail/r/f.json")),
-            S3Hints::default()
-        );
+        assert_eq!(s3_hints(Path::new("AWSLogs/nope/CloudTrail/r/f.json")), S3Hints::default());
         assert_eq!(s3_hints(Path::new("a/b.json")), S3Hints::default());
     }
 
     #[test]
     fn formats() {
-        assert_eq!(
-            format_of(OsStr::new("a.JSON.GZ")),
-            Some(Format::RecordsJson)
-        );
+        assert_eq!(format_of(OsStr::new("a.JSON.GZ")), Some(Format::RecordsJson));
         assert_eq!(format_of(OsStr::new("a.ndjson")), Some(Format::JsonLines));
         assert_eq!(format_of(OsStr::new("a.jsonl.gz")), Some(Format::JsonLines));
         assert_eq!(format_of(OsStr::new("a.txt")), None);

@@ -27,10 +27,7 @@ pub struct FileError {
 
 impl FileError {
     pub(crate) fn new(path: impl Into<PathBuf>, kind: FileErrorKind) -> FileError {
-        FileError {
-            path: path.into(),
-            kind,
-        }
+        FileError { path: path.into(), kind }
     }
 }
 
@@ -50,12 +47,7 @@ pub enum FileErrorKind {
     RecordTooLarge { line: u64, cap: u64 },
     /// The content is not valid JSON. `line`/`column` are serde_json's (1-based); `offset` is the
     /// 0-based byte offset into the decompressed content.
-    NotJson {
-        message: String,
-        line: usize,
-        column: usize,
-        offset: u64,
-    },
+    NotJson { message: String, line: usize, column: usize, offset: u64 },
     /// The top level is a JSON value other than an object or an array.
     NotObjectOrArray,
     /// A top-level object without a `Records` array.
@@ -72,31 +64,16 @@ impl fmt::Display for FileErrorKind {
                 write!(f, "decompressed content exceeds the cap of {cap} bytes")
             }
             FileErrorKind::RecordTooLarge { line, cap } => {
-                write!(
-                    f,
-                    "line {line} (0-based) exceeds the record cap of {cap} bytes"
-                )
+                write!(f, "line {line} (0-based) exceeds the record cap of {cap} bytes")
             }
-            FileErrorKind::NotJson {
-                message,
-                line,
-                column,
-                offset,
-            } => write!(
-                f,
-                "not valid JSON at line {line} column {column} (byte offset {offset}): {message}"
-            ),
+            FileErrorKind::NotJson { message, line, column, offset } => {
+                write!(f, "not valid JSON at line {line} column {column} (byte offset {offset}): {message}")
+            }
             FileErrorKind::NotObjectOrArray => {
-                write!(
-                    f,
-                    "not a CloudTrail document: the top level is neither an object nor an array"
-                )
+                write!(f, "not a CloudTrail document: the top level is neither an object nor an array")
             }
             FileErrorKind::NoRecordsArray => {
-                write!(
-                    f,
-                    "not a CloudTrail document: no top-level \"Records\" array"
-                )
+                write!(f, "not a CloudTrail document: no top-level \"Records\" array")
             }
         }
     }

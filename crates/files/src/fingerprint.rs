@@ -46,10 +46,7 @@ impl FromStr for Fingerprint {
 
 /// The fingerprint of bytes already in memory (the file's bytes as stored).
 pub fn fingerprint(raw_bytes: &[u8]) -> Fingerprint {
-    Fingerprint {
-        size: raw_bytes.len() as u64,
-        xxh3: xxh3_64(raw_bytes),
-    }
+    Fingerprint { size: raw_bytes.len() as u64, xxh3: xxh3_64(raw_bytes) }
 }
 
 /// The fingerprint of a file, streamed from disk. [`crate::read_records`] computes the same value in
@@ -70,8 +67,5 @@ pub fn fingerprint_file(file: &SourceFile) -> Result<Fingerprint, FileError> {
         hasher.update(chunk.get(..n).unwrap_or_default());
         size += n as u64;
     }
-    Ok(Fingerprint {
-        size,
-        xxh3: hasher.digest(),
-    })
+    Ok(Fingerprint { size, xxh3: hasher.digest() })
 }

@@ -24,13 +24,10 @@ mod fingerprint;
 mod quarantine;
 mod read;
 
-pub use discover::{
-    Discovery, Format, Ignored, S3Hints, SourceFile, YearMonthDay, discover, source_file,
-};
+pub use discover::{Discovery, Format, Ignored, S3Hints, SourceFile, YearMonthDay, discover, source_file};
 pub use error::{FileError, FileErrorKind, FilesError};
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_file};
 pub use quarantine::{QuarantineCounts, QuarantineWriter, RAW_STRING_LIMIT};
 pub use read::{
-    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, ReadOptions, Record, read_records,
-    read_records_with,
+    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, ReadOptions, Record, read_records, read_records_with,
 };

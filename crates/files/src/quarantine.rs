@@ -60,10 +60,7 @@ enum Raw<'a> {
 impl QuarantineWriter {
     /// Nothing is created until the first entry.
     pub fn new(path: impl Into<PathBuf>) -> QuarantineWriter {
-        QuarantineWriter {
-            path: path.into(),
-            inner: Mutex::new(Inner::default()),
-        }
+        QuarantineWriter { path: path.into(), inner: Mutex::new(Inner::default()) }
     }
 
     pub fn path(&self) -> &Path {
@@ -72,12 +69,7 @@ impl QuarantineWriter {
 
     /// Quarantines a whole file (`record: null`, `raw: null`).
     pub fn file(&self, file: &Path, reason: &str) -> io::Result<()> {
-        let entry = Entry {
-            file: &file.to_string_lossy(),
-            record: None,
-            reason,
-            raw: Raw::None(None),
-        };
+        let entry = Entry { file: &file.to_string_lossy(), record: None, reason, raw: Raw::None(None) };
         self.write(&entry, true)
     }
 
@@ -95,12 +87,7 @@ impl QuarantineWriter {
             }
             Err(_) => Raw::Text(lossy_prefix(raw)),
         };
-        let entry = Entry {
-            file: &file.to_string_lossy(),
-            record: Some(index),
-            reason,
-            raw,
-        };
+        let entry = Entry { file: &file.to_string_lossy(), record: Some(index), reason, raw };
         self.write(&entry, false)
     }
 
@@ -109,9 +96,7 @@ impl QuarantineWriter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self, entry: &Entry<'_>, whole_file: bool) -> io::Result<()> {
@@ -173,9 +158,6 @@ mod tests {
 
     #[test]
     fn minify_keeps_strings() {
-        assert_eq!(
-            minify("{ \"a b\" : [1, \"x\\\" y\"],\n \"c\":\t2 }"),
-            "{\"a b\":[1,\"x\\\" y\"],\"c\":2}"
-        );
+        assert_eq!(minify("{ \"a b\" : [1, \"x\\\" y\"],\n \"c\":\t2 }"), "{\"a b\":[1,\"x\\\" y\"],\"c\":2}");
     }
 }

@@ -49,10 +49,7 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions {
-            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
-            max_record: DEFAULT_MAX_RECORD,
-        }
+        ReadOptions { max_decompressed: DEFAULT_MAX_DECOMPRESSED, max_record: DEFAULT_MAX_RECORD }
     }
 }
 
@@ -105,17 +102,12 @@ pub fn read_records_with(
             records,
             bytes_read: state.read.get(),
             bytes_decompressed: state.decompressed.get(),
-            fingerprint: Fingerprint {
-                size: state.read.get(),
-                xxh3: state.hasher.borrow().digest(),
-            },
+            fingerprint: Fingerprint { size: state.read.get(), xxh3: state.hasher.borrow().digest() },
         }),
         Err(Failure::Kind(kind)) => Err(FileError::new(path, kind)),
         Err(Failure::Io(e)) => {
             let kind = if state.over_cap.get() {
-                FileErrorKind::TooLarge {
-                    cap: opts.max_decompressed,
-                }
+                FileErrorKind::TooLarge { cap: opts.max_decompressed }
             } else if state.disk_failed.get() || !gzip {
                 FileErrorKind::Io(e)
             } else if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -208,16 +200,9 @@ fn run(
     let head = head.get(..got).unwrap_or_default();
     *gzip = head == [0x1f, 0x8b];
     let stream = io::Cursor::new(head.to_vec()).chain(disk);
-    let decoded: Box<dyn Read + '_> = if *gzip {
-        Box::new(flate2::bufread::MultiGzDecoder::new(stream))
-    } else {
-        Box::new(stream)
-    };
-    let capped = CapReader {
-        inner: decoded,
-        cap: opts.max_decompressed,
-        state,
-    };
+    let decoded: Box<dyn Read + '_> =
+        if *gzip { Box::new(flate2::bufread::MultiGzDecoder::new(stream)) } else { Box::new(stream) };
+    let capped = CapReader { inner: decoded, cap: opts.max_decompressed, state };
     match format {
         Format::RecordsJson => records_json(capped, opts, buf, visit),
         Format::JsonLines => json_lines(capped, opts, buf, visit),
@@ -256,9 +241,7 @@ fn records_json<R: Read>(
 ) -> Result<u64, Failure> {
     buf.clear();
     // Read at most cap+1 bytes so the cap check fires in CapReader rather than growing forever.
-    (&mut r)
-        .take(opts.max_decompressed.saturating_add(1))
-        .read_to_end(buf)?;
+    (&mut r).take(opts.max_decompressed.saturating_add(1)).read_to_end(buf)?;
     let body = strip_bom(buf);
     let bom = (buf.len() - body.len()) as u64;
     let start = body.iter().position(|b| !b.is_ascii_whitespace());
@@ -270,25 +253,18 @@ fn records_json<R: Read>(
             .map_err(|e| not_json(&e, body, bom))?
             .records
             .ok_or(Failure::Kind(FileErrorKind::NoRecordsArray))?,
-        b'[' => {
-            serde_json::from_slice::<Vec<&RawValue>>(body).map_err(|e| not_json(&e, body, bom))?
-        }
+        b'[' => serde_json::from_slice::<Vec<&RawValue>>(body).map_err(|e| not_json(&e, body, bom))?,
         _ => {
             // Let serde_json say whether it is JSON at all.
-            return Err(
-                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                    Err(e) => not_json(&e, body, bom),
-                    Ok(_) => Failure::Kind(FileErrorKind::NotObjectOrArray),
-                },
-            );
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(e) => not_json(&e, body, bom),
+                Ok(_) => Failure::Kind(FileErrorKind::NotObjectOrArray),
+            });
         }
     };
     let mut n = 0u64;
     for raw in records {
-        visit(Record {
-            index: n,
-            raw: raw.get().as_bytes(),
-        });
+        visit(Record { index: n, raw: raw.get().as_bytes() });
         n += 1;
     }
     Ok(n)
@@ -305,30 +281,18 @@ fn json_lines<R: Read>(
     let mut records = 0u64;
     loop {
         buf.clear();
-        let n = (&mut r)
-            .take(opts.max_record.saturating_add(1))
-            .read_until(b'\n', buf)?;
+        let n = (&mut r).take(opts.max_record.saturating_add(1)).read_until(b'\n', buf)?;
         if n == 0 {
             break;
         }
         let content = buf.strip_suffix(b"\n").unwrap_or(buf);
         if content.len() as u64 > opts.max_record {
-            return Err(Failure::Kind(FileErrorKind::RecordTooLarge {
-                line: line_no,
-                cap: opts.max_record,
-            }));
+            return Err(Failure::Kind(FileErrorKind::RecordTooLarge { line: line_no, cap: opts.max_record }));
         }
-        let content = if line_no == 0 {
-            strip_bom(content)
-        } else {
-            content
-        };
+        let content = if line_no == 0 { strip_bom(content) } else { content };
         let trimmed = content.trim_ascii();
         if !trimmed.is_empty() {
-            visit(Record {
-                index: line_no,
-                raw: trimmed,
-            });
+            visit(Record { index: line_no, raw: trimmed });
             records += 1;
         }
         line_no += 1;
@@ -349,23 +313,13 @@ fn not_json(e: &serde_json::Error, body: &[u8], bom: u64) -> Failure {
         Some(i) => message.get(..i).unwrap_or(&message).to_string(),
         None => message,
     };
-    Failure::Kind(FileErrorKind::NotJson {
-        message,
-        line,
-        column,
-        offset,
-    })
+    Failure::Kind(FileErrorKind::NotJson { message, line, column, offset })
 }
 
 /// 0-based byte offset of serde_json's 1-based line / column (column 0 means "before the line").
 fn byte_offset(body: &[u8], line: usize, column: usize) -> u64 {
-    let line_start = if line <= 1 {
-        0
-    } else {
-        memchr::memchr_iter(b'\n', body)
-            .nth(line - 2)
-            .map_or(body.len(), |i| i + 1)
-    };
+    let line_start =
+        if line <= 1 { 0 } else { memchr::memchr_iter(b'\n', body).nth(line - 2).map_or(body.len(), |i| i + 1) };
     let off = line_start + column.saturating_sub(1);
     off.min(body.len()) as u64
 }

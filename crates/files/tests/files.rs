@@ -31,11 +31,7 @@ fn read(path: &Path, format: Format) -> (Vec<(u64, String)>, Result<FileSummary,
     read_opts(path, format, &ReadOptions::default())
 }
 
-fn read_opts(
-    path: &Path,
-    format: Format,
-    opts: &ReadOptions,
-) -> (Vec<(u64, String)>, Result<FileSummary, FileError>) {
+fn read_opts(path: &Path, format: Format, opts: &ReadOptions) -> (Vec<(u64, String)>, Result<FileSummary, FileError>) {
     let mut sf = source_file(path).unwrap();
     sf.format = format;
     let mut out = Vec::new();
@@ -46,7 +42,8 @@ fn read_opts(
     (out, res)
 }
 
-const DOC: &str = r#"{"Records":[{"eventName":"GetObject","n":1}, {"eventName":"PutObject","nested":{"a":[1,2]}}],"Other":{"x":1}}"#;
+const DOC: &str =
+    r#"{"Records":[{"eventName":"GetObject","n":1}, {"eventName":"PutObject","nested":{"a":[1,2]}}],"Other":{"x":1}}"#;
 
 #[test]
 fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
@@ -57,21 +54,13 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
         "AWSLogs/123456789012/CloudTrail/us-east-1/2024/01/02/123456789012_CloudTrail_us-east-1_20240102T0005Z_a.json.gz",
         b"x",
     );
-    let o = put(
-        r,
-        "AWSLogs/o-abcdef1234/210987654321/CloudTrail/eu-west-1/2024/12/31/f.json.gz",
-        b"x",
-    );
+    let o = put(r, "AWSLogs/o-abcdef1234/210987654321/CloudTrail/eu-west-1/2024/12/31/f.json.gz", b"x");
     put(
         r,
         "AWSLogs/123456789012/CloudTrail-Digest/us-east-1/2024/01/02/123456789012_CloudTrail-Digest_us-east-1_x.json.gz",
         b"x",
     );
-    put(
-        r,
-        "AWSLogs/o-abcdef1234/210987654321/CloudTrail-Digest/eu-west-1/2024/12/31/d.json.gz",
-        b"x",
-    );
+    put(r, "AWSLogs/o-abcdef1234/210987654321/CloudTrail-Digest/eu-west-1/2024/12/31/d.json.gz", b"x");
     put(r, ".hidden.json", b"x");
     put(r, ".git/objects/x.json", b"x");
     put(r, "notes.txt", b"x");
@@ -85,21 +74,11 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     let named = put(r, "elsewhere/.explicit", b"x");
     let d = discover(&[r.to_path_buf(), r.join("export"), named.clone()]).unwrap();
     let paths: Vec<&Path> = d.files.iter().map(|f| f.path.as_path()).collect();
-    let mut want = vec![
-        a.as_path(),
-        o.as_path(),
-        l.as_path(),
-        n.as_path(),
-        p.as_path(),
-        named.as_path(),
-    ];
+    let mut want = vec![a.as_path(), o.as_path(), l.as_path(), n.as_path(), p.as_path(), named.as_path()];
     want.sort();
     assert_eq!(paths, want);
     assert_eq!(d.ignored.digest, 2);
-    assert_eq!(
-        d.ignored.hidden, 3,
-        "two hidden files + a hidden dir (not descended)"
-    );
+    assert_eq!(d.ignored.hidden, 3, "two hidden files + a hidden dir (not descended)");
     assert_eq!(d.ignored.other, 1);
     #[cfg(unix)]
     assert_eq!(d.ignored.symlinks, 2, "once per walk that reaches it");
@@ -110,27 +89,13 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     assert_eq!(fa.size, 1);
     assert_eq!(fa.hints.account.as_deref(), Some("123456789012"));
     assert_eq!(fa.hints.region.as_deref(), Some("us-east-1"));
-    assert_eq!(
-        fa.hints.date,
-        Some(YearMonthDay {
-            year: 2024,
-            month: 1,
-            day: 2
-        })
-    );
+    assert_eq!(fa.hints.date, Some(YearMonthDay { year: 2024, month: 1, day: 2 }));
     assert_eq!(fa.hints.org_id, None);
     let fo = d.files.iter().find(|f| f.path == o).unwrap();
     assert_eq!(fo.hints.org_id.as_deref(), Some("o-abcdef1234"));
     assert_eq!(fo.hints.account.as_deref(), Some("210987654321"));
     assert_eq!(fo.hints.region.as_deref(), Some("eu-west-1"));
-    assert_eq!(
-        fo.hints.date,
-        Some(YearMonthDay {
-            year: 2024,
-            month: 12,
-            day: 31
-        })
-    );
+    assert_eq!(fo.hints.date, Some(YearMonthDay { year: 2024, month: 12, day: 31 }));
     let fl = d.files.iter().find(|f| f.path == l).unwrap();
     assert_eq!((fl.format, fl.compressed), (Format::JsonLines, false));
     assert_eq!(fl.hints, S3Hints::default());
@@ -138,10 +103,7 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     assert_eq!((fn_.format, fn_.compressed), (Format::JsonLines, true));
 
     // Deterministic.
-    assert_eq!(
-        discover(&[r.to_path_buf(), r.join("export"), named]).unwrap(),
-        d
-    );
+    assert_eq!(discover(&[r.to_path_buf(), r.join("export"), named]).unwrap(), d);
 }
 
 #[test]
@@ -160,18 +122,12 @@ fn reads_plain_and_gzip_records_json() {
     let zipped = put(t.path(), "a.json.gz", &gz(DOC.as_bytes()));
     let want = vec![
         (0, r#"{"eventName":"GetObject","n":1}"#.to_string()),
-        (
-            1,
-            r#"{"eventName":"PutObject","nested":{"a":[1,2]}}"#.to_string(),
-        ),
+        (1, r#"{"eventName":"PutObject","nested":{"a":[1,2]}}"#.to_string()),
     ];
     let (recs, s) = read(&plain, Format::RecordsJson);
     let s = s.unwrap();
     assert_eq!(recs, want);
-    assert_eq!(
-        (s.records, s.bytes_read, s.bytes_decompressed),
-        (2, DOC.len() as u64, DOC.len() as u64)
-    );
+    assert_eq!((s.records, s.bytes_read, s.bytes_decompressed), (2, DOC.len() as u64, DOC.len() as u64));
     let (recs, s) = read(&zipped, Format::RecordsJson);
     let s = s.unwrap();
     assert_eq!(recs, want);
@@ -199,17 +155,10 @@ fn gzip_is_detected_by_magic_not_name_and_members_concatenate() {
 #[test]
 fn reads_bare_array_with_bom_and_whitespace() {
     let t = tempfile::tempdir().unwrap();
-    let p = put(
-        t.path(),
-        "a.json",
-        b"\xEF\xBB\xBF \n[ {\"a\": 1},\n  {\"b\": [2]} ]\n",
-    );
+    let p = put(t.path(), "a.json", b"\xEF\xBB\xBF \n[ {\"a\": 1},\n  {\"b\": [2]} ]\n");
     let (recs, s) = read(&p, Format::RecordsJson);
     assert_eq!(s.unwrap().records, 2);
-    assert_eq!(
-        recs,
-        vec![(0, "{\"a\": 1}".into()), (1, "{\"b\": [2]}".into())]
-    );
+    assert_eq!(recs, vec![(0, "{\"a\": 1}".into()), (1, "{\"b\": [2]}".into())]);
 }
 
 #[test]
@@ -221,12 +170,7 @@ fn reads_json_lines_with_blank_lines_crlf_and_a_bad_line() {
     let s = s.unwrap();
     assert_eq!(
         recs,
-        vec![
-            (0, "{\"a\":1}".into()),
-            (3, "{not json".into()),
-            (4, "{\"b\":2}".into()),
-            (5, "{\"c\":3}".into())
-        ]
+        vec![(0, "{\"a\":1}".into()), (3, "{not json".into()), (4, "{\"b\":2}".into()), (5, "{\"c\":3}".into())]
     );
     assert_eq!((s.records, s.bytes_decompressed), (4, data.len() as u64));
     let pz = put(t.path(), "a.jsonl.gz", &gz(data));
@@ -238,10 +182,7 @@ fn reads_json_lines_with_blank_lines_crlf_and_a_bad_line() {
 #[test]
 fn empty_files_yield_nothing() {
     let t = tempfile::tempdir().unwrap();
-    for (name, format) in [
-        ("a.json", Format::RecordsJson),
-        ("a.jsonl", Format::JsonLines),
-    ] {
+    for (name, format) in [("a.json", Format::RecordsJson), ("a.jsonl", Format::JsonLines)] {
         let p = put(t.path(), name, b"");
         let (recs, s) = read(&p, format);
         let s = s.unwrap();
@@ -264,10 +205,7 @@ fn corrupt_gzip_is_an_error_naming_the_file() {
     let e = read(&p, Format::RecordsJson).1.unwrap_err();
     assert_eq!(e.path, p);
     assert!(matches!(e.kind, FileErrorKind::CorruptGzip(_)), "{e}");
-    assert!(
-        e.to_string().contains("bad.json.gz") && e.to_string().contains("corrupt gzip"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("bad.json.gz") && e.to_string().contains("corrupt gzip"), "{e}");
 }
 
 #[test]
@@ -277,97 +215,48 @@ fn truncated_gzip_is_an_error() {
     for cut in [3, data.len() / 2, data.len() - 4] {
         let p = put(t.path(), "trunc.json.gz", &data[..cut]);
         let e = read(&p, Format::RecordsJson).1.unwrap_err();
-        assert!(
-            matches!(
-                e.kind,
-                FileErrorKind::TruncatedGzip | FileErrorKind::CorruptGzip(_)
-            ),
-            "{cut}: {e}"
-        );
+        assert!(matches!(e.kind, FileErrorKind::TruncatedGzip | FileErrorKind::CorruptGzip(_)), "{cut}: {e}");
         assert!(e.to_string().contains("trunc.json.gz"), "{e}");
     }
     let p = put(t.path(), "trunc.json.gz", &data[..data.len() / 2]);
-    assert!(matches!(
-        read(&p, Format::RecordsJson).1.unwrap_err().kind,
-        FileErrorKind::TruncatedGzip
-    ));
+    assert!(matches!(read(&p, Format::RecordsJson).1.unwrap_err().kind, FileErrorKind::TruncatedGzip));
     let p = put(t.path(), "trunc.jsonl.gz", &data[..data.len() / 2]);
-    assert!(matches!(
-        read(&p, Format::JsonLines).1.unwrap_err().kind,
-        FileErrorKind::TruncatedGzip
-    ));
+    assert!(matches!(read(&p, Format::JsonLines).1.unwrap_err().kind, FileErrorKind::TruncatedGzip));
 }
 
 #[test]
 fn not_json_is_an_error_with_position() {
     let t = tempfile::tempdir().unwrap();
-    let p = put(
-        t.path(),
-        "x.json",
-        b"{\"Records\":[\n{\"a\":1},\n{\"a\" 2}]}",
-    );
+    let p = put(t.path(), "x.json", b"{\"Records\":[\n{\"a\":1},\n{\"a\" 2}]}");
     let e = read(&p, Format::RecordsJson).1.unwrap_err();
     match &e.kind {
-        FileErrorKind::NotJson {
-            line,
-            column,
-            offset,
-            ..
-        } => {
+        FileErrorKind::NotJson { line, column, offset, .. } => {
             assert_eq!(*line, 3);
-            assert_eq!(
-                *offset as usize,
-                "{\"Records\":[\n{\"a\":1},\n".len() + column - 1
-            );
+            assert_eq!(*offset as usize, "{\"Records\":[\n{\"a\":1},\n".len() + column - 1);
         }
         k => panic!("{k}"),
     }
-    assert!(
-        e.to_string().contains("x.json") && e.to_string().contains("line 3"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("x.json") && e.to_string().contains("line 3"), "{e}");
     let p = put(t.path(), "y.json", b"hello, world");
-    assert!(matches!(
-        read(&p, Format::RecordsJson).1.unwrap_err().kind,
-        FileErrorKind::NotJson { .. }
-    ));
+    assert!(matches!(read(&p, Format::RecordsJson).1.unwrap_err().kind, FileErrorKind::NotJson { .. }));
     let p = put(t.path(), "z.json", b"\"just a string\"");
-    assert!(matches!(
-        read(&p, Format::RecordsJson).1.unwrap_err().kind,
-        FileErrorKind::NotObjectOrArray
-    ));
+    assert!(matches!(read(&p, Format::RecordsJson).1.unwrap_err().kind, FileErrorKind::NotObjectOrArray));
     // Trailing garbage after the document.
     let p = put(t.path(), "w.json", format!("{DOC} trailing").as_bytes());
-    assert!(matches!(
-        read(&p, Format::RecordsJson).1.unwrap_err().kind,
-        FileErrorKind::NotJson { .. }
-    ));
+    assert!(matches!(read(&p, Format::RecordsJson).1.unwrap_err().kind, FileErrorKind::NotJson { .. }));
 }
 
 #[test]
 fn missing_or_wrong_records_is_an_error() {
     let t = tempfile::tempdir().unwrap();
-    for (name, body) in [
-        ("a.json", "{\"records\":[]}"),
-        ("b.json", "{}"),
-        ("c.json", "{\"Records\":null}"),
-    ] {
+    for (name, body) in [("a.json", "{\"records\":[]}"), ("b.json", "{}"), ("c.json", "{\"Records\":null}")] {
         let p = put(t.path(), name, body.as_bytes());
         let e = read(&p, Format::RecordsJson).1.unwrap_err();
-        assert!(
-            matches!(e.kind, FileErrorKind::NoRecordsArray),
-            "{name}: {e}"
-        );
-        assert!(
-            e.to_string().contains(name) && e.to_string().contains("Records"),
-            "{e}"
-        );
+        assert!(matches!(e.kind, FileErrorKind::NoRecordsArray), "{name}: {e}");
+        assert!(e.to_string().contains(name) && e.to_string().contains("Records"), "{e}");
     }
     let p = put(t.path(), "d.json", b"{\"Records\":{\"a\":1}}");
-    assert!(matches!(
-        read(&p, Format::RecordsJson).1.unwrap_err().kind,
-        FileErrorKind::NotJson { .. }
-    ));
+    assert!(matches!(read(&p, Format::RecordsJson).1.unwrap_err().kind, FileErrorKind::NotJson { .. }));
     let p = put(t.path(), "e.json", b"{\"Records\":[]}");
     assert_eq!(read(&p, Format::RecordsJson).1.unwrap().records, 0);
 }
@@ -375,36 +264,20 @@ fn missing_or_wrong_records_is_an_error() {
 #[test]
 fn caps_are_enforced() {
     let t = tempfile::tempdir().unwrap();
-    let opts = ReadOptions {
-        max_decompressed: 64,
-        max_record: 16,
-    };
+    let opts = ReadOptions { max_decompressed: 64, max_record: 16 };
     let big = vec![b' '; 10_000];
     let p = put(t.path(), "bomb.json.gz", &gz(&big));
     let e = read_opts(&p, Format::RecordsJson, &opts).1.unwrap_err();
     assert!(matches!(e.kind, FileErrorKind::TooLarge { cap: 64 }), "{e}");
     let p = put(t.path(), "bomb.jsonl", &big);
-    assert!(matches!(
-        read_opts(&p, Format::JsonLines, &opts).1.unwrap_err().kind,
-        FileErrorKind::TooLarge { .. }
-    ));
-    let p = put(
-        t.path(),
-        "long.jsonl",
-        b"{\"a\":1}\n{\"a\":\"0123456789abcdef\"}\n",
-    );
+    assert!(matches!(read_opts(&p, Format::JsonLines, &opts).1.unwrap_err().kind, FileErrorKind::TooLarge { .. }));
+    let p = put(t.path(), "long.jsonl", b"{\"a\":1}\n{\"a\":\"0123456789abcdef\"}\n");
     let (recs, res) = read_opts(&p, Format::JsonLines, &opts);
     assert_eq!(recs.len(), 1);
-    assert!(matches!(
-        res.unwrap_err().kind,
-        FileErrorKind::RecordTooLarge { line: 1, cap: 16 }
-    ));
+    assert!(matches!(res.unwrap_err().kind, FileErrorKind::RecordTooLarge { line: 1, cap: 16 }));
     // Exactly at the record cap is fine.
     let p = put(t.path(), "ok.jsonl", b"{\"a\":\"01234567\"}\n");
-    assert_eq!(
-        read_opts(&p, Format::JsonLines, &opts).1.unwrap().records,
-        1
-    );
+    assert_eq!(read_opts(&p, Format::JsonLines, &opts).1.unwrap().records, 1);
 }
 
 #[test]
@@ -435,47 +308,27 @@ fn quarantine_writes_jsonl_lazily_and_counts() {
     assert!(!qp.exists(), "created lazily");
     assert_eq!(q.counts(), QuarantineCounts::default());
 
-    q.file(Path::new("logs/bad.json.gz"), "corrupt gzip")
-        .unwrap();
-    q.record(Path::new("logs/a.jsonl"), 3, "not JSON", b"{not json")
-        .unwrap();
-    q.record(
-        Path::new("logs/a.json"),
-        12,
-        "no eventName",
-        b"{\n  \"a\" : \"x y\",\n  \"b\": [1, 2]\n}",
-    )
-    .unwrap();
+    q.file(Path::new("logs/bad.json.gz"), "corrupt gzip").unwrap();
+    q.record(Path::new("logs/a.jsonl"), 3, "not JSON", b"{not json").unwrap();
+    q.record(Path::new("logs/a.json"), 12, "no eventName", b"{\n  \"a\" : \"x y\",\n  \"b\": [1, 2]\n}").unwrap();
     let huge = vec![b'x'; RAW_STRING_LIMIT + 100];
-    q.record(Path::new("logs/b.jsonl"), 0, "not JSON", &huge)
-        .unwrap();
-    q.record(Path::new("logs/c.jsonl"), 1, "not UTF-8", b"\xff\xfe")
-        .unwrap();
+    q.record(Path::new("logs/b.jsonl"), 0, "not JSON", &huge).unwrap();
+    q.record(Path::new("logs/c.jsonl"), 1, "not UTF-8", b"\xff\xfe").unwrap();
     // Parallel writers never interleave lines.
     std::thread::scope(|s| {
         for i in 0..4u64 {
             let q = Arc::clone(&q);
             s.spawn(move || {
                 for j in 0..50 {
-                    q.record(Path::new("logs/p.jsonl"), i * 100 + j, "bad", b"{\"k\":1}")
-                        .unwrap();
+                    q.record(Path::new("logs/p.jsonl"), i * 100 + j, "bad", b"{\"k\":1}").unwrap();
                 }
             });
         }
     });
-    assert_eq!(
-        q.counts(),
-        QuarantineCounts {
-            files: 1,
-            records: 204
-        }
-    );
+    assert_eq!(q.counts(), QuarantineCounts { files: 1, records: 204 });
 
     let text = fs::read_to_string(&qp).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 205);
     assert_eq!(
         lines[0],
@@ -491,9 +344,5 @@ fn quarantine_writes_jsonl_lazily_and_counts() {
     );
     assert_eq!(lines[3]["raw"].as_str().unwrap().len(), RAW_STRING_LIMIT);
     assert_eq!(lines[4]["raw"], serde_json::json!("\u{fffd}\u{fffd}"));
-    assert!(
-        lines[5..]
-            .iter()
-            .all(|l| l["raw"] == serde_json::json!({"k": 1}))
-    );
+    assert!(lines[5..].iter().all(|l| l["raw"] == serde_json::json!({"k": 1})));
 }

@@ -83,15 +83,8 @@ impl StateRead for RocksStore {
         self.db.get_cf(self.cf(table)?, key).map_err(engine)
     }
 
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(table)?, IteratorMode::From(prefix, rocksdb::Direction::Forward));
+    fn scan_prefix(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let iter = self.db.iterator_cf(self.cf(table)?, IteratorMode::From(prefix, rocksdb::Direction::Forward));
         for item in iter {
             let (k, v) = item.map_err(engine)?;
             if !k.starts_with(prefix) || !visit(&k, &v) {

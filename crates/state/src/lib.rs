@@ -53,11 +53,7 @@ pub enum StateError {
     #[error("state engine error: {0}")]
     Engine(String),
     #[error("corrupt value in table {table} (key {key:?}): {reason}")]
-    Corrupt {
-        table: &'static str,
-        key: String,
-        reason: &'static str,
-    },
+    Corrupt { table: &'static str, key: String, reason: &'static str },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -108,12 +104,7 @@ pub trait StateRead {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Calls `visit` for every key starting with `prefix`, in key order, until it returns `false`.
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()>;
+    fn scan_prefix(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
 }
 
 /// A storage engine: reads, plus atomic application of a [`WriteBatch`].
@@ -175,10 +166,13 @@ pub fn merge_value(table: Table, existing: Option<&[u8]>, operand: &[u8]) -> Vec
     }
 }
 
-/// An in-memory engine: the reference for the conformance suite, and the engine of runs without `--state`.
+/// All tables of a [`MemStore`], ordered by table then key (as a prefix scan needs).
+type MemTables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
+/// An in-memory engine: the reference for the conformance suite and for tests that need no disk.
 #[derive(Debug, Default)]
 pub struct MemStore {
-    tables: RwLock<BTreeMap<(Table, Vec<u8>), Vec<u8>>>,
+    tables: RwLock<MemTables>,
 }
 
 impl MemStore {
@@ -193,12 +187,7 @@ impl StateRead for MemStore {
         Ok(tables.get(&(table, key.to_vec())).cloned())
     }
 
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
+    fn scan_prefix(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         let tables = self.tables.read().map_err(|_| StateError::Engine("lock poisoned".into()))?;
         for ((t, k), v) in tables.range((table, prefix.to_vec())..) {
             if *t != table || !k.starts_with(prefix) {

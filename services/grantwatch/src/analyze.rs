@@ -25,10 +25,10 @@ use grantwatch_core::policy::{IdentityGrants, evaluate};
 use grantwatch_core::stage::{Cx, Stage};
 use grantwatch_core::usage::{Observed, UsageStage, all_events_span};
 use grantwatch_files::{QuarantineWriter, SourceFile};
-use grantwatch_state::{StateStore, Table, WriteBatch};
+use grantwatch_state::{StateRead, StateStore, Table, WriteBatch};
 use grantwatch_state_rocks::RocksStore;
 use grantwatch_types::{
-    ActionMapping, AccountsReport, Event, EventTime, IdentityFinding, IngestReport, Quarantined, UnmappedCall,
+    AccountsReport, ActionMapping, Event, EventTime, IdentityFinding, IngestReport, Quarantined, UnmappedCall,
 };
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -153,7 +153,10 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let state_dir: &Path = match &opts.state {
         Some(d) => d,
         None => {
-            temp_state = tempfile::Builder::new().prefix("grantwatch-state-").tempdir().context("creating a temporary state dir")?;
+            temp_state = tempfile::Builder::new()
+                .prefix("grantwatch-state-")
+                .tempdir()
+                .context("creating a temporary state dir")?;
             temp_state.path()
         }
     };
@@ -162,7 +165,8 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let quarantine_path = opts.out.join("quarantine.jsonl");
     let quarantine = QuarantineWriter::new(quarantine_path.clone());
 
-    let mut report = IngestReport { iam_snapshots_read: iam_files, identities: grants.len() as u64, ..Default::default() };
+    let mut report =
+        IngestReport { iam_snapshots_read: iam_files, identities: grants.len() as u64, ..Default::default() };
     let mut todo: Vec<SourceFile> = Vec::with_capacity(files.len());
     for f in files {
         // Only a path the state already knows costs an extra read for its fingerprint; new files are
@@ -220,7 +224,9 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         .into_iter()
         .map(|((service, operation), count)| UnmappedCall { service, operation, count })
         .collect();
-    unmapped.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation))));
+    unmapped.sort_by(|a, b| {
+        b.count.cmp(&a.count).then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)))
+    });
     report.unmapped_calls = unmapped;
     let mut q = quarantined_list.into_inner().unwrap_or_default();
     q.sort_by(|a, b| (&a.file, a.record).cmp(&(&b.file, b.record)));

@@ -72,9 +72,9 @@ pub fn progress_bar(enabled: bool, total_bytes: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} reading CloudTrail {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} reading CloudTrail {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -82,7 +82,8 @@ pub fn progress_bar(enabled: bool, total_bytes: u64) -> ProgressBar {
 
 /// Keeps the `n` findings with the highest PCI (ties: more unused high-risk actions, then ARN).
 pub fn keep_top(top: &mut Vec<IdentityFinding>, f: IdentityFinding, n: usize) {
-    let key = |f: &IdentityFinding| (std::cmp::Reverse(f.pci.score), std::cmp::Reverse(f.unused_high_risk), f.arn.clone());
+    let key =
+        |f: &IdentityFinding| (std::cmp::Reverse(f.pci.score), std::cmp::Reverse(f.unused_high_risk), f.arn.clone());
     if top.len() == n && top.last().is_some_and(|last| key(&f) >= key(last)) {
         return;
     }
@@ -100,23 +101,43 @@ pub fn keep_top(top: &mut Vec<IdentityFinding>, f: IdentityFinding, n: usize) {
 /// The human-readable summary printed on stdout.
 pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<()> {
     let r = &o.ingest;
-    writeln!(w, "grantwatch analyze — as of {} (lookback {} days, {})", o.accounts.as_of, o.accounts.lookback_days, o.accounts.pci_version)?;
+    writeln!(
+        w,
+        "grantwatch analyze — as of {} (lookback {} days, {})",
+        o.accounts.as_of, o.accounts.lookback_days, o.accounts.pci_version
+    )?;
     writeln!(w)?;
     writeln!(
         w,
         "Ingest: {} files read ({} already in state, {} quarantined), {} records, {} events counted, {} duplicates, {} records quarantined",
-        r.files_read, r.files_already_ingested, r.files_quarantined, r.records_read, r.events_counted, r.duplicates, r.records_quarantined
+        r.files_read,
+        r.files_already_ingested,
+        r.files_quarantined,
+        r.records_read,
+        r.events_counted,
+        r.duplicates,
+        r.records_quarantined
     )?;
-    writeln!(w, "        {} events need no permission, {} unmapped events in {} distinct calls", r.no_permission_events, r.unmapped_events, r.unmapped_calls.len())?;
+    writeln!(
+        w,
+        "        {} events need no permission, {} unmapped events in {} distinct calls",
+        r.no_permission_events,
+        r.unmapped_events,
+        r.unmapped_calls.len()
+    )?;
     for u in r.unmapped_calls.iter().take(5) {
         writeln!(w, "          unmapped: {} {} ×{}", u.service, u.operation, u.count)?;
     }
     writeln!(w)?;
-    writeln!(w, "{:<14} {:>5} {:>6} {:>4} {:>4} {:>4} {:>9} {:>13} {:>6} {:>10}", "ACCOUNT", "PCI", "BAND", "LOW", "MED", "HIGH", "IDENTITIES", "INACTIVE", "OVERP", "SUPER")?;
+    writeln!(
+        w,
+        "{:<14} {:>4} {:<6} {:>4} {:>4} {:>4} {:>10} {:>8} {:>9} {:>5} {:>12}",
+        "ACCOUNT", "PCI", "BAND", "LOW", "MED", "HIGH", "IDENTITIES", "INACTIVE", "OVERPROV", "SUPER", "UNUSED KEYS"
+    )?;
     for a in &o.accounts.accounts {
         writeln!(
             w,
-            "{:<14} {:>5} {:>6} {:>4} {:>4} {:>4} {:>9} {:>13} {:>6} {:>10}",
+            "{:<14} {:>4} {:<6} {:>4} {:>4} {:>4} {:>10} {:>8} {:>9} {:>5} {:>12}",
             a.account,
             a.pci,
             format!("{:?}", a.pci_band).to_lowercase(),
@@ -126,7 +147,8 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
             a.identities,
             a.inactive,
             a.over_provisioned,
-            a.super_identities
+            a.super_identities,
+            a.unused_access_keys
         )?;
     }
     writeln!(w)?;
@@ -135,10 +157,24 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
     for f in o.top.iter().take(10) {
         let status: Vec<String> = f.status.iter().map(|s| format!("{s:?}")).map(|s| snake(&s)).collect();
         let last = f.last_activity.map_or_else(|| "never".to_string(), |t| t.date_string());
-        writeln!(w, "{:>4}  {:<62} {:>8} {:>10}  {}", f.pci.score, ellipsize(&f.arn, 62), f.unused_high_risk, last, status.join(","))?;
+        writeln!(
+            w,
+            "{:>4}  {:<62} {:>8} {:>10}  {}",
+            f.pci.score,
+            ellipsize(&f.arn, 62),
+            f.unused_high_risk,
+            last,
+            status.join(",")
+        )?;
     }
     writeln!(w)?;
-    writeln!(w, "Wrote {}, {}, {}", o.outputs.identities.display(), o.outputs.accounts.display(), o.outputs.ingest_report.display())?;
+    writeln!(
+        w,
+        "Wrote {}, {}, {}",
+        o.outputs.identities.display(),
+        o.outputs.accounts.display(),
+        o.outputs.ingest_report.display()
+    )?;
     if let Some(q) = &r.quarantine_file {
         writeln!(w, "Quarantined input written to {q}")?;
     }

@@ -1,0 +1,231 @@
+//! `grantwatch analyze` end to end, against the ground truth of generated organizations.
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use grantwatch::analyze::{AnalyzeOptions, AnalyzeOutcome, run};
+use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
+use grantwatch_types::{IdentityFinding, StatusFlag};
+
+fn spec(layout: Layout) -> OrgSpec {
+    OrgSpec::new(42, 2, 18, 120, 25_000, layout)
+}
+
+fn analyze(org: &Path, out: &Path, state: Option<&Path>, cloudtrail: Vec<PathBuf>) -> AnalyzeOutcome {
+    let mut o = AnalyzeOptions::new(out.to_path_buf());
+    o.iam = vec![org.join("iam")];
+    o.cloudtrail = cloudtrail;
+    o.state = state.map(Path::to_path_buf);
+    o.progress = false;
+    o.flush_budget = 5_000; // many flushes: exercises the batch boundaries
+    run(&o).unwrap()
+}
+
+fn findings(out: &Path) -> BTreeMap<String, IdentityFinding> {
+    std::fs::read_to_string(out.join("identities.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<IdentityFinding>(l).unwrap())
+        .map(|f| (f.arn.clone(), f))
+        .collect()
+}
+
+/// Asserts two runs' findings are equal, naming the first identity and field that differ (the full
+/// findings are too large to print).
+fn assert_same_findings(a: &BTreeMap<String, IdentityFinding>, b: &BTreeMap<String, IdentityFinding>, what: &str) {
+    let ka: Vec<&String> = a.keys().collect();
+    let kb: Vec<&String> = b.keys().collect();
+    assert_eq!(ka, kb, "{what}: different identities");
+    for (arn, fa) in a {
+        let fb = &b[arn];
+        if fa == fb {
+            continue;
+        }
+        let (va, vb) = (serde_json::to_value(fa).unwrap(), serde_json::to_value(fb).unwrap());
+        for (field, x) in va.as_object().unwrap() {
+            let y = &vb[field];
+            assert_eq!(x, y, "{what}: {arn} differs in {field}");
+        }
+    }
+}
+
+fn validate(schema: &str, instance: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema);
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+fn check_against_truth(truth: &GroundTruth, outcome: &AnalyzeOutcome, found: &BTreeMap<String, IdentityFinding>) {
+    assert_eq!(outcome.ingest.duplicates, truth.duplicates_injected, "duplicates");
+    assert_eq!(outcome.ingest.unmapped_events, truth.unmapped_injected, "unmapped events");
+    assert_eq!(outcome.ingest.records_quarantined + outcome.ingest.files_quarantined, 0);
+    assert_eq!(outcome.ingest.events_counted + outcome.ingest.duplicates, outcome.ingest.records_read);
+    assert_eq!(outcome.accounts.as_of, truth.as_of, "as-of defaults to the latest event time");
+    let mut exact_checked = 0;
+    for t in &truth.identities {
+        let f = found.get(&t.arn).unwrap_or_else(|| panic!("{} missing from identities.jsonl", t.arn));
+        let used: BTreeSet<&str> = f.used_actions.iter().map(String::as_str).collect();
+        let want: BTreeSet<&str> = t.used_actions.iter().map(String::as_str).collect();
+        assert_eq!(used, want, "used actions of {}", t.arn);
+        if let Some(granted) = &t.granted_actions {
+            let got: BTreeSet<&str> = f.granted_actions.iter().map(String::as_str).collect();
+            let want: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
+            assert_eq!(got, want, "granted actions of {}", t.arn);
+            let unused: BTreeSet<&str> = f.unused_actions.iter().map(String::as_str).collect();
+            assert_eq!(unused, want.difference(&used).copied().collect(), "unused actions of {}", t.arn);
+            exact_checked += 1;
+        }
+        assert!(f.used_not_granted.is_empty(), "{}: used but not granted {:?}", t.arn, f.used_not_granted);
+        assert_eq!(f.status.contains(&StatusFlag::Inactive), t.inactive, "inactive flag of {}", t.arn);
+        assert_eq!(f.status.contains(&StatusFlag::SuperIdentity), t.super_identity, "super flag of {}", t.arn);
+        assert_eq!(f.last_activity, t.last_activity, "last activity of {}", t.arn);
+        assert!(f.pci.score <= 100 && f.pci.version == "pci-v1");
+    }
+    assert!(exact_checked >= 10, "too few identities with an exact granted set: {exact_checked}");
+    assert!(truth.identities.iter().any(|t| t.inactive) && truth.identities.iter().any(|t| t.super_identity));
+}
+
+#[test]
+fn s3_layout_matches_ground_truth_and_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("org");
+    let truth = generate(&spec(Layout::S3), &org).unwrap();
+    assert!(truth.duplicates_injected > 0 && truth.unmapped_injected > 0);
+    let out = dir.path().join("out");
+    let outcome = analyze(&org, &out, None, vec![org.join("cloudtrail")]);
+    let found = findings(&out);
+    check_against_truth(&truth, &outcome, &found);
+
+    for line in std::fs::read_to_string(out.join("identities.jsonl")).unwrap().lines() {
+        validate("identity.v1.json", &serde_json::from_str(line).unwrap());
+    }
+    validate(
+        "accounts.v1.json",
+        &serde_json::from_str(&std::fs::read_to_string(out.join("accounts.json")).unwrap()).unwrap(),
+    );
+    validate(
+        "ingest_report.v1.json",
+        &serde_json::from_str(&std::fs::read_to_string(out.join("ingest_report.json")).unwrap()).unwrap(),
+    );
+    // The roll-up agrees with the identities.
+    let accounts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("accounts.json")).unwrap()).unwrap();
+    let total: u64 = accounts["accounts"].as_array().unwrap().iter().map(|a| a["identities"].as_u64().unwrap()).sum();
+    assert_eq!(total as usize, found.len());
+}
+
+#[test]
+fn json_lines_layout_matches_its_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let jl = dir.path().join("jl");
+    let truth = generate(&spec(Layout::JsonLines), &jl).unwrap();
+    let out = dir.path().join("out");
+    let outcome = analyze(&jl, &out, None, vec![jl.join("cloudtrail")]);
+    check_against_truth(&truth, &outcome, &findings(&out));
+}
+
+/// The records of an S3-layout trail, re-packed in reverse order into one JSON Lines file, give the
+/// same findings: neither file boundaries nor order matter.
+#[test]
+fn same_records_in_another_shape_and_order_give_the_same_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("org");
+    generate(&spec(Layout::S3), &org).unwrap();
+    let mut files = Vec::new();
+    gz_files(&org.join("cloudtrail"), &mut files);
+    files.sort();
+    let mut lines = Vec::new();
+    for f in &files {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()), &mut text)
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for r in doc["Records"].as_array().unwrap() {
+            lines.push(serde_json::to_string(r).unwrap());
+        }
+    }
+    lines.reverse();
+    let jsonl = dir.path().join("all.jsonl");
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+
+    let a = analyze(&org, &dir.path().join("out-s3"), None, vec![org.join("cloudtrail")]);
+    let b = analyze(&org, &dir.path().join("out-jl"), None, vec![jsonl]);
+    assert_eq!(a.ingest.events_counted, b.ingest.events_counted);
+    assert_eq!(a.ingest.duplicates, b.ingest.duplicates);
+    assert_same_findings(
+        &findings(&dir.path().join("out-s3")),
+        &findings(&dir.path().join("out-jl")),
+        "S3 vs JSON Lines",
+    );
+}
+
+fn gz_files(root: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            gz_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "gz") {
+            out.push(p);
+        }
+    }
+}
+
+/// Split the files in two halves and ingest them in two runs over one state, in reverse order, and
+/// then once more (everything again): the findings equal those of one run over everything.
+#[test]
+fn incremental_runs_in_any_order_give_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("org");
+    generate(&spec(Layout::S3), &org).unwrap();
+    let once = dir.path().join("once");
+    analyze(&org, &once, None, vec![org.join("cloudtrail")]);
+
+    let regions = region_dirs(&org.join("cloudtrail"));
+    assert!(regions.len() >= 2, "{regions:?}");
+    let (first, second) = regions.split_at(regions.len() / 2);
+    let state = dir.path().join("state");
+    let inc = dir.path().join("inc");
+    analyze(&org, &inc, Some(&state), second.to_vec());
+    analyze(&org, &inc, Some(&state), first.to_vec());
+    assert_same_findings(&findings(&inc), &findings(&once), "two incremental runs (reverse order) = one run");
+
+    let again = analyze(&org, &inc, Some(&state), vec![org.join("cloudtrail")]);
+    assert_eq!(again.ingest.files_read, 0, "every file is already in state");
+    assert!(again.ingest.files_already_ingested > 0);
+    assert_same_findings(&findings(&inc), &findings(&once), "re-reading changes nothing");
+
+    // The same files under another path are read again, but every event is a duplicate.
+    let copy = dir.path().join("copy");
+    copy_tree(&org.join("cloudtrail"), &copy);
+    let dup = analyze(&org, &inc, Some(&state), vec![copy]);
+    assert_eq!(dup.ingest.events_counted, 0);
+    assert!(dup.ingest.duplicates > 0);
+    assert_same_findings(&findings(&inc), &findings(&once), "a second copy of the logs changes nothing");
+}
+
+fn region_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for acct in std::fs::read_dir(root.join("AWSLogs")).unwrap() {
+        for region in std::fs::read_dir(acct.unwrap().path().join("CloudTrail")).unwrap() {
+            out.push(region.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
