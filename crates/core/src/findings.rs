@@ -212,7 +212,7 @@ pub fn for_each_finding(
     let mut all: Vec<&IdentityGrants> = grants.iter().chain(from_logs.iter()).collect();
     all.sort_by(|a, b| a.arn.cmp(&b.arn));
     for g in all {
-        let usage = IdentityUsage::load(state, &g.arn)?;
+        let usage = IdentityUsage::load(state, &g.arn, false)?;
         emit(identity_finding(catalog, cfg, g, &usage));
     }
     Ok(())

@@ -102,14 +102,73 @@ struct IdentityDelta {
 #[derive(Default)]
 pub struct UsageStage {
     identities: FxHashMap<String, IdentityDelta>,
+    /// Event ids counted since the last snapshot.
     seen: FxHashSet<Vec<u8>>,
+    /// Event ids of the last snapshot, until the runner says its batch is written ([`UsageStage::committed`]):
+    /// meanwhile they are neither in `seen` nor readable from state, yet must still count as seen.
+    in_flight: FxHashSet<Vec<u8>>,
+    /// Event ids this stage wrote to state in earlier snapshots (may answer "maybe", never misses).
+    written: SeenFilter,
+    /// Whether state held event ids before this stage started: then every id must be looked up.
+    state_had_ids: bool,
     all_events: Option<SeenSpan>,
     pending: usize,
 }
 
 impl UsageStage {
-    pub fn new() -> Self {
-        Self::default()
+    /// The batch of the last snapshot is durably written: its event ids are now found in state.
+    pub fn committed(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// A stage over `state`. Looking up every event id in state is the costliest part of accounting;
+    /// when state holds no ids yet (a fresh run), only ids this stage itself wrote can be there, and a
+    /// filter of those spares nearly every lookup.
+    pub fn new(state: &dyn StateRead) -> Result<Self, grantwatch_state::StateError> {
+        let mut state_had_ids = false;
+        state.scan_prefix(Table::Seen, b"", &mut |_, _| {
+            state_had_ids = true;
+            false
+        })?;
+        Ok(Self { state_had_ids, written: SeenFilter::new(), ..Self::default() })
+    }
+}
+
+/// A fixed-size Bloom filter of event-id keys: memory stays flat whatever the number of events; when it
+/// fills up it answers "maybe" more often, which only costs lookups, never correctness.
+#[derive(Default)]
+struct SeenFilter {
+    bits: Vec<u64>,
+}
+
+impl SeenFilter {
+    /// 2^22 bits (512 KiB): ~1% false positives at 400,000 ids, 3 probes.
+    const BITS_LOG2: u32 = 22;
+
+    fn new() -> Self {
+        Self { bits: vec![0; 1 << (Self::BITS_LOG2 - 6)] }
+    }
+
+    fn probes(key: &[u8]) -> [usize; 3] {
+        let mut h = rustc_hash::FxHasher::default();
+        std::hash::Hasher::write(&mut h, key);
+        let h = std::hash::Hasher::finish(&h);
+        let (a, b) = (h as u32 as u64, (h >> 32) | 1);
+        let mask = (1u64 << Self::BITS_LOG2) - 1;
+        [0u64, 1, 2].map(|i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
+    }
+
+    fn insert(&mut self, key: &[u8]) {
+        for p in Self::probes(key) {
+            if let Some(w) = self.bits.get_mut(p >> 6) {
+                *w |= 1 << (p & 63);
+            }
+        }
+    }
+
+    fn may_contain(&self, key: &[u8]) -> bool {
+        // An empty (default-built) filter has no words and answers "maybe": safe.
+        Self::probes(key).iter().all(|&p| self.bits.get(p >> 6).is_none_or(|w| w & (1 << (p & 63)) != 0))
     }
 }
 
@@ -137,7 +196,11 @@ impl Stage for UsageStage {
     fn process(&mut self, ev: &Event, cx: &mut Cx<'_, Observed>) -> Result<(), StageError> {
         let day = ev.time.day();
         let seen = seen_key(day, &ev.uid);
-        if self.seen.contains(&seen) || cx.state.get(Table::Seen, &seen)?.is_some() {
+        let maybe_stored = self.state_had_ids || self.written.may_contain(&seen);
+        if self.seen.contains(&seen)
+            || self.in_flight.contains(&seen)
+            || (maybe_stored && cx.state.get(Table::Seen, &seen)?.is_some())
+        {
             cx.out.push(Observed::Duplicate);
             return Ok(());
         }
@@ -198,9 +261,15 @@ impl Stage for UsageStage {
                 batch.merge(Table::Counters, day_counter_key(&id, day), encode_counter(n).to_vec());
             }
         }
-        for key in self.seen.drain() {
-            batch.put(Table::Seen, key, Vec::new());
+        // Sorted: RocksDB inserts ascending keys into its memtable much faster than random ones.
+        let mut seen: Vec<&Vec<u8>> = self.seen.iter().collect();
+        seen.sort_unstable();
+        for key in seen {
+            self.written.insert(key);
+            batch.put(Table::Seen, key.clone(), Vec::new());
         }
+        // Kept until `committed`: the batch may not be written yet while more events arrive.
+        self.in_flight.extend(self.seen.drain());
         if let Some(s) = self.all_events.take() {
             batch.merge(Table::Usage, ALL_EVENTS_KEY.to_vec(), s.encode().to_vec());
         }
@@ -227,13 +296,21 @@ pub struct IdentityUsage {
 }
 
 impl IdentityUsage {
-    /// Reads an identity's usage from state.
-    pub fn load(state: &dyn StateRead, identity: &str) -> Result<IdentityUsage, grantwatch_state::StateError> {
+    /// Reads an identity's usage from state. Resources are read only when asked for: an identity that
+    /// touches millions of objects would otherwise bring them all into memory.
+    pub fn load(
+        state: &dyn StateRead,
+        identity: &str,
+        with_resources: bool,
+    ) -> Result<IdentityUsage, grantwatch_state::StateError> {
         let mut u = IdentityUsage::default();
         let mut prefix = Vec::with_capacity(identity.len() + 2);
         for kind in
             [UsageKind::Identity, UsageKind::Action, UsageKind::Resource, UsageKind::AccessKey, UsageKind::Session]
         {
+            if kind == UsageKind::Resource && !with_resources {
+                continue;
+            }
             prefix.clear();
             prefix.push(kind as u8);
             prefix.extend_from_slice(identity.as_bytes());
@@ -290,4 +367,93 @@ pub fn identities_in_logs(state: &dyn StateRead) -> Result<Vec<(String, Identity
         true
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grantwatch_state::{MemStore, StateStore};
+    use grantwatch_types::{Actor, Api, Cloud, Status};
+
+    fn event(uid: &str, at: &str, action: &str) -> Event {
+        Event {
+            uid: uid.to_string(),
+            time: EventTime::parse_rfc3339(at).unwrap(),
+            cloud: Cloud::Aws,
+            account_uid: "111122223333".into(),
+            region: "us-east-1".into(),
+            actor: Actor {
+                uid: "arn:aws:iam::111122223333:user/alice".into(),
+                kind: IdentityKind::User,
+                name: Some("alice".into()),
+                account_uid: Some("111122223333".into()),
+                session_name: None,
+                principal_id: None,
+                access_key_id: Some("AKIAEXAMPLE".into()),
+                invoked_by: None,
+                mfa_authenticated: None,
+            },
+            api: Api { service: "s3.amazonaws.com".into(), operation: "GetObject".into() },
+            actions: vec![action.to_string()],
+            mapping: ActionMapping::Direct,
+            resources: vec!["arn:aws:s3:::b/k".into()],
+            status: Status::Success,
+            status_code: None,
+            src_ip: None,
+            user_agent: None,
+            read_only: Some(true),
+        }
+    }
+
+    fn offer(stage: &mut UsageStage, store: &MemStore, ev: &Event) -> Observed {
+        let mut out = Vec::new();
+        stage.process(ev, &mut Cx { state: store, out: &mut out }).unwrap();
+        out[0]
+    }
+
+    #[test]
+    fn an_event_counts_once_across_snapshots_writes_and_restarts() {
+        let store = MemStore::new();
+        let mut stage = UsageStage::new(&store).unwrap();
+        let a = event("a", "2024-01-01T10:00:00Z", "s3:GetObject");
+        let b = event("b", "2024-01-03T10:00:00Z", "s3:PutObject");
+        assert_eq!(offer(&mut stage, &store, &a), Observed::Counted);
+        assert_eq!(offer(&mut stage, &store, &a), Observed::Duplicate, "pending");
+        let mut batch = WriteBatch::new();
+        stage.snapshot(&mut batch).unwrap();
+        assert_eq!(offer(&mut stage, &store, &a), Observed::Duplicate, "in flight, not yet written");
+        store.write(batch).unwrap();
+        stage.committed();
+        assert_eq!(offer(&mut stage, &store, &a), Observed::Duplicate, "written by this stage");
+        assert_eq!(offer(&mut stage, &store, &b), Observed::Counted);
+        let mut batch = WriteBatch::new();
+        stage.snapshot(&mut batch).unwrap();
+        store.write(batch).unwrap();
+
+        // A new stage over the same state (a restart) still knows both.
+        let mut again = UsageStage::new(&store).unwrap();
+        assert_eq!(offer(&mut again, &store, &a), Observed::Duplicate);
+        assert_eq!(offer(&mut again, &store, &b), Observed::Duplicate);
+
+        let usage = IdentityUsage::load(&store, "arn:aws:iam::111122223333:user/alice", true).unwrap();
+        let names: Vec<&str> = usage.actions.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["s3:GetObject", "s3:PutObject"]);
+        assert_eq!(usage.days.iter().map(|(_, n)| n).sum::<u64>(), 2, "one count per distinct event");
+        assert_eq!(usage.resources.len(), 1);
+        assert_eq!(usage.access_keys[0].0, "AKIAEXAMPLE");
+        let span = usage.activity.unwrap();
+        assert_eq!((EventTime(span.first_ms), EventTime(span.last_ms)), (a.time, b.time));
+    }
+
+    #[test]
+    fn the_filter_never_misses() {
+        let mut f = SeenFilter::new();
+        let keys: Vec<Vec<u8>> = (0..50_000u32).map(|i| seen_key(i64::from(i % 30), &format!("id-{i}"))).collect();
+        for k in &keys {
+            f.insert(k);
+        }
+        assert!(keys.iter().all(|k| f.may_contain(k)));
+        let false_positives = (0..10_000u32).filter(|i| f.may_contain(&seen_key(0, &format!("other-{i}")))).count();
+        assert!(false_positives < 100, "{false_positives}");
+    }
 }

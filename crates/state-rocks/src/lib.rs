@@ -41,8 +41,13 @@ impl RocksStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        // One memory budget for the memtables of all tables, so state memory does not grow with the
+        // number of column families or with a burst of writes.
+        db_opts.set_db_write_buffer_size(64 << 20);
         let cfs = Table::ALL.iter().map(|&t| {
             let mut o = Options::default();
+            o.set_write_buffer_size(16 << 20);
+            o.set_max_write_buffer_number(2);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             match t {
                 Table::Usage | Table::Counters => {
@@ -54,6 +59,9 @@ impl RocksStore {
                     let mut bo = rocksdb::BlockBasedOptions::default();
                     bo.set_bloom_filter(10.0, false);
                     o.set_block_based_table_factory(&bo);
+                    // The same for keys still in the memtable, where most lookups of a run land.
+                    o.set_memtable_whole_key_filtering(true);
+                    o.set_memtable_prefix_bloom_ratio(0.1);
                 }
                 Table::Meta => {}
             }
@@ -67,6 +75,20 @@ impl RocksStore {
         self.db
             .cf_handle(table.name())
             .ok_or_else(|| StateError::Engine(format!("missing column family {}", table.name())))
+    }
+
+    /// Memory RocksDB holds outside its block cache: memtables and table readers (index and filter
+    /// blocks), summed over all tables. For logs and metrics.
+    pub fn memory_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        for t in Table::ALL {
+            if let Ok(cf) = self.cf(t) {
+                for prop in ["rocksdb.cur-size-all-mem-tables", "rocksdb.estimate-table-readers-mem"] {
+                    total += self.db.property_int_value_cf(cf, prop).ok().flatten().unwrap_or(0);
+                }
+            }
+        }
+        total
     }
 
     /// Flushes memtables to SST files (used before measuring on-disk size, and at clean shutdown).

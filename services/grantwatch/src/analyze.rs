@@ -13,8 +13,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use grantwatch_core::catalog::Catalog;
@@ -65,7 +65,7 @@ impl AnalyzeOptions {
             state: None,
             out,
             over_provisioned_ratio: 0.10,
-            flush_budget: 1_000_000,
+            flush_budget: 250_000,
             threads: None,
             progress: true,
             crash_after_flushes: None,
@@ -94,11 +94,176 @@ impl AnalyzeOutcome {
 
 const QUARANTINE_LIST_CAP: usize = 1000;
 
-/// One message from a reader worker to the aggregator.
-struct Chunk {
-    events: Vec<Event>,
-    /// Set on a file's last chunk.
-    done: Option<FileDone>,
+/// Usage is accounted in this many independent stages, chosen by a hash of the identity. Every event
+/// of an identity — and so every copy of one event — lands in the same shard, so a shard deduplicates
+/// on its own and reader threads account in parallel with little contention.
+const SHARDS: usize = 16;
+
+/// Events a reader normalizes before handing them to the shards (bounds memory on huge JSON Lines files).
+const CHUNK: usize = 1024;
+
+#[derive(Default)]
+struct Aggregated {
+    counted: u64,
+    duplicates: u64,
+    no_permission: u64,
+    unmapped: FxHashMap<(String, String), u64>,
+}
+
+impl Aggregated {
+    fn absorb(&mut self, other: Aggregated) {
+        self.counted += other.counted;
+        self.duplicates += other.duplicates;
+        self.no_permission += other.no_permission;
+        for (k, v) in other.unmapped {
+            *self.unmapped.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
+struct Shard {
+    stage: UsageStage,
+    tally: Aggregated,
+    out: Vec<Observed>,
+}
+
+/// The sharded usage stages and the flush protocol.
+///
+/// A flush first takes the list of finished files, then snapshots every shard into one batch. A file is
+/// put on that list only after all its events went into the shards, so every file a batch marks as
+/// ingested has all its events in that batch or an earlier one.
+struct Shards<'a> {
+    shards: Vec<Mutex<Shard>>,
+    done: Mutex<Vec<FileDone>>,
+    pending: AtomicUsize,
+    flushing: Mutex<u32>,
+    store: &'a RocksStore,
+    budget: usize,
+    crash_after: Option<u32>,
+}
+
+impl<'a> Shards<'a> {
+    fn new(n: usize, store: &'a RocksStore, budget: usize, crash_after: Option<u32>) -> Result<Self> {
+        let mut shards = Vec::with_capacity(n);
+        for _ in 0..n {
+            let stage = UsageStage::new(store).context("reading usage state")?;
+            shards.push(Mutex::new(Shard { stage, tally: Aggregated::default(), out: Vec::new() }));
+        }
+        Ok(Self {
+            shards,
+            done: Mutex::new(Vec::new()),
+            pending: AtomicUsize::new(0),
+            flushing: Mutex::new(0),
+            store,
+            budget: budget.max(1),
+            crash_after,
+        })
+    }
+
+    fn shard_of(&self, identity: &str) -> usize {
+        let mut h = rustc_hash::FxHasher::default();
+        std::hash::Hash::hash(identity, &mut h);
+        (std::hash::Hasher::finish(&h) as usize) % self.shards.len()
+    }
+
+    /// Accounts a batch of events, then flushes if the pending writes passed the budget.
+    fn account(&self, events: &mut Vec<Event>) -> Result<()> {
+        let mut by_shard: Vec<Vec<Event>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for ev in events.drain(..) {
+            let i = self.shard_of(&ev.actor.uid);
+            if let Some(b) = by_shard.get_mut(i) {
+                b.push(ev);
+            }
+        }
+        for (i, evs) in by_shard.into_iter().enumerate() {
+            if evs.is_empty() {
+                continue;
+            }
+            let Some(slot) = self.shards.get(i) else { continue };
+            let mut shard = slot.lock().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+            let before = shard.stage.pending();
+            let Shard { stage, tally, out } = &mut *shard;
+            for ev in &evs {
+                out.clear();
+                stage.process(ev, &mut Cx { state: self.store, out })?;
+                if out.first() == Some(&Observed::Duplicate) {
+                    tally.duplicates += 1;
+                    continue;
+                }
+                tally.counted += 1;
+                match ev.mapping {
+                    ActionMapping::NoPermission => tally.no_permission += 1,
+                    ActionMapping::Unmapped => {
+                        *tally.unmapped.entry((ev.api.service.clone(), ev.api.operation.clone())).or_insert(0) += 1;
+                    }
+                    ActionMapping::Direct | ActionMapping::Exception => {}
+                }
+            }
+            let grown = stage.pending().saturating_sub(before);
+            drop(shard);
+            self.pending.fetch_add(grown, Ordering::Relaxed);
+        }
+        if self.pending.load(Ordering::Relaxed) >= self.budget {
+            // One flush at a time; a reader that finds one running goes on reading.
+            if let Ok(mut flushes) = self.flushing.try_lock() {
+                self.flush(&mut flushes)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file_done(&self, done: FileDone) {
+        if let Ok(mut d) = self.done.lock() {
+            d.push(done);
+        }
+    }
+
+    fn flush(&self, flushes: &mut u32) -> Result<()> {
+        let done = std::mem::take(&mut *self.done.lock().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?);
+        let mut batch = WriteBatch::new();
+        for slot in &self.shards {
+            let mut shard = slot.lock().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+            let pending = shard.stage.pending();
+            shard.stage.snapshot(&mut batch)?;
+            drop(shard);
+            // Saturating: a reader may have counted its growth after this shard was snapshotted.
+            let _ =
+                self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(pending)));
+        }
+        for f in done {
+            if !f.failed {
+                batch.put(Table::Meta, file_meta_key(&f.path), f.fingerprint.into_bytes());
+            }
+            tracing::debug!(file = %f.path, records = f.records, "File accounted.");
+        }
+        // Readers keep accounting while the batch is written; the stages hold its event ids in flight
+        // until then, so a copy of one of those events arriving meanwhile is still a duplicate.
+        let t0 = std::time::Instant::now();
+        self.store.write(batch).context("writing usage state")?;
+        for slot in &self.shards {
+            slot.lock().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?.stage.committed();
+        }
+        tracing::debug!(write_ms = t0.elapsed().as_millis() as u64, "State flushed.");
+        *flushes += 1;
+        if self.crash_after == Some(*flushes) {
+            // Fault injection for the crash-restart test: end like `kill -9` right after a commit.
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// The final flush; returns the tallies of all shards.
+    fn finish(self) -> Result<Aggregated> {
+        let mut flushes = self.flushing.lock().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+        self.flush(&mut flushes)?;
+        drop(flushes);
+        let mut total = Aggregated::default();
+        for slot in self.shards {
+            let shard = slot.into_inner().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+            total.absorb(shard.tally);
+        }
+        Ok(total)
+    }
 }
 
 struct FileDone {
@@ -162,6 +327,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     };
     let store = RocksStore::open(state_dir).with_context(|| format!("opening state dir {}", state_dir.display()))?;
     let files = grantwatch_files::discover(&opts.cloudtrail).context("finding CloudTrail files")?.files;
+    tracing::info!(files = files.len(), elapsed_ms = started.elapsed().as_millis() as u64, "CloudTrail files found.");
     let quarantine_path = opts.out.join("quarantine.jsonl");
     let quarantine = QuarantineWriter::new(quarantine_path.clone());
 
@@ -172,43 +338,45 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         // Only a path the state already knows costs an extra read for its fingerprint; new files are
         // fingerprinted during their one read.
         let key = file_meta_key(&f.path.display().to_string());
-        if let Some(known) = store.get(Table::Meta, &key)? {
-            if let Ok(fp) = grantwatch_files::fingerprint_file(&f) {
-                if known == fp.to_string().as_bytes() {
-                    report.files_already_ingested += 1;
-                    continue;
-                }
-            }
+        if let Some(known) = store.get(Table::Meta, &key)?
+            && let Ok(fp) = grantwatch_files::fingerprint_file(&f)
+            && known == fp.to_string().as_bytes()
+        {
+            report.files_already_ingested += 1;
+            continue;
         }
         todo.push(f);
     }
 
-    // 3 + 4. Read in parallel, account in one place, flush atomically.
+    // 3 + 4. Read, normalize and account in parallel; flush atomically.
     let total_bytes: u64 = todo.iter().map(|f| f.size).sum();
     let bar = crate::output::progress_bar(opts.progress, total_bytes);
     let tally = Tally::default();
-    let quarantined_list = std::sync::Mutex::new(Vec::<Quarantined>::new());
-    let (tx, rx) = sync_channel::<Chunk>(64);
+    let quarantined_list = Mutex::new(Vec::<Quarantined>::new());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .thread_name(|i| format!("gw-read-{i}"))
         .build()
         .context("starting reader threads")?;
-
-    let agg = std::thread::scope(|scope| -> Result<Aggregated> {
-        let store_ref = &store;
-        let (budget, crash) = (opts.flush_budget, opts.crash_after_flushes);
-        let aggregator = scope.spawn(move || aggregate(rx, store_ref, budget, crash));
-        let work = || {
-            todo.par_iter().for_each_with(tx, |tx, file| {
-                read_one(file, &normalizer, &quarantine, &tally, &quarantined_list, tx);
-                bar.inc(file.size);
-            });
-        };
-        pool.install(work);
-        aggregator.join().map_err(|_| anyhow::anyhow!("aggregator thread panicked"))?
-    })?;
+    let shards = Shards::new(SHARDS, &store, opts.flush_budget, opts.crash_after_flushes)?;
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    pool.install(|| {
+        todo.par_iter().for_each_init(Vec::new, |buf, file| {
+            let r = read_one(file, &normalizer, &quarantine, &tally, &quarantined_list, &shards, buf);
+            if let Err(e) = r
+                && let Ok(mut slot) = first_error.lock()
+            {
+                slot.get_or_insert(e);
+            }
+            bar.inc(file.size);
+        });
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let agg = shards.finish()?;
     bar.finish_and_clear();
+    tracing::info!(rocksdb_memory_bytes = store.memory_bytes(), "Ingest finished.");
 
     report.files_read = todo.len() as u64 - tally.files_quarantined.load(Ordering::Relaxed);
     report.files_quarantined = tally.files_quarantined.load(Ordering::Relaxed);
@@ -275,10 +443,10 @@ fn write_findings(
     for_each_finding(catalog, cfg, grants, store, &mut |f| {
         n += 1;
         rollup.add(&f);
-        if write_err.is_none() {
-            if let Err(e) = identities_w.write(&f) {
-                write_err = Some(e);
-            }
+        if write_err.is_none()
+            && let Err(e) = identities_w.write(&f)
+        {
+            write_err = Some(e);
         }
         crate::output::keep_top(&mut top, f, 20);
     })?;
@@ -298,30 +466,31 @@ fn read_one(
     normalizer: &Normalizer,
     quarantine: &QuarantineWriter,
     tally: &Tally,
-    quarantined_list: &std::sync::Mutex<Vec<Quarantined>>,
-    tx: &mut SyncSender<Chunk>,
-) {
-    const CHUNK: usize = 2048;
+    quarantined_list: &Mutex<Vec<Quarantined>>,
+    shards: &Shards<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     let name = file.path.display().to_string();
-    let mut events = Vec::with_capacity(CHUNK);
     let mut records = 0u64;
     let note = |record: Option<u64>, reason: String| {
-        if let Ok(mut l) = quarantined_list.lock() {
-            if l.len() < QUARANTINE_LIST_CAP {
-                l.push(Quarantined { file: name.clone(), record, reason });
-            }
+        if let Ok(mut l) = quarantined_list.lock()
+            && l.len() < QUARANTINE_LIST_CAP
+        {
+            l.push(Quarantined { file: name.clone(), record, reason });
         }
     };
-    let mut buf = Vec::new();
-    let result = grantwatch_files::read_records(file, &mut buf, &mut |rec| {
+    let mut events = Vec::with_capacity(CHUNK);
+    let mut failure: Option<anyhow::Error> = None;
+    let result = grantwatch_files::read_records(file, buf, &mut |rec| {
         records += 1;
         match normalizer.normalize(rec.raw) {
             Ok(ev) => {
                 events.push(ev);
-                if events.len() >= CHUNK {
-                    let full = std::mem::replace(&mut events, Vec::with_capacity(CHUNK));
-                    // A send fails only when the aggregator has stopped on an error it reports itself.
-                    let _ = tx.send(Chunk { events: full, done: None });
+                if events.len() >= CHUNK
+                    && failure.is_none()
+                    && let Err(e) = shards.account(&mut events)
+                {
+                    failure = Some(e);
                 }
             }
             Err(NormalizeError::NotApiActivity(kind)) => {
@@ -339,6 +508,10 @@ fn read_one(
             }
         }
     });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    shards.account(&mut events)?;
     tally.records.fetch_add(records, Ordering::Relaxed);
     let mut fingerprint = String::new();
     let failed = match result {
@@ -358,64 +531,6 @@ fn read_one(
             true
         }
     };
-    let done = FileDone { path: name.clone(), fingerprint, records, failed };
-    let _ = tx.send(Chunk { events, done: Some(done) });
-}
-
-struct Aggregated {
-    counted: u64,
-    duplicates: u64,
-    no_permission: u64,
-    unmapped: FxHashMap<(String, String), u64>,
-}
-
-fn aggregate(rx: Receiver<Chunk>, store: &RocksStore, budget: usize, crash_after: Option<u32>) -> Result<Aggregated> {
-    let mut flushes = 0u32;
-    let mut stage = UsageStage::new();
-    let mut out = Vec::with_capacity(4096);
-    let mut agg = Aggregated { counted: 0, duplicates: 0, no_permission: 0, unmapped: FxHashMap::default() };
-    let mut done_files: Vec<FileDone> = Vec::new();
-    let mut flush = |stage: &mut UsageStage, done_files: &mut Vec<FileDone>| -> Result<()> {
-        let mut batch = WriteBatch::new();
-        stage.snapshot(&mut batch)?;
-        for f in done_files.drain(..) {
-            if !f.failed {
-                batch.put(Table::Meta, file_meta_key(&f.path), f.fingerprint.into_bytes());
-            }
-            tracing::debug!(file = %f.path, records = f.records, "File accounted.");
-        }
-        store.write(batch).context("writing usage state")?;
-        flushes += 1;
-        if crash_after == Some(flushes) {
-            std::process::abort();
-        }
-        Ok(())
-    };
-    for chunk in rx {
-        for ev in &chunk.events {
-            out.clear();
-            stage.process(ev, &mut Cx { state: store, out: &mut out })?;
-            if out.first() == Some(&Observed::Duplicate) {
-                agg.duplicates += 1;
-                continue;
-            }
-            agg.counted += 1;
-            match ev.mapping {
-                ActionMapping::NoPermission => agg.no_permission += 1,
-                ActionMapping::Unmapped => {
-                    let key = (ev.api.service.clone(), ev.api.operation.clone());
-                    *agg.unmapped.entry(key).or_insert(0) += 1;
-                }
-                ActionMapping::Direct | ActionMapping::Exception => {}
-            }
-        }
-        if let Some(done) = chunk.done {
-            done_files.push(done);
-        }
-        if stage.pending() >= budget {
-            flush(&mut stage, &mut done_files)?;
-        }
-    }
-    flush(&mut stage, &mut done_files)?;
-    Ok(agg)
+    shards.file_done(FileDone { path: name, fingerprint, records, failed });
+    Ok(())
 }

@@ -153,7 +153,7 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
     }
     writeln!(w)?;
     writeln!(w, "Highest PCI ({} of {} identities):", o.top.len().min(10), o.identities)?;
-    writeln!(w, "{:>4}  {:<62} {:>8} {:>9}  {}", "PCI", "IDENTITY", "HIGH-RISK", "LAST SEEN", "STATUS")?;
+    writeln!(w, "{:>4}  {:<62} {:>8} {:>9}  STATUS", "PCI", "IDENTITY", "HIGH-RISK", "LAST SEEN")?;
     for f in o.top.iter().take(10) {
         let status: Vec<String> = f.status.iter().map(|s| format!("{s:?}")).map(|s| snake(&s)).collect();
         let last = f.last_activity.map_or_else(|| "never".to_string(), |t| t.date_string());
