@@ -79,6 +79,9 @@ pub fn identity_finding(
         }
         match catalog.lookup(name) {
             Some(id) if grants.granted.contains(id) => used.insert(id),
+            // A group's usage is its members' usage: what they use beyond the group's grants comes
+            // from their own policies and says nothing about the group.
+            _ if grants.kind == IdentityKind::Group => {}
             _ => used_names_not_granted.push(name.clone()),
         }
     }
@@ -103,7 +106,12 @@ pub fn identity_finding(
         status.push(StatusFlag::Inactive);
     }
     let granted_n = grants.granted.len();
-    if active && granted_n > 0 && (used.len() as f64) < cfg.over_provisioned_ratio * granted_n as f64 {
+    // Root holds everything by definition; "over-provisioned" would say nothing about it.
+    if active
+        && grants.kind != IdentityKind::Root
+        && granted_n > 0
+        && (used.len() as f64) < cfg.over_provisioned_ratio * granted_n as f64
+    {
         status.push(StatusFlag::OverProvisioned);
     }
     let mut solid = grants.unscoped.clone();
@@ -209,13 +217,48 @@ pub fn for_each_finding(
         }
         from_logs.push(g);
     }
+    let group_usage = group_usage(grants, state)?;
     let mut all: Vec<&IdentityGrants> = grants.iter().chain(from_logs.iter()).collect();
     all.sort_by(|a, b| a.arn.cmp(&b.arn));
     for g in all {
-        let usage = IdentityUsage::load(state, &g.arn, false)?;
+        let usage = if g.kind == IdentityKind::Group {
+            group_usage.get(&(g.account.as_str(), g.name.as_str())).cloned().unwrap_or_default()
+        } else {
+            IdentityUsage::load(state, &g.arn, false)?
+        };
         emit(identity_finding(catalog, cfg, g, &usage));
     }
     Ok(())
+}
+
+/// A group acts only through its members: its usage is the union of its member users' usage, so a
+/// group whose permissions no member uses shows them as unused.
+fn group_usage<'g>(
+    grants: &'g [IdentityGrants],
+    state: &dyn StateRead,
+) -> Result<rustc_hash::FxHashMap<(&'g str, &'g str), IdentityUsage>, grantwatch_state::StateError> {
+    let mut merged: rustc_hash::FxHashMap<
+        (&str, &str),
+        (Option<grantwatch_state::SeenSpan>, BTreeMap<String, grantwatch_state::SeenSpan>),
+    > = rustc_hash::FxHashMap::default();
+    for user in grants.iter().filter(|g| g.kind == IdentityKind::User && !g.groups.is_empty()) {
+        let usage = IdentityUsage::load(state, &user.arn, false)?;
+        for group in &user.groups {
+            let (activity, actions) = merged.entry((user.account.as_str(), group.as_str())).or_default();
+            if let Some(a) = usage.activity {
+                *activity = Some(activity.map_or(a, |x| x.widen(a)));
+            }
+            for (name, span) in &usage.actions {
+                actions.entry(name.clone()).and_modify(|s| *s = s.widen(*span)).or_insert(*span);
+            }
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(k, (activity, actions))| {
+            (k, IdentityUsage { activity, actions: actions.into_iter().collect(), ..IdentityUsage::default() })
+        })
+        .collect())
 }
 
 #[derive(Default)]

@@ -98,6 +98,12 @@ struct GenerateArgs {
     events: u64,
     #[arg(long, value_enum, default_value = "s3")]
     layout: LayoutArg,
+    /// Minutes of events per S3 file (a real trail delivers every ~5 minutes).
+    #[arg(long, default_value_t = 5)]
+    file_minutes: u32,
+    /// Regions to spread activity over (comma-separated). Default: the generator's.
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
     #[arg(long)]
     out: PathBuf,
 }
@@ -152,18 +158,15 @@ fn real_main() -> Result<ExitCode> {
             Ok(if outcome.quarantined_anything() { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }
         Command::Generate(g) => {
-            let spec = grantwatch_synth::OrgSpec {
-                seed: g.seed,
-                accounts: g.accounts,
-                identities_per_account: g.identities,
-                days: g.days,
-                events: g.events,
-                layout: match g.layout {
-                    LayoutArg::S3 => grantwatch_synth::Layout::S3,
-                    LayoutArg::Jsonl => grantwatch_synth::Layout::JsonLines,
-                },
-                ..grantwatch_synth::OrgSpec::default()
+            let layout = match g.layout {
+                LayoutArg::S3 => grantwatch_synth::Layout::S3,
+                LayoutArg::Jsonl => grantwatch_synth::Layout::JsonLines,
             };
+            let mut spec = grantwatch_synth::OrgSpec::new(g.seed, g.accounts, g.identities, g.days, g.events, layout);
+            spec.file_minutes = g.file_minutes;
+            if !g.regions.is_empty() {
+                spec.regions = g.regions;
+            }
             let started = std::time::Instant::now();
             let truth = grantwatch_synth::generate(&spec, &g.out).context("generating the organization")?;
             let secs = started.elapsed().as_secs_f64();
