@@ -168,22 +168,16 @@ impl<'a> Shards<'a> {
 
     /// Accounts a batch of events, then flushes if the pending writes passed the budget.
     fn account(&self, events: &mut Vec<Event>) -> Result<()> {
-        let mut by_shard: Vec<Vec<Event>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for ev in events.drain(..) {
-            let i = self.shard_of(&ev.actor.uid);
-            if let Some(b) = by_shard.get_mut(i) {
-                b.push(ev);
-            }
-        }
-        for (i, evs) in by_shard.into_iter().enumerate() {
-            if evs.is_empty() {
-                continue;
-            }
-            let Some(slot) = self.shards.get(i) else { continue };
+        // Group by shard without moving events: one lock per shard touched, not per event.
+        let mut order: Vec<(usize, usize)> =
+            events.iter().enumerate().map(|(i, ev)| (self.shard_of(&ev.actor.uid), i)).collect();
+        order.sort_unstable();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let Some(slot) = group.first().and_then(|&(s, _)| self.shards.get(s)) else { continue };
             let mut shard = slot.lock().map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
             let before = shard.stage.pending();
             let Shard { stage, tally, out } = &mut *shard;
-            for ev in &evs {
+            for ev in group.iter().filter_map(|&(_, i)| events.get(i)) {
                 out.clear();
                 stage.process(ev, &mut Cx { state: self.store, out })?;
                 if out.first() == Some(&Observed::Duplicate) {
@@ -203,6 +197,7 @@ impl<'a> Shards<'a> {
             drop(shard);
             self.pending.fetch_add(grown, Ordering::Relaxed);
         }
+        events.clear();
         if self.pending.load(Ordering::Relaxed) >= self.budget {
             // One flush at a time; a reader that finds one running goes on reading.
             if let Ok(mut flushes) = self.flushing.try_lock() {
