@@ -231,16 +231,16 @@ pub fn for_each_finding(
     Ok(())
 }
 
+/// The members' activity span and per-action spans, merged.
+type MemberUsage = (Option<grantwatch_state::SeenSpan>, BTreeMap<String, grantwatch_state::SeenSpan>);
+
 /// A group acts only through its members: its usage is the union of its member users' usage, so a
 /// group whose permissions no member uses shows them as unused.
 fn group_usage<'g>(
     grants: &'g [IdentityGrants],
     state: &dyn StateRead,
 ) -> Result<rustc_hash::FxHashMap<(&'g str, &'g str), IdentityUsage>, grantwatch_state::StateError> {
-    let mut merged: rustc_hash::FxHashMap<
-        (&str, &str),
-        (Option<grantwatch_state::SeenSpan>, BTreeMap<String, grantwatch_state::SeenSpan>),
-    > = rustc_hash::FxHashMap::default();
+    let mut merged: rustc_hash::FxHashMap<(&str, &str), MemberUsage> = rustc_hash::FxHashMap::default();
     for user in grants.iter().filter(|g| g.kind == IdentityKind::User && !g.groups.is_empty()) {
         let usage = IdentityUsage::load(state, &user.arn, false)?;
         for group in &user.groups {
