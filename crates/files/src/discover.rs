@@ -60,7 +60,14 @@ pub struct SourceFile {
     pub format: Format,
     /// The name ends in `.gz`. Informational: the reader detects gzip by its magic bytes.
     pub compressed: bool,
-    pub hints: S3Hints,
+}
+
+impl SourceFile {
+    /// Account, region and date, parsed from an S3 delivery path. Computed on request rather than kept:
+    /// an organization trail has millions of files, and the reader does not need them.
+    pub fn hints(&self) -> S3Hints {
+        s3_hints(&self.path)
+    }
 }
 
 /// Entries skipped while walking directories.
@@ -182,8 +189,7 @@ fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
 
 fn make(path: PathBuf, size: u64, format: Format) -> SourceFile {
     let compressed = path.file_name().and_then(OsStr::to_str).is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
-    let hints = s3_hints(&path);
-    SourceFile { path, size, format, compressed, hints }
+    SourceFile { path, size, format, compressed }
 }
 
 fn is_hidden(name: &OsStr) -> bool {

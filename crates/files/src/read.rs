@@ -40,8 +40,8 @@ const IO_BUF: usize = 256 << 10;
 /// Limits for reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOptions {
-    /// Refuse a file whose decompressed content exceeds this many bytes (both formats; for JSON Lines
-    /// the file is refused when the cap is crossed, after the records before it were yielded).
+    /// Refuse a `{"Records":[...]}` file whose decompressed content exceeds this many bytes (it is read
+    /// whole). JSON Lines files stream and are not capped as a whole; `max_record` caps each line.
     pub max_decompressed: u64,
     /// Refuse a JSON Lines file with a line longer than this (the line is never buffered whole).
     pub max_record: u64,
@@ -202,7 +202,13 @@ fn run(
     let stream = io::Cursor::new(head.to_vec()).chain(disk);
     let decoded: Box<dyn Read + '_> =
         if *gzip { Box::new(flate2::bufread::MultiGzDecoder::new(stream)) } else { Box::new(stream) };
-    let capped = CapReader { inner: decoded, cap: opts.max_decompressed, state };
+    // The cap guards the one format read whole into memory. JSON Lines streams line by line with its
+    // own per-record cap, so a file of any size is fine (a 10M-event export is ~14 GB).
+    let cap = match format {
+        Format::RecordsJson => opts.max_decompressed,
+        Format::JsonLines => u64::MAX,
+    };
+    let capped = CapReader { inner: decoded, cap, state };
     match format {
         Format::RecordsJson => records_json(capped, opts, buf, visit),
         Format::JsonLines => json_lines(capped, opts, buf, visit),

@@ -87,18 +87,18 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     assert_eq!(fa.format, Format::RecordsJson);
     assert!(fa.compressed);
     assert_eq!(fa.size, 1);
-    assert_eq!(fa.hints.account.as_deref(), Some("123456789012"));
-    assert_eq!(fa.hints.region.as_deref(), Some("us-east-1"));
-    assert_eq!(fa.hints.date, Some(YearMonthDay { year: 2024, month: 1, day: 2 }));
-    assert_eq!(fa.hints.org_id, None);
+    assert_eq!(fa.hints().account.as_deref(), Some("123456789012"));
+    assert_eq!(fa.hints().region.as_deref(), Some("us-east-1"));
+    assert_eq!(fa.hints().date, Some(YearMonthDay { year: 2024, month: 1, day: 2 }));
+    assert_eq!(fa.hints().org_id, None);
     let fo = d.files.iter().find(|f| f.path == o).unwrap();
-    assert_eq!(fo.hints.org_id.as_deref(), Some("o-abcdef1234"));
-    assert_eq!(fo.hints.account.as_deref(), Some("210987654321"));
-    assert_eq!(fo.hints.region.as_deref(), Some("eu-west-1"));
-    assert_eq!(fo.hints.date, Some(YearMonthDay { year: 2024, month: 12, day: 31 }));
+    assert_eq!(fo.hints().org_id.as_deref(), Some("o-abcdef1234"));
+    assert_eq!(fo.hints().account.as_deref(), Some("210987654321"));
+    assert_eq!(fo.hints().region.as_deref(), Some("eu-west-1"));
+    assert_eq!(fo.hints().date, Some(YearMonthDay { year: 2024, month: 12, day: 31 }));
     let fl = d.files.iter().find(|f| f.path == l).unwrap();
     assert_eq!((fl.format, fl.compressed), (Format::JsonLines, false));
-    assert_eq!(fl.hints, S3Hints::default());
+    assert_eq!(fl.hints(), S3Hints::default());
     let fn_ = d.files.iter().find(|f| f.path == n).unwrap();
     assert_eq!((fn_.format, fn_.compressed), (Format::JsonLines, true));
 
@@ -269,8 +269,16 @@ fn caps_are_enforced() {
     let p = put(t.path(), "bomb.json.gz", &gz(&big));
     let e = read_opts(&p, Format::RecordsJson, &opts).1.unwrap_err();
     assert!(matches!(e.kind, FileErrorKind::TooLarge { cap: 64 }), "{e}");
+    // JSON Lines streams: only a line is capped, not the file. A file of short lines larger than the
+    // whole-file cap is read to its end; one endless line is refused.
     let p = put(t.path(), "bomb.jsonl", &big);
-    assert!(matches!(read_opts(&p, Format::JsonLines, &opts).1.unwrap_err().kind, FileErrorKind::TooLarge { .. }));
+    assert!(matches!(
+        read_opts(&p, Format::JsonLines, &opts).1.unwrap_err().kind,
+        FileErrorKind::RecordTooLarge { .. }
+    ));
+    let many = "{\"a\":1}\n".repeat(100);
+    let p = put(t.path(), "many.jsonl", many.as_bytes());
+    assert_eq!(read_opts(&p, Format::JsonLines, &opts).1.unwrap().records, 100);
     let p = put(t.path(), "long.jsonl", b"{\"a\":1}\n{\"a\":\"0123456789abcdef\"}\n");
     let (recs, res) = read_opts(&p, Format::JsonLines, &opts);
     assert_eq!(recs.len(), 1);

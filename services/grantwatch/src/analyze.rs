@@ -24,7 +24,7 @@ use grantwatch_core::iam::IamSnapshot;
 use grantwatch_core::policy::{IdentityGrants, evaluate};
 use grantwatch_core::stage::{Cx, Stage};
 use grantwatch_core::usage::{Observed, UsageStage, all_events_span};
-use grantwatch_files::{QuarantineWriter, SourceFile};
+use grantwatch_files::{Format, QuarantineWriter, SourceFile};
 use grantwatch_state::{StateRead, StateStore, Table, WriteBatch};
 use grantwatch_state_rocks::RocksStore;
 use grantwatch_types::{
@@ -355,9 +355,16 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         .context("starting reader threads")?;
     let shards = Shards::new(SHARDS, &store, opts.flush_budget, opts.crash_after_flushes)?;
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let read_cx = ReadCx {
+        normalizer: &normalizer,
+        quarantine: &quarantine,
+        tally: &tally,
+        quarantined_list: &quarantined_list,
+        shards: &shards,
+    };
     pool.install(|| {
         todo.par_iter().for_each_init(Vec::new, |buf, file| {
-            let r = read_one(file, &normalizer, &quarantine, &tally, &quarantined_list, &shards, buf);
+            let r = read_one(file, &read_cx, buf);
             if let Err(e) = r
                 && let Ok(mut slot) = first_error.lock()
             {
@@ -455,77 +462,152 @@ fn write_findings(
     Ok((accounts, top, n, outputs))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_one(
-    file: &SourceFile,
-    normalizer: &Normalizer,
-    quarantine: &QuarantineWriter,
-    tally: &Tally,
-    quarantined_list: &Mutex<Vec<Quarantined>>,
-    shards: &Shards<'_>,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
-    let name = file.path.display().to_string();
-    let mut records = 0u64;
-    let note = |record: Option<u64>, reason: String| {
-        if let Ok(mut l) = quarantined_list.lock()
-            && l.len() < QUARANTINE_LIST_CAP
-        {
-            l.push(Quarantined { file: name.clone(), record, reason });
-        }
-    };
-    let mut events = Vec::with_capacity(CHUNK);
-    let mut failure: Option<anyhow::Error> = None;
-    let result = grantwatch_files::read_records(file, buf, &mut |rec| {
-        records += 1;
-        match normalizer.normalize(rec.raw) {
-            Ok(ev) => {
-                events.push(ev);
-                if events.len() >= CHUNK
-                    && failure.is_none()
-                    && let Err(e) = shards.account(&mut events)
-                {
-                    failure = Some(e);
-                }
-            }
+/// What a reader needs besides the file: shared by every file of a run.
+struct ReadCx<'a> {
+    normalizer: &'a Normalizer,
+    quarantine: &'a QuarantineWriter,
+    tally: &'a Tally,
+    quarantined_list: &'a Mutex<Vec<Quarantined>>,
+    shards: &'a Shards<'a>,
+}
+
+impl ReadCx<'_> {
+    /// Normalizes one record into `events`, or skips or quarantines it.
+    fn record(&self, file: &SourceFile, name: &str, index: u64, raw: &[u8], events: &mut Vec<Event>) {
+        match self.normalizer.normalize(raw) {
+            Ok(ev) => events.push(ev),
             Err(NormalizeError::NotApiActivity(kind)) => {
-                tracing::debug!(file = %name, record = rec.index, event_type = %kind, "Non-API record skipped.");
-                tally.non_api.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(file = %name, record = index, event_type = %kind, "Non-API record skipped.");
+                self.tally.non_api.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::warn!(file = %name, record = rec.index, error = %reason, "Record quarantined.");
-                if let Err(e) = quarantine.record(&file.path, rec.index, &reason, rec.raw) {
+                tracing::warn!(file = %name, record = index, error = %reason, "Record quarantined.");
+                if let Err(e) = self.quarantine.record(&file.path, index, &reason, raw) {
                     tracing::error!(file = %name, error = %e, "Could not write the quarantine file.");
                 }
-                tally.records_quarantined.fetch_add(1, Ordering::Relaxed);
-                note(Some(rec.index), reason);
+                self.tally.records_quarantined.fetch_add(1, Ordering::Relaxed);
+                self.note(name, Some(index), reason);
             }
         }
-    });
-    if let Some(e) = failure {
+    }
+
+    fn note(&self, name: &str, record: Option<u64>, reason: String) {
+        if let Ok(mut l) = self.quarantined_list.lock()
+            && l.len() < QUARANTINE_LIST_CAP
+        {
+            l.push(Quarantined { file: name.to_string(), record, reason });
+        }
+    }
+
+    /// Normalizes and accounts a chunk of raw records of one file.
+    fn chunk(&self, file: &SourceFile, name: &str, chunk: &RawChunk) -> Result<()> {
+        let mut events = Vec::with_capacity(chunk.spans.len());
+        for (index, range) in &chunk.spans {
+            if let Some(raw) = chunk.data.get(range.clone()) {
+                self.record(file, name, *index, raw, &mut events);
+            }
+        }
+        self.shards.account(&mut events)
+    }
+}
+
+/// Raw records copied out of a file's read buffer, so that other threads can normalize them.
+#[derive(Default)]
+struct RawChunk {
+    data: Vec<u8>,
+    spans: Vec<(u64, std::ops::Range<usize>)>,
+}
+
+impl RawChunk {
+    fn push(&mut self, index: u64, raw: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(raw);
+        self.spans.push((index, start..self.data.len()));
+    }
+}
+
+/// Chunks of one JSON Lines file being normalized by other threads at once, at most.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Reads one file, normalizes its records and accounts them; then records the file as done.
+///
+/// A CloudTrail S3 file is small, and the files themselves spread over the threads. A JSON Lines file
+/// can hold millions of records: its reader only splits lines and hands chunks of them to the other
+/// threads, so one big file uses every core too.
+fn read_one(file: &SourceFile, cx: &ReadCx<'_>, buf: &mut Vec<u8>) -> Result<()> {
+    let name = file.path.display().to_string();
+    let mut records = 0u64;
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let fail = |e: anyhow::Error| {
+        if let Ok(mut slot) = failure.lock() {
+            slot.get_or_insert(e);
+        }
+    };
+    let result = if file.format == Format::JsonLines {
+        let in_flight = AtomicUsize::new(0);
+        rayon::scope(|scope| {
+            let mut chunk = RawChunk::default();
+            let result = grantwatch_files::read_records(file, buf, &mut |rec| {
+                records += 1;
+                chunk.push(rec.index, rec.raw);
+                if chunk.spans.len() < CHUNK {
+                    return;
+                }
+                let full = std::mem::take(&mut chunk);
+                if in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
+                    in_flight.fetch_add(1, Ordering::AcqRel);
+                    let (name, in_flight, fail) = (&name, &in_flight, &fail);
+                    scope.spawn(move |_| {
+                        if let Err(e) = cx.chunk(file, name, &full) {
+                            fail(e);
+                        }
+                        in_flight.fetch_sub(1, Ordering::AcqRel);
+                    });
+                } else if let Err(e) = cx.chunk(file, &name, &full) {
+                    // Enough chunks are in flight: work on this one here rather than wait, which
+                    // could leave every thread waiting.
+                    fail(e);
+                }
+            });
+            if let Err(e) = cx.chunk(file, &name, &chunk) {
+                fail(e);
+            }
+            result
+        })
+    } else {
+        let mut events = Vec::with_capacity(CHUNK);
+        let result = grantwatch_files::read_records(file, buf, &mut |rec| {
+            records += 1;
+            cx.record(file, &name, rec.index, rec.raw, &mut events);
+        });
+        if let Err(e) = cx.shards.account(&mut events) {
+            fail(e);
+        }
+        result
+    };
+    if let Some(e) = failure.into_inner().ok().flatten() {
         return Err(e);
     }
-    shards.account(&mut events)?;
-    tally.records.fetch_add(records, Ordering::Relaxed);
+    cx.tally.records.fetch_add(records, Ordering::Relaxed);
     let mut fingerprint = String::new();
     let failed = match result {
         Ok(summary) => {
-            tally.bytes.fetch_add(summary.bytes_read, Ordering::Relaxed);
+            cx.tally.bytes.fetch_add(summary.bytes_read, Ordering::Relaxed);
             fingerprint = summary.fingerprint.to_string();
             false
         }
         Err(e) => {
             let reason = e.to_string();
             tracing::warn!(file = %name, error = %reason, records_before_error = records, "File quarantined.");
-            if let Err(e) = quarantine.file(&file.path, &reason) {
+            if let Err(e) = cx.quarantine.file(&file.path, &reason) {
                 tracing::error!(file = %name, error = %e, "Could not write the quarantine file.");
             }
-            tally.files_quarantined.fetch_add(1, Ordering::Relaxed);
-            note(None, reason);
+            cx.tally.files_quarantined.fetch_add(1, Ordering::Relaxed);
+            cx.note(&name, None, reason);
             true
         }
     };
-    shards.file_done(FileDone { path: name, fingerprint, records, failed });
+    cx.shards.file_done(FileDone { path: name, fingerprint, records, failed });
     Ok(())
 }
