@@ -56,11 +56,15 @@ pub fn day_counter_key(identity: &str, day: i64) -> Vec<u8> {
     k
 }
 
-/// Key of an event id in [`Table::Seen`]: the UTC day (big-endian, so ids sort and prune by day), then the id.
-pub fn seen_key(day: i64, uid: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + uid.len());
-    k.extend_from_slice(&day.to_be_bytes());
-    k.extend_from_slice(uid.as_bytes());
+/// A [`Table::Seen`] key: the event's UTC day (big-endian, so ids sort and can be pruned by day), then a
+/// 128-bit XXH3 hash of its event id. Fixed-size keys need no allocation per event and keep the table
+/// small; two distinct ids of one day collide with probability ~2^-128 times the number of pairs.
+pub type SeenKey = [u8; 24];
+
+pub fn seen_key(day: i64, uid: &str) -> SeenKey {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&day.to_be_bytes());
+    k[8..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128(uid.as_bytes()).to_be_bytes());
     k
 }
 
@@ -103,10 +107,10 @@ struct IdentityDelta {
 pub struct UsageStage {
     identities: FxHashMap<String, IdentityDelta>,
     /// Event ids counted since the last snapshot.
-    seen: FxHashSet<Vec<u8>>,
+    seen: FxHashSet<SeenKey>,
     /// Event ids of the last snapshot, until the runner says its batch is written ([`UsageStage::committed`]):
     /// meanwhile they are neither in `seen` nor readable from state, yet must still count as seen.
-    in_flight: FxHashSet<Vec<u8>>,
+    in_flight: FxHashSet<SeenKey>,
     /// Event ids this stage wrote to state in earlier snapshots (may answer "maybe", never misses).
     written: SeenFilter,
     /// Whether state held event ids before this stage started: then every id must be looked up.
@@ -262,11 +266,11 @@ impl Stage for UsageStage {
             }
         }
         // Sorted: RocksDB inserts ascending keys into its memtable much faster than random ones.
-        let mut seen: Vec<&Vec<u8>> = self.seen.iter().collect();
+        let mut seen: Vec<&SeenKey> = self.seen.iter().collect();
         seen.sort_unstable();
         for key in seen {
             self.written.insert(key);
-            batch.put(Table::Seen, key.clone(), Vec::new());
+            batch.put(Table::Seen, key.to_vec(), Vec::new());
         }
         // Kept until `committed`: the batch may not be written yet while more events arrive.
         self.in_flight.extend(self.seen.drain());
@@ -448,7 +452,7 @@ mod tests {
     #[test]
     fn the_filter_never_misses() {
         let mut f = SeenFilter::new();
-        let keys: Vec<Vec<u8>> = (0..50_000u32).map(|i| seen_key(i64::from(i % 30), &format!("id-{i}"))).collect();
+        let keys: Vec<SeenKey> = (0..50_000u32).map(|i| seen_key(i64::from(i % 30), &format!("id-{i}"))).collect();
         for k in &keys {
             f.insert(k);
         }
