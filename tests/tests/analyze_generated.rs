@@ -1,6 +1,9 @@
 //! `grantwatch analyze` end to end, against the ground truth of generated organizations.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
+mod common;
+use common::gz_files;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -199,17 +202,6 @@ fn same_records_in_another_shape_and_order_give_the_same_findings() {
         &findings(&dir.path().join("out-jl")),
         "S3 vs JSON Lines",
     );
-}
-
-fn gz_files(root: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(root).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            gz_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "gz") {
-            out.push(p);
-        }
-    }
 }
 
 /// Split the files in two halves and ingest them in two runs over one state, in reverse order, and

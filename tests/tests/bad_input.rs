@@ -1,22 +1,13 @@
 //! Bad input is quarantined with a reason naming the file (and record), counted, and the run goes on.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+mod common;
+use common::gz_files;
+
 use std::io::Write;
-use std::path::Path;
 
 use grantwatch::analyze::{AnalyzeOptions, run};
 use grantwatch_synth::{Layout, OrgSpec, generate};
-
-fn gz_files(root: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(root).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            gz_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "gz") {
-            out.push(p);
-        }
-    }
-}
 
 #[test]
 fn corrupt_files_and_records_are_quarantined_and_the_run_goes_on() {
