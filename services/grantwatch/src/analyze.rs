@@ -3,9 +3,10 @@
 //! The runner, step by step:
 //! 1. Parse the IAM snapshots and evaluate every identity's effective permissions.
 //! 2. Find the CloudTrail files; skip those the state already holds (same path and fingerprint).
-//! 3. Read and normalize files in parallel (rayon workers); one aggregator thread runs the usage
-//!    stage, so deduplication and state writes have a single owner.
-//! 4. Whenever the stage's pending writes pass a budget, and at the end, write them in one atomic
+//! 3. Read and normalize files in parallel (rayon workers); each worker accounts its events itself in
+//!    one of [`SHARDS`] usage stages chosen by identity, so every copy of an event meets the same stage,
+//!    which deduplicates it.
+//! 4. Whenever the stages' pending writes pass a budget, and at the end, write them in one atomic
 //!    batch together with the "file ingested" markers of the files whose every record they include.
 //!    A killed run therefore restarts cleanly: finished files are skipped, the others are read again,
 //!    and the stage's idempotent merges and event-id dedup make the re-read count once.
@@ -275,7 +276,6 @@ struct Tally {
     records_quarantined: AtomicU64,
     non_api: AtomicU64,
     files_quarantined: AtomicU64,
-    bytes: AtomicU64,
 }
 
 fn file_meta_key(path: &str) -> Vec<u8> {
@@ -590,13 +590,8 @@ fn read_one(file: &SourceFile, cx: &ReadCx<'_>, buf: &mut Vec<u8>) -> Result<()>
         return Err(e);
     }
     cx.tally.records.fetch_add(records, Ordering::Relaxed);
-    let mut fingerprint = String::new();
-    let failed = match result {
-        Ok(summary) => {
-            cx.tally.bytes.fetch_add(summary.bytes_read, Ordering::Relaxed);
-            fingerprint = summary.fingerprint.to_string();
-            false
-        }
+    let (fingerprint, failed) = match result {
+        Ok(summary) => (summary.fingerprint.to_string(), false),
         Err(e) => {
             let reason = e.to_string();
             tracing::warn!(file = %name, error = %reason, records_before_error = records, "File quarantined.");
@@ -605,7 +600,7 @@ fn read_one(file: &SourceFile, cx: &ReadCx<'_>, buf: &mut Vec<u8>) -> Result<()>
             }
             cx.tally.files_quarantined.fetch_add(1, Ordering::Relaxed);
             cx.note(&name, None, reason);
-            true
+            (String::new(), true)
         }
     };
     cx.shards.file_done(FileDone { path: name, fingerprint, records, failed });
