@@ -13,10 +13,12 @@
 //! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
 
 pub mod catalog;
+pub mod detect;
 pub mod cloudtrail;
 pub mod findings;
 pub mod iam;
 pub mod pci;
 pub mod policy;
+pub mod processor;
 pub mod stage;
 pub mod usage;

@@ -113,6 +113,61 @@ impl IdentityGrants {
     }
 }
 
+impl IdentityGrants {
+    /// The record published on the entitlements topic.
+    pub fn to_record(&self, catalog: &Catalog) -> grantwatch_types::EntitlementRecord {
+        grantwatch_types::EntitlementRecord {
+            arn: self.arn.clone(),
+            account: self.account.clone(),
+            kind: self.kind,
+            name: self.name.clone(),
+            granted: self.granted.names(catalog),
+            conditional: self.conditional.names(catalog),
+            unscoped: self.unscoped.names(catalog),
+            groups: self.groups.clone(),
+            access_keys: self
+                .access_keys
+                .iter()
+                .map(|k| grantwatch_types::AccessKeyRecord {
+                    access_key_id: k.access_key_id.clone(),
+                    active: k.active,
+                    created: k.created,
+                })
+                .collect(),
+        }
+    }
+
+    /// Back from a published record; action names the catalog does not know are dropped (the record
+    /// may come from a newer catalog).
+    pub fn from_record(catalog: &Catalog, r: &grantwatch_types::EntitlementRecord) -> IdentityGrants {
+        let set = |names: &[String]| {
+            let mut s = catalog.empty_set();
+            for id in names.iter().filter_map(|n| catalog.lookup(n)) {
+                s.insert(id);
+            }
+            s
+        };
+        let mut g = IdentityGrants::unknown(catalog, &r.arn, &r.account, r.kind, &r.name);
+        g.granted = set(&r.granted);
+        g.conditional = set(&r.conditional);
+        g.unscoped = set(&r.unscoped);
+        g.groups = r.groups.clone();
+        g.access_keys = r
+            .access_keys
+            .iter()
+            .map(|k| crate::iam::AccessKey {
+                user_name: r.name.clone(),
+                access_key_id: k.access_key_id.clone(),
+                status: if k.active { "Active" } else { "Inactive" }.to_string(),
+                active: k.active,
+                created: k.created,
+                account: Some(r.account.clone()),
+            })
+            .collect();
+        g
+    }
+}
+
 /// The result of evaluating a set of policies (no identity attached).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Grants {

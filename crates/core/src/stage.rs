@@ -37,6 +37,9 @@ pub trait Stage {
     /// Moves the pending writes into `batch`; afterwards the stage holds none.
     fn snapshot(&mut self, batch: &mut WriteBatch) -> Result<(), StageError>;
 
+    /// The batch of the last [`Stage::snapshot`] is durably written (state reads now see it).
+    fn committed(&mut self) {}
+
     /// How many writes are pending: runners snapshot when it grows past their budget (flat memory).
     fn pending(&self) -> usize;
 }

@@ -120,11 +120,6 @@ pub struct UsageStage {
 }
 
 impl UsageStage {
-    /// The batch of the last snapshot is durably written: its event ids are now found in state.
-    pub fn committed(&mut self) {
-        self.in_flight.clear();
-    }
-
     /// A stage over `state`. Looking up every event id in state is the costliest part of accounting;
     /// when state holds no ids yet (a fresh run), only ids this stage itself wrote can be there, and a
     /// filter of those spares nearly every lookup.
@@ -135,6 +130,34 @@ impl UsageStage {
             false
         })?;
         Ok(Self { state_had_ids, written: SeenFilter::new(), ..Self::default() })
+    }
+}
+
+impl UsageStage {
+    /// Adds what this stage holds pending (not yet snapshot) about `identity` to `usage` loaded from
+    /// state, so a caller sees every event offered so far without forcing a write. Events of a snapshot
+    /// whose batch is still in flight are not included: runners that call this write their batches
+    /// before offering more events.
+    pub fn overlay_pending(&self, identity: &str, usage: &mut IdentityUsage) {
+        let Some(d) = self.identities.get(identity) else { return };
+        if let Some(a) = d.activity {
+            widen(&mut usage.activity, a);
+        }
+        let lists = [&mut usage.actions, &mut usage.resources, &mut usage.access_keys, &mut usage.sessions];
+        for (list, spans) in lists.into_iter().zip(&d.spans) {
+            for (item, span) in spans {
+                match list.iter_mut().find(|(name, _)| name == item) {
+                    Some((_, s)) => *s = s.widen(*span),
+                    None => list.push((item.clone(), *span)),
+                }
+            }
+        }
+        for (day, n) in &d.days {
+            match usage.days.iter_mut().find(|(d, _)| d == day) {
+                Some((_, c)) => *c += n,
+                None => usage.days.push((*day, *n)),
+            }
+        }
     }
 }
 
@@ -279,6 +302,11 @@ impl Stage for UsageStage {
         }
         self.pending = 0;
         Ok(())
+    }
+
+    /// The batch of the last snapshot is durably written: its event ids are now found in state.
+    fn committed(&mut self) {
+        self.in_flight.clear();
     }
 
     fn pending(&self) -> usize {

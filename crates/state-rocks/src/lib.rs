@@ -77,6 +77,16 @@ impl RocksStore {
             .ok_or_else(|| StateError::Engine(format!("missing column family {}", table.name())))
     }
 
+    /// Bytes of state: live SST files on disk plus memtables, all tables (the `state_bytes` metric).
+    pub fn disk_bytes(&self) -> u64 {
+        let prop = |cf, name| self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+        Table::ALL
+            .iter()
+            .filter_map(|t| self.cf(*t).ok())
+            .map(|cf| prop(cf, "rocksdb.live-sst-files-size") + prop(cf, "rocksdb.cur-size-all-mem-tables"))
+            .sum()
+    }
+
     /// Memory RocksDB holds outside its block cache: memtables and table readers (index and filter
     /// blocks), summed over all tables. For logs and metrics.
     pub fn memory_bytes(&self) -> u64 {

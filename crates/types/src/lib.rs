@@ -6,10 +6,12 @@
 
 mod event;
 mod report;
+mod stream;
 mod time_ms;
 
 pub use event::*;
 pub use report::*;
+pub use stream::*;
 pub use time_ms::*;
 
 /// Which cloud an identity or event belongs to.

@@ -1,0 +1,335 @@
+//! The processor stage: events and entitlements in, PCI updates and Discover findings out.
+//!
+//! Usage accounting is [`UsageStage`], unchanged. On top of it this stage keeps each identity's latest
+//! entitlements and, driven by event time only, closes windows: when the watermark passes a window
+//! boundary, every identity with new usage or new entitlements since the last close gets a
+//! [`PciUpdate`] as of that boundary, and a Discover finding for each status flag it newly carries
+//! (over-provisioned, super identity). Everything the stage must remember across a restart (dirty
+//! identities, entitlements, flags raised, the last boundary closed) goes into the same snapshot as
+//! the usage it was derived from.
+
+use std::sync::Arc;
+
+use grantwatch_state::{StateRead, Table, WriteBatch};
+use grantwatch_types::{
+    AnalyticKind, DetectionFinding, EntitlementRecord, Event, EventTime, FindingSpec, IdentityKind, PciUpdate,
+    Severity, StatusFlag,
+};
+use rustc_hash::FxHashMap;
+
+use crate::catalog::Catalog;
+use crate::findings::{FindingsConfig, identity_finding};
+use crate::policy::IdentityGrants;
+use crate::stage::{Cx, Stage, StageError};
+use crate::usage::{IdentityMeta, IdentityUsage, Observed, UsageStage};
+
+/// What the processor consumes.
+#[derive(Debug, Clone)]
+pub enum ProcessorInput {
+    Event(Box<Event>),
+    Entitlements(Box<EntitlementRecord>),
+}
+
+/// What the processor emits.
+#[derive(Debug, Clone)]
+pub enum ProcessorOutput {
+    Pci(Box<PciUpdate>),
+    Finding(Box<DetectionFinding>),
+}
+
+/// Knobs of the processor stage.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Length of an event-time window; PCI updates are emitted when one closes.
+    pub window_ms: i64,
+    pub lookback_days: u32,
+    pub over_provisioned_ratio: f64,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self { window_ms: 24 * 3600 * 1000, lookback_days: 90, over_provisioned_ratio: 0.10 }
+    }
+}
+
+const DIRTY: &[u8] = b"dirty\0";
+const ENTITLEMENTS: &[u8] = b"ent\0";
+const FLAGS: &[u8] = b"flags\0";
+const LAST_CLOSE: &[u8] = b"last-close";
+
+fn key(prefix: &[u8], arn: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(arn.as_bytes());
+    k
+}
+
+/// The processor stage.
+pub struct ProcessorStage {
+    catalog: Arc<Catalog>,
+    cfg: ProcessorConfig,
+    usage: UsageStage,
+    /// Identities changed since the last close, with what identifies them; `true` once persisted.
+    dirty: FxHashMap<String, (IdentityMeta, bool)>,
+    /// Identities closed since the last snapshot (their dirty marks are deleted with it).
+    cleaned: Vec<String>,
+    entitlements: FxHashMap<String, EntitlementRecord>,
+    flags: FxHashMap<String, Vec<StatusFlag>>,
+    last_close: Option<i64>,
+    last_close_dirty: bool,
+}
+
+impl ProcessorStage {
+    /// The stage over a task's state (restores the dirty set and the last boundary closed).
+    pub fn open(catalog: Arc<Catalog>, cfg: ProcessorConfig, state: &dyn StateRead) -> Result<Self, StageError> {
+        let mut dirty = FxHashMap::default();
+        state.scan_prefix(Table::Meta, DIRTY, &mut |k, v| {
+            if let (Some(arn), Ok(meta)) = (k.get(DIRTY.len()..), serde_json::from_slice::<IdentityMeta>(v)) {
+                dirty.insert(String::from_utf8_lossy(arn).into_owned(), (meta, true));
+            }
+            true
+        })?;
+        let last_close = state
+            .get(Table::Meta, LAST_CLOSE)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(i64::from_be_bytes);
+        Ok(Self {
+            catalog,
+            cfg,
+            usage: UsageStage::new(state)?,
+            dirty,
+            cleaned: Vec::new(),
+            entitlements: FxHashMap::default(),
+            flags: FxHashMap::default(),
+            last_close,
+            last_close_dirty: false,
+        })
+    }
+
+    fn mark_dirty(&mut self, arn: &str, meta: IdentityMeta) {
+        if !self.dirty.contains_key(arn) {
+            self.dirty.insert(arn.to_string(), (meta, false));
+        }
+    }
+
+    fn load_entitlements(&self, arn: &str, state: &dyn StateRead) -> Result<Option<EntitlementRecord>, StageError> {
+        if let Some(r) = self.entitlements.get(arn) {
+            return Ok(Some(r.clone()));
+        }
+        Ok(state.get(Table::Meta, &key(ENTITLEMENTS, arn))?.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn load_flags(&self, arn: &str, state: &dyn StateRead) -> Result<Vec<StatusFlag>, StageError> {
+        if let Some(f) = self.flags.get(arn) {
+            return Ok(f.clone());
+        }
+        Ok(state.get(Table::Meta, &key(FLAGS, arn))?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
+    }
+
+    /// Computes the update of one identity as of `as_of`, and the findings it newly raises.
+    fn close_identity(
+        &mut self,
+        arn: &str,
+        meta: &IdentityMeta,
+        as_of: EventTime,
+        cx: &mut Cx<'_, ProcessorOutput>,
+    ) -> Result<(), StageError> {
+        let record = self.load_entitlements(arn, cx.state)?;
+        let grants = match &record {
+            Some(r) => IdentityGrants::from_record(&self.catalog, r),
+            None => {
+                let mut g = IdentityGrants::unknown(&self.catalog, arn, &meta.account, meta.kind, &meta.name);
+                if meta.kind == IdentityKind::Root {
+                    g.granted = self.catalog.full_set();
+                    g.unscoped = self.catalog.full_set();
+                }
+                g
+            }
+        };
+        let mut usage = IdentityUsage::load(cx.state, arn, false)?;
+        self.usage.overlay_pending(arn, &mut usage);
+        let cfg = FindingsConfig {
+            as_of,
+            lookback_days: self.cfg.lookback_days,
+            over_provisioned_ratio: self.cfg.over_provisioned_ratio,
+            ..FindingsConfig::new(as_of)
+        };
+        let f = identity_finding(&self.catalog, &cfg, &grants, &usage);
+        let before = self.load_flags(arn, cx.state)?;
+        for flag in f.status.iter().filter(|s| !before.contains(s)) {
+            if let Some(finding) = flag_finding(*flag, &f, as_of, self.cfg.lookback_days) {
+                cx.out.push(ProcessorOutput::Finding(Box::new(finding)));
+            }
+        }
+        if before != f.status {
+            self.flags.insert(arn.to_string(), f.status.clone());
+        }
+        cx.out.push(ProcessorOutput::Pci(Box::new(PciUpdate {
+            arn: arn.to_string(),
+            account: f.account,
+            kind: f.kind,
+            as_of,
+            lookback_days: self.cfg.lookback_days,
+            pci: f.pci,
+            granted: f.granted_actions.len(),
+            used: f.used_actions.len(),
+            unused_high_risk: f.unused_high_risk,
+            status: f.status,
+            last_activity: f.last_activity,
+            events_in_lookback: f.events_in_lookback,
+            entitlements_known: record.is_some(),
+        })));
+        Ok(())
+    }
+}
+
+/// The Discover finding a newly raised status flag becomes (inactivity is reported in PCI updates,
+/// not as a finding: every new identity starts inactive).
+fn flag_finding(
+    flag: StatusFlag,
+    f: &grantwatch_types::IdentityFinding,
+    as_of: EventTime,
+    lookback_days: u32,
+) -> Option<DetectionFinding> {
+    let (id, title, severity, desc) = match flag {
+        StatusFlag::Inactive => return None,
+        StatusFlag::OverProvisioned => (
+            "grantwatch/over-provisioned",
+            "Identity over-provisioned",
+            Severity::Medium,
+            format!(
+                "{} uses {} of {} granted actions in the last {} days (PCI {}).",
+                f.arn,
+                f.used_actions.len(),
+                f.granted_actions.len(),
+                lookback_days,
+                f.pci.score
+            ),
+        ),
+        StatusFlag::SuperIdentity => (
+            "grantwatch/super-identity",
+            "Super identity",
+            Severity::High,
+            format!("{} can do nearly everything, or grant itself anything, in account {}.", f.arn, f.account),
+        ),
+    };
+    let mut unmapped = serde_json::Map::new();
+    unmapped.insert("pci".into(), f.pci.score.into());
+    unmapped.insert("granted".into(), f.granted_actions.len().into());
+    unmapped.insert("used".into(), f.used_actions.len().into());
+    unmapped.insert("recommendations".into(), f.recommendations.clone().into());
+    let uid_src = format!("{id}\0{}\0{}", f.arn, as_of.millis());
+    Some(DetectionFinding::new(FindingSpec {
+        uid: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(uid_src.as_bytes())),
+        title: title.to_string(),
+        desc,
+        analytic_uid: id.to_string(),
+        analytic_name: title.to_string(),
+        analytic_kind: AnalyticKind::Behavioral,
+        types: vec!["CIEM".to_string()],
+        severity,
+        time: as_of,
+        cloud: f.cloud,
+        account: f.account.clone(),
+        region: None,
+        actor_uid: f.arn.clone(),
+        actor_name: Some(f.name.clone()),
+        actor_kind: f.kind,
+        related_events: Vec::new(),
+        unmapped,
+    }))
+}
+
+impl Stage for ProcessorStage {
+    type In = ProcessorInput;
+    type Out = ProcessorOutput;
+
+    fn process(&mut self, input: &ProcessorInput, cx: &mut Cx<'_, ProcessorOutput>) -> Result<(), StageError> {
+        match input {
+            ProcessorInput::Event(ev) => {
+                let mut observed = Vec::with_capacity(1);
+                self.usage.process(ev, &mut Cx { state: cx.state, out: &mut observed })?;
+                // AWS services acting for themselves are not identities to right-size.
+                if observed.first() == Some(&Observed::Counted) && ev.actor.kind != IdentityKind::Service {
+                    let meta = IdentityMeta {
+                        kind: ev.actor.kind,
+                        account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
+                        name: ev.actor.name.clone().unwrap_or_default(),
+                    };
+                    self.mark_dirty(&ev.actor.uid, meta);
+                }
+            }
+            ProcessorInput::Entitlements(r) => {
+                let meta = IdentityMeta { kind: r.kind, account: r.account.clone(), name: r.name.clone() };
+                self.entitlements.insert(r.arn.clone(), (**r).clone());
+                // Entitlements changed: the identity must be re-scored even if already marked.
+                self.dirty.remove(&r.arn);
+                self.mark_dirty(&r.arn, meta);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, cx: &mut Cx<'_, ProcessorOutput>) -> Result<(), StageError> {
+        let boundary = watermark.millis().div_euclid(self.cfg.window_ms) * self.cfg.window_ms;
+        let Some(last) = self.last_close else {
+            // The first watermark opens the first window; nothing closes yet.
+            self.last_close = Some(boundary);
+            self.last_close_dirty = true;
+            return Ok(());
+        };
+        if boundary <= last {
+            return Ok(());
+        }
+        self.last_close = Some(boundary);
+        self.last_close_dirty = true;
+        let mut dirty: Vec<(String, IdentityMeta)> = self.dirty.drain().map(|(k, (m, _))| (k, m)).collect();
+        dirty.sort_by(|a, b| a.0.cmp(&b.0));
+        for (arn, meta) in &dirty {
+            self.close_identity(arn, meta, EventTime(boundary), cx)?;
+        }
+        self.cleaned.extend(dirty.into_iter().map(|(k, _)| k));
+        Ok(())
+    }
+
+    fn snapshot(&mut self, batch: &mut WriteBatch) -> Result<(), StageError> {
+        self.usage.snapshot(batch)?;
+        for arn in self.cleaned.drain(..) {
+            if !self.dirty.contains_key(&arn) {
+                batch.delete(Table::Meta, key(DIRTY, &arn));
+            }
+        }
+        for (arn, (meta, persisted)) in self.dirty.iter_mut() {
+            if !*persisted {
+                if let Ok(v) = serde_json::to_vec(meta) {
+                    batch.put(Table::Meta, key(DIRTY, arn), v);
+                }
+                *persisted = true;
+            }
+        }
+        for (arn, r) in self.entitlements.drain() {
+            if let Ok(v) = serde_json::to_vec(&r) {
+                batch.put(Table::Meta, key(ENTITLEMENTS, &arn), v);
+            }
+        }
+        for (arn, f) in self.flags.drain() {
+            if let Ok(v) = serde_json::to_vec(&f) {
+                batch.put(Table::Meta, key(FLAGS, &arn), v);
+            }
+        }
+        if self.last_close_dirty {
+            if let Some(b) = self.last_close {
+                batch.put(Table::Meta, LAST_CLOSE.to_vec(), b.to_be_bytes().to_vec());
+            }
+            self.last_close_dirty = false;
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self) {
+        self.usage.committed();
+    }
+
+    fn pending(&self) -> usize {
+        self.usage.pending() + self.entitlements.len() + self.flags.len()
+    }
+}

@@ -1,0 +1,36 @@
+//! The Kafka runtime of the grantwatch services.
+//!
+//! The services' logic lives in `grantwatch-core` stages, the same ones `grantwatch analyze` runs; this
+//! crate only moves records between Kafka and those stages: [`runner`] (consume–process–produce,
+//! exactly-once in effect), [`kafka`] (clients, transactions), [`config`] (file + environment),
+//! [`metrics`] (Prometheus and health over HTTP), [`topics`] (creating the topics).
+
+pub mod config;
+pub mod kafka;
+pub mod metrics;
+pub mod runner;
+pub mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// A flag set by SIGTERM or SIGINT: services finish and commit in-flight work, then exit.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    Ok(stop)
+}
+
+/// Structured logs on stderr: `RUST_LOG` filters (default `info`), `GRANTWATCH_LOG_FORMAT=json` for
+/// one JSON object per line.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("GRANTWATCH_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

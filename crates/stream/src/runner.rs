@@ -1,0 +1,583 @@
+//! The consume–process–produce runner shared by the processor and the detector.
+//!
+//! Partition `p` of every input topic forms task `p`: its own RocksDB directory and its own stage.
+//! Exactly-once in effect comes from a local outbox plus a Kafka transaction:
+//!
+//! 1. Every commit interval, each task writes **one RocksDB batch** holding the stage's state writes,
+//!    the next input offsets, its watermark, and the outputs produced since the last commit (the
+//!    *outbox*, with the offsets it starts from).
+//! 2. Then **one Kafka transaction** produces all outboxes and commits the consumed offsets
+//!    (`send_offsets_to_transaction`, fenced by the consumer group generation).
+//! 3. Then each task deletes its outbox.
+//!
+//! A task opening (start, restart, rebalance) compares its local offsets `L`, its outbox start `S`
+//! and the group's committed offsets `C`: `C == S` means step 2 never happened, so the outbox is sent
+//! now; `C == L` means it did, so the outbox is dropped; otherwise the partition moved on elsewhere.
+//! If `C` is ahead of `L` the task catches up by re-reading `[L, C)` with outputs discarded (another
+//! instance already produced them); if `S < C < L` the local state is unusable and is rebuilt from the
+//! start of the input topic. Messages below `L` are skipped. Consumers of the outputs read with
+//! `isolation.level=read_committed`, so an aborted transaction's records are never seen.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use grantwatch_core::stage::{Cx, Stage};
+use grantwatch_state::{StateRead, StateStore, Table, WriteBatch};
+use grantwatch_state_rocks::RocksStore;
+use grantwatch_types::{DeadLetter, DeadLetterSource, EventTime};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::kafka::{Emit, ServiceContext, TxnOutcome, TxnProducer, client_config, read_to_end};
+use crate::metrics::{Health, Metrics};
+
+type In<A> = <<A as App>::Stage as Stage>::In;
+type Out<A> = <<A as App>::Stage as Stage>::Out;
+
+/// What a service plugs into the runner: its stage, and how records become stage inputs and outputs.
+pub trait App {
+    type Stage: Stage;
+
+    /// Service name (logs, dead letters).
+    fn name(&self) -> &'static str;
+    /// Input topics; partition `p` of each is read by task `p`.
+    fn inputs(&self) -> Vec<String>;
+    fn open_stage(&self, state: &dyn StateRead) -> Result<Self::Stage>;
+    /// Decodes a record of input `input`; an error sends it to the dead-letter topic.
+    fn decode(&self, input: usize, key: Option<&[u8]>, payload: &[u8]) -> Result<In<Self>, String>;
+    /// The event time of an input, if it has one (it then drives the watermark).
+    fn event_time(&self, input: &In<Self>) -> Option<EventTime>;
+    fn encode(&self, out: Out<Self>, emits: &mut Vec<Emit>);
+}
+
+/// Runner settings.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub kafka: KafkaConfig,
+    pub group_id: String,
+    pub instance_id: String,
+    pub state_dir: PathBuf,
+    pub max_out_of_orderness_ms: i64,
+    pub commit_interval: Duration,
+    pub late_topic: String,
+    pub dlq_topic: String,
+    /// Pending stage writes that force an early commit (bounds memory).
+    pub max_pending: usize,
+}
+
+const OFFSET: &[u8] = b"rt:offset\0";
+const OUTBOX: &[u8] = b"rt:outbox";
+const OUTBOX_FROM: &[u8] = b"rt:outbox-from\0";
+const MAX_TIME: &[u8] = b"rt:max-time";
+
+fn offset_key(prefix: &[u8], topic: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
+
+fn read_i64(state: &dyn StateRead, key: &[u8]) -> Result<Option<i64>> {
+    Ok(state.get(Table::Meta, key)?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(i64::from_be_bytes))
+}
+
+struct Task<S> {
+    partition: i32,
+    store: RocksStore,
+    stage: S,
+    /// Next offset to apply, per input; `None`: nothing applied yet.
+    next: Vec<Option<i64>>,
+    /// The group's committed offsets as this instance last knew them: where an outbox starts.
+    committed_next: Vec<Option<i64>>,
+    max_time: Option<i64>,
+    emits: Vec<Emit>,
+    dirty: bool,
+}
+
+impl<S> Task<S> {
+    fn watermark(&self, bound: i64) -> Option<i64> {
+        self.max_time.map(|t| t.saturating_sub(bound))
+    }
+}
+
+/// The runner: one consumer, one transactional producer, the tasks of the assigned partitions.
+pub struct Runner<A: App> {
+    app: A,
+    cfg: RunnerConfig,
+    inputs: Vec<String>,
+    consumer: BaseConsumer<ServiceContext>,
+    producer: TxnProducer,
+    tasks: BTreeMap<i32, Task<A::Stage>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl<A: App> Runner<A> {
+    pub fn new(app: A, cfg: RunnerConfig, metrics: Arc<Metrics>, health: Arc<Health>) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.state_dir)
+            .with_context(|| format!("cannot create state directory {}", cfg.state_dir.display()))?;
+        let inputs = app.inputs();
+        let consumer: BaseConsumer<ServiceContext> = client_config(&cfg.kafka)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            // Range assignment gives one instance partition p of every input: co-partitioned tasks.
+            .set("partition.assignment.strategy", "range")
+            .set("max.poll.interval.ms", "600000")
+            // Static membership: a restarted instance takes its partitions back without a rebalance.
+            .set("group.instance.id", &cfg.instance_id)
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(ServiceContext::new(health.clone()))?;
+        let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        let txn_id = format!("{}-{}", cfg.group_id, cfg.instance_id);
+        let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
+        Ok(Self { app, cfg, inputs, consumer, producer, tasks: BTreeMap::new(), metrics, health })
+    }
+
+    fn task_dir(&self, partition: i32) -> PathBuf {
+        self.cfg.state_dir.join(format!("p{partition}"))
+    }
+
+    /// Runs until `stop` is set, then commits what is in flight and returns.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let mut last_commit = Instant::now();
+        let mut last_stats = Instant::now();
+        let mut consumed_since_stats = 0u64;
+        let bound = self.cfg.max_out_of_orderness_ms;
+        while !stop.load(Ordering::Relaxed) {
+            // Detached: the message must not borrow the consumer while tasks open (which uses it).
+            let polled = self.consumer.poll(Duration::from_millis(100)).map(|r| r.map(|m| m.detach()));
+            self.handle_rebalances()?;
+            match polled {
+                Some(Ok(m)) => {
+                    self.health.broker_ok();
+                    consumed_since_stats += 1;
+                    let topic = m.topic().to_string();
+                    let (partition, offset) = (m.partition(), m.offset());
+                    let input = self.inputs.iter().position(|t| *t == topic).unwrap_or(0);
+                    self.metrics.input(&topic).inc();
+                    if !self.tasks.contains_key(&partition) {
+                        self.open_task(partition)?;
+                    }
+                    let decoded = self.app.decode(input, m.key(), m.payload().unwrap_or_default());
+                    let Some(task) = self.tasks.get_mut(&partition) else { continue };
+                    if task.next[input].is_some_and(|n| offset < n) {
+                        continue; // applied before a restart; its outputs were committed then
+                    }
+                    task.next[input] = Some(offset + 1);
+                    task.dirty = true;
+                    match decoded {
+                        Ok(value) => {
+                            let t = self.app.event_time(&value).map(EventTime::millis);
+                            let wm_before = task.watermark(bound);
+                            if let (Some(t), Some(wm)) = (t, wm_before) {
+                                if t < wm {
+                                    self.metrics.late_events.inc();
+                                    task.emits.push(Emit {
+                                        topic: self.cfg.late_topic.clone(),
+                                        key: m.key().map(<[u8]>::to_vec),
+                                        payload: m.payload().unwrap_or_default().to_vec(),
+                                        kind: "late",
+                                    });
+                                }
+                            }
+                            let mut outs = Vec::new();
+                            task.stage.process(&value, &mut Cx { state: &task.store, out: &mut outs })?;
+                            if let Some(t) = t {
+                                task.max_time = Some(task.max_time.map_or(t, |m| m.max(t)));
+                            }
+                            let wm_after = task.watermark(bound);
+                            if wm_after > wm_before {
+                                if let Some(wm) = wm_after {
+                                    task.stage.on_watermark(EventTime(wm), &mut Cx { state: &task.store, out: &mut outs })?;
+                                }
+                            }
+                            for o in outs {
+                                self.app.encode(o, &mut task.emits);
+                            }
+                        }
+                        Err(error) => {
+                            self.metrics.dead_letters.inc();
+                            tracing::warn!(%topic, partition, offset, %error, "unusable record sent to the dead-letter topic");
+                            let dl = DeadLetter::new(
+                                self.app.name(),
+                                DeadLetterSource::Kafka { topic: topic.clone(), partition, offset },
+                                error,
+                                m.payload().unwrap_or_default(),
+                            );
+                            task.emits.push(Emit {
+                                topic: self.cfg.dlq_topic.clone(),
+                                key: m.key().map(<[u8]>::to_vec),
+                                payload: serde_json::to_vec(&dl)?,
+                                kind: "dlq",
+                            });
+                        }
+                    }
+                    let pending = task.stage.pending();
+                    if pending > self.cfg.max_pending {
+                        self.commit()?;
+                        last_commit = Instant::now();
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                }
+                None => {}
+            }
+            if last_commit.elapsed() >= self.cfg.commit_interval {
+                self.commit()?;
+                last_commit = Instant::now();
+            }
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                let secs = last_stats.elapsed().as_secs_f64();
+                self.metrics.events_per_second.set((consumed_since_stats as f64 / secs) as i64);
+                consumed_since_stats = 0;
+                last_stats = Instant::now();
+                self.update_gauges();
+            }
+        }
+        self.health.draining();
+        tracing::info!("stopping: committing in-flight work");
+        self.commit()?;
+        Ok(())
+    }
+
+    fn update_gauges(&self) {
+        let ends = self.consumer.context().end_offsets.lock().map(|e| e.clone()).unwrap_or_default();
+        let mut bytes = 0u64;
+        for task in self.tasks.values() {
+            bytes += task.store.disk_bytes();
+            for (i, topic) in self.inputs.iter().enumerate() {
+                if let Some(end) = ends.get(&(topic.clone(), task.partition)) {
+                    let label = crate::metrics::PartitionLabel {
+                        topic: topic.clone(),
+                        partition: task.partition.to_string(),
+                    };
+                    self.metrics.consumer_lag.get_or_create(&label).set((end - task.next[i].unwrap_or(0)).max(0));
+                }
+            }
+        }
+        self.metrics.state_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn handle_rebalances(&mut self) -> Result<()> {
+        let log = self.consumer.context().take_rebalances();
+        for (_, p) in log.revoked {
+            if self.tasks.remove(&p).is_some() {
+                tracing::info!(partition = p, "partition revoked; uncommitted work is left to its next owner");
+            }
+        }
+        let mut assigned: Vec<i32> = log.assigned.into_iter().map(|(_, p)| p).collect();
+        assigned.sort_unstable();
+        assigned.dedup();
+        for p in assigned {
+            if !self.tasks.contains_key(&p) {
+                self.open_task(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Committed group offsets of partition `p` of every input.
+    fn group_offsets(&self, p: i32) -> Result<Vec<Option<i64>>> {
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.inputs {
+            tpl.add_partition(t, p);
+        }
+        let mut backoff = crate::kafka::Backoff::new();
+        let committed = loop {
+            match self.consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => break c,
+                Err(e) => {
+                    self.health.broker_down(&e.to_string());
+                    tracing::warn!(error = %e, partition = p, "cannot read committed offsets; retrying");
+                    backoff.sleep();
+                }
+            }
+        };
+        Ok(self
+            .inputs
+            .iter()
+            .map(|t| match committed.find_partition(t, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn open_task(&mut self, p: i32) -> Result<()> {
+        let dir = self.task_dir(p);
+        let mut store = RocksStore::open(&dir).with_context(|| format!("opening state {}", dir.display()))?;
+        let committed = self.group_offsets(p)?;
+        let local: Vec<Option<i64>> =
+            self.inputs.iter().map(|t| read_i64(&store, &offset_key(OFFSET, t))).collect::<Result<_>>()?;
+        if let Some(outbox) = store.get(Table::Meta, OUTBOX)? {
+            let from: Vec<Option<i64>> =
+                self.inputs.iter().map(|t| read_i64(&store, &offset_key(OUTBOX_FROM, t))).collect::<Result<_>>()?;
+            if committed == from {
+                let emits = decode_outbox(&outbox)?;
+                tracing::info!(partition = p, records = emits.len(), "sending the outbox of an interrupted commit");
+                let tpl = self.offsets_tpl(p, &local)?;
+                let group = self.consumer.group_metadata().context("no consumer group metadata")?;
+                match self.producer.transact(&emits, Some((&tpl, &group)))? {
+                    TxnOutcome::Committed => self.count_out(&emits),
+                    TxnOutcome::Aborted(why) => anyhow::bail!("could not send the outbox of partition {p}: {why}"),
+                }
+                clear_outbox(&store, &self.inputs)?;
+            } else if committed == local {
+                clear_outbox(&store, &self.inputs)?;
+            } else {
+                tracing::warn!(partition = p, ?local, ?committed, "local state diverged from the group; rebuilding");
+                drop(store);
+                std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+                store = RocksStore::open(&dir)?;
+            }
+        }
+        let local: Vec<Option<i64>> =
+            self.inputs.iter().map(|t| read_i64(&store, &offset_key(OFFSET, t))).collect::<Result<_>>()?;
+        let stage = self.app.open_stage(&store)?;
+        let max_time = read_i64(&store, MAX_TIME)?;
+        let mut task = Task {
+            partition: p,
+            store,
+            stage,
+            next: local.clone(),
+            committed_next: committed.clone(),
+            max_time,
+            emits: Vec::new(),
+            dirty: false,
+        };
+        // Inputs without event time (entitlements: tables) before events (streams), so replayed
+        // events meet the entitlements they met the first time as nearly as possible.
+        for (i, topic) in self.inputs.iter().enumerate().rev() {
+            if let Some(c) = committed[i] {
+                if local[i].is_none_or(|l| l < c) {
+                    let from = local[i].unwrap_or(0);
+                    tracing::info!(partition = p, %topic, from, until = c, "catching up state from the input topic");
+                    self.catch_up(&mut task, i, from, c)?;
+                }
+            }
+        }
+        tracing::info!(partition = p, next = ?task.next, "task open");
+        self.tasks.insert(p, task);
+        Ok(())
+    }
+
+    /// Applies input records `[from, until)` of one input to a task's state; their outputs were
+    /// produced by whoever processed them first, so they are dropped.
+    fn catch_up(&self, task: &mut Task<A::Stage>, input: usize, from: i64, until: i64) -> Result<()> {
+        let bound = self.cfg.max_out_of_orderness_ms;
+        let topic = self.inputs[input].clone();
+        let mut outs = Vec::new();
+        let mut applied = 0u64;
+        read_to_end(&self.cfg.kafka, &topic, &[task.partition], Offset::Offset(from), Some(until), &mut |_, offset, key, payload| {
+            task.next[input] = Some(offset + 1);
+            if let Ok(value) = self.app.decode(input, key, payload.unwrap_or_default()) {
+                let t = self.app.event_time(&value).map(EventTime::millis);
+                let wm_before = task.watermark(bound);
+                task.stage.process(&value, &mut Cx { state: &task.store, out: &mut outs })?;
+                if let Some(t) = t {
+                    task.max_time = Some(task.max_time.map_or(t, |m| m.max(t)));
+                }
+                let wm_after = task.watermark(bound);
+                if let (true, Some(wm)) = (wm_after > wm_before, wm_after) {
+                    task.stage.on_watermark(EventTime(wm), &mut Cx { state: &task.store, out: &mut outs })?;
+                }
+                outs.clear();
+            }
+            applied += 1;
+            if task.stage.pending() > self.cfg.max_pending {
+                self.write_task_state(task, None)?;
+            }
+            Ok(())
+        })?;
+        task.next[input] = Some(until);
+        self.write_task_state(task, None)?;
+        tracing::info!(partition = task.partition, %topic, applied, "caught up");
+        Ok(())
+    }
+
+    /// Writes a task's pending state, offsets and watermark, plus `outbox` if given, in one batch.
+    fn write_task_state(&self, task: &mut Task<A::Stage>, outbox: Option<(&[Emit], &[Option<i64>])>) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        task.stage.snapshot(&mut batch)?;
+        for (i, t) in self.inputs.iter().enumerate() {
+            if let Some(n) = task.next[i] {
+                batch.put(Table::Meta, offset_key(OFFSET, t), n.to_be_bytes().to_vec());
+            }
+        }
+        if let Some(m) = task.max_time {
+            batch.put(Table::Meta, MAX_TIME.to_vec(), m.to_be_bytes().to_vec());
+        }
+        if let Some((emits, from)) = outbox {
+            batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(emits));
+            for (i, t) in self.inputs.iter().enumerate() {
+                match from[i] {
+                    Some(o) => batch.put(Table::Meta, offset_key(OUTBOX_FROM, t), o.to_be_bytes().to_vec()),
+                    None => batch.delete(Table::Meta, offset_key(OUTBOX_FROM, t)),
+                }
+            }
+        }
+        task.store.write(batch)?;
+        task.stage.committed();
+        Ok(())
+    }
+
+    fn offsets_tpl(&self, p: i32, next: &[Option<i64>]) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (i, t) in self.inputs.iter().enumerate() {
+            if let Some(n) = next[i] {
+                tpl.add_partition_offset(t, p, Offset::Offset(n))?;
+            }
+        }
+        Ok(tpl)
+    }
+
+    fn count_out(&self, emits: &[Emit]) {
+        for e in emits {
+            self.metrics.out(e.kind).inc();
+        }
+    }
+
+    /// Steps 1–3 of the module documentation for every task with new input.
+    fn commit(&mut self) -> Result<()> {
+        let dirty: Vec<i32> = self.tasks.iter().filter(|(_, t)| t.dirty).map(|(p, _)| *p).collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut all_emits = Vec::new();
+        let mut tpl = TopicPartitionList::new();
+        let mut with_outbox = Vec::new();
+        for p in &dirty {
+            let Some(mut task) = self.tasks.remove(p) else { continue };
+            let committed = task.committed_next.clone();
+            let emits = std::mem::take(&mut task.emits);
+            let outbox = (!emits.is_empty()).then_some((emits.as_slice(), committed.as_slice()));
+            let written = self.write_task_state(&mut task, outbox);
+            for (i, t) in self.inputs.iter().enumerate() {
+                if let Some(n) = task.next[i] {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(n))?;
+                }
+            }
+            task.dirty = false;
+            self.tasks.insert(*p, task);
+            written?;
+            if !emits.is_empty() {
+                with_outbox.push(*p);
+            }
+            all_emits.extend(emits);
+        }
+        let group = self.consumer.group_metadata().context("no consumer group metadata")?;
+        match self.producer.transact(&all_emits, Some((&tpl, &group)))? {
+            TxnOutcome::Committed => {
+                self.metrics.commits.inc();
+                self.count_out(&all_emits);
+                for p in &with_outbox {
+                    if let Some(task) = self.tasks.get(p) {
+                        clear_outbox(&task.store, &self.inputs)?;
+                    }
+                }
+                for p in &dirty {
+                    if let Some(task) = self.tasks.get_mut(p) {
+                        task.committed_next = task.next.clone();
+                    }
+                }
+            }
+            TxnOutcome::Aborted(why) => {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(%why, "transaction aborted; reopening tasks from their last commit");
+                let parts: Vec<i32> = self.tasks.keys().copied().collect();
+                self.tasks.clear();
+                for p in parts {
+                    self.open_task(p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Framing of an outbox: per record, kind index, topic, key (or none), payload, length-prefixed.
+const KINDS: [&str; 9] = ["event", "alert", "pci", "finding", "late", "dlq", "checkpoint", "entitlements", "other"];
+
+fn encode_outbox(emits: &[Emit]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(emits.iter().map(|e| e.payload.len() + e.topic.len() + 32).sum());
+    for e in emits {
+        out.push(KINDS.iter().position(|k| *k == e.kind).unwrap_or(KINDS.len() - 1) as u8);
+        for part in [Some(e.topic.as_bytes()), e.key.as_deref(), Some(e.payload.as_slice())] {
+            match part {
+                Some(b) => {
+                    out.push(1);
+                    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                    out.extend_from_slice(b);
+                }
+                None => out.push(0),
+            }
+        }
+    }
+    out
+}
+
+fn decode_outbox(mut b: &[u8]) -> Result<Vec<Emit>> {
+    fn part<'a>(b: &mut &'a [u8]) -> Result<Option<&'a [u8]>> {
+        let (&flag, rest) = b.split_first().context("truncated outbox")?;
+        *b = rest;
+        if flag == 0 {
+            return Ok(None);
+        }
+        let len = b.get(..4).context("truncated outbox")?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let data = b.get(4..4 + len).context("truncated outbox")?;
+        *b = &b[4 + len..];
+        Ok(Some(data))
+    }
+    let mut out = Vec::new();
+    while let Some((&kind, rest)) = b.split_first() {
+        b = rest;
+        let topic = part(&mut b)?.context("outbox record without topic")?;
+        let key = part(&mut b)?.map(<[u8]>::to_vec);
+        let payload = part(&mut b)?.unwrap_or_default().to_vec();
+        out.push(Emit {
+            topic: String::from_utf8_lossy(topic).into_owned(),
+            key,
+            payload,
+            kind: KINDS.get(kind as usize).copied().unwrap_or("other"),
+        });
+    }
+    Ok(out)
+}
+
+fn clear_outbox(store: &RocksStore, inputs: &[String]) -> Result<()> {
+    let mut batch = WriteBatch::new();
+    batch.delete(Table::Meta, OUTBOX.to_vec());
+    for t in inputs {
+        batch.delete(Table::Meta, offset_key(OUTBOX_FROM, t));
+    }
+    store.write(batch)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_round_trips() {
+        let emits = vec![
+            Emit { topic: "a".into(), key: Some(b"k".to_vec()), payload: b"{}".to_vec(), kind: "alert" },
+            Emit { topic: "b.c".into(), key: None, payload: Vec::new(), kind: "dlq" },
+        ];
+        assert_eq!(decode_outbox(&encode_outbox(&emits)).unwrap(), emits);
+        assert!(decode_outbox(&encode_outbox(&emits)[..5]).is_err());
+    }
+}

@@ -1,0 +1,421 @@
+//! `grantwatch-ingest`: CloudTrail (watched S3-layout directories, the LookupEvents API, JSON Lines on
+//! stdin) and IAM snapshots in; normalized events (keyed by identity) and entitlements out.
+//!
+//! Exactly-once: every Kafka transaction carries, with the events it produces, the checkpoint of the
+//! sources they came from (`file path → records done`, `LookupEvents region → last event time and ids`)
+//! on the compacted checkpoints topic. A restarted ingest reads that topic back and resumes where its
+//! last committed transaction ended; an interrupted transaction is aborted by the broker and its events
+//! are never seen by `read_committed` consumers.
+
+mod lookup;
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use grantwatch_core::catalog::Catalog;
+use grantwatch_core::cloudtrail::{ActionMap, NormalizeError, Normalizer};
+use grantwatch_core::iam::IamSnapshot;
+use grantwatch_core::policy::evaluate;
+use grantwatch_files::SourceFile;
+use grantwatch_stream::config::Config;
+use grantwatch_stream::kafka::{Emit, TxnOutcome, TxnProducer, read_to_end};
+use grantwatch_stream::metrics::{Health, Metrics, serve};
+use grantwatch_types::{DeadLetter, DeadLetterSource};
+use rdkafka::Offset;
+use serde::{Deserialize, Serialize};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(version, about = "grantwatch ingest: CloudTrail and IAM snapshots into Kafka")]
+struct Cli {
+    /// Configuration file (TOML); `GRANTWATCH_*` environment variables override it.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the topics of the configuration (existing ones are left as they are).
+    CreateTopics,
+    /// Ingest until stopped (SIGTERM), or once with --once.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A CloudTrail directory (S3 delivery layout, .json(.gz) or .jsonl files) to watch for new files.
+    #[arg(long)]
+    watch: Vec<PathBuf>,
+    /// IAM snapshot files (`aws iam get-account-authorization-details` output), re-read when changed.
+    #[arg(long)]
+    iam: Vec<PathBuf>,
+    /// Read CloudTrail records as JSON Lines from stdin until end of input, then exit.
+    #[arg(long)]
+    stdin: bool,
+    /// Poll the LookupEvents sources of the configuration (`[[ingest.lookup_events]]`).
+    #[arg(long)]
+    lookup_events: bool,
+    /// Process what is there now, then exit (instead of watching).
+    #[arg(long)]
+    once: bool,
+}
+
+/// Progress through one source, as stored on the checkpoints topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct FileCheckpoint {
+    size: u64,
+    /// Records of the file already produced.
+    records: u64,
+    complete: bool,
+}
+
+/// Events and checkpoints waiting for the next transaction.
+struct Pending {
+    emits: Vec<Emit>,
+    records: usize,
+}
+
+struct Ingest {
+    cfg: Config,
+    producer: TxnProducer,
+    normalizer: Normalizer,
+    catalog: Arc<Catalog>,
+    checkpoints: HashMap<String, Vec<u8>>,
+    pending: Pending,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    fn checkpoint_emit(&mut self, key: String, value: Vec<u8>) {
+        self.checkpoints.insert(key.clone(), value.clone());
+        self.pending.emits.push(Emit {
+            topic: self.cfg.topics.ingest_checkpoints.name.clone(),
+            key: Some(key.into_bytes()),
+            payload: value,
+            kind: "checkpoint",
+        });
+    }
+
+    fn dead_letter(&mut self, source: DeadLetterSource, error: String, raw: &[u8]) {
+        tracing::warn!(?source, %error, "unusable record sent to the dead-letter topic");
+        self.metrics.dead_letters.inc();
+        let dl = DeadLetter::new("grantwatch-ingest", source, error, raw);
+        if let Ok(payload) = serde_json::to_vec(&dl) {
+            self.pending.emits.push(Emit { topic: self.cfg.topics.dlq.name.clone(), key: None, payload, kind: "dlq" });
+        }
+    }
+
+    /// Normalizes one raw CloudTrail record into `pending`.
+    fn record(&mut self, raw: &[u8], source: impl FnOnce() -> DeadLetterSource) {
+        self.pending.records += 1;
+        match self.normalizer.normalize(raw) {
+            Ok(ev) => match serde_json::to_vec(&ev) {
+                Ok(payload) => self.pending.emits.push(Emit {
+                    topic: self.cfg.topics.events.name.clone(),
+                    key: Some(ev.actor.uid.into_bytes()),
+                    payload,
+                    kind: "event",
+                }),
+                Err(e) => self.dead_letter(source(), format!("cannot serialize: {e}"), raw),
+            },
+            Err(NormalizeError::NotApiActivity(_)) => {}
+            Err(e) => self.dead_letter(source(), e.to_string(), raw),
+        }
+    }
+
+    /// Commits what is pending in one transaction.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.emits.is_empty() {
+            return Ok(());
+        }
+        match self.producer.transact(&self.pending.emits, None)? {
+            TxnOutcome::Committed => {
+                self.metrics.commits.inc();
+                for e in &self.pending.emits {
+                    self.metrics.out(e.kind).inc();
+                }
+                self.pending.emits.clear();
+                self.pending.records = 0;
+                Ok(())
+            }
+            // Nothing else writes with this transactional id, so an abort means the broker lost the
+            // transaction (e.g. it timed out while unreachable). The checkpoints in memory are ahead of
+            // what was committed: start over from the committed ones (crash-only).
+            TxnOutcome::Aborted(why) => anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit"),
+        }
+    }
+
+    fn ingest_iam(&mut self, files: &[PathBuf]) -> Result<()> {
+        let found = grantwatch_files::discover(files).context("finding IAM snapshot files")?.files;
+        let mut changed = false;
+        let mut fingerprints = Vec::new();
+        for f in &found {
+            let fp = grantwatch_files::fingerprint_file(f).with_context(|| format!("reading {}", f.path.display()))?;
+            let key = format!("iam:{}", f.path.display());
+            if self.checkpoints.get(&key).map(Vec::as_slice) != Some(fp.to_string().as_bytes()) {
+                changed = true;
+            }
+            fingerprints.push((key, fp.to_string()));
+        }
+        if !changed {
+            return Ok(());
+        }
+        // The snapshot is evaluated as a whole (policies and groups span files).
+        let mut snapshot = IamSnapshot::default();
+        for f in &found {
+            let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+            let doc = grantwatch_core::iam::parse_iam_json(&bytes, &f.path.display().to_string())
+                .with_context(|| format!("parsing IAM snapshot {}", f.path.display()))?;
+            snapshot.merge(doc);
+        }
+        let grants = evaluate(&snapshot, &self.catalog);
+        tracing::info!(identities = grants.len(), files = found.len(), "entitlements evaluated");
+        for g in &grants {
+            let record = g.to_record(&self.catalog);
+            self.pending.emits.push(Emit {
+                topic: self.cfg.topics.entitlements.name.clone(),
+                key: Some(g.arn.clone().into_bytes()),
+                payload: serde_json::to_vec(&record)?,
+                kind: "entitlements",
+            });
+        }
+        for (key, fp) in fingerprints {
+            self.checkpoint_emit(key, fp.into_bytes());
+        }
+        self.flush()
+    }
+
+    fn ingest_dirs(&mut self, dirs: &[PathBuf], stop: &AtomicBool) -> Result<()> {
+        let mut files = grantwatch_files::discover(dirs).context("finding CloudTrail files")?.files;
+        // Oldest delivery first, across accounts and regions: events then reach Kafka roughly in event
+        // time order, which is what the consumers' watermarks assume.
+        files.sort_by_cached_key(|f| (delivery_time(&f.path).unwrap_or_default(), f.path.clone()));
+        let mut buf = Vec::new();
+        for file in files {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let key = format!("file:{}", file.path.display());
+            let cp: FileCheckpoint =
+                self.checkpoints.get(&key).and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+            if cp.complete && cp.size == file.size {
+                continue;
+            }
+            // A file that changed size since its checkpoint is read again whole (downstream dedup by
+            // event id keeps the counts exact); an unfinished one resumes after its last record.
+            let skip = if cp.size == file.size { cp.records } else { 0 };
+            self.ingest_file(&file, &key, skip, &mut buf)?;
+        }
+        self.flush()
+    }
+
+    fn ingest_file(&mut self, file: &SourceFile, key: &str, skip: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let path = file.path.display().to_string();
+        let batch_records = self.cfg.ingest.batch_records;
+        let mut failure: Option<anyhow::Error> = None;
+        let mut done = skip;
+        let result = grantwatch_files::read_records(file, buf, &mut |rec| {
+            if failure.is_some() || rec.index < skip {
+                return;
+            }
+            self.metrics.input("file").inc();
+            self.record(rec.raw, || DeadLetterSource::File { path: path.clone(), record: rec.index });
+            done = rec.index + 1;
+            if self.pending.records >= batch_records {
+                let cp = FileCheckpoint { size: file.size, records: done, complete: false };
+                if let Ok(v) = serde_json::to_vec(&cp) {
+                    self.checkpoint_emit(key.to_string(), v);
+                }
+                if let Err(e) = self.flush() {
+                    failure = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Err(e) = result {
+            // The whole file is unusable (corrupt gzip, not JSON): one dead letter names it.
+            self.dead_letter(DeadLetterSource::File { path: path.clone(), record: done }, e.to_string(), b"");
+        }
+        let cp = FileCheckpoint { size: file.size, records: done, complete: true };
+        self.checkpoint_emit(key.to_string(), serde_json::to_vec(&cp)?);
+        if self.pending.records >= batch_records {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn ingest_stdin(&mut self, stop: &AtomicBool) -> Result<()> {
+        let stdin = std::io::stdin().lock();
+        let batch_records = self.cfg.ingest.batch_records;
+        let mut line_no = 0u64;
+        let mut line = Vec::new();
+        let mut reader = std::io::BufReader::new(stdin);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+            let raw = line.trim_ascii();
+            if raw.is_empty() {
+                continue;
+            }
+            self.metrics.input("stdin").inc();
+            let n = line_no;
+            self.record(raw, || DeadLetterSource::Stdin { line: n });
+            if self.pending.records >= batch_records {
+                self.flush()?;
+            }
+        }
+        self.flush()
+    }
+}
+
+/// The delivery time CloudTrail writes into its file names
+/// (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`), if the name has one.
+fn delivery_time(path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    name.split('_')
+        .find(|part| {
+            let b = part.as_bytes();
+            b.len() == 14 && b[8] == b'T' && b[13] == b'Z' && b[..8].iter().chain(&b[9..13]).all(u8::is_ascii_digit)
+        })
+        .map(str::to_string)
+}
+
+/// Reads the checkpoints topic back (latest value per key).
+fn load_checkpoints(cfg: &Config) -> Result<HashMap<String, Vec<u8>>> {
+    let topic = &cfg.topics.ingest_checkpoints;
+    let mut out = HashMap::new();
+    let partitions: Vec<i32> = (0..topic.partitions).collect();
+    read_to_end(&cfg.kafka, &topic.name, &partitions, Offset::Beginning, None, &mut |_, _, key, value| {
+        if let (Some(k), Some(v)) = (key, value) {
+            out.insert(String::from_utf8_lossy(k).into_owned(), v.to_vec());
+        }
+        Ok(())
+    })
+    .with_context(|| format!("reading checkpoints from {}", topic.name))?;
+    Ok(out)
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
+    let metrics = Metrics::new("ingest");
+    let health = Health::new();
+    serve(&cfg.ingest.http_listen, metrics.clone(), health.clone())?;
+    let stop = grantwatch_stream::stop_flag()?;
+    let catalog = Arc::new(Catalog::aws().context("loading the AWS action catalog")?);
+    let normalizer = Normalizer::new(ActionMap::new(catalog.clone()).context("loading the CloudTrail action map")?);
+    let txn_id = format!("grantwatch-ingest-{}", cfg.ingest.instance_id);
+    let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
+    let checkpoints = load_checkpoints(&cfg)?;
+    tracing::info!(checkpoints = checkpoints.len(), "resuming from committed checkpoints");
+    let poll = Duration::from_secs(cfg.ingest.poll_interval_secs);
+    let lookup_sources = cfg.ingest.lookup_events.clone();
+    let mut ingest = Ingest {
+        cfg,
+        producer,
+        normalizer,
+        catalog,
+        checkpoints,
+        pending: Pending { emits: Vec::new(), records: 0 },
+        metrics,
+    };
+    if args.stdin {
+        return ingest.ingest_stdin(&stop);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut lookups = Vec::new();
+    if args.lookup_events {
+        for s in &lookup_sources {
+            lookups.push(runtime.block_on(lookup::LookupSource::new(s.clone())));
+        }
+    }
+    while !stop.load(Ordering::Relaxed) {
+        if !args.iam.is_empty() {
+            ingest.ingest_iam(&args.iam)?;
+        }
+        if !args.watch.is_empty() {
+            ingest.ingest_dirs(&args.watch, &stop)?;
+        }
+        for source in &mut lookups {
+            runtime.block_on(source.poll(&mut ingest))?;
+        }
+        if args.once {
+            break;
+        }
+        sleep_unless_stopped(poll, &stop);
+    }
+    health.draining();
+    ingest.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::CreateTopics => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            for (name, created) in rt.block_on(grantwatch_stream::topics::create_topics(&cfg.kafka, &cfg.topics))? {
+                eprintln!("{name}: {}", if created { "created" } else { "exists" });
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            tracing::info!(kafka = ?cfg.kafka, ingest = ?cfg.ingest, "starting grantwatch-ingest");
+            run_ingest(cfg, args)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_order_by_their_delivery_time() {
+        let t = |p: &str| delivery_time(std::path::Path::new(p));
+        assert_eq!(
+            t("AWSLogs/1/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_ab12.json.gz"),
+            Some("20240102T0005Z".to_string())
+        );
+        assert_eq!(t("events.jsonl"), None);
+        assert_eq!(t("a_2024010T0005Z_b.json"), None);
+    }
+}
+
+fn main() -> ExitCode {
+    grantwatch_stream::init_tracing();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+

@@ -1,0 +1,333 @@
+//! A real Kafka broker (started by `scripts/kafka`, the project's own script) and the three services
+//! as real processes, on topics of their own: each test gets a fresh topic prefix.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use grantwatch_core::usage::{IdentityUsage, identities_in_logs};
+use grantwatch_state::{StateRead, Table};
+use grantwatch_state_rocks::RocksStore;
+use grantwatch_stream::config::Config;
+use grantwatch_stream::kafka::read_to_end;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+static BROKER: Once = Once::new();
+static BUILD: Once = Once::new();
+
+/// Starts the single-node KRaft broker if it is not running (idempotent; fetches Kafka from Maven
+/// Central on first use) and returns its bootstrap address.
+pub(crate) fn broker() -> String {
+    BROKER.call_once(|| {
+        let status = Command::new(repo().join("scripts/kafka")).arg("start").status().unwrap();
+        assert!(status.success(), "scripts/kafka start failed");
+    });
+    let out = Command::new(repo().join("scripts/kafka")).arg("bootstrap").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The service binaries, built (or found up to date) with the cargo running these tests.
+pub(crate) fn service_bin(name: &str) -> PathBuf {
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "-q", "-p", "grantwatch-ingest", "-p", "grantwatch-processor", "-p", "grantwatch-detector"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the services failed");
+    });
+    // target/<profile>/deps/<test binary> → target/<profile>/<service>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+pub(crate) struct Stack {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub cfg: Config,
+    children: Vec<(String, Child)>,
+    spawned: usize,
+}
+
+impl Stack {
+    /// A fresh set of topics (`partitions` for events and entitlements), consumer groups of its own,
+    /// services keeping their state under `state_root`, and a config naming them all.
+    pub(crate) fn new(name: &str, partitions: i32, state_root: &Path) -> Stack {
+        let bootstrap = broker();
+        service_bin("grantwatch-ingest");
+        let dir = tempfile::Builder::new().prefix(&format!("gw-{name}-")).tempdir().unwrap();
+        let prefix = format!("t{}-{}-{}.", std::process::id(), name, rand::random::<u32>());
+        let mut toml = format!("[kafka]\nbootstrap_servers = \"{bootstrap}\"\n");
+        for (key, parts) in [
+            ("events", partitions),
+            ("entitlements", partitions),
+            ("pci", 2),
+            ("findings", 2),
+            ("alerts", 2),
+            ("late", 1),
+            ("dlq", 1),
+            ("ingest_checkpoints", 1),
+        ] {
+            toml.push_str(&format!("[topics.{key}]\nname = \"{prefix}{key}\"\npartitions = {parts}\n"));
+        }
+        // Groups (and so transactional ids) of their own: a static member id reused by another test's
+        // group with other topics would be handed that group's old assignment.
+        toml.push_str(&format!(
+            "[ingest]\nhttp_listen = \"\"\ninstance_id = \"{prefix}ingest\"\n\
+             [processor]\ngroup_id = \"{prefix}processor\"\nstate_dir = \"{}\"\nhttp_listen = \"\"\ncommit_interval_ms = 300\n\
+             [detector]\ngroup_id = \"{prefix}detector\"\nstate_dir = \"{}\"\nhttp_listen = \"\"\n",
+            state_root.join("processor").display(),
+            state_root.join("detector").display()
+        ));
+        let config_path = dir.path().join("grantwatch.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let cfg = Config::load(Some(&config_path)).unwrap();
+        let mut stack = Stack { dir, config_path, cfg, children: Vec::new(), spawned: 0 };
+        let status = stack.command("grantwatch-ingest", &["create-topics"]).status().unwrap();
+        assert!(status.success());
+        stack.spawned = 0;
+        stack
+    }
+
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A command for a service with this stack's config, logging to a file of its own.
+    pub(crate) fn command(&mut self, bin: &str, args: &[&str]) -> Command {
+        self.spawned += 1;
+        let log = std::fs::File::create(self.path(&format!("{bin}-{}.log", self.spawned))).unwrap();
+        let mut c = Command::new(service_bin(bin));
+        c.arg("--config").arg(&self.config_path).args(args).stdout(Stdio::null()).stderr(log);
+        c.env("RUST_LOG", "info,librdkafka=warn");
+        c
+    }
+
+    /// Starts a long-running service; `env` overrides its configuration.
+    pub(crate) fn start(&mut self, label: &str, bin: &str, env: &[(&str, String)]) {
+        let mut c = self.command(bin, &[]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
+        self.children.push((label.to_string(), child));
+    }
+
+    pub(crate) fn kill(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub(crate) fn stop(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut child) = self.children.remove(i);
+            let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+            assert!(status.success());
+            let status = child.wait().unwrap();
+            assert!(status.success(), "{label} exited with {status} after SIGTERM");
+        }
+    }
+
+    /// Runs `grantwatch-ingest run ARGS` to completion, feeding `stdin` if given.
+    pub(crate) fn ingest(&mut self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, String)]) -> std::process::ExitStatus {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let mut c = self.command("grantwatch-ingest", &full);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = c.spawn().unwrap();
+        if let Some(bytes) = stdin {
+            child.stdin.take().unwrap().write_all(bytes).unwrap();
+        }
+        child.wait().unwrap()
+    }
+
+    pub(crate) fn spawn_ingest(&mut self, label: &str, args: &[&str], env: &[(&str, String)]) {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let mut c = self.command("grantwatch-ingest", &full);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
+        self.children.push((label.to_string(), child));
+    }
+
+    /// Waits for a spawned child to exit on its own; `None` if it is still running after `timeout`.
+    pub(crate) fn wait_exit(&mut self, label: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let i = self.children.iter().position(|(l, _)| l == label)?;
+        loop {
+            if let Some(status) = self.children[i].1.try_wait().unwrap() {
+                self.children.remove(i);
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every committed record of `topic`: `(partition, offset, key, payload)`.
+    pub(crate) fn read(&self, topic: &str) -> Vec<(i32, i64, Option<String>, Vec<u8>)> {
+        let spec = self.cfg.topics.all().into_iter().find(|t| t.name == topic).unwrap().clone();
+        let parts: Vec<i32> = (0..spec.partitions).collect();
+        let mut out = Vec::new();
+        read_to_end(&self.cfg.kafka, topic, &parts, Offset::Beginning, None, &mut |p, o, k, v| {
+            out.push((p, o, k.map(|k| String::from_utf8_lossy(k).into_owned()), v.unwrap_or_default().to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    pub(crate) fn read_json<T: serde::de::DeserializeOwned>(&self, topic: &str) -> Vec<T> {
+        self.read(topic).into_iter().map(|(_, _, _, v)| serde_json::from_slice(&v).unwrap()).collect()
+    }
+
+    /// Produces raw records outside any transaction (to inject bad input).
+    pub(crate) fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
+            .create()
+            .unwrap();
+        p.send(BaseRecord::to(topic).key(key).payload(payload)).unwrap();
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// The offsets after the last data record of every partition of `topic`.
+    fn data_ends(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let mut ends = BTreeMap::new();
+        for (p, o, _, _) in self.read(topic) {
+            ends.insert(p, o + 1);
+        }
+        ends
+    }
+
+    /// Offsets the group `group` committed on `topic`.
+    pub(crate) fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        got.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until `group` has committed past every data record of `topics`.
+    pub(crate) fn wait_consumed(&self, group: &str, topics: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let parts = self.cfg.topics.events.partitions;
+        let want: Vec<(String, BTreeMap<i32, i64>)> =
+            topics.iter().map(|t| (t.to_string(), self.data_ends(t))).collect();
+        loop {
+            let done = want.iter().all(|(t, ends)| {
+                let got = self.committed(group, t, parts);
+                ends.iter().all(|(p, end)| got.get(p).is_some_and(|o| o >= end))
+            });
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "group {group} did not consume {topics:?} in {timeout:?}; logs in {}", self.dir.path().display());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The processor's usage state, per identity, read from the partition directories of `state_dirs`
+    /// (several instances: for each partition, the copy whose offset equals the group's commit).
+    pub(crate) fn processor_usage(&self, state_dirs: &[PathBuf]) -> BTreeMap<String, IdentityUsage> {
+        let events = &self.cfg.topics.events;
+        let committed = self.committed(&self.cfg.processor.group_id, &events.name, events.partitions);
+        let mut key = b"rt:offset\0".to_vec();
+        key.extend_from_slice(events.name.as_bytes());
+        let mut out = BTreeMap::new();
+        for p in 0..events.partitions {
+            let Some(&want) = committed.get(&p) else { continue };
+            let mut found = false;
+            for dir in state_dirs {
+                let path = dir.join(format!("p{p}"));
+                if !path.exists() {
+                    continue;
+                }
+                let store = RocksStore::open(&path).unwrap();
+                let local = store.get(Table::Meta, &key).unwrap().map(|v| i64::from_be_bytes(v.try_into().unwrap()));
+                if local != Some(want) {
+                    continue;
+                }
+                found = true;
+                for (arn, _) in identities_in_logs(&store).unwrap() {
+                    out.insert(arn.clone(), IdentityUsage::load(&store, &arn, true).unwrap());
+                }
+                break;
+            }
+            assert!(found, "no state of partition {p} at the committed offset {want}");
+        }
+        out
+    }
+}
+
+/// Usage per identity in an embedded (`grantwatch analyze`) state directory.
+pub(crate) fn embedded_usage(state: &Path) -> BTreeMap<String, IdentityUsage> {
+    let store = RocksStore::open(state).unwrap();
+    identities_in_logs(&store)
+        .unwrap()
+        .into_iter()
+        .map(|(arn, _)| {
+            let u = IdentityUsage::load(&store, &arn, true).unwrap();
+            (arn, u)
+        })
+        .collect()
+}
+
+/// Asserts two usage maps are equal, naming the first identity that differs.
+pub(crate) fn assert_same_usage(a: &BTreeMap<String, IdentityUsage>, b: &BTreeMap<String, IdentityUsage>, what: &str) {
+    let ka: Vec<&String> = a.keys().collect();
+    let kb: Vec<&String> = b.keys().collect();
+    assert_eq!(ka, kb, "{what}: different identities");
+    for (arn, ua) in a {
+        assert_eq!(ua, &b[arn], "{what}: usage of {arn} differs");
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            // Keep the logs of a failed test.
+            let kept = self.dir.path().to_path_buf();
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("service logs kept in {}", kept.display());
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The streaming services over a real Kafka broker: they must compute what `grantwatch analyze`
+//! computes, route bad and late records, and survive `kill -9` and rebalances without a trace.
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::stack::{Stack, assert_same_usage, embedded_usage};
+use grantwatch::analyze::{AnalyzeOptions, run};
+use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
+use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
+use rand::{Rng, SeedableRng};
+
+const WAIT: Duration = Duration::from_secs(240);
+
+fn org(dir: &Path, seed: u64, events: u64) -> GroundTruth {
+    generate(&OrgSpec::new(seed, 2, 8, 30, events, Layout::S3), dir).unwrap()
+}
+
+/// A CloudTrail record, as the trail writes it.
+fn record(id: &str, time: &str, identity: &serde_json::Value, source: &str, name: &str) -> String {
+    serde_json::json!({
+        "eventVersion": "1.08",
+        "userIdentity": identity,
+        "eventTime": time,
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "203.0.113.9",
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": null,
+        "responseElements": null,
+        "eventID": id,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": identity["accountId"],
+    })
+    .to_string()
+}
+
+/// Records fed on stdin after the trail: a root login, logging stopped (twice: a re-delivery), a
+/// line that is not JSON, and an event far older than the watermark.
+struct Extra {
+    lines: String,
+    root_login: String,
+    stop_logging: String,
+    late_id: String,
+    late_identity: String,
+}
+
+fn extra(truth: &GroundTruth) -> Extra {
+    let account = &truth.accounts[0];
+    let user = truth.identities.iter().find(|i| i.kind == "user").unwrap();
+    let root = serde_json::json!({"type": "Root", "principalId": account, "arn": format!("arn:aws:iam::{account}:root"), "accountId": account});
+    let alice = serde_json::json!({"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": user.arn, "accountId": user.account, "userName": user.name});
+    let end = truth.as_of;
+    let at = |t: EventTime| t.to_rfc3339();
+    let late_time = truth.first_event.unwrap();
+    let lines = [
+        record("extra-root-login", &at(end), &root, "signin.amazonaws.com", "ConsoleLogin"),
+        record("extra-stop-logging", &at(end), &alice, "cloudtrail.amazonaws.com", "StopLogging"),
+        record("extra-stop-logging", &at(end), &alice, "cloudtrail.amazonaws.com", "StopLogging"),
+        "{this is not json".to_string(),
+        record("extra-late", &at(late_time), &alice, "kms.amazonaws.com", "ScheduleKeyDeletion"),
+    ];
+    Extra {
+        lines: lines.join("\n") + "\n",
+        root_login: "extra-root-login".into(),
+        stop_logging: "extra-stop-logging".into(),
+        late_id: "extra-late".into(),
+        late_identity: user.arn.clone(),
+    }
+}
+
+fn embedded_state(org: &Path, extra: &Extra, work: &Path) -> PathBuf {
+    let extra_file = work.join("extra.jsonl");
+    std::fs::write(&extra_file, &extra.lines).unwrap();
+    let state = work.join("embedded-state");
+    let mut o = AnalyzeOptions::new(work.join("embedded-out"));
+    o.iam = vec![org.join("iam")];
+    o.cloudtrail = vec![org.join("cloudtrail"), extra_file];
+    o.state = Some(state.clone());
+    o.progress = false;
+    run(&o).unwrap();
+    state
+}
+
+fn alerts_by_uid(stack: &Stack) -> BTreeMap<String, DetectionFinding> {
+    let alerts: Vec<DetectionFinding> = stack.read_json(&stack.cfg.topics.alerts.name);
+    let mut by_uid = BTreeMap::new();
+    for a in alerts {
+        let uid = a.finding_info.uid.clone();
+        assert!(by_uid.insert(uid.clone(), a).is_none(), "alert {uid} published twice");
+    }
+    by_uid
+}
+
+fn pci_updates(stack: &Stack) -> BTreeMap<(String, EventTime), PciUpdate> {
+    let updates: Vec<PciUpdate> = stack.read_json(&stack.cfg.topics.pci.name);
+    let mut by_key = BTreeMap::new();
+    for u in updates {
+        let key = (u.arn.clone(), u.as_of);
+        assert!(by_key.insert(key.clone(), u).is_none(), "PCI update {key:?} published twice");
+    }
+    by_key
+}
+
+fn validate(schema: &str, instance: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema);
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "{instance} does not match its schema: {errors:?}");
+}
+
+/// Entitlements first (as a deployment would load them), then the trail, then the extra records.
+fn feed(stack: &mut Stack, org: &Path, extra: &Extra, ingest_env: &[(&str, String)]) {
+    let iam = org.join("iam");
+    assert!(stack.ingest(&["--iam", iam.to_str().unwrap(), "--once"], None, &[]).success());
+    let group = stack.cfg.processor.group_id.clone();
+    stack.wait_consumed(&group, &[&stack.cfg.topics.entitlements.name.clone()], WAIT);
+    let ct = org.join("cloudtrail");
+    assert!(stack.ingest(&["--watch", ct.to_str().unwrap(), "--once"], None, ingest_env).success());
+    assert!(stack.ingest(&["--stdin"], Some(extra.lines.as_bytes()), &[]).success());
+}
+
+fn wait_all(stack: &Stack) {
+    let t = &stack.cfg.topics;
+    stack.wait_consumed(&stack.cfg.processor.group_id, &[&t.events.name, &t.entitlements.name], WAIT);
+    stack.wait_consumed(&stack.cfg.detector.group_id, &[&t.events.name], WAIT);
+}
+
+#[test]
+fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
+    let work = tempfile::tempdir().unwrap();
+    let org_dir = work.path().join("org");
+    let truth = org(&org_dir, 11, 12_000);
+    let extra = extra(&truth);
+    let mut stack = Stack::new("pipeline", 4, work.path());
+    stack.start("processor", "grantwatch-processor", &[]);
+    stack.start("detector", "grantwatch-detector", &[]);
+    feed(&mut stack, &org_dir, &extra, &[]);
+    // A record that is not an event, straight onto the events topic.
+    let events_topic = stack.cfg.topics.events.name.clone();
+    stack.produce_raw(&events_topic, "garbage", b"\x00\x01 not an event");
+    wait_all(&stack);
+    stack.stop("processor");
+    stack.stop("detector");
+
+    // Usage state equals the embedded run's, identity by identity (late and duplicate records included).
+    let embedded = embedded_usage(&embedded_state(&org_dir, &extra, work.path()));
+    let streamed = stack.processor_usage(&[work.path().join("processor")]);
+    assert_same_usage(&streamed, &embedded, "processor vs analyze");
+    let late_user = &streamed[&extra.late_identity];
+    assert!(late_user.actions.iter().any(|(a, _)| a == "kms:ScheduleKeyDeletion"), "the late event counts");
+
+    // Alerts: one per rule and event, the re-delivery raises nothing, OCSF-shaped.
+    let alerts = alerts_by_uid(&stack);
+    let fired: BTreeSet<(String, String)> = alerts
+        .values()
+        .map(|a| (a.finding_info.analytic.uid.clone(), a.finding_info.related_events[0].uid.clone()))
+        .collect();
+    assert!(fired.contains(&("grantwatch/root-account-used".into(), extra.root_login.clone())), "{fired:?}");
+    assert!(fired.contains(&("grantwatch/logging-disabled".into(), extra.stop_logging.clone())), "{fired:?}");
+    for a in alerts.values() {
+        validate("detection_finding.v1.json", &serde_json::to_value(a).unwrap());
+    }
+
+    // Dead letters name where the record came from.
+    let dlq: Vec<DeadLetter> = stack.read_json(&stack.cfg.topics.dlq.name);
+    assert!(dlq.iter().any(|d| d.service == "grantwatch-ingest" && d.source == DeadLetterSource::Stdin { line: 4 }), "{dlq:?}");
+    for service in ["grantwatch-processor", "grantwatch-detector"] {
+        let d = dlq.iter().find(|d| d.service == service).unwrap_or_else(|| panic!("no dead letter from {service}: {dlq:?}"));
+        assert!(matches!(&d.source, DeadLetterSource::Kafka { topic, .. } if *topic == events_topic), "{d:?}");
+        assert!(d.error.contains("not an event"), "{d:?}");
+    }
+    for d in &dlq {
+        validate("dead_letter.v1.json", &serde_json::to_value(d).unwrap());
+    }
+
+    // The late event went to the late topic (once per consumer that saw it late).
+    let late: Vec<Event> = stack.read_json(&stack.cfg.topics.late.name);
+    assert!(late.iter().any(|e| e.uid == extra.late_id), "late topic: {:?}", late.iter().map(|e| &e.uid).collect::<Vec<_>>());
+
+    // PCI updates: one per identity and closed window, computed with the entitlements.
+    let pci = pci_updates(&stack);
+    assert!(!pci.is_empty());
+    assert!(pci.values().any(|u| u.entitlements_known && u.granted > 0 && u.used > 0));
+    for u in pci.values().take(50) {
+        validate("pci_update.v1.json", &serde_json::to_value(u).unwrap());
+    }
+}
+
+#[test]
+fn kill_dash_nine_and_rebalances_leave_no_trace() {
+    let work = tempfile::tempdir().unwrap();
+    let org_dir = work.path().join("org");
+    let truth = org(&org_dir, 23, 12_000);
+    let extra = extra(&truth);
+
+    // The reference: an uninterrupted run.
+    let reference_dir = work.path().join("reference");
+    let mut reference = Stack::new("reference", 4, &reference_dir);
+    reference.start("processor", "grantwatch-processor", &[]);
+    reference.start("detector", "grantwatch-detector", &[]);
+    feed(&mut reference, &org_dir, &extra, &[]);
+    wait_all(&reference);
+    reference.stop("processor");
+    reference.stop("detector");
+
+    // The same input while services are killed at random moments, with two processor instances.
+    let chaos_dir = work.path().join("chaos");
+    let mut chaos = Stack::new("chaos", 4, &chaos_dir);
+    let p1 = vec![("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p1".to_string()), ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p1").display().to_string())];
+    let p2 = vec![("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p2".to_string()), ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p2").display().to_string())];
+    chaos.start("p1", "grantwatch-processor", &p1);
+    chaos.start("detector", "grantwatch-detector", &[]);
+    let iam = org_dir.join("iam");
+    assert!(chaos.ingest(&["--iam", iam.to_str().unwrap(), "--once"], None, &[]).success());
+    let group = chaos.cfg.processor.group_id.clone();
+    chaos.wait_consumed(&group, &[&chaos.cfg.topics.entitlements.name.clone()], WAIT);
+
+    let small_batches = [("GRANTWATCH_INGEST__BATCH_RECORDS", "400".to_string())];
+    let ct = org_dir.join("cloudtrail");
+    let ingest_args = ["--watch", ct.to_str().unwrap(), "--once"];
+    chaos.spawn_ingest("ingest", &ingest_args, &small_batches);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut kills = BTreeMap::<&str, u32>::new();
+    let mut ingest_done = false;
+    for round in 0..14 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        if round == 2 {
+            chaos.start("p2", "grantwatch-processor", &p2); // partitions move: state must follow
+        }
+        if !ingest_done {
+            if let Some(status) = chaos.wait_exit("ingest", Duration::ZERO) {
+                assert!(status.success(), "ingest failed: {status}");
+                ingest_done = true;
+            }
+        }
+        let victims: Vec<&str> = if ingest_done { vec!["p1", "detector"] } else { vec!["p1", "detector", "ingest"] };
+        let victim = victims[rng.random_range(0..victims.len())];
+        chaos.kill(victim);
+        *kills.entry(victim).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        match victim {
+            "p1" => chaos.start("p1", "grantwatch-processor", &p1),
+            "detector" => chaos.start("detector", "grantwatch-detector", &[]),
+            _ => chaos.spawn_ingest("ingest", &ingest_args, &small_batches),
+        }
+    }
+    println!("kills: {kills:?}");
+    if !ingest_done {
+        let status = chaos.wait_exit("ingest", WAIT).expect("ingest did not finish");
+        assert!(status.success());
+    }
+    // p2 leaves for good: its partitions go back to p1, which catches up their state.
+    chaos.stop("p2");
+    assert!(chaos.ingest(&["--stdin"], Some(extra.lines.as_bytes()), &[]).success());
+    wait_all(&chaos);
+    chaos.stop("p1");
+    chaos.stop("detector");
+
+    let reference_usage = reference.processor_usage(&[reference_dir.join("processor")]);
+    let chaos_usage = chaos.processor_usage(&[chaos_dir.join("p1"), chaos_dir.join("p2")]);
+    assert_same_usage(&chaos_usage, &reference_usage, "killed run vs uninterrupted run");
+    let embedded = embedded_usage(&embedded_state(&org_dir, &extra, work.path()));
+    assert_same_usage(&reference_usage, &embedded, "uninterrupted run vs analyze");
+
+    let (ra, ca) = (alerts_by_uid(&reference), alerts_by_uid(&chaos));
+    assert_eq!(ca.keys().collect::<Vec<_>>(), ra.keys().collect::<Vec<_>>(), "alerts differ");
+    assert!(!ra.is_empty());
+
+    let (rp, cp) = (pci_updates(&reference), pci_updates(&chaos));
+    assert_eq!(cp.keys().collect::<Vec<_>>(), rp.keys().collect::<Vec<_>>(), "PCI updates differ");
+    for (k, u) in &rp {
+        assert_eq!(&cp[k], u, "PCI update {k:?} differs");
+    }
+}
