@@ -16,6 +16,21 @@ use rand::{Rng, SeedableRng};
 
 const WAIT: Duration = Duration::from_secs(240);
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `(status code, body)` of an HTTP GET on localhost, or `None` if nothing answers yet.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    Some((code, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
+}
+
 fn org(dir: &Path, seed: u64, events: u64) -> GroundTruth {
     generate(&OrgSpec::new(seed, 2, 8, 30, events, Layout::S3), dir).unwrap()
 }
@@ -139,13 +154,20 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     let truth = org(&org_dir, 11, 12_000);
     let extra = extra(&truth);
     let mut stack = Stack::new("pipeline", 4, work.path());
-    stack.start("processor", "grantwatch-processor", &[]);
+    let port = free_port();
+    stack.start("processor", "grantwatch-processor", &[("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{port}"))]);
     stack.start("detector", "grantwatch-detector", &[]);
     feed(&mut stack, &org_dir, &extra, &[]);
     // A record that is not an event, straight onto the events topic.
     let events_topic = stack.cfg.topics.events.name.clone();
     stack.produce_raw(&events_topic, "garbage", b"\x00\x01 not an event");
     wait_all(&stack);
+    let (code, health) = http_get(port, "/health").unwrap();
+    assert_eq!(code, 200, "{health}");
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    let line = format!("grantwatch_records_in_total{{topic=\"{events_topic}\"}}");
+    assert!(metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")), "{metrics}");
+    assert!(metrics.contains("grantwatch_dead_letters_total 1"), "{metrics}");
     stack.stop("processor");
     stack.stop("detector");
 
@@ -191,6 +213,32 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     for u in pci.values().take(50) {
         validate("pci_update.v1.json", &serde_json::to_value(u).unwrap());
     }
+}
+
+#[test]
+fn health_says_when_the_broker_is_unreachable_and_sigterm_still_stops() {
+    let work = tempfile::tempdir().unwrap();
+    let mut stack = Stack::new("health", 1, work.path());
+    let port = free_port();
+    let env = [
+        ("GRANTWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1".to_string()), // nothing listens there
+        ("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{port}")),
+    ];
+    stack.start("processor", "grantwatch-processor", &env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((code, body)) = http_get(port, "/health") {
+            if body.contains("broker_unreachable") {
+                assert_eq!(code, 503);
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "health never reported the broker unreachable");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(metrics.contains("grantwatch_broker_up 0"), "{metrics}");
+    stack.stop("processor"); // asserts a clean exit
 }
 
 #[test]

@@ -166,8 +166,10 @@ pub struct IngestConfig {
     pub instance_id: String,
     /// Seconds between scans of watched directories and LookupEvents polls.
     pub poll_interval_secs: u64,
-    /// Records per Kafka transaction (a file is never split across transactions).
+    /// Records per Kafka transaction at most (a big file spans several, each with its checkpoint).
     pub batch_records: usize,
+    /// stdin: commit what is pending after this long even if the batch is not full.
+    pub flush_interval_ms: u64,
     pub http_listen: String,
     /// LookupEvents sources.
     pub lookup_events: Vec<LookupEventsSource>,
@@ -179,6 +181,7 @@ impl Default for IngestConfig {
             instance_id: "ingest-1".into(),
             poll_interval_secs: 10,
             batch_records: 50_000,
+            flush_interval_ms: 100,
             http_listen: "127.0.0.1:9464".into(),
             lookup_events: Vec::new(),
         }
@@ -348,6 +351,9 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.ingest.flush_interval_ms == 0 {
+            return Err(invalid("ingest.flush_interval_ms", "must be at least 1"));
         }
         if self.ingest.batch_records == 0 {
             return Err(invalid("ingest.batch_records", "must be at least 1"));

@@ -10,7 +10,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -103,6 +103,27 @@ impl ConsumerContext for ServiceContext {
     }
 }
 
+/// The producer's context: broker trouble reaches [`Health`] as soon as librdkafka notices it.
+pub struct ProducerHealth(Arc<Health>);
+
+impl ClientContext for ProducerHealth {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+                tracing::warn!(%reason, "broker unreachable; retrying");
+                self.0.broker_down(reason);
+            }
+            _ => tracing::warn!(error = %error, %reason, "kafka producer error"),
+        }
+    }
+}
+
+impl ProducerContext for ProducerHealth {
+    type DeliveryOpaque = ();
+    // Delivery failures surface in `commit_transaction`, which fails the whole transaction.
+    fn delivery(&self, _result: &DeliveryResult<'_>, _opaque: ()) {}
+}
+
 /// How a transaction ended.
 #[derive(Debug)]
 pub enum TxnOutcome {
@@ -113,7 +134,7 @@ pub enum TxnOutcome {
 
 /// A transactional producer.
 pub struct TxnProducer {
-    producer: BaseProducer<DefaultProducerContext>,
+    producer: BaseProducer<ProducerHealth>,
     health: Arc<Health>,
     timeout: Duration,
 }
@@ -136,15 +157,16 @@ impl TxnProducer {
             .set("transaction.timeout.ms", "60000")
             // An administrator's entitlements list ~20,000 action names (over 1 MB before compression).
             .set("message.max.bytes", "16000000");
-        let producer: BaseProducer<DefaultProducerContext> = cfg.create()?;
+        let producer: BaseProducer<ProducerHealth> = cfg.create_with_context(ProducerHealth(health.clone()))?;
         let mut backoff = Backoff::new();
         loop {
-            match producer.init_transactions(TXN_TIMEOUT) {
+            // Short, so a stop request is noticed while the broker is unreachable.
+            match producer.init_transactions(Duration::from_secs(5)) {
                 Ok(()) => break,
                 Err(e) if retriable(&e) => {
                     health.broker_down(&e.to_string());
                     tracing::warn!(error = %e, "init_transactions failed; retrying");
-                    backoff.sleep();
+                    backoff.sleep()?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -165,7 +187,7 @@ impl TxnProducer {
                 Ok(()) => break,
                 Err(e) if retriable(&e) => {
                     self.health.broker_down(&e.to_string());
-                    backoff.sleep();
+                    backoff.sleep()?;
                 }
                 Err(e) => return self.fail(e),
             }
@@ -201,7 +223,7 @@ impl TxnProducer {
                 Err(e) if retriable(&e) => {
                     self.health.broker_down(&e.to_string());
                     tracing::warn!(error = %e, "commit_transaction failed; retrying");
-                    backoff.sleep();
+                    backoff.sleep()?;
                 }
                 Err(e) => return self.fail(e),
             }
@@ -215,7 +237,7 @@ impl TxnProducer {
             loop {
                 match self.producer.abort_transaction(self.timeout) {
                     Ok(()) => return Ok(TxnOutcome::Aborted(e.to_string())),
-                    Err(a) if retriable(&a) => backoff.sleep(),
+                    Err(a) if retriable(&a) => backoff.sleep()?,
                     Err(a) => return Err(anyhow::anyhow!("abort after {e} failed: {a}")),
                 }
             }
@@ -252,9 +274,17 @@ impl Backoff {
     pub fn new() -> Self {
         Self { next: Duration::from_millis(100) }
     }
-    pub fn sleep(&mut self) {
-        std::thread::sleep(self.next);
+    /// Sleeps the next delay; fails with [`crate::Stopped`] if a stop is requested meanwhile.
+    pub fn sleep(&mut self) -> Result<(), crate::Stopped> {
+        let until = std::time::Instant::now() + self.next;
+        while std::time::Instant::now() < until {
+            if crate::stopping() {
+                return Err(crate::Stopped);
+            }
+            std::thread::sleep(Duration::from_millis(50).min(self.next));
+        }
         self.next = (self.next * 2).min(Duration::from_secs(5));
+        Ok(())
     }
 }
 

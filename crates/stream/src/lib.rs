@@ -11,15 +11,46 @@ pub mod metrics;
 pub mod runner;
 pub mod topics;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 /// A flag set by SIGTERM or SIGINT: services finish and commit in-flight work, then exit.
 pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    if let Some(stop) = STOP.get() {
+        return Ok(stop.clone());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    Ok(stop)
+    Ok(STOP.get_or_init(|| stop).clone())
+}
+
+/// Whether a stop was requested (retry loops give up waiting for the broker then).
+pub fn stopping() -> bool {
+    STOP.get().is_some_and(|s| s.load(Ordering::Relaxed))
+}
+
+/// Asked to stop while waiting for the broker: nothing uncommitted is lost (it is redone on restart),
+/// so services treat this as a clean exit.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while waiting for the Kafka broker")]
+pub struct Stopped;
+
+/// Exit status of a service: success for a clean stop, 1 otherwise.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Stopped>().is_some() => {
+            tracing::info!("{e}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
 
 /// Structured logs on stderr: `RUST_LOG` filters (default `info`), `GRANTWATCH_LOG_FORMAT=json` for

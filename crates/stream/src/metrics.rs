@@ -129,10 +129,11 @@ impl Health {
         let up = self.is_broker_up();
         let ready = self.ready.load(Ordering::Relaxed);
         let draining = self.draining.load(Ordering::Relaxed);
+        let had_problems = self.problems.load(Ordering::Relaxed) > 0;
         let status = match (draining, ready, up) {
             (true, _, _) => "draining",
+            (_, _, false) if had_problems => "broker_unreachable",
             (_, false, _) => "starting",
-            (_, true, false) => "broker_unreachable",
             _ => "ok",
         };
         let problem = self.last_problem.lock().ok().and_then(|p| p.clone());

@@ -301,7 +301,7 @@ impl<A: App> Runner<A> {
                 Err(e) => {
                     self.health.broker_down(&e.to_string());
                     tracing::warn!(error = %e, partition = p, "cannot read committed offsets; retrying");
-                    backoff.sleep();
+                    backoff.sleep()?;
                 }
             }
         };

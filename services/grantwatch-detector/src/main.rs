@@ -106,11 +106,5 @@ fn run() -> Result<()> {
 
 fn main() -> ExitCode {
     grantwatch_stream::init_tracing();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    grantwatch_stream::exit_code(run())
 }

@@ -257,30 +257,53 @@ impl Ingest {
         Ok(())
     }
 
+    /// JSON Lines from stdin; a transaction commits every `batch_records` records, or after
+    /// `flush_interval_ms` without a full batch, so a slow trickle still reaches Kafka promptly.
     fn ingest_stdin(&mut self, stop: &AtomicBool) -> Result<()> {
-        let stdin = std::io::stdin().lock();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8192);
+        std::thread::Builder::new().name("stdin".into()).spawn(move || {
+            let mut reader = std::io::BufReader::new(std::io::stdin().lock());
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if tx.send(Ok(line)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })?;
         let batch_records = self.cfg.ingest.batch_records;
+        let interval = Duration::from_millis(self.cfg.ingest.flush_interval_ms);
         let mut line_no = 0u64;
-        let mut line = Vec::new();
-        let mut reader = std::io::BufReader::new(stdin);
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                break;
+        let mut oldest_pending: Option<Instant> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let wait = oldest_pending.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            match rx.recv_timeout(wait) {
+                Ok(line) => {
+                    let line = line.context("reading stdin")?;
+                    line_no += 1;
+                    let raw = line.trim_ascii();
+                    if raw.is_empty() {
+                        continue;
+                    }
+                    self.metrics.input("stdin").inc();
+                    let n = line_no;
+                    self.record(raw, || DeadLetterSource::Stdin { line: n });
+                    oldest_pending.get_or_insert_with(Instant::now);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            line_no += 1;
-            let raw = line.trim_ascii();
-            if raw.is_empty() {
-                continue;
-            }
-            self.metrics.input("stdin").inc();
-            let n = line_no;
-            self.record(raw, || DeadLetterSource::Stdin { line: n });
-            if self.pending.records >= batch_records {
+            if self.pending.records >= batch_records || oldest_pending.is_some_and(|t| t.elapsed() >= interval) {
                 self.flush()?;
+                oldest_pending = None;
             }
         }
         self.flush()
@@ -410,12 +433,6 @@ mod tests {
 
 fn main() -> ExitCode {
     grantwatch_stream::init_tracing();
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    grantwatch_stream::exit_code(real_main())
 }
 

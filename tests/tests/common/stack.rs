@@ -143,7 +143,12 @@ impl Stack {
     }
 
     /// Runs `grantwatch-ingest run ARGS` to completion, feeding `stdin` if given.
-    pub(crate) fn ingest(&mut self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, String)]) -> std::process::ExitStatus {
+    pub(crate) fn ingest(
+        &mut self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, String)],
+    ) -> std::process::ExitStatus {
         let mut full = vec!["run"];
         full.extend_from_slice(args);
         let mut c = self.command("grantwatch-ingest", &full);
@@ -204,10 +209,8 @@ impl Stack {
 
     /// Produces raw records outside any transaction (to inject bad input).
     pub(crate) fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
-            .create()
-            .unwrap();
+        let p: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers).create().unwrap();
         p.send(BaseRecord::to(topic).key(key).payload(payload)).unwrap();
         p.flush(Duration::from_secs(30)).unwrap();
     }
@@ -256,7 +259,11 @@ impl Stack {
             if done {
                 return;
             }
-            assert!(Instant::now() < deadline, "group {group} did not consume {topics:?} in {timeout:?}; logs in {}", self.dir.path().display());
+            assert!(
+                Instant::now() < deadline,
+                "group {group} did not consume {topics:?} in {timeout:?}; logs in {}",
+                self.dir.path().display()
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
