@@ -1,1 +1,4 @@
-//! End-to-end tests live in `tests/`; this library is empty on purpose.
+//! Support for the end-to-end tests in `tests/` and the streaming benchmark (`src/bin`): [`stack`] runs
+//! the services as real processes against the project's real Kafka broker.
+
+pub mod stack;

@@ -2,14 +2,12 @@
 //! computes, route bad and late records, and survive `kill -9` and rebalances without a trace.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::stack::{Stack, assert_same_usage, embedded_usage};
 use grantwatch::analyze::{AnalyzeOptions, run};
+use grantwatch_e2e::stack::{Stack, assert_same_usage, embedded_usage};
 use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
 use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
 use rand::{Rng, SeedableRng};
@@ -155,7 +153,11 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     let extra = extra(&truth);
     let mut stack = Stack::new("pipeline", 4, work.path());
     let port = free_port();
-    stack.start("processor", "grantwatch-processor", &[("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{port}"))]);
+    stack.start(
+        "processor",
+        "grantwatch-processor",
+        &[("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{port}"))],
+    );
     stack.start("detector", "grantwatch-detector", &[]);
     feed(&mut stack, &org_dir, &extra, &[]);
     // A record that is not an event, straight onto the events topic.
@@ -192,9 +194,15 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
 
     // Dead letters name where the record came from.
     let dlq: Vec<DeadLetter> = stack.read_json(&stack.cfg.topics.dlq.name);
-    assert!(dlq.iter().any(|d| d.service == "grantwatch-ingest" && d.source == DeadLetterSource::Stdin { line: 4 }), "{dlq:?}");
+    assert!(
+        dlq.iter().any(|d| d.service == "grantwatch-ingest" && d.source == DeadLetterSource::Stdin { line: 4 }),
+        "{dlq:?}"
+    );
     for service in ["grantwatch-processor", "grantwatch-detector"] {
-        let d = dlq.iter().find(|d| d.service == service).unwrap_or_else(|| panic!("no dead letter from {service}: {dlq:?}"));
+        let d = dlq
+            .iter()
+            .find(|d| d.service == service)
+            .unwrap_or_else(|| panic!("no dead letter from {service}: {dlq:?}"));
         assert!(matches!(&d.source, DeadLetterSource::Kafka { topic, .. } if *topic == events_topic), "{d:?}");
         assert!(d.error.contains("not an event"), "{d:?}");
     }
@@ -204,7 +212,11 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
 
     // The late event went to the late topic (once per consumer that saw it late).
     let late: Vec<Event> = stack.read_json(&stack.cfg.topics.late.name);
-    assert!(late.iter().any(|e| e.uid == extra.late_id), "late topic: {:?}", late.iter().map(|e| &e.uid).collect::<Vec<_>>());
+    assert!(
+        late.iter().any(|e| e.uid == extra.late_id),
+        "late topic: {:?}",
+        late.iter().map(|e| &e.uid).collect::<Vec<_>>()
+    );
 
     // PCI updates: one per identity and closed window, computed with the entitlements.
     let pci = pci_updates(&stack);
@@ -227,11 +239,11 @@ fn health_says_when_the_broker_is_unreachable_and_sigterm_still_stops() {
     stack.start("processor", "grantwatch-processor", &env);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some((code, body)) = http_get(port, "/health") {
-            if body.contains("broker_unreachable") {
-                assert_eq!(code, 503);
-                break;
-            }
+        if let Some((code, body)) = http_get(port, "/health")
+            && body.contains("broker_unreachable")
+        {
+            assert_eq!(code, 503);
+            break;
         }
         assert!(std::time::Instant::now() < deadline, "health never reported the broker unreachable");
         std::thread::sleep(Duration::from_millis(200));
@@ -261,8 +273,14 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     // The same input while services are killed at random moments, with two processor instances.
     let chaos_dir = work.path().join("chaos");
     let mut chaos = Stack::new("chaos", 4, &chaos_dir);
-    let p1 = vec![("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p1".to_string()), ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p1").display().to_string())];
-    let p2 = vec![("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p2".to_string()), ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p2").display().to_string())];
+    let p1 = vec![
+        ("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p1".to_string()),
+        ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p1").display().to_string()),
+    ];
+    let p2 = vec![
+        ("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p2".to_string()),
+        ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p2").display().to_string()),
+    ];
     chaos.start("p1", "grantwatch-processor", &p1);
     chaos.start("detector", "grantwatch-detector", &[]);
     let iam = org_dir.join("iam");
@@ -282,11 +300,9 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
         if round == 2 {
             chaos.start("p2", "grantwatch-processor", &p2); // partitions move: state must follow
         }
-        if !ingest_done {
-            if let Some(status) = chaos.wait_exit("ingest", Duration::ZERO) {
-                assert!(status.success(), "ingest failed: {status}");
-                ingest_done = true;
-            }
+        if !ingest_done && let Some(status) = chaos.wait_exit("ingest", Duration::ZERO) {
+            assert!(status.success(), "ingest failed: {status}");
+            ingest_done = true;
         }
         let victims: Vec<&str> = if ingest_done { vec!["p1", "detector"] } else { vec!["p1", "detector", "ingest"] };
         let victim = victims[rng.random_range(0..victims.len())];

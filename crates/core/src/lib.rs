@@ -13,8 +13,8 @@
 //! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
 
 pub mod catalog;
-pub mod detect;
 pub mod cloudtrail;
+pub mod detect;
 pub mod findings;
 pub mod iam;
 pub mod pci;

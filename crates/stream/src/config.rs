@@ -173,6 +173,8 @@ pub struct IngestConfig {
     pub http_listen: String,
     /// LookupEvents sources.
     pub lookup_events: Vec<LookupEventsSource>,
+    /// How late CloudTrail may make an event visible to LookupEvents (each poll re-reads this much).
+    pub lookup_lag_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -184,6 +186,7 @@ impl Default for IngestConfig {
             flush_interval_ms: 100,
             http_listen: "127.0.0.1:9464".into(),
             lookup_events: Vec::new(),
+            lookup_lag_secs: 900,
         }
     }
 }
@@ -282,7 +285,10 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        let cfg: Config = fig.merge(Env::prefixed("GRANTWATCH_").ignore(&["log", "log_format"]).split("__")).extract().map_err(Box::new)?;
+        let cfg: Config = fig
+            .merge(Env::prefixed("GRANTWATCH_").ignore(&["log", "log_format"]).split("__"))
+            .extract()
+            .map_err(Box::new)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -376,6 +382,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn file_then_environment_and_validation_names_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gw.toml");

@@ -209,10 +209,10 @@ impl TxnProducer {
                 }
             }
         }
-        if let Some((tpl, group)) = offsets {
-            if let Err(e) = self.producer.send_offsets_to_transaction(tpl, group, self.timeout) {
-                return self.fail(e);
-            }
+        if let Some((tpl, group)) = offsets
+            && let Err(e) = self.producer.send_offsets_to_transaction(tpl, group, self.timeout)
+        {
+            return self.fail(e);
         }
         loop {
             match self.producer.commit_transaction(self.timeout) {
@@ -257,7 +257,11 @@ fn retriable(e: &KafkaError) -> bool {
     rd_error(e).is_some_and(|r| r.is_retriable())
         || matches!(
             e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::OperationTimedOut)
+            Some(
+                RDKafkaErrorCode::MessageTimedOut
+                    | RDKafkaErrorCode::RequestTimedOut
+                    | RDKafkaErrorCode::OperationTimedOut
+            )
         )
 }
 
@@ -294,6 +298,9 @@ impl Default for Backoff {
     }
 }
 
+/// Called with `(partition, offset, key, payload)` of each record read.
+pub type RecordVisitor<'a> = dyn FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> anyhow::Result<()> + 'a;
+
 /// Reads a whole topic partition set from its beginning to its current end with read_committed
 /// isolation, outside any consumer group (checkpoint topics, state rebuilds).
 pub fn read_to_end(
@@ -302,7 +309,7 @@ pub fn read_to_end(
     partitions: &[i32],
     from: Offset,
     until: Option<i64>,
-    visit: &mut dyn FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> anyhow::Result<()>,
+    visit: &mut RecordVisitor<'_>,
 ) -> anyhow::Result<()> {
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
@@ -347,10 +354,10 @@ pub fn read_to_end(
             None => {
                 // Transaction markers occupy offsets but are never delivered: the position tells.
                 for e in consumer.position()?.elements() {
-                    if let (Offset::Offset(pos), Some(&end)) = (e.offset(), ends.get(&e.partition())) {
-                        if pos >= end {
-                            ends.remove(&e.partition());
-                        }
+                    if let (Offset::Offset(pos), Some(&end)) = (e.offset(), ends.get(&e.partition()))
+                        && pos >= end
+                    {
+                        ends.remove(&e.partition());
                     }
                 }
             }

@@ -64,12 +64,24 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("records_in", "Records consumed (or read from sources), by topic", m.records_in.clone());
-        r.register("records_out", "Records produced, by kind (event, alert, pci, finding, late, dlq, ...)", m.records_out.clone());
+        r.register(
+            "records_out",
+            "Records produced, by kind (event, alert, pci, finding, late, dlq, ...)",
+            m.records_out.clone(),
+        );
         r.register("dead_letters", "Records sent to the dead-letter topic", m.dead_letters.clone());
-        r.register("late_events", "Events later than the watermark (copied to the late topic, still counted)", m.late_events.clone());
+        r.register(
+            "late_events",
+            "Events later than the watermark (copied to the late topic, still counted)",
+            m.late_events.clone(),
+        );
         r.register("commits", "Kafka transactions committed", m.commits.clone());
         r.register("commit_failures", "Kafka transactions aborted or retried", m.commit_failures.clone());
-        r.register("consumer_lag", "Records between the committed position and the end of the partition", m.consumer_lag.clone());
+        r.register(
+            "consumer_lag",
+            "Records between the committed position and the end of the partition",
+            m.consumer_lag.clone(),
+        );
         r.register("state_bytes", "RocksDB state on disk (live SST files), all partitions", m.state_bytes.clone());
         r.register("events_per_second", "Input records per second over the last interval", m.events_per_second.clone());
         r.register("broker_up", "1 when the Kafka broker answered recently", m.broker_up.clone());

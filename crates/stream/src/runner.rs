@@ -178,29 +178,16 @@ impl<A: App> Runner<A> {
                     task.dirty = true;
                     match decoded {
                         Ok(value) => {
-                            let t = self.app.event_time(&value).map(EventTime::millis);
-                            let wm_before = task.watermark(bound);
-                            if let (Some(t), Some(wm)) = (t, wm_before) {
-                                if t < wm {
-                                    self.metrics.late_events.inc();
-                                    task.emits.push(Emit {
-                                        topic: self.cfg.late_topic.clone(),
-                                        key: m.key().map(<[u8]>::to_vec),
-                                        payload: m.payload().unwrap_or_default().to_vec(),
-                                        kind: "late",
-                                    });
-                                }
-                            }
                             let mut outs = Vec::new();
-                            task.stage.process(&value, &mut Cx { state: &task.store, out: &mut outs })?;
-                            if let Some(t) = t {
-                                task.max_time = Some(task.max_time.map_or(t, |m| m.max(t)));
-                            }
-                            let wm_after = task.watermark(bound);
-                            if wm_after > wm_before {
-                                if let Some(wm) = wm_after {
-                                    task.stage.on_watermark(EventTime(wm), &mut Cx { state: &task.store, out: &mut outs })?;
-                                }
+                            let late = apply(&self.app, task, bound, &value, &mut outs)?;
+                            if late {
+                                self.metrics.late_events.inc();
+                                task.emits.push(Emit {
+                                    topic: self.cfg.late_topic.clone(),
+                                    key: m.key().map(<[u8]>::to_vec),
+                                    payload: m.payload().unwrap_or_default().to_vec(),
+                                    kind: "late",
+                                });
                             }
                             for o in outs {
                                 self.app.encode(o, &mut task.emits);
@@ -259,10 +246,8 @@ impl<A: App> Runner<A> {
             bytes += task.store.disk_bytes();
             for (i, topic) in self.inputs.iter().enumerate() {
                 if let Some(end) = ends.get(&(topic.clone(), task.partition)) {
-                    let label = crate::metrics::PartitionLabel {
-                        topic: topic.clone(),
-                        partition: task.partition.to_string(),
-                    };
+                    let label =
+                        crate::metrics::PartitionLabel { topic: topic.clone(), partition: task.partition.to_string() };
                     self.metrics.consumer_lag.get_or_create(&label).set((end - task.next[i].unwrap_or(0)).max(0));
                 }
             }
@@ -360,12 +345,12 @@ impl<A: App> Runner<A> {
         // Inputs without event time (entitlements: tables) before events (streams), so replayed
         // events meet the entitlements they met the first time as nearly as possible.
         for (i, topic) in self.inputs.iter().enumerate().rev() {
-            if let Some(c) = committed[i] {
-                if local[i].is_none_or(|l| l < c) {
-                    let from = local[i].unwrap_or(0);
-                    tracing::info!(partition = p, %topic, from, until = c, "catching up state from the input topic");
-                    self.catch_up(&mut task, i, from, c)?;
-                }
+            if let Some(c) = committed[i]
+                && local[i].is_none_or(|l| l < c)
+            {
+                let from = local[i].unwrap_or(0);
+                tracing::info!(partition = p, %topic, from, until = c, "catching up state from the input topic");
+                self.catch_up(&mut task, i, from, c)?;
             }
         }
         tracing::info!(partition = p, next = ?task.next, "task open");
@@ -380,27 +365,25 @@ impl<A: App> Runner<A> {
         let topic = self.inputs[input].clone();
         let mut outs = Vec::new();
         let mut applied = 0u64;
-        read_to_end(&self.cfg.kafka, &topic, &[task.partition], Offset::Offset(from), Some(until), &mut |_, offset, key, payload| {
-            task.next[input] = Some(offset + 1);
-            if let Ok(value) = self.app.decode(input, key, payload.unwrap_or_default()) {
-                let t = self.app.event_time(&value).map(EventTime::millis);
-                let wm_before = task.watermark(bound);
-                task.stage.process(&value, &mut Cx { state: &task.store, out: &mut outs })?;
-                if let Some(t) = t {
-                    task.max_time = Some(task.max_time.map_or(t, |m| m.max(t)));
+        read_to_end(
+            &self.cfg.kafka,
+            &topic,
+            &[task.partition],
+            Offset::Offset(from),
+            Some(until),
+            &mut |_, offset, key, payload| {
+                task.next[input] = Some(offset + 1);
+                if let Ok(value) = self.app.decode(input, key, payload.unwrap_or_default()) {
+                    apply(&self.app, task, bound, &value, &mut outs)?;
+                    outs.clear();
                 }
-                let wm_after = task.watermark(bound);
-                if let (true, Some(wm)) = (wm_after > wm_before, wm_after) {
-                    task.stage.on_watermark(EventTime(wm), &mut Cx { state: &task.store, out: &mut outs })?;
+                applied += 1;
+                if task.stage.pending() > self.cfg.max_pending {
+                    self.write_task_state(task, None)?;
                 }
-                outs.clear();
-            }
-            applied += 1;
-            if task.stage.pending() > self.cfg.max_pending {
-                self.write_task_state(task, None)?;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         task.next[input] = Some(until);
         self.write_task_state(task, None)?;
         tracing::info!(partition = task.partition, %topic, applied, "caught up");
@@ -505,6 +488,32 @@ impl<A: App> Runner<A> {
         }
         Ok(())
     }
+}
+
+/// Offers one decoded input to a task's stage, advancing its watermark (and letting the stage close
+/// what the new watermark closes). Returns whether the input was late: older than the watermark
+/// before it arrived. Late inputs are still processed: they count in usage.
+fn apply<A: App>(
+    app: &A,
+    task: &mut Task<A::Stage>,
+    bound: i64,
+    value: &In<A>,
+    outs: &mut Vec<Out<A>>,
+) -> Result<bool> {
+    let t = app.event_time(value).map(EventTime::millis);
+    let wm_before = task.watermark(bound);
+    let late = matches!((t, wm_before), (Some(t), Some(wm)) if t < wm);
+    task.stage.process(value, &mut Cx { state: &task.store, out: outs })?;
+    if let Some(t) = t {
+        task.max_time = Some(task.max_time.map_or(t, |m| m.max(t)));
+    }
+    let wm_after = task.watermark(bound);
+    if let Some(wm) = wm_after
+        && wm_after > wm_before
+    {
+        task.stage.on_watermark(EventTime(wm), &mut Cx { state: &task.store, out: outs })?;
+    }
+    Ok(late)
 }
 
 /// Framing of an outbox: per record, kind index, topic, key (or none), payload, length-prefixed.

@@ -152,7 +152,9 @@ impl Ingest {
             // Nothing else writes with this transactional id, so an abort means the broker lost the
             // transaction (e.g. it timed out while unreachable). The checkpoints in memory are ahead of
             // what was committed: start over from the committed ones (crash-only).
-            TxnOutcome::Aborted(why) => anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit"),
+            TxnOutcome::Aborted(why) => {
+                anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit")
+            }
         }
     }
 
@@ -357,6 +359,7 @@ fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
     tracing::info!(checkpoints = checkpoints.len(), "resuming from committed checkpoints");
     let poll = Duration::from_secs(cfg.ingest.poll_interval_secs);
     let lookup_sources = cfg.ingest.lookup_events.clone();
+    let lookup_lag = cfg.ingest.lookup_lag_secs;
     let mut ingest = Ingest {
         cfg,
         producer,
@@ -373,7 +376,7 @@ fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
     let mut lookups = Vec::new();
     if args.lookup_events {
         for s in &lookup_sources {
-            lookups.push(runtime.block_on(lookup::LookupSource::new(s.clone())));
+            lookups.push(runtime.block_on(lookup::LookupSource::new(s.clone(), lookup_lag)));
         }
     }
     while !stop.load(Ordering::Relaxed) {
@@ -415,6 +418,11 @@ fn real_main() -> Result<()> {
     }
 }
 
+fn main() -> ExitCode {
+    grantwatch_stream::init_tracing();
+    grantwatch_stream::exit_code(real_main())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,16 +431,12 @@ mod tests {
     fn files_order_by_their_delivery_time() {
         let t = |p: &str| delivery_time(std::path::Path::new(p));
         assert_eq!(
-            t("AWSLogs/1/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_ab12.json.gz"),
+            t(
+                "AWSLogs/1/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_ab12.json.gz"
+            ),
             Some("20240102T0005Z".to_string())
         );
         assert_eq!(t("events.jsonl"), None);
         assert_eq!(t("a_2024010T0005Z_b.json"), None);
     }
 }
-
-fn main() -> ExitCode {
-    grantwatch_stream::init_tracing();
-    grantwatch_stream::exit_code(real_main())
-}
-

@@ -52,7 +52,9 @@ impl App for ProcessorApp {
 
     fn decode(&self, input: usize, _key: Option<&[u8]>, payload: &[u8]) -> Result<ProcessorInput, String> {
         if input == 0 {
-            serde_json::from_slice(payload).map(|e| ProcessorInput::Event(Box::new(e))).map_err(|e| format!("not an event: {e}"))
+            serde_json::from_slice(payload)
+                .map(|e| ProcessorInput::Event(Box::new(e)))
+                .map_err(|e| format!("not an event: {e}"))
         } else {
             serde_json::from_slice(payload)
                 .map(|r| ProcessorInput::Entitlements(Box::new(r)))

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-pub(crate) mod stack;
-
 /// Every `.gz` file below `root`.
 pub(crate) fn gz_files(root: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(root).unwrap() {

@@ -1,5 +1,6 @@
 //! A real Kafka broker (started by `scripts/kafka`, the project's own script) and the three services
 //! as real processes, on topics of their own: each test gets a fresh topic prefix.
+#![allow(clippy::unwrap_used)] // test support: a panic is a failed test
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,7 +27,7 @@ static BUILD: Once = Once::new();
 
 /// Starts the single-node KRaft broker if it is not running (idempotent; fetches Kafka from Maven
 /// Central on first use) and returns its bootstrap address.
-pub(crate) fn broker() -> String {
+pub fn broker() -> String {
     BROKER.call_once(|| {
         let status = Command::new(repo().join("scripts/kafka")).arg("start").status().unwrap();
         assert!(status.success(), "scripts/kafka start failed");
@@ -35,8 +36,12 @@ pub(crate) fn broker() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// The service binaries, built (or found up to date) with the cargo running these tests.
-pub(crate) fn service_bin(name: &str) -> PathBuf {
+/// The service binaries: from `GRANTWATCH_BIN_DIR` if set (benchmarks point it at release builds),
+/// else built (or found up to date) with the cargo running these tests.
+pub fn service_bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("GRANTWATCH_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
@@ -51,7 +56,7 @@ pub(crate) fn service_bin(name: &str) -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join(name)
 }
 
-pub(crate) struct Stack {
+pub struct Stack {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub cfg: Config,
@@ -62,7 +67,7 @@ pub(crate) struct Stack {
 impl Stack {
     /// A fresh set of topics (`partitions` for events and entitlements), consumer groups of its own,
     /// services keeping their state under `state_root`, and a config naming them all.
-    pub(crate) fn new(name: &str, partitions: i32, state_root: &Path) -> Stack {
+    pub fn new(name: &str, partitions: i32, state_root: &Path) -> Stack {
         let bootstrap = broker();
         service_bin("grantwatch-ingest");
         let dir = tempfile::Builder::new().prefix(&format!("gw-{name}-")).tempdir().unwrap();
@@ -99,12 +104,12 @@ impl Stack {
         stack
     }
 
-    pub(crate) fn path(&self, rel: &str) -> PathBuf {
+    pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
     /// A command for a service with this stack's config, logging to a file of its own.
-    pub(crate) fn command(&mut self, bin: &str, args: &[&str]) -> Command {
+    pub fn command(&mut self, bin: &str, args: &[&str]) -> Command {
         self.spawned += 1;
         let log = std::fs::File::create(self.path(&format!("{bin}-{}.log", self.spawned))).unwrap();
         let mut c = Command::new(service_bin(bin));
@@ -114,7 +119,7 @@ impl Stack {
     }
 
     /// Starts a long-running service; `env` overrides its configuration.
-    pub(crate) fn start(&mut self, label: &str, bin: &str, env: &[(&str, String)]) {
+    pub fn start(&mut self, label: &str, bin: &str, env: &[(&str, String)]) {
         let mut c = self.command(bin, &[]);
         for (k, v) in env {
             c.env(k, v);
@@ -123,7 +128,7 @@ impl Stack {
         self.children.push((label.to_string(), child));
     }
 
-    pub(crate) fn kill(&mut self, label: &str) {
+    pub fn kill(&mut self, label: &str) {
         if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
             let (_, mut child) = self.children.remove(i);
             let _ = child.kill(); // SIGKILL
@@ -132,7 +137,7 @@ impl Stack {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub(crate) fn stop(&mut self, label: &str) {
+    pub fn stop(&mut self, label: &str) {
         if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
             let (_, mut child) = self.children.remove(i);
             let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
@@ -143,12 +148,7 @@ impl Stack {
     }
 
     /// Runs `grantwatch-ingest run ARGS` to completion, feeding `stdin` if given.
-    pub(crate) fn ingest(
-        &mut self,
-        args: &[&str],
-        stdin: Option<&[u8]>,
-        env: &[(&str, String)],
-    ) -> std::process::ExitStatus {
+    pub fn ingest(&mut self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, String)]) -> std::process::ExitStatus {
         let mut full = vec!["run"];
         full.extend_from_slice(args);
         let mut c = self.command("grantwatch-ingest", &full);
@@ -163,7 +163,7 @@ impl Stack {
         child.wait().unwrap()
     }
 
-    pub(crate) fn spawn_ingest(&mut self, label: &str, args: &[&str], env: &[(&str, String)]) {
+    pub fn spawn_ingest(&mut self, label: &str, args: &[&str], env: &[(&str, String)]) {
         let mut full = vec!["run"];
         full.extend_from_slice(args);
         let mut c = self.command("grantwatch-ingest", &full);
@@ -175,7 +175,7 @@ impl Stack {
     }
 
     /// Waits for a spawned child to exit on its own; `None` if it is still running after `timeout`.
-    pub(crate) fn wait_exit(&mut self, label: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub fn wait_exit(&mut self, label: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         let i = self.children.iter().position(|(l, _)| l == label)?;
         loop {
@@ -191,7 +191,7 @@ impl Stack {
     }
 
     /// Every committed record of `topic`: `(partition, offset, key, payload)`.
-    pub(crate) fn read(&self, topic: &str) -> Vec<(i32, i64, Option<String>, Vec<u8>)> {
+    pub fn read(&self, topic: &str) -> Vec<(i32, i64, Option<String>, Vec<u8>)> {
         let spec = self.cfg.topics.all().into_iter().find(|t| t.name == topic).unwrap().clone();
         let parts: Vec<i32> = (0..spec.partitions).collect();
         let mut out = Vec::new();
@@ -203,12 +203,12 @@ impl Stack {
         out
     }
 
-    pub(crate) fn read_json<T: serde::de::DeserializeOwned>(&self, topic: &str) -> Vec<T> {
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, topic: &str) -> Vec<T> {
         self.read(topic).into_iter().map(|(_, _, _, v)| serde_json::from_slice(&v).unwrap()).collect()
     }
 
     /// Produces raw records outside any transaction (to inject bad input).
-    pub(crate) fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
+    pub fn produce_raw(&self, topic: &str, key: &str, payload: &[u8]) {
         let p: BaseProducer =
             ClientConfig::new().set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers).create().unwrap();
         p.send(BaseRecord::to(topic).key(key).payload(payload)).unwrap();
@@ -225,7 +225,7 @@ impl Stack {
     }
 
     /// Offsets the group `group` committed on `topic`.
-    pub(crate) fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
             .set("group.id", group)
@@ -246,7 +246,7 @@ impl Stack {
     }
 
     /// Waits until `group` has committed past every data record of `topics`.
-    pub(crate) fn wait_consumed(&self, group: &str, topics: &[&str], timeout: Duration) {
+    pub fn wait_consumed(&self, group: &str, topics: &[&str], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let parts = self.cfg.topics.events.partitions;
         let want: Vec<(String, BTreeMap<i32, i64>)> =
@@ -270,7 +270,7 @@ impl Stack {
 
     /// The processor's usage state, per identity, read from the partition directories of `state_dirs`
     /// (several instances: for each partition, the copy whose offset equals the group's commit).
-    pub(crate) fn processor_usage(&self, state_dirs: &[PathBuf]) -> BTreeMap<String, IdentityUsage> {
+    pub fn processor_usage(&self, state_dirs: &[PathBuf]) -> BTreeMap<String, IdentityUsage> {
         let events = &self.cfg.topics.events;
         let committed = self.committed(&self.cfg.processor.group_id, &events.name, events.partitions);
         let mut key = b"rt:offset\0".to_vec();
@@ -302,7 +302,7 @@ impl Stack {
 }
 
 /// Usage per identity in an embedded (`grantwatch analyze`) state directory.
-pub(crate) fn embedded_usage(state: &Path) -> BTreeMap<String, IdentityUsage> {
+pub fn embedded_usage(state: &Path) -> BTreeMap<String, IdentityUsage> {
     let store = RocksStore::open(state).unwrap();
     identities_in_logs(&store)
         .unwrap()
@@ -315,7 +315,7 @@ pub(crate) fn embedded_usage(state: &Path) -> BTreeMap<String, IdentityUsage> {
 }
 
 /// Asserts two usage maps are equal, naming the first identity that differs.
-pub(crate) fn assert_same_usage(a: &BTreeMap<String, IdentityUsage>, b: &BTreeMap<String, IdentityUsage>, what: &str) {
+pub fn assert_same_usage(a: &BTreeMap<String, IdentityUsage>, b: &BTreeMap<String, IdentityUsage>, what: &str) {
     let ka: Vec<&String> = a.keys().collect();
     let kb: Vec<&String> = b.keys().collect();
     assert_eq!(ka, kb, "{what}: different identities");
