@@ -261,9 +261,13 @@ impl Stage for ProcessorStage {
             ProcessorInput::Entitlements(r) => {
                 let meta = IdentityMeta { kind: r.kind, account: r.account.clone(), name: r.name.clone() };
                 self.entitlements.insert(r.arn.clone(), (**r).clone());
-                // Entitlements changed: the identity must be re-scored even if already marked.
-                self.dirty.remove(&r.arn);
-                self.mark_dirty(&r.arn, meta);
+                // A group acts only through its members, who may live in other partitions: its usage
+                // (their union) is computed by `analyze`, not here, so it gets no PCI update.
+                if r.kind != IdentityKind::Group {
+                    // Entitlements changed: the identity must be re-scored even if already marked.
+                    self.dirty.remove(&r.arn);
+                    self.mark_dirty(&r.arn, meta);
+                }
             }
         }
         Ok(())
@@ -331,5 +335,129 @@ impl Stage for ProcessorStage {
 
     fn pending(&self) -> usize {
         self.usage.pending() + self.entitlements.len() + self.flags.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grantwatch_state::{MemStore, StateStore};
+    use grantwatch_types::{ActionMapping, Actor, Api, Cloud, Status};
+
+    const ARN: &str = "arn:aws:iam::111122223333:user/alice";
+    const DAY: i64 = 24 * 3600 * 1000;
+
+    fn event(uid: &str, ms: i64, action: &str) -> ProcessorInput {
+        ProcessorInput::Event(Box::new(Event {
+            uid: uid.into(),
+            time: EventTime(ms),
+            cloud: Cloud::Aws,
+            account_uid: "111122223333".into(),
+            region: "us-east-1".into(),
+            actor: Actor {
+                uid: ARN.into(),
+                kind: IdentityKind::User,
+                name: Some("alice".into()),
+                account_uid: Some("111122223333".into()),
+                session_name: None,
+                principal_id: None,
+                access_key_id: None,
+                invoked_by: None,
+                mfa_authenticated: None,
+            },
+            api: Api { service: "s3.amazonaws.com".into(), operation: "GetObject".into() },
+            actions: vec![action.into()],
+            mapping: ActionMapping::Direct,
+            resources: vec![],
+            status: Status::Success,
+            status_code: None,
+            src_ip: None,
+            user_agent: None,
+            read_only: Some(true),
+        }))
+    }
+
+    fn entitlements(granted: &[&str]) -> ProcessorInput {
+        let names: Vec<String> = granted.iter().map(|s| s.to_string()).collect();
+        ProcessorInput::Entitlements(Box::new(EntitlementRecord {
+            arn: ARN.into(),
+            account: "111122223333".into(),
+            kind: IdentityKind::User,
+            name: "alice".into(),
+            granted: names.clone(),
+            conditional: vec![],
+            unscoped: names,
+            groups: vec![],
+            access_keys: vec![],
+        }))
+    }
+
+    /// Offers inputs with the watermark at each event's time (no out-of-orderness), as the runner does.
+    fn feed(stage: &mut ProcessorStage, store: &MemStore, inputs: Vec<ProcessorInput>) -> Vec<ProcessorOutput> {
+        let mut out = Vec::new();
+        for i in inputs {
+            let t = match &i {
+                ProcessorInput::Event(e) => Some(e.time),
+                ProcessorInput::Entitlements(_) => None,
+            };
+            stage.process(&i, &mut Cx { state: store, out: &mut out }).unwrap();
+            if let Some(t) = t {
+                stage.on_watermark(t, &mut Cx { state: store, out: &mut out }).unwrap();
+            }
+        }
+        out
+    }
+
+    fn pci(out: &[ProcessorOutput]) -> Vec<&PciUpdate> {
+        out.iter()
+            .filter_map(|o| match o {
+                ProcessorOutput::Pci(u) => Some(&**u),
+                ProcessorOutput::Finding(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn windows_close_on_event_time_and_state_survives_a_restart() {
+        let catalog = Arc::new(Catalog::aws().unwrap());
+        let store = MemStore::new();
+        let open = |store: &MemStore| ProcessorStage::open(catalog.clone(), ProcessorConfig::default(), store).unwrap();
+        let mut stage = open(&store);
+        let granted: Vec<&str> = vec!["s3:GetObject", "s3:PutObject", "iam:CreateUser", "ec2:RunInstances"];
+        let day0 = 19_800 * DAY;
+        let out = feed(
+            &mut stage,
+            &store,
+            vec![
+                entitlements(&granted),
+                event("a", day0 + 1000, "s3:GetObject"),
+                event("b", day0 + 2000, "s3:GetObject"),
+                event("c", day0 + DAY / 2, "s3:PutObject"),
+            ],
+        );
+        assert!(pci(&out).is_empty(), "no window has closed yet");
+
+        // The first event of the next day closes day 0: one update, as of midnight, with day 0's usage.
+        let out = feed(&mut stage, &store, vec![event("d", day0 + DAY + 5, "iam:CreateUser")]);
+        let updates = pci(&out);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].as_of, EventTime(day0 + DAY));
+        assert_eq!((updates[0].granted, updates[0].used), (4, 2), "d is after the window's end");
+        assert!(updates[0].entitlements_known);
+        assert_eq!(updates[0].events_in_lookback, 4, "counters are per day; day 1 has begun");
+
+        // Snapshot, write, and restart: the next close still knows the identity is dirty and the usage.
+        let mut batch = WriteBatch::new();
+        stage.snapshot(&mut batch).unwrap();
+        store.write(batch).unwrap();
+        let mut restarted = open(&store);
+        let out = feed(&mut restarted, &store, vec![event("d", day0 + DAY + 5, "iam:CreateUser")]);
+        assert!(pci(&out).is_empty(), "a duplicate closes nothing");
+        let out = feed(&mut restarted, &store, vec![event("e", day0 + 2 * DAY + 1, "s3:GetObject")]);
+        let updates = pci(&out);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].as_of, EventTime(day0 + 2 * DAY));
+        assert_eq!(updates[0].used, 3, "GetObject, PutObject, CreateUser");
+        assert_eq!(updates[0].events_in_lookback, 5, "d counted once");
     }
 }
