@@ -61,18 +61,34 @@ pub fn is_super_identity(catalog: &Catalog, unconditional_unscoped: &ActionSet, 
     SELF_ESCALATION_ACTIONS.iter().filter_map(|a| catalog.lookup(a)).any(|id| unconditional_unscoped.contains(id))
 }
 
-/// Computes the finding of one identity.
-pub fn identity_finding(
+/// The numbers of an identity's finding, without the name lists: what a PCI update needs, cheaply.
+#[derive(Debug, Clone)]
+pub struct IdentityScore {
+    /// Granted actions used in the lookback.
+    pub used: ActionSet,
+    /// Actions used in the lookback that the grants do not include (catalog spelling), sorted.
+    pub used_not_granted: Vec<String>,
+    pub pci: grantwatch_types::Pci,
+    /// Any activity in the lookback.
+    pub active: bool,
+    pub events: u64,
+    pub active_days: u32,
+    pub status: Vec<StatusFlag>,
+    pub unused_high_risk: usize,
+}
+
+/// Scores one identity: used vs granted in the lookback, PCI, status flags.
+pub fn identity_score(
     catalog: &Catalog,
     cfg: &FindingsConfig,
     grants: &IdentityGrants,
     usage: &IdentityUsage,
-) -> IdentityFinding {
+) -> IdentityScore {
     let start = cfg.window_start();
     let in_window =
         |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
     let mut used = catalog.empty_set();
-    let mut used_names_not_granted = Vec::new();
+    let mut used_not_granted = Vec::new();
     for (name, span) in &usage.actions {
         if !in_window(span) {
             continue;
@@ -82,10 +98,10 @@ pub fn identity_finding(
             // A group's usage is its members' usage: what they use beyond the group's grants comes
             // from their own policies and says nothing about the group.
             _ if grants.kind == IdentityKind::Group => {}
-            _ => used_names_not_granted.push(name.clone()),
+            _ => used_not_granted.push(name.clone()),
         }
     }
-    used_names_not_granted.sort_by_key(|n| n.to_ascii_lowercase());
+    used_not_granted.sort_by_key(|n| n.to_ascii_lowercase());
     let mut unused = grants.granted.clone();
     unused.difference_with(&used);
 
@@ -119,6 +135,25 @@ pub fn identity_finding(
     if grants.kind == IdentityKind::Root || is_super_identity(catalog, &solid, cfg.super_identity_share) {
         status.push(StatusFlag::SuperIdentity);
     }
+    let unused_high_risk = unused.iter().filter(|&id| catalog.is_high_risk(id)).count();
+    IdentityScore { used, used_not_granted, pci, active, events, active_days, status, unused_high_risk }
+}
+
+/// Computes the finding of one identity.
+pub fn identity_finding(
+    catalog: &Catalog,
+    cfg: &FindingsConfig,
+    grants: &IdentityGrants,
+    usage: &IdentityUsage,
+) -> IdentityFinding {
+    let start = cfg.window_start();
+    let in_window =
+        |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
+    let IdentityScore { used, used_not_granted: used_names_not_granted, pci, active, events, active_days, status, unused_high_risk } =
+        identity_score(catalog, cfg, grants, usage);
+    let mut unused = grants.granted.clone();
+    unused.difference_with(&used);
+    let granted_n = grants.granted.len();
 
     let unused_access_keys: Vec<UnusedAccessKey> = grants
         .access_keys
@@ -135,7 +170,6 @@ pub fn identity_finding(
         })
         .collect();
 
-    let unused_high_risk = unused.iter().filter(|&id| catalog.is_high_risk(id)).count();
     let mut sessions: Vec<String> =
         usage.sessions.iter().filter(|(_, s)| in_window(s)).map(|(n, _)| n.clone()).collect();
     sessions.sort();

@@ -18,7 +18,7 @@ use grantwatch_types::{
 use rustc_hash::FxHashMap;
 
 use crate::catalog::Catalog;
-use crate::findings::{FindingsConfig, identity_finding};
+use crate::findings::{FindingsConfig, identity_finding, identity_score};
 use crate::policy::IdentityGrants;
 use crate::stage::{Cx, Stage, StageError};
 use crate::usage::{IdentityMeta, IdentityUsage, Observed, UsageStage};
@@ -56,6 +56,8 @@ const DIRTY: &[u8] = b"dirty\0";
 const ENTITLEMENTS: &[u8] = b"ent\0";
 const FLAGS: &[u8] = b"flags\0";
 const LAST_CLOSE: &[u8] = b"last-close";
+/// Entries of the parsed-entitlements cache before it is emptied (~8 KB each).
+const GRANTS_CACHE_MAX: usize = 2_000;
 
 fn key(prefix: &[u8], arn: &str) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -73,6 +75,9 @@ pub struct ProcessorStage {
     /// Identities closed since the last snapshot (their dirty marks are deleted with it).
     cleaned: Vec<String>,
     entitlements: FxHashMap<String, EntitlementRecord>,
+    /// Evaluated entitlements by identity: parsing a record (an administrator's lists 20,000 actions)
+    /// costs far more than scoring, so each is parsed once. Bounded by [`GRANTS_CACHE_MAX`].
+    grants: FxHashMap<String, Arc<IdentityGrants>>,
     flags: FxHashMap<String, Vec<StatusFlag>>,
     last_close: Option<i64>,
     last_close_dirty: bool,
@@ -99,6 +104,7 @@ impl ProcessorStage {
             dirty,
             cleaned: Vec::new(),
             entitlements: FxHashMap::default(),
+            grants: FxHashMap::default(),
             flags: FxHashMap::default(),
             last_close,
             last_close_dirty: false,
@@ -111,11 +117,22 @@ impl ProcessorStage {
         }
     }
 
-    fn load_entitlements(&self, arn: &str, state: &dyn StateRead) -> Result<Option<EntitlementRecord>, StageError> {
-        if let Some(r) = self.entitlements.get(arn) {
-            return Ok(Some(r.clone()));
+    /// The identity's evaluated entitlements, if a record was ever seen.
+    fn load_grants(&mut self, arn: &str, state: &dyn StateRead) -> Result<Option<Arc<IdentityGrants>>, StageError> {
+        if let Some(g) = self.grants.get(arn) {
+            return Ok(Some(g.clone()));
         }
-        Ok(state.get(Table::Meta, &key(ENTITLEMENTS, arn))?.and_then(|v| serde_json::from_slice(&v).ok()))
+        let record: Option<EntitlementRecord> = match self.entitlements.get(arn) {
+            Some(r) => Some(r.clone()),
+            None => state.get(Table::Meta, &key(ENTITLEMENTS, arn))?.and_then(|v| serde_json::from_slice(&v).ok()),
+        };
+        let Some(record) = record else { return Ok(None) };
+        let grants = Arc::new(IdentityGrants::from_record(&self.catalog, &record));
+        if self.grants.len() >= GRANTS_CACHE_MAX {
+            self.grants.clear();
+        }
+        self.grants.insert(arn.to_string(), grants.clone());
+        Ok(Some(grants))
     }
 
     fn load_flags(&self, arn: &str, state: &dyn StateRead) -> Result<Vec<StatusFlag>, StageError> {
@@ -133,16 +150,16 @@ impl ProcessorStage {
         as_of: EventTime,
         cx: &mut Cx<'_, ProcessorOutput>,
     ) -> Result<(), StageError> {
-        let record = self.load_entitlements(arn, cx.state)?;
-        let grants = match &record {
-            Some(r) => IdentityGrants::from_record(&self.catalog, r),
+        let known = self.load_grants(arn, cx.state)?;
+        let grants = match &known {
+            Some(g) => g.clone(),
             None => {
                 let mut g = IdentityGrants::unknown(&self.catalog, arn, &meta.account, meta.kind, &meta.name);
                 if meta.kind == IdentityKind::Root {
                     g.granted = self.catalog.full_set();
                     g.unscoped = self.catalog.full_set();
                 }
-                g
+                Arc::new(g)
             }
         };
         let mut usage = IdentityUsage::load(cx.state, arn, false)?;
@@ -153,30 +170,34 @@ impl ProcessorStage {
             over_provisioned_ratio: self.cfg.over_provisioned_ratio,
             ..FindingsConfig::new(as_of)
         };
-        let f = identity_finding(&self.catalog, &cfg, &grants, &usage);
+        let score = identity_score(&self.catalog, &cfg, &grants, &usage);
         let before = self.load_flags(arn, cx.state)?;
-        for flag in f.status.iter().filter(|s| !before.contains(s)) {
-            if let Some(finding) = flag_finding(*flag, &f, as_of, self.cfg.lookback_days) {
-                cx.out.push(ProcessorOutput::Finding(Box::new(finding)));
+        if score.status.iter().any(|s| !before.contains(s) && *s != StatusFlag::Inactive) {
+            // Rare (a flag is raised): only then are the full finding's name lists worth building.
+            let f = identity_finding(&self.catalog, &cfg, &grants, &usage);
+            for flag in f.status.iter().filter(|s| !before.contains(s)) {
+                if let Some(finding) = flag_finding(*flag, &f, as_of, self.cfg.lookback_days) {
+                    cx.out.push(ProcessorOutput::Finding(Box::new(finding)));
+                }
             }
         }
-        if before != f.status {
-            self.flags.insert(arn.to_string(), f.status.clone());
+        if before != score.status {
+            self.flags.insert(arn.to_string(), score.status.clone());
         }
         cx.out.push(ProcessorOutput::Pci(Box::new(PciUpdate {
             arn: arn.to_string(),
-            account: f.account,
-            kind: f.kind,
+            account: if grants.account.is_empty() { meta.account.clone() } else { grants.account.clone() },
+            kind: grants.kind,
             as_of,
             lookback_days: self.cfg.lookback_days,
-            pci: f.pci,
-            granted: f.granted_actions.len(),
-            used: f.used_actions.len(),
-            unused_high_risk: f.unused_high_risk,
-            status: f.status,
-            last_activity: f.last_activity,
-            events_in_lookback: f.events_in_lookback,
-            entitlements_known: record.is_some(),
+            pci: score.pci,
+            granted: grants.granted.len(),
+            used: score.used.len(),
+            unused_high_risk: score.unused_high_risk,
+            status: score.status,
+            last_activity: usage.activity.map(|s| EventTime(s.last_ms)),
+            events_in_lookback: score.events,
+            entitlements_known: known.is_some(),
         })));
         Ok(())
     }
@@ -249,7 +270,10 @@ impl Stage for ProcessorStage {
                 let mut observed = Vec::with_capacity(1);
                 self.usage.process(ev, &mut Cx { state: cx.state, out: &mut observed })?;
                 // AWS services acting for themselves are not identities to right-size.
-                if observed.first() == Some(&Observed::Counted) && ev.actor.kind != IdentityKind::Service {
+                if observed.first() == Some(&Observed::Counted)
+                    && ev.actor.kind != IdentityKind::Service
+                    && !self.dirty.contains_key(ev.actor.uid.as_str())
+                {
                     let meta = IdentityMeta {
                         kind: ev.actor.kind,
                         account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
@@ -261,6 +285,7 @@ impl Stage for ProcessorStage {
             ProcessorInput::Entitlements(r) => {
                 let meta = IdentityMeta { kind: r.kind, account: r.account.clone(), name: r.name.clone() };
                 self.entitlements.insert(r.arn.clone(), (**r).clone());
+                self.grants.insert(r.arn.clone(), Arc::new(IdentityGrants::from_record(&self.catalog, r)));
                 // A group acts only through its members, who may live in other partitions: its usage
                 // (their union) is computed by `analyze`, not here, so it gets no PCI update.
                 if r.kind != IdentityKind::Group {

@@ -286,7 +286,8 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         let cfg: Config = fig
-            .merge(Env::prefixed("GRANTWATCH_").ignore(&["log", "log_format"]).split("__"))
+            // Only `SECTION__KEY` variables are configuration; others (`GRANTWATCH_LOG_FORMAT`, ...) are not.
+            .merge(Env::prefixed("GRANTWATCH_").filter(|k| k.as_str().contains("__")).split("__"))
             .extract()
             .map_err(Box::new)?;
         cfg.validate()?;
@@ -393,6 +394,8 @@ mod tests {
         .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("GRANTWATCH_PROCESSOR__LOOKBACK_DAYS", "30");
+            jail.set_env("GRANTWATCH_LOG_FORMAT", "json"); // not configuration
+            jail.set_env("GRANTWATCH_BIN_DIR", "/x"); // nor this
             let cfg = Config::load(Some(&file)).unwrap();
             assert_eq!(cfg.kafka.bootstrap_servers, "b:1");
             assert_eq!(cfg.processor.window_secs, 60);
