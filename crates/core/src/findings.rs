@@ -149,8 +149,16 @@ pub fn identity_finding(
     let start = cfg.window_start();
     let in_window =
         |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
-    let IdentityScore { used, used_not_granted: used_names_not_granted, pci, active, events, active_days, status, unused_high_risk } =
-        identity_score(catalog, cfg, grants, usage);
+    let IdentityScore {
+        used,
+        used_not_granted: used_names_not_granted,
+        pci,
+        active,
+        events,
+        active_days,
+        status,
+        unused_high_risk,
+    } = identity_score(catalog, cfg, grants, usage);
     let mut unused = grants.granted.clone();
     unused.difference_with(&used);
     let granted_n = grants.granted.len();

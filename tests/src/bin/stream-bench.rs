@@ -228,7 +228,11 @@ fn latency(cli: &Cli, rate: u64, seconds: u64) {
     let send_secs = start.elapsed().as_secs_f64();
     drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && arrivals.lock().unwrap().len() < sent.len() {
+    let all_arrived = || {
+        let a = arrivals.lock().unwrap();
+        sent.keys().all(|id| a.contains_key(id))
+    };
+    while Instant::now() < deadline && !all_arrived() {
         std::thread::sleep(Duration::from_millis(100));
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
