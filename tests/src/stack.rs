@@ -136,6 +136,12 @@ impl Stack {
         }
     }
 
+    /// CPU seconds (user + system) a running child has used so far, from `/proc` (Linux).
+    pub fn cpu_seconds(&self, label: &str) -> Option<f64> {
+        let (_, child) = self.children.iter().find(|(l, _)| l == label)?;
+        proc_cpu_seconds(child.id())
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(&mut self, label: &str) {
         if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
@@ -301,6 +307,16 @@ impl Stack {
     }
 }
 
+/// CPU seconds (user + system) of process `pid` so far, from `/proc/<pid>/stat` (Linux, 100 ticks/s).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// Usage per identity in an embedded (`grantwatch analyze`) state directory.
 pub fn embedded_usage(state: &Path) -> BTreeMap<String, IdentityUsage> {
     let store = RocksStore::open(state).unwrap();
@@ -324,11 +340,32 @@ pub fn assert_same_usage(a: &BTreeMap<String, IdentityUsage>, b: &BTreeMap<Strin
     }
 }
 
+impl Stack {
+    /// Deletes this stack's topics (they would otherwise fill the test broker's disk run after run).
+    pub fn delete_topics(&self) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        let Ok(admin) = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
+            .create::<AdminClient<DefaultClientContext>>()
+        else {
+            return;
+        };
+        let names: Vec<&str> = self.cfg.topics.all().iter().map(|t| t.name.as_str()).collect();
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let _ = rt.block_on(admin.delete_topics(&names, &AdminOptions::new()));
+        }
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            self.delete_topics();
         }
         if std::thread::panicking() {
             // Keep the logs of a failed test.

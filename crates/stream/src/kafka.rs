@@ -47,6 +47,8 @@ pub struct RebalanceLog {
 pub struct ServiceContext {
     pub health: Arc<Health>,
     pub rebalances: Mutex<RebalanceLog>,
+    /// Set when `rebalances` holds notices not yet taken (checked per record without locking).
+    pub rebalanced: std::sync::atomic::AtomicBool,
     /// Last stable offset (the end a read_committed consumer can reach) per partition, from the
     /// client's periodic statistics: consumer lag without extra requests to the broker.
     pub end_offsets: Mutex<std::collections::HashMap<(String, i32), i64>>,
@@ -54,10 +56,16 @@ pub struct ServiceContext {
 
 impl ServiceContext {
     pub fn new(health: Arc<Health>) -> Self {
-        Self { health, rebalances: Mutex::new(RebalanceLog::default()), end_offsets: Mutex::default() }
+        Self {
+            health,
+            rebalances: Mutex::new(RebalanceLog::default()),
+            rebalanced: std::sync::atomic::AtomicBool::new(false),
+            end_offsets: Mutex::default(),
+        }
     }
 
     pub fn take_rebalances(&self) -> RebalanceLog {
+        self.rebalanced.store(false, std::sync::atomic::Ordering::Relaxed);
         self.rebalances.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
     }
 }
@@ -94,11 +102,13 @@ impl ConsumerContext for ServiceContext {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let (Rebalance::Revoke(tpl), Ok(mut log)) = (rebalance, self.rebalances.lock()) {
             log.revoked.extend(partitions(tpl));
+            self.rebalanced.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let (Rebalance::Assign(tpl), Ok(mut log)) = (rebalance, self.rebalances.lock()) {
             log.assigned.extend(partitions(tpl));
+            self.rebalanced.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

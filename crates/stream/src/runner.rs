@@ -153,77 +153,55 @@ impl<A: App> Runner<A> {
 
     /// Runs until `stop` is set, then commits what is in flight and returns.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let input_counters: Vec<_> = self.inputs.iter().map(|t| self.metrics.input(t)).collect();
         let mut last_commit = Instant::now();
         let mut last_stats = Instant::now();
         let mut consumed_since_stats = 0u64;
-        let bound = self.cfg.max_out_of_orderness_ms;
+        let mut since_clock = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            // Detached: the message must not borrow the consumer while tasks open (which uses it).
-            let polled = self.consumer.poll(Duration::from_millis(100)).map(|r| r.map(|m| m.detach()));
-            self.handle_rebalances()?;
+            let polled = self.consumer.poll(Duration::from_millis(100));
+            let got_message = matches!(polled, Some(Ok(_)));
             match polled {
                 Some(Ok(m)) => {
                     self.health.broker_ok();
                     consumed_since_stats += 1;
-                    let topic = m.topic().to_string();
-                    let (partition, offset) = (m.partition(), m.offset());
-                    let input = self.inputs.iter().position(|t| *t == topic).unwrap_or(0);
-                    self.metrics.input(&topic).inc();
-                    if !self.tasks.contains_key(&partition) {
-                        self.open_task(partition)?;
-                    }
-                    let decoded = self.app.decode(input, m.key(), m.payload().unwrap_or_default());
-                    let Some(task) = self.tasks.get_mut(&partition) else { continue };
-                    if task.next[input].is_some_and(|n| offset < n) {
-                        continue; // applied before a restart; its outputs were committed then
-                    }
-                    task.next[input] = Some(offset + 1);
-                    task.dirty = true;
-                    match decoded {
-                        Ok(value) => {
-                            let mut outs = Vec::new();
-                            let late = apply(&self.app, task, bound, &value, &mut outs)?;
-                            if late {
-                                self.metrics.late_events.inc();
-                                task.emits.push(Emit {
-                                    topic: self.cfg.late_topic.clone(),
-                                    key: m.key().map(<[u8]>::to_vec),
-                                    payload: m.payload().unwrap_or_default().to_vec(),
-                                    kind: "late",
-                                });
+                    let input = self.inputs.iter().position(|t| t == m.topic()).unwrap_or(0);
+                    input_counters[input].inc();
+                    let partition = m.partition();
+                    let rebalanced = self.consumer.context().rebalanced.load(Ordering::Relaxed);
+                    // The common case works on the borrowed message; a task must first open (which
+                    // needs the consumer) only after a rebalance, so then the message is copied.
+                    match self.tasks.get_mut(&partition) {
+                        Some(task) if !rebalanced => handle(&self.app, &self.cfg, &self.metrics, input, task, &m)?,
+                        _ => {
+                            let owned = m.detach();
+                            drop(m);
+                            self.handle_rebalances()?;
+                            if !self.tasks.contains_key(&partition) {
+                                self.open_task(partition)?;
                             }
-                            for o in outs {
-                                self.app.encode(o, &mut task.emits);
+                            if let Some(task) = self.tasks.get_mut(&partition) {
+                                handle(&self.app, &self.cfg, &self.metrics, input, task, &owned)?;
                             }
                         }
-                        Err(error) => {
-                            self.metrics.dead_letters.inc();
-                            tracing::warn!(%topic, partition, offset, %error, "unusable record sent to the dead-letter topic");
-                            let dl = DeadLetter::new(
-                                self.app.name(),
-                                DeadLetterSource::Kafka { topic: topic.clone(), partition, offset },
-                                error,
-                                m.payload().unwrap_or_default(),
-                            );
-                            task.emits.push(Emit {
-                                topic: self.cfg.dlq_topic.clone(),
-                                key: m.key().map(<[u8]>::to_vec),
-                                payload: serde_json::to_vec(&dl)?,
-                                kind: "dlq",
-                            });
-                        }
                     }
-                    let pending = task.stage.pending();
-                    if pending > self.cfg.max_pending {
+                    if self.tasks.get(&partition).is_some_and(|t| t.stage.pending() > self.cfg.max_pending) {
                         self.commit()?;
                         last_commit = Instant::now();
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
             }
+            if self.consumer.context().rebalanced.load(Ordering::Relaxed) {
+                self.handle_rebalances()?;
+            }
+            // Reading the clock costs more than handling a small record: look every 256 records.
+            since_clock += 1;
+            if got_message && since_clock < 256 {
+                continue;
+            }
+            since_clock = 0;
             if last_commit.elapsed() >= self.cfg.commit_interval {
                 self.commit()?;
                 last_commit = Instant::now();
@@ -491,6 +469,56 @@ impl<A: App> Runner<A> {
         }
         Ok(())
     }
+}
+
+/// Handles one consumed record for its task: skips it if already applied, else decodes and applies it
+/// (or turns it into a dead letter), queueing outputs and late copies in the task's outbox.
+fn handle<A: App, M: Message>(
+    app: &A,
+    cfg: &RunnerConfig,
+    metrics: &Metrics,
+    input: usize,
+    task: &mut Task<A::Stage>,
+    m: &M,
+) -> Result<()> {
+    let (partition, offset) = (m.partition(), m.offset());
+    if task.next[input].is_some_and(|n| offset < n) {
+        return Ok(()); // applied before a restart; its outputs were committed then
+    }
+    task.next[input] = Some(offset + 1);
+    task.dirty = true;
+    let payload = m.payload().unwrap_or_default();
+    match app.decode(input, m.key(), payload) {
+        Ok(value) => {
+            let mut outs = Vec::new();
+            if apply(app, task, cfg.max_out_of_orderness_ms, &value, &mut outs)? {
+                metrics.late_events.inc();
+                task.emits.push(Emit {
+                    topic: cfg.late_topic.clone(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    kind: "late",
+                });
+            }
+            for o in outs {
+                app.encode(o, &mut task.emits);
+            }
+        }
+        Err(error) => {
+            metrics.dead_letters.inc();
+            let topic = m.topic();
+            tracing::warn!(%topic, partition, offset, %error, "unusable record sent to the dead-letter topic");
+            let source = DeadLetterSource::Kafka { topic: topic.to_string(), partition, offset };
+            let dl = DeadLetter::new(app.name(), source, error, payload);
+            task.emits.push(Emit {
+                topic: cfg.dlq_topic.clone(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: serde_json::to_vec(&dl)?,
+                kind: "dlq",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Offers one decoded input to a task's stage, advancing its watermark (and letting the stage close

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use grantwatch_e2e::stack::{Stack, service_bin};
+use grantwatch_e2e::stack::{Stack, proc_cpu_seconds, service_bin};
 use grantwatch_types::DetectionFinding;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -113,15 +113,31 @@ fn caught_up(s: &Stack, group: &str, topic: &str) -> bool {
     })
 }
 
+/// CPU seconds of this process's waited-for children (`cutime + cstime` of `/proc/self/stat`).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state, then ...; cutime and cstime are the 16th and 17th fields overall.
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
+    (field(13) + field(14)) as f64 / 100.0
+}
+
 fn throughput(cli: &Cli, events: u64) {
     let org = generate(&cli.work, events);
     let mut s = stack(cli, "throughput", &org);
     let events_topic = s.cfg.topics.events.name.clone();
     let (pg, dg) = (s.cfg.processor.group_id.clone(), s.cfg.detector.group_id.clone());
     let file = jsonl_file(&org);
+    let broker_pid: Option<u32> =
+        std::fs::read_to_string("/tmp/grantwatch-kafka/broker.pid").ok().and_then(|p| p.trim().parse().ok());
+    let cpu = |s: &Stack| (s.cpu_seconds("processor"), s.cpu_seconds("detector"), broker_pid.and_then(proc_cpu_seconds));
+    let cpu_before = cpu(&s);
+    let children_before = children_cpu_seconds();
     let t0 = Instant::now();
     assert!(s.ingest(&["--watch", file.to_str().unwrap(), "--once"], None, &[]).success());
     let ingest_secs = t0.elapsed().as_secs_f64();
+    let ingest_cpu = children_cpu_seconds() - children_before;
     let (mut processor_secs, mut detector_secs) = (None, None);
     while processor_secs.is_none() || detector_secs.is_none() {
         std::thread::sleep(Duration::from_millis(200));
@@ -134,6 +150,8 @@ fn throughput(cli: &Cli, events: u64) {
         assert!(t0.elapsed() < Duration::from_secs(1800), "not caught up after 30 minutes");
     }
     let (p, d) = (processor_secs.unwrap(), detector_secs.unwrap());
+    let cpu_after = cpu(&s);
+    let used = |a: Option<f64>, b: Option<f64>| a.zip(b).map_or(f64::NAN, |(a, b)| b - a);
     let end_to_end = p.max(d);
     println!("throughput: {events} events, {} partitions", cli.partitions);
     println!(
@@ -142,6 +160,12 @@ fn throughput(cli: &Cli, events: u64) {
     );
     println!("  processor caught up after {p:.1} s, detector after {d:.1} s");
     println!("  end to end (ingest start -> last event committed by both): {:.0} events/s", events as f64 / end_to_end);
+    println!(
+        "  CPU seconds during the run: ingest {ingest_cpu:.1}, processor {:.1}, detector {:.1}, broker {:.1}",
+        used(cpu_before.0, cpu_after.0),
+        used(cpu_before.1, cpu_after.1),
+        used(cpu_before.2, cpu_after.2)
+    );
     s.stop("processor");
     s.stop("detector");
 }
