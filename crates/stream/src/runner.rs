@@ -415,6 +415,14 @@ impl<A: App> Runner<A> {
 
     /// Steps 1–3 of the module documentation for every task with new input.
     fn commit(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let result = self.commit_inner();
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(ms, "commit");
+        result
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
         let dirty: Vec<i32> = self.tasks.iter().filter(|(_, t)| t.dirty).map(|(p, _)| *p).collect();
         if dirty.is_empty() {
             return Ok(());

@@ -131,7 +131,8 @@ fn throughput(cli: &Cli, events: u64) {
     let file = jsonl_file(&org);
     let broker_pid: Option<u32> =
         std::fs::read_to_string("/tmp/grantwatch-kafka/broker.pid").ok().and_then(|p| p.trim().parse().ok());
-    let cpu = |s: &Stack| (s.cpu_seconds("processor"), s.cpu_seconds("detector"), broker_pid.and_then(proc_cpu_seconds));
+    let cpu =
+        |s: &Stack| (s.cpu_seconds("processor"), s.cpu_seconds("detector"), broker_pid.and_then(proc_cpu_seconds));
     let cpu_before = cpu(&s);
     let children_before = children_cpu_seconds();
     let t0 = Instant::now();
@@ -168,6 +169,18 @@ fn throughput(cli: &Cli, events: u64) {
     );
     s.stop("processor");
     s.stop("detector");
+    keep_logs(&s, &cli.work.join("logs-throughput"));
+}
+
+/// Copies the services' logs out of the stack's temporary directory.
+fn keep_logs(s: &Stack, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let _ = std::fs::create_dir_all(to);
+    for f in walk(s.dir.path()) {
+        if f.extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::copy(&f, to.join(f.file_name().unwrap_or_default()));
+        }
+    }
 }
 
 fn latency(cli: &Cli, rate: u64, seconds: u64) {
@@ -285,6 +298,7 @@ fn latency(cli: &Cli, rate: u64, seconds: u64) {
     );
     s.stop("processor");
     s.stop("detector");
+    keep_logs(&s, &cli.work.join("logs-latency"));
 }
 
 fn main() {
