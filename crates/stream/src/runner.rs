@@ -131,8 +131,8 @@ impl<A: App> Runner<A> {
             // Range assignment gives one instance partition p of every input: co-partitioned tasks.
             .set("partition.assignment.strategy", "range")
             .set("max.poll.interval.ms", "600000")
-            // Static membership: a restarted instance takes its partitions back without a rebalance.
-            .set("group.instance.id", &cfg.instance_id)
+            // No static membership (group.instance.id): librdkafka consumers that restart quickly
+            // under a static id were seen to get their assignment back and then fetch nothing.
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000")
@@ -189,6 +189,10 @@ impl<A: App> Runner<A> {
                         self.commit()?;
                         last_commit = Instant::now();
                     }
+                }
+                Some(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) => {
+                    // Crash-only: a restart reconciles every task from state and the group's offsets.
+                    anyhow::bail!("fatal consumer error: {e}")
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
