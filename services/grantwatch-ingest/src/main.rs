@@ -86,57 +86,9 @@ struct Pending {
     records: usize,
 }
 
-/// Commits batches in order, one transaction each, on a thread of its own.
-struct Committer {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<Emit>>>,
-    handle: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-impl Committer {
-    fn start(producer: TxnProducer, metrics: Arc<Metrics>) -> Result<Committer> {
-        // One batch queued behind the one committing: memory stays at two batches.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Emit>>(1);
-        let handle = std::thread::Builder::new().name("committer".into()).spawn(move || -> Result<()> {
-            for batch in rx {
-                match producer.transact(&batch, None)? {
-                    TxnOutcome::Committed => {
-                        metrics.commits.inc();
-                        for e in &batch {
-                            metrics.out(e.kind).inc();
-                        }
-                    }
-                    // Nothing else writes with this transactional id, so an abort means the broker
-                    // lost the transaction (e.g. it timed out while unreachable). The checkpoints in
-                    // memory are ahead of what was committed: start over from the committed ones.
-                    TxnOutcome::Aborted(why) => {
-                        anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit")
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        Ok(Committer { tx: Some(tx), handle: Some(handle) })
-    }
-
-    fn send(&mut self, batch: Vec<Emit>) -> Result<()> {
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
-        if sent { Ok(()) } else { self.finish().and_then(|()| anyhow::bail!("the committer stopped")) }
-    }
-
-    /// Waits for every batch sent to commit; the committer's error, if it failed.
-    fn finish(&mut self) -> Result<()> {
-        self.tx = None;
-        match self.handle.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => anyhow::bail!("the committer thread panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
 struct Ingest {
     cfg: Config,
-    committer: Committer,
+    producer: TxnProducer,
     normalizer: Normalizer,
     catalog: Arc<Catalog>,
     checkpoints: HashMap<String, Vec<u8>>,
@@ -182,22 +134,28 @@ impl Ingest {
         }
     }
 
-    /// Hands what is pending to the committer as one transaction. Transactions commit in order on
-    /// the committer's thread while reading and normalizing go on here: a commit waits for the broker
-    /// to acknowledge every record, and reading need not wait with it.
+    /// Commits what is pending in one transaction.
     fn flush(&mut self) -> Result<()> {
         if self.pending.emits.is_empty() {
             return Ok(());
         }
-        self.pending.records = 0;
-        let batch = std::mem::take(&mut self.pending.emits);
-        self.committer.send(batch)
-    }
-
-    /// Flushes, then waits for every transaction to commit.
-    fn finish(mut self) -> Result<()> {
-        self.flush()?;
-        self.committer.finish()
+        match self.producer.transact(&self.pending.emits, None)? {
+            TxnOutcome::Committed => {
+                self.metrics.commits.inc();
+                for e in &self.pending.emits {
+                    self.metrics.out(e.kind).inc();
+                }
+                self.pending.emits.clear();
+                self.pending.records = 0;
+                Ok(())
+            }
+            // Nothing else writes with this transactional id, so an abort means the broker lost the
+            // transaction (e.g. it timed out while unreachable). The checkpoints in memory are ahead of
+            // what was committed: start over from the committed ones (crash-only).
+            TxnOutcome::Aborted(why) => {
+                anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit")
+            }
+        }
     }
 
     fn ingest_iam(&mut self, files: &[PathBuf]) -> Result<()> {
@@ -404,7 +362,7 @@ fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
     let lookup_lag = cfg.ingest.lookup_lag_secs;
     let mut ingest = Ingest {
         cfg,
-        committer: Committer::start(producer, metrics.clone())?,
+        producer,
         normalizer,
         catalog,
         checkpoints,
@@ -412,8 +370,7 @@ fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
         metrics,
     };
     if args.stdin {
-        ingest.ingest_stdin(&stop)?;
-        return ingest.finish();
+        return ingest.ingest_stdin(&stop);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut lookups = Vec::new();
@@ -438,7 +395,7 @@ fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
         sleep_unless_stopped(poll, &stop);
     }
     health.draining();
-    ingest.finish()?;
+    ingest.flush()?;
     tracing::info!("stopped");
     Ok(())
 }
