@@ -12,7 +12,8 @@ use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
 use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
 use rand::{Rng, SeedableRng};
 
-const WAIT: Duration = Duration::from_secs(240);
+// Generous: with dynamic membership every kill costs a session timeout (6 s) before partitions move.
+const WAIT: Duration = Duration::from_secs(480);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -47,7 +47,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(service: &str) -> Arc<Metrics> {
+    pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("grantwatch");
         let m = Metrics {
             records_in: Family::default(),
@@ -85,7 +85,6 @@ impl Metrics {
         r.register("state_bytes", "RocksDB state on disk (live SST files), all partitions", m.state_bytes.clone());
         r.register("events_per_second", "Input records per second over the last interval", m.events_per_second.clone());
         r.register("broker_up", "1 when the Kafka broker answered recently", m.broker_up.clone());
-        let _ = service;
         Arc::new(Metrics { registry, ..m })
     }
 

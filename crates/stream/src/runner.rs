@@ -71,6 +71,19 @@ pub struct RunnerConfig {
     pub max_pending: usize,
 }
 
+/// What every consuming service does around its app: serve `/metrics` and `/health` on `http_listen`,
+/// run until SIGTERM or SIGINT, commit, return.
+pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_listen: &str) -> Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    crate::metrics::serve(http_listen, metrics.clone(), health.clone())?;
+    let stop = crate::stop_flag()?;
+    let mut runner = Runner::new(app, cfg, metrics, health)?;
+    runner.run(&stop)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 const OFFSET: &[u8] = b"rt:offset\0";
 const OUTBOX: &[u8] = b"rt:outbox";
 const OUTBOX_FROM: &[u8] = b"rt:outbox-from\0";

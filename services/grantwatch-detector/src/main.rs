@@ -11,8 +11,7 @@ use grantwatch_core::detect::{BuiltinRule, DetectStage};
 use grantwatch_state::StateRead;
 use grantwatch_stream::config::{Config, Topics};
 use grantwatch_stream::kafka::Emit;
-use grantwatch_stream::metrics::{Health, Metrics, serve};
-use grantwatch_stream::runner::{App, Runner, RunnerConfig};
+use grantwatch_stream::runner::{App, RunnerConfig, serve_and_run};
 use grantwatch_types::{DetectionFinding, Event, EventTime};
 
 #[global_allocator]
@@ -82,10 +81,6 @@ fn run() -> Result<()> {
         }
     }
     tracing::info!(config = ?d, kafka = ?cfg.kafka, "starting grantwatch-detector");
-    let metrics = Metrics::new("detector");
-    let health = Health::new();
-    serve(&d.http_listen, metrics.clone(), health.clone())?;
-    let stop = grantwatch_stream::stop_flag()?;
     let runner_cfg = RunnerConfig {
         kafka: cfg.kafka.clone(),
         group_id: d.group_id.clone(),
@@ -98,10 +93,7 @@ fn run() -> Result<()> {
         max_pending: 100_000,
     };
     let app = DetectorApp { topics: cfg.topics.clone(), rules };
-    let mut runner = Runner::new(app, runner_cfg, metrics, health)?;
-    runner.run(&stop)?;
-    tracing::info!("stopped");
-    Ok(())
+    serve_and_run(app, runner_cfg, &d.http_listen)
 }
 
 fn main() -> ExitCode {

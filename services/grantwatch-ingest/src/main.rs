@@ -347,7 +347,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 }
 
 fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
-    let metrics = Metrics::new("ingest");
+    let metrics = Metrics::new();
     let health = Health::new();
     serve(&cfg.ingest.http_listen, metrics.clone(), health.clone())?;
     let stop = grantwatch_stream::stop_flag()?;

@@ -14,8 +14,7 @@ use grantwatch_core::processor::{ProcessorConfig, ProcessorInput, ProcessorOutpu
 use grantwatch_state::StateRead;
 use grantwatch_stream::config::{Config, Topics};
 use grantwatch_stream::kafka::Emit;
-use grantwatch_stream::metrics::{Health, Metrics, serve};
-use grantwatch_stream::runner::{App, Runner, RunnerConfig};
+use grantwatch_stream::runner::{App, RunnerConfig, serve_and_run};
 use grantwatch_types::EventTime;
 
 #[global_allocator]
@@ -87,10 +86,6 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(cli.config.as_deref())?;
     tracing::info!(config = ?cfg.processor, kafka = ?cfg.kafka, "starting grantwatch-processor");
-    let metrics = Metrics::new("processor");
-    let health = Health::new();
-    serve(&cfg.processor.http_listen, metrics.clone(), health.clone())?;
-    let stop = grantwatch_stream::stop_flag()?;
     let p = &cfg.processor;
     let app = ProcessorApp {
         topics: cfg.topics.clone(),
@@ -112,10 +107,7 @@ fn run() -> Result<()> {
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 200_000,
     };
-    let mut runner = Runner::new(app, runner_cfg, metrics, health)?;
-    runner.run(&stop)?;
-    tracing::info!("stopped");
-    Ok(())
+    serve_and_run(app, runner_cfg, &p.http_listen)
 }
 
 fn main() -> ExitCode {
