@@ -205,36 +205,17 @@ impl Stage for DetectStage {
 mod tests {
     use super::*;
     use grantwatch_state::{MemStore, StateStore};
-    use grantwatch_types::{ActionMapping, Actor, Api, Cloud, EventTime};
+    use grantwatch_types::EventTime;
 
     fn event(uid: &str, kind: IdentityKind, service: &str, op: &str) -> Event {
-        Event {
-            uid: uid.into(),
-            time: EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap(),
-            cloud: Cloud::Aws,
-            account_uid: "111122223333".into(),
-            region: "us-east-1".into(),
-            actor: Actor {
-                uid: "arn:aws:iam::111122223333:root".into(),
-                kind,
-                name: None,
-                account_uid: Some("111122223333".into()),
-                session_name: None,
-                principal_id: None,
-                access_key_id: None,
-                invoked_by: None,
-                mfa_authenticated: None,
-            },
-            api: Api { service: service.into(), operation: op.into() },
-            actions: vec![],
-            mapping: ActionMapping::Direct,
-            resources: vec![],
-            status: Status::Success,
-            status_code: None,
-            src_ip: Some("198.51.100.7".into()),
-            user_agent: None,
-            read_only: None,
-        }
+        let mut e = crate::testing::event(uid, EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap());
+        e.actor.uid = "arn:aws:iam::111122223333:root".into();
+        e.actor.kind = kind;
+        e.actor.name = None;
+        e.api = grantwatch_types::Api { service: service.into(), operation: op.into() };
+        e.actions.clear();
+        e.src_ip = Some("198.51.100.7".into());
+        e
     }
 
     fn run(stage: &mut DetectStage, store: &MemStore, ev: &Event) -> Vec<DetectionFinding> {

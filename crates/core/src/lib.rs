@@ -22,3 +22,6 @@ pub mod policy;
 pub mod processor;
 pub mod stage;
 pub mod usage;
+
+#[cfg(test)]
+mod testing;

@@ -366,40 +366,14 @@ impl Stage for ProcessorStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ALICE as ARN;
     use grantwatch_state::{MemStore, StateStore};
-    use grantwatch_types::{ActionMapping, Actor, Api, Cloud, Status};
-
-    const ARN: &str = "arn:aws:iam::111122223333:user/alice";
     const DAY: i64 = 24 * 3600 * 1000;
 
     fn event(uid: &str, ms: i64, action: &str) -> ProcessorInput {
-        ProcessorInput::Event(Box::new(Event {
-            uid: uid.into(),
-            time: EventTime(ms),
-            cloud: Cloud::Aws,
-            account_uid: "111122223333".into(),
-            region: "us-east-1".into(),
-            actor: Actor {
-                uid: ARN.into(),
-                kind: IdentityKind::User,
-                name: Some("alice".into()),
-                account_uid: Some("111122223333".into()),
-                session_name: None,
-                principal_id: None,
-                access_key_id: None,
-                invoked_by: None,
-                mfa_authenticated: None,
-            },
-            api: Api { service: "s3.amazonaws.com".into(), operation: "GetObject".into() },
-            actions: vec![action.into()],
-            mapping: ActionMapping::Direct,
-            resources: vec![],
-            status: Status::Success,
-            status_code: None,
-            src_ip: None,
-            user_agent: None,
-            read_only: Some(true),
-        }))
+        let mut e = crate::testing::event(uid, EventTime(ms));
+        e.actions = vec![action.into()];
+        ProcessorInput::Event(Box::new(e))
     }
 
     fn entitlements(granted: &[&str]) -> ProcessorInput {

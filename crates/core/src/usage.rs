@@ -405,36 +405,13 @@ pub fn identities_in_logs(state: &dyn StateRead) -> Result<Vec<(String, Identity
 mod tests {
     use super::*;
     use grantwatch_state::{MemStore, StateStore};
-    use grantwatch_types::{Actor, Api, Cloud, Status};
 
     fn event(uid: &str, at: &str, action: &str) -> Event {
-        Event {
-            uid: uid.to_string(),
-            time: EventTime::parse_rfc3339(at).unwrap(),
-            cloud: Cloud::Aws,
-            account_uid: "111122223333".into(),
-            region: "us-east-1".into(),
-            actor: Actor {
-                uid: "arn:aws:iam::111122223333:user/alice".into(),
-                kind: IdentityKind::User,
-                name: Some("alice".into()),
-                account_uid: Some("111122223333".into()),
-                session_name: None,
-                principal_id: None,
-                access_key_id: Some("AKIAEXAMPLE".into()),
-                invoked_by: None,
-                mfa_authenticated: None,
-            },
-            api: Api { service: "s3.amazonaws.com".into(), operation: "GetObject".into() },
-            actions: vec![action.to_string()],
-            mapping: ActionMapping::Direct,
-            resources: vec!["arn:aws:s3:::b/k".into()],
-            status: Status::Success,
-            status_code: None,
-            src_ip: None,
-            user_agent: None,
-            read_only: Some(true),
-        }
+        let mut e = crate::testing::event(uid, EventTime::parse_rfc3339(at).unwrap());
+        e.actions = vec![action.to_string()];
+        e.actor.access_key_id = Some("AKIAEXAMPLE".into());
+        e.resources = vec!["arn:aws:s3:::b/k".into()];
+        e
     }
 
     fn offer(stage: &mut UsageStage, store: &MemStore, ev: &Event) -> Observed {
