@@ -368,6 +368,7 @@ mod tests {
     use super::*;
     use crate::testing::ALICE as ARN;
     use grantwatch_state::{MemStore, StateStore};
+
     const DAY: i64 = 24 * 3600 * 1000;
 
     fn event(uid: &str, ms: i64, action: &str) -> ProcessorInput {
