@@ -12,6 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use grantwatch_e2e::cloudtrail_record;
 use grantwatch_e2e::stack::Stack;
 use grantwatch_types::{DeadLetter, DeadLetterSource, Event, EventTime};
 
@@ -208,23 +209,8 @@ fn alice() -> serde_json::Value {
 
 /// An event of alice's, with its raw CloudTrail record.
 fn event(id: &str, time: i64, source: &str, name: &str) -> Lookup {
-    let identity = alice();
-    let raw = serde_json::json!({
-        "eventVersion": "1.08",
-        "userIdentity": identity,
-        "eventTime": EventTime(time * 1000).to_rfc3339(),
-        "eventSource": source,
-        "eventName": name,
-        "awsRegion": REGION,
-        "sourceIPAddress": "203.0.113.9",
-        "userAgent": "aws-cli/2.15.0",
-        "requestParameters": null,
-        "responseElements": null,
-        "eventID": id,
-        "eventType": "AwsApiCall",
-        "recipientAccountId": ACCOUNT,
-    })
-    .to_string();
+    // The record's region and account are REGION and ACCOUNT (alice's).
+    let raw = cloudtrail_record(id, &EventTime(time * 1000).to_rfc3339(), &alice(), source, name);
     Lookup { id: id.into(), time, source: source.into(), name: name.into(), raw }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use grantwatch::analyze::{AnalyzeOptions, run};
+use grantwatch_e2e::cloudtrail_record;
 use grantwatch_e2e::stack::{Stack, assert_same_usage, embedded_usage};
 use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
 use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
@@ -34,26 +35,6 @@ fn org(dir: &Path, seed: u64, events: u64) -> GroundTruth {
     generate(&OrgSpec::new(seed, 2, 8, 30, events, Layout::S3), dir).unwrap()
 }
 
-/// A CloudTrail record, as the trail writes it.
-fn record(id: &str, time: &str, identity: &serde_json::Value, source: &str, name: &str) -> String {
-    serde_json::json!({
-        "eventVersion": "1.08",
-        "userIdentity": identity,
-        "eventTime": time,
-        "eventSource": source,
-        "eventName": name,
-        "awsRegion": "us-east-1",
-        "sourceIPAddress": "203.0.113.9",
-        "userAgent": "aws-cli/2.15.0",
-        "requestParameters": null,
-        "responseElements": null,
-        "eventID": id,
-        "eventType": "AwsApiCall",
-        "recipientAccountId": identity["accountId"],
-    })
-    .to_string()
-}
-
 /// Records fed on stdin after the trail: a root login, logging stopped (twice: a re-delivery), a
 /// line that is not JSON, and an event far older than the watermark.
 struct Extra {
@@ -73,11 +54,11 @@ fn extra(truth: &GroundTruth) -> Extra {
     let at = |t: EventTime| t.to_rfc3339();
     let late_time = truth.first_event.unwrap();
     let lines = [
-        record("extra-root-login", &at(end), &root, "signin.amazonaws.com", "ConsoleLogin"),
-        record("extra-stop-logging", &at(end), &alice, "cloudtrail.amazonaws.com", "StopLogging"),
-        record("extra-stop-logging", &at(end), &alice, "cloudtrail.amazonaws.com", "StopLogging"),
+        cloudtrail_record("extra-root-login", &at(end), &root, "signin.amazonaws.com", "ConsoleLogin"),
+        cloudtrail_record("extra-stop-logging", &at(end), &alice, "cloudtrail.amazonaws.com", "StopLogging"),
+        cloudtrail_record("extra-stop-logging", &at(end), &alice, "cloudtrail.amazonaws.com", "StopLogging"),
         "{this is not json".to_string(),
-        record("extra-late", &at(late_time), &alice, "kms.amazonaws.com", "ScheduleKeyDeletion"),
+        cloudtrail_record("extra-late", &at(late_time), &alice, "kms.amazonaws.com", "ScheduleKeyDeletion"),
     ];
     Extra {
         lines: lines.join("\n") + "\n",
