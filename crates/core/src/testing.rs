@@ -32,5 +32,7 @@ pub(crate) fn event(uid: &str, time: EventTime) -> Event {
         src_ip: None,
         user_agent: None,
         read_only: Some(true),
+        request: None,
+        response: None,
     }
 }

@@ -33,6 +33,53 @@ pub struct Event {
     pub user_agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// CloudTrail `requestParameters`, verbatim, for calls that change something (detection rules read
+    /// them: who got an access key, which policy became public). Absent for read-only calls and for
+    /// documents over [`RAW_DETAIL_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RawJson>,
+    /// CloudTrail `responseElements`, on the same terms as `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<RawJson>,
+}
+
+/// The largest `requestParameters` / `responseElements` document an [`Event`] carries.
+pub const RAW_DETAIL_MAX: usize = 16 * 1024;
+
+/// A JSON document kept as its text: copied, never parsed, until a rule asks for a field.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    pub fn from_text(text: &str) -> Option<Self> {
+        serde_json::value::RawValue::from_string(text.to_string()).ok().map(RawJson)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The document as a tree (for rules; costs a parse).
+    pub fn parse(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.get()).ok()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RawJson {}
+
+/// Request parameters may name things a log reader should not see in passing (user names, bucket
+/// policies): Debug shows the size only.
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawJson({} bytes)", self.get().len())
+    }
 }
 
 /// Who made the call, resolved to the IAM identity that holds the permissions.

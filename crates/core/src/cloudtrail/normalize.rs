@@ -4,7 +4,7 @@
 //! `requestParameters` is kept as a raw slice and parsed only when the record has no `resources` and
 //! the service has rules in [`super::resources`].
 
-use grantwatch_types::{Actor, Api, Cloud, Event, EventTime, IdentityKind, Status};
+use grantwatch_types::{Actor, Api, Cloud, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -58,6 +58,8 @@ struct RawRecord<'a> {
     resources: Option<Vec<RawResource<'a>>>,
     #[serde(rename = "requestParameters", borrow, default)]
     request_parameters: Option<&'a RawValue>,
+    #[serde(rename = "responseElements", borrow, default)]
+    response_elements: Option<&'a RawValue>,
     #[serde(rename = "eventType", borrow, default)]
     event_type: Str<'a>,
 }
@@ -177,7 +179,19 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
         src_ip: rec.source_ip.get().map(str::to_string),
         user_agent: rec.user_agent.get().map(str::to_string),
         read_only: rec.read_only.0,
+        request: detail(&rec, rec.request_parameters),
+        response: detail(&rec, rec.response_elements),
     })
+}
+
+/// The request or response document an event keeps: only for calls that may change something (the
+/// ones detection rules inspect; reads are most of the volume), and only up to [`RAW_DETAIL_MAX`].
+fn detail(rec: &RawRecord<'_>, doc: Option<&RawValue>) -> Option<RawJson> {
+    let doc = doc?.get();
+    if rec.read_only.0 == Some(true) || doc == "null" || doc.len() > RAW_DETAIL_MAX {
+        return None;
+    }
+    RawJson::from_text(doc)
 }
 
 /// `arn:aws:sts::111122223333:assumed-role/R/s` → `111122223333`.
