@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -76,7 +76,7 @@ impl Stack {
         for (key, parts) in [
             ("events", partitions),
             ("entitlements", partitions),
-            ("pci", 2),
+            ("pci", partitions),
             ("findings", 2),
             ("alerts", 2),
             ("late", 1),
@@ -90,9 +90,10 @@ impl Stack {
         toml.push_str(&format!(
             "[ingest]\nhttp_listen = \"\"\ninstance_id = \"{prefix}ingest\"\n\
              [processor]\ngroup_id = \"{prefix}processor\"\nstate_dir = \"{}\"\nhttp_listen = \"\"\ncommit_interval_ms = 300\n\
-             [detector]\ngroup_id = \"{prefix}detector\"\nstate_dir = \"{}\"\nhttp_listen = \"\"\n",
+             [detector]\ngroup_id = \"{prefix}detector\"\nstate_dir = \"{}\"\nhttp_listen = \"\"\nrules_dir = \"{}\"\n",
             state_root.join("processor").display(),
-            state_root.join("detector").display()
+            state_root.join("detector").display(),
+            repo().join("rules").display()
         ));
         let config_path = dir.path().join("grantwatch.toml");
         std::fs::write(&config_path, toml).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use grantwatch::analyze::{AnalyzeOptions, run};
 use grantwatch_e2e::cloudtrail_record;
-use grantwatch_e2e::stack::{Stack, assert_same_usage, embedded_usage};
+use grantwatch_e2e::stack::{Stack, assert_same_usage, embedded_usage, repo};
 use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
 use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
 use rand::{Rng, SeedableRng};
@@ -78,18 +78,33 @@ fn embedded_state(org: &Path, extra: &Extra, work: &Path) -> PathBuf {
     o.cloudtrail = vec![org.join("cloudtrail"), extra_file];
     o.state = Some(state.clone());
     o.progress = false;
+    let catalog = std::sync::Arc::new(grantwatch_core::catalog::Catalog::aws().unwrap());
+    let (detection, _) = grantwatch_detect::load::load_detection(catalog, &repo().join("rules"), None).unwrap();
+    o.detection = Some(std::sync::Arc::new(detection));
     run(&o).unwrap();
     state
 }
 
-fn alerts_by_uid(stack: &Stack) -> BTreeMap<String, DetectionFinding> {
+/// Alerts by (finding uid, activity): an incident is published at most twice, created then updated.
+fn alerts_by_uid(stack: &Stack) -> BTreeMap<(String, u8), DetectionFinding> {
     let alerts: Vec<DetectionFinding> = stack.read_json(&stack.cfg.topics.alerts.name);
     let mut by_uid = BTreeMap::new();
     for a in alerts {
-        let uid = a.finding_info.uid.clone();
-        assert!(by_uid.insert(uid.clone(), a).is_none(), "alert {uid} published twice");
+        let key = (a.finding_info.uid.clone(), a.activity_id);
+        assert!(by_uid.insert(key.clone(), a).is_none(), "alert {key:?} published twice");
     }
     by_uid
+}
+
+/// What identifies an alert independently of timing: analytic, identity, first triggering event.
+fn alert_keys<'a>(alerts: impl Iterator<Item = &'a DetectionFinding>) -> BTreeSet<(String, String, String)> {
+    alerts
+        .filter(|a| a.activity_id == 1 && a.finding_info.analytic.type_id == 1)
+        .map(|a| {
+            let first = a.finding_info.related_events.first().map(|e| e.uid.clone()).unwrap_or_default();
+            (a.finding_info.analytic.uid.clone(), a.actor.user.uid.clone(), first)
+        })
+        .collect()
 }
 
 fn pci_updates(stack: &Stack) -> BTreeMap<(String, EventTime), PciUpdate> {
@@ -124,7 +139,7 @@ fn feed(stack: &mut Stack, org: &Path, extra: &Extra, ingest_env: &[(&str, Strin
 fn wait_all(stack: &Stack) {
     let t = &stack.cfg.topics;
     stack.wait_consumed(&stack.cfg.processor.group_id, &[&t.events.name, &t.entitlements.name], WAIT);
-    stack.wait_consumed(&stack.cfg.detector.group_id, &[&t.events.name], WAIT);
+    stack.wait_consumed(&stack.cfg.detector.group_id, &[&t.events.name, &t.pci.name], WAIT);
 }
 
 #[test]
@@ -173,6 +188,16 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     for a in alerts.values() {
         validate("detection_finding.v1.json", &serde_json::to_value(a).unwrap());
     }
+
+    // The same rule alerts as analyze's alerts.jsonl over the same input (both modes, one code path).
+    let embedded_alerts: Vec<DetectionFinding> = std::fs::read_to_string(work.path().join("embedded-out/alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (streamed_keys, embedded_keys) = (alert_keys(alerts.values()), alert_keys(embedded_alerts.iter()));
+    assert!(embedded_keys.len() >= 2, "{embedded_keys:?}");
+    assert_eq!(streamed_keys, embedded_keys, "detector vs analyze: rule alerts differ");
 
     // Dead letters name where the record came from.
     let dlq: Vec<DeadLetter> = stack.read_json(&stack.cfg.topics.dlq.name);

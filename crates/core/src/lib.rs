@@ -14,7 +14,6 @@
 
 pub mod catalog;
 pub mod cloudtrail;
-pub mod detect;
 pub mod findings;
 pub mod iam;
 pub mod pci;
@@ -23,5 +22,6 @@ pub mod processor;
 pub mod stage;
 pub mod usage;
 
-#[cfg(test)]
-mod testing;
+/// Event fixtures for unit tests, here and in crates built on this one (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -2,10 +2,10 @@
 
 use grantwatch_types::{ActionMapping, Actor, Api, Cloud, Event, EventTime, IdentityKind, Status};
 
-pub(crate) const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
+pub const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
 
 /// A successful `s3:GetObject` by the IAM user alice at `time`; tests change what they need.
-pub(crate) fn event(uid: &str, time: EventTime) -> Event {
+pub fn event(uid: &str, time: EventTime) -> Event {
     Event {
         uid: uid.into(),
         time,

@@ -9,6 +9,7 @@
 //!   per peer group) trained by `grantwatch train`.
 //! - [`alert`] and [`incident`]: the explained alert every analytic raises, and its grouping into one
 //!   incident per (analytic, identity) with a count.
+//! - [`load`]: reading the rules and model directories (this crate's only IO).
 //! - [`stage`]: the detection stage that runs all of the above, driven by the file runner
 //!   (`grantwatch analyze`) or the Kafka runner (`grantwatch-detector`).
 
@@ -16,6 +17,7 @@ pub mod alert;
 pub mod features;
 pub mod history;
 pub mod incident;
+pub mod load;
 pub mod ml;
 pub mod rules;
 pub mod sigma;

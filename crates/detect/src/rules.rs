@@ -1,1 +1,595 @@
-//! (being written)
+//! grantwatch's built-in analytics, and the configuration every analytic obeys.
+//!
+//! Every analytic has a stable id (`grantwatch/...`, `sigma/<rule id>`, `ml/...`), a title, a default
+//! severity and the ATT&CK technique it points to. The rules directory's `grantwatch.toml` may disable
+//! any of them, change its severity, set how long repeats are grouped into one incident (suppression),
+//! and allowlist accounts and identities, globally or per analytic. Unknown analytic ids and unknown
+//! keys are errors that name the key: a typo must not silently leave a rule on.
+
+use std::collections::BTreeMap;
+
+use grantwatch_types::{AnalyticKind, Event, IdentityKind, Severity, Status};
+use serde::Deserialize;
+
+/// What an analytic is, independent of configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyticInfo {
+    pub id: String,
+    pub title: String,
+    pub kind: AnalyticKind,
+    pub severity: Severity,
+    /// MITRE ATT&CK technique id (`T1078.004`), or empty.
+    pub technique: String,
+    /// By default, an identity that triggered this analytic on an earlier day within the lookback is
+    /// not alerted again: the behavior is established for it (an administrator who creates access keys
+    /// for integration users every week). Off for analytics where every occurrence matters.
+    pub suppress_established: bool,
+}
+
+/// The analytics built into grantwatch (Sigma rules and models are added from the rules directory and
+/// the model directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Builtin {
+    RootAccountUsed,
+    LoggingDisabled,
+    ResourceMadePublic,
+    AccessKeyForOtherIdentity,
+    SelfPrivilegeGrant,
+    PolicyVersionEscalation,
+    PassRoleToCompute,
+    HighRiskPermissionFirstUse,
+    FirstTimeAction,
+    FirstTimeResource,
+    FirstTimeRegion,
+    DormantIdentityActive,
+    NewSuperIdentity,
+    PciRise,
+    GrantedAndUsed,
+    ModelIdentity,
+    ModelPeerGroup,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 17] = [
+        Builtin::RootAccountUsed,
+        Builtin::LoggingDisabled,
+        Builtin::ResourceMadePublic,
+        Builtin::AccessKeyForOtherIdentity,
+        Builtin::SelfPrivilegeGrant,
+        Builtin::PolicyVersionEscalation,
+        Builtin::PassRoleToCompute,
+        Builtin::HighRiskPermissionFirstUse,
+        Builtin::FirstTimeAction,
+        Builtin::FirstTimeResource,
+        Builtin::FirstTimeRegion,
+        Builtin::DormantIdentityActive,
+        Builtin::NewSuperIdentity,
+        Builtin::PciRise,
+        Builtin::GrantedAndUsed,
+        Builtin::ModelIdentity,
+        Builtin::ModelPeerGroup,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Builtin::RootAccountUsed => "grantwatch/root-account-used",
+            Builtin::LoggingDisabled => "grantwatch/logging-disabled",
+            Builtin::ResourceMadePublic => "grantwatch/resource-made-public",
+            Builtin::AccessKeyForOtherIdentity => "grantwatch/access-key-for-other-identity",
+            Builtin::SelfPrivilegeGrant => "grantwatch/self-privilege-grant",
+            Builtin::PolicyVersionEscalation => "grantwatch/privesc-policy-version",
+            Builtin::PassRoleToCompute => "grantwatch/privesc-passrole-compute",
+            Builtin::HighRiskPermissionFirstUse => "grantwatch/high-risk-permission-used",
+            Builtin::FirstTimeAction => "grantwatch/first-time-action",
+            Builtin::FirstTimeResource => "grantwatch/first-time-resource",
+            Builtin::FirstTimeRegion => "grantwatch/first-time-region",
+            Builtin::DormantIdentityActive => "grantwatch/dormant-identity-active",
+            Builtin::NewSuperIdentity => "grantwatch/new-super-identity",
+            Builtin::PciRise => "grantwatch/pci-rise",
+            Builtin::GrantedAndUsed => "grantwatch/granted-and-used",
+            Builtin::ModelIdentity => "ml/identity-behavior",
+            Builtin::ModelPeerGroup => "ml/peer-group-behavior",
+        }
+    }
+
+    pub fn info(self) -> AnalyticInfo {
+        use AnalyticKind::{Behavioral, Rule};
+        use Severity::*;
+        let (title, kind, severity, technique) = match self {
+            Builtin::RootAccountUsed => ("Root account used", Rule, High, "T1078.004"),
+            Builtin::LoggingDisabled => ("Audit logging stopped or deleted", Rule, Critical, "T1562.008"),
+            Builtin::ResourceMadePublic => ("Resource made public or shared outside the account", Rule, High, "T1537"),
+            Builtin::AccessKeyForOtherIdentity => ("Credentials created for another identity", Rule, High, "T1098.001"),
+            Builtin::SelfPrivilegeGrant => ("Identity granted itself permissions", Rule, High, "T1098.003"),
+            Builtin::PolicyVersionEscalation => {
+                ("Managed policy rewritten and made default (privilege escalation)", Rule, High, "T1098.003")
+            }
+            Builtin::PassRoleToCompute => {
+                ("Role passed to new compute for the first time (privilege escalation)", Rule, High, "T1548")
+            }
+            Builtin::HighRiskPermissionFirstUse => {
+                ("High-risk permission used for the first time", Behavioral, Medium, "T1098")
+            }
+            // Low: signals for hunting (and novelty features of the models), not alerts by default.
+            Builtin::FirstTimeAction => ("First-time sensitive action", Behavioral, Low, "T1078"),
+            Builtin::FirstTimeResource => ("First-time access to a sensitive resource", Behavioral, Low, "T1530"),
+            Builtin::FirstTimeRegion => ("Identity active in a region for the first time", Behavioral, Medium, "T1535"),
+            Builtin::DormantIdentityActive => ("Dormant identity active again", Behavioral, Medium, "T1078.004"),
+            Builtin::NewSuperIdentity => ("New super identity", Behavioral, High, "T1098"),
+            Builtin::PciRise => ("Permission Creep Index rose sharply", Behavioral, Medium, "T1098"),
+            Builtin::GrantedAndUsed => ("Permission granted and used within minutes", Behavioral, High, "T1098"),
+            Builtin::ModelIdentity => ("Unusual behavior for this identity (model)", Behavioral, Medium, "T1078"),
+            Builtin::ModelPeerGroup => ("Unusual behavior for this peer group (model)", Behavioral, Medium, "T1078"),
+        };
+        // Occurrences that matter every time, whoever the identity is; the others learn what is normal.
+        let suppress_established = matches!(
+            self,
+            Builtin::AccessKeyForOtherIdentity
+                | Builtin::SelfPrivilegeGrant
+                | Builtin::PolicyVersionEscalation
+                | Builtin::HighRiskPermissionFirstUse
+                | Builtin::GrantedAndUsed
+        );
+        AnalyticInfo {
+            id: self.id().into(),
+            title: title.into(),
+            kind,
+            severity,
+            technique: technique.into(),
+            suppress_established,
+        }
+    }
+}
+
+/// The detection configuration: `grantwatch.toml` in the rules directory.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub detection: DetectionSettings,
+    /// Accounts and identities no analytic alerts on.
+    pub allowlist: Allowlist,
+    /// Per-analytic settings, by analytic id.
+    pub rule: BTreeMap<String, RuleSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionSettings {
+    /// How far back "first time" looks: 30, 60 or 90 days.
+    pub first_time_lookback_days: u32,
+    /// An identity must have been active this long before first-time and dormancy analytics apply
+    /// (before that everything it does is new).
+    pub min_history_days: u32,
+    /// Repeats of one analytic on one identity within this many hours of the last one are one incident.
+    pub incident_window_hours: u32,
+    /// Days without activity after which an identity counts as dormant.
+    pub dormant_after_days: u32,
+    /// PCI points an identity must gain between two updates for a `pci-rise` alert.
+    pub pci_rise_points: u8,
+    /// A grant followed by the grantee's first use of a permission within this many minutes alerts.
+    pub granted_used_within_minutes: u32,
+    /// Alerts below this severity are not emitted.
+    pub min_severity: Severity,
+}
+
+impl Default for DetectionSettings {
+    fn default() -> Self {
+        Self {
+            first_time_lookback_days: 90,
+            min_history_days: 7,
+            incident_window_hours: 24,
+            dormant_after_days: 14,
+            pci_rise_points: 15,
+            granted_used_within_minutes: 30,
+            min_severity: Severity::Medium,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Allowlist {
+    /// Account ids.
+    pub accounts: Vec<String>,
+    /// Identity ARNs; `*` matches any run of characters (`arn:aws:iam::*:role/ci-*`).
+    pub identities: Vec<String>,
+}
+
+impl Allowlist {
+    fn allows(&self, account: &str, identity: &str) -> bool {
+        self.accounts.iter().any(|a| a == account) || self.identities.iter().any(|p| glob(p, identity))
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSettings {
+    pub enabled: Option<bool>,
+    pub severity: Option<Severity>,
+    /// Overrides `incident_window_hours` for this analytic.
+    pub incident_window_hours: Option<u32>,
+    /// Overrides the analytic's default: when true, an identity that triggered the analytic on an
+    /// earlier day within the lookback is not alerted again.
+    pub suppress_established: Option<bool>,
+    pub allowlist: Allowlist,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesConfigError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error(
+        "{path}: [rule.\"{id}\"]: no such analytic (known: grantwatch/*, ml/*, and sigma/<id> of the loaded Sigma rules)"
+    )]
+    UnknownAnalytic { path: String, id: String },
+    #[error("{path}: detection.first_time_lookback_days must be 30, 60 or 90 (got {got})")]
+    Lookback { path: String, got: u32 },
+}
+
+impl RulesConfig {
+    /// Parses `grantwatch.toml`; `known` tells whether an analytic id exists (built-in or loaded).
+    pub fn parse(path: &str, text: &str, known: &dyn Fn(&str) -> bool) -> Result<Self, RulesConfigError> {
+        let cfg: RulesConfig =
+            toml::from_str(text).map_err(|e| RulesConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        if let Some(id) = cfg.rule.keys().find(|id| !known(id)) {
+            return Err(RulesConfigError::UnknownAnalytic { path: path.into(), id: id.clone() });
+        }
+        let got = cfg.detection.first_time_lookback_days;
+        if ![30, 60, 90].contains(&got) {
+            return Err(RulesConfigError::Lookback { path: path.into(), got });
+        }
+        Ok(cfg)
+    }
+
+    /// What the configuration makes of an analytic: `None` when it is disabled.
+    pub fn policy(&self, info: &AnalyticInfo) -> Option<RulePolicy> {
+        let s = self.rule.get(&info.id);
+        if s.and_then(|s| s.enabled) == Some(false) {
+            return None;
+        }
+        let hours = s.and_then(|s| s.incident_window_hours).unwrap_or(self.detection.incident_window_hours);
+        Some(RulePolicy {
+            severity: s.and_then(|s| s.severity).unwrap_or(info.severity),
+            incident_window_ms: i64::from(hours) * 3_600_000,
+            suppress_established: s.and_then(|s| s.suppress_established).unwrap_or(info.suppress_established),
+            allowlist: s.map(|s| s.allowlist.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// Whether the global allowlist silences this identity.
+    pub fn allowlisted(&self, account: &str, identity: &str) -> bool {
+        self.allowlist.allows(account, identity)
+    }
+}
+
+/// An enabled analytic's effective settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulePolicy {
+    pub severity: Severity,
+    pub incident_window_ms: i64,
+    pub suppress_established: bool,
+    pub allowlist: Allowlist,
+}
+
+impl RulePolicy {
+    pub fn allows(&self, account: &str, identity: &str) -> bool {
+        self.allowlist.allows(account, identity)
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else { return pattern == text };
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+// ---- Single-event rules -------------------------------------------------------------------------
+
+/// Calls that stop or delete audit logging, as `(event source, operation)`.
+const LOGGING_DISABLED_CALLS: [(&str, &str); 10] = [
+    ("cloudtrail.amazonaws.com", "StopLogging"),
+    ("cloudtrail.amazonaws.com", "DeleteTrail"),
+    ("config.amazonaws.com", "StopConfigurationRecorder"),
+    ("config.amazonaws.com", "DeleteConfigurationRecorder"),
+    ("config.amazonaws.com", "DeleteDeliveryChannel"),
+    ("guardduty.amazonaws.com", "DeleteDetector"),
+    ("guardduty.amazonaws.com", "UpdateDetector"),
+    ("guardduty.amazonaws.com", "DisassociateFromMasterAccount"),
+    ("ec2.amazonaws.com", "DeleteFlowLogs"),
+    ("logs.amazonaws.com", "DeleteLogGroup"),
+];
+
+/// Log groups that receive audit data, by the names AWS and common setups give them.
+fn audit_log_group(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["cloudtrail", "trail", "flowlog", "flow-log", "flow_log", "vpc", "audit", "guardduty", "securityhub", "config"]
+        .iter()
+        .any(|k| name.contains(k))
+}
+
+fn is_call(ev: &Event, service: &str, op: &str) -> bool {
+    ev.api.service == service && ev.api.operation == op
+}
+
+/// Lambda event names carry an API version suffix (`CreateFunction20150331`).
+fn op_base(op: &str) -> &str {
+    op.trim_end_matches(|c: char| c.is_ascii_digit() || c == 'v')
+}
+
+/// A hit of a single-event rule: the rule and what it saw, for the explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleHit {
+    pub rule: Builtin,
+    /// The fields the rule matched, as `(name, value)`.
+    pub matched: Vec<(String, String)>,
+}
+
+/// Evaluates the stateless built-in rules on one event (`request`/`response` parsed once by the caller).
+pub fn single_event_rules(
+    ev: &Event,
+    request: Option<&serde_json::Value>,
+    response: Option<&serde_json::Value>,
+    out: &mut Vec<RuleHit>,
+) {
+    let hit = |rule, matched: Vec<(&str, String)>| RuleHit {
+        rule,
+        matched: matched.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    };
+    if ev.actor.kind == IdentityKind::Root && ev.actor.invoked_by.is_none() {
+        out.push(hit(Builtin::RootAccountUsed, vec![("userIdentity.type", "Root".into())]));
+    }
+    if ev.status != Status::Success {
+        return;
+    }
+    let call = || vec![("eventName", ev.api.operation.clone()), ("eventSource", ev.api.service.clone())];
+    if LOGGING_DISABLED_CALLS.iter().any(|(s, o)| is_call(ev, s, o)) {
+        let disables = if is_call(ev, "guardduty.amazonaws.com", "UpdateDetector") {
+            // GuardDuty's UpdateDetector disables logging only with `enable: false`.
+            request.and_then(|r| r.get("enable")).and_then(|v| v.as_bool()) == Some(false)
+        } else if is_call(ev, "logs.amazonaws.com", "DeleteLogGroup") {
+            // Deleting an application's log group is routine (feature environments come and go);
+            // deleting the group an audit trail or flow log writes to is not.
+            let name = request.and_then(|r| r.get("logGroupName")).and_then(|v| v.as_str()).unwrap_or("");
+            audit_log_group(name)
+        } else {
+            true
+        };
+        if disables {
+            out.push(hit(Builtin::LoggingDisabled, call()));
+        }
+    }
+    if let Some(what) = made_public(ev, request) {
+        let mut m = call();
+        m.push(("exposure", what));
+        out.push(hit(Builtin::ResourceMadePublic, m));
+    }
+    let target_user = request.and_then(|r| r.get("userName")).and_then(|v| v.as_str());
+    let own_name = ev.actor.name.as_deref();
+    if ev.api.service == "iam.amazonaws.com" {
+        let op = ev.api.operation.as_str();
+        if matches!(op, "CreateAccessKey" | "CreateLoginProfile" | "UpdateLoginProfile")
+            && let Some(user) =
+                target_user.or_else(|| response.and_then(|r| r.pointer("/accessKey/userName")).and_then(|v| v.as_str()))
+            && (ev.actor.kind != IdentityKind::User || Some(user) != own_name)
+        {
+            let mut m = call();
+            m.push(("requestParameters.userName", user.to_string()));
+            out.push(hit(Builtin::AccessKeyForOtherIdentity, m));
+        }
+        let target_role = request.and_then(|r| r.get("roleName")).and_then(|v| v.as_str());
+        let grants_self = match op {
+            "AttachUserPolicy" | "PutUserPolicy" | "AddUserToGroup" => {
+                ev.actor.kind == IdentityKind::User && target_user.is_some() && target_user == own_name
+            }
+            "AttachRolePolicy" | "PutRolePolicy" | "UpdateAssumeRolePolicy" => {
+                ev.actor.kind == IdentityKind::Role && target_role.is_some() && target_role == own_name
+            }
+            _ => false,
+        };
+        if grants_self {
+            let mut m = call();
+            m.push(("target", target_user.or(target_role).unwrap_or_default().to_string()));
+            out.push(hit(Builtin::SelfPrivilegeGrant, m));
+        }
+        if op == "CreatePolicyVersion"
+            && request.and_then(|r| r.get("setAsDefault")).and_then(|v| v.as_bool()) == Some(true)
+        {
+            let mut m = call();
+            m.push(("requestParameters.setAsDefault", "true".into()));
+            out.push(hit(Builtin::PolicyVersionEscalation, m));
+        }
+    }
+}
+
+/// Whether the call exposes a resource publicly or to another account, and how.
+fn made_public(ev: &Event, request: Option<&serde_json::Value>) -> Option<String> {
+    let req = request?;
+    let op = op_base(&ev.api.operation);
+    let own = ev.account_uid.as_str();
+    match (ev.api.service.as_str(), op) {
+        ("s3.amazonaws.com", "PutBucketPolicy") => req.get("bucketPolicy").and_then(public_policy),
+        ("s3.amazonaws.com", "PutBucketAcl" | "PutObjectAcl") => {
+            let text = req.to_string();
+            let public =
+                ["global/AllUsers", "global/AuthenticatedUsers", "public-read"].iter().find(|g| text.contains(*g));
+            public.map(|g| format!("ACL grants {g}"))
+        }
+        ("ec2.amazonaws.com", "ModifySnapshotAttribute" | "ModifyImageAttribute") => {
+            let perm = req.get("createVolumePermission").or_else(|| req.get("launchPermission"))?;
+            shared_with(perm.get("add")?, own)
+        }
+        ("rds.amazonaws.com", "ModifyDBSnapshotAttribute" | "ModifyDBClusterSnapshotAttribute") => {
+            let values = req.get("valuesToAdd")?.as_array()?;
+            values.iter().filter_map(|v| v.as_str()).find(|v| *v == "all" || *v != own).map(|v| {
+                if v == "all" {
+                    "snapshot restorable by everyone".to_string()
+                } else {
+                    format!("snapshot shared with {v}")
+                }
+            })
+        }
+        ("lambda.amazonaws.com", "AddPermission") => {
+            let p = req.get("principal").and_then(|v| v.as_str())?;
+            (p == "*").then(|| "function invocable by anyone".to_string())
+        }
+        ("kms.amazonaws.com", "PutKeyPolicy") => req.get("policy").and_then(public_policy),
+        ("secretsmanager.amazonaws.com", "PutResourcePolicy") => req.get("resourcePolicy").and_then(public_policy),
+        ("ecr.amazonaws.com", "SetRepositoryPolicy") => req.get("policyText").and_then(public_policy),
+        _ => None,
+    }
+}
+
+/// `{"items": [{"group": "all"} | {"userId": "..."}]}` → who it was shared with, if outside the account.
+fn shared_with(add: &serde_json::Value, own: &str) -> Option<String> {
+    let items = add.get("items")?.as_array()?;
+    for item in items {
+        if item.get("group").and_then(|g| g.as_str()) == Some("all") {
+            return Some("shared with everyone".into());
+        }
+        if let Some(user) = item.get("userId").and_then(|u| u.as_str())
+            && user != own
+        {
+            return Some(format!("shared with account {user}"));
+        }
+    }
+    None
+}
+
+/// A policy document (object, or JSON text as CloudTrail often logs it) with an unconditional Allow
+/// to everyone.
+fn public_policy(doc: &serde_json::Value) -> Option<String> {
+    let parsed;
+    let doc = match doc {
+        serde_json::Value::String(s) => {
+            parsed = serde_json::from_str::<serde_json::Value>(s).ok()?;
+            &parsed
+        }
+        other => other,
+    };
+    let statements = match doc.get("Statement")? {
+        serde_json::Value::Array(a) => a.iter().collect::<Vec<_>>(),
+        one => vec![one],
+    };
+    let everyone = |p: &serde_json::Value| match p {
+        serde_json::Value::String(s) => s == "*",
+        serde_json::Value::Object(o) => o.get("AWS").is_some_and(|a| match a {
+            serde_json::Value::String(s) => s == "*",
+            serde_json::Value::Array(v) => v.iter().any(|x| x.as_str() == Some("*")),
+            _ => false,
+        }),
+        _ => false,
+    };
+    statements
+        .into_iter()
+        .find(|s| {
+            s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
+                && s.get("Principal").is_some_and(everyone)
+                && s.get("Condition").is_none()
+        })
+        .map(|_| "policy allows Principal \"*\" without condition".to_string())
+}
+
+/// The role a call hands to new compute (PassRole), if any: Lambda functions, EC2 instances, Glue
+/// endpoints, CloudFormation stacks, ECS task definitions.
+pub fn passed_role(ev: &Event, request: Option<&serde_json::Value>) -> Option<String> {
+    if ev.status != Status::Success {
+        return None;
+    }
+    let req = request?;
+    let s = |p: &str| req.pointer(p).and_then(|v| v.as_str()).map(str::to_string);
+    match (ev.api.service.as_str(), op_base(&ev.api.operation)) {
+        ("lambda.amazonaws.com", "CreateFunction" | "UpdateFunctionConfiguration") => s("/role"),
+        ("ec2.amazonaws.com", "RunInstances") => s("/iamInstanceProfile/arn").or_else(|| s("/iamInstanceProfile/name")),
+        ("ec2.amazonaws.com", "AssociateIamInstanceProfile") => s("/iamInstanceProfile/arn"),
+        ("glue.amazonaws.com", "CreateDevEndpoint" | "CreateJob") => s("/roleArn").or_else(|| s("/role")),
+        ("cloudformation.amazonaws.com", "CreateStack" | "UpdateStack") => s("/roleARN"),
+        ("ecs.amazonaws.com", "RegisterTaskDefinition") => s("/taskRoleArn"),
+        _ => None,
+    }
+}
+
+/// For a successful call that grants permissions to an identity: who (as `user/NAME` or `role/NAME`
+/// within the event's account) and what.
+pub fn grant_target(ev: &Event, request: Option<&serde_json::Value>) -> Option<(String, String)> {
+    if ev.status != Status::Success || ev.api.service != "iam.amazonaws.com" {
+        return None;
+    }
+    let req = request?;
+    let s = |k: &str| req.get(k).and_then(|v| v.as_str());
+    let what = s("policyArn").or(s("policyName")).or(s("groupName")).unwrap_or("inline policy").to_string();
+    match ev.api.operation.as_str() {
+        "AttachUserPolicy" | "PutUserPolicy" | "AddUserToGroup" => Some((format!("user/{}", s("userName")?), what)),
+        "AttachRolePolicy" | "PutRolePolicy" => Some((format!("role/{}", s("roleName")?), what)),
+        _ => None,
+    }
+}
+
+/// The grant-target key of the identity making a call (see [`grant_target`]).
+pub fn own_grant_key(ev: &Event) -> Option<String> {
+    let name = ev.actor.name.as_deref()?;
+    match ev.actor.kind {
+        IdentityKind::User => Some(format!("user/{name}")),
+        IdentityKind::Role => Some(format!("role/{name}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_stars_only() {
+        assert!(glob("arn:aws:iam::*:role/ci-*", "arn:aws:iam::1:role/ci-deploy"));
+        assert!(!glob("arn:aws:iam::*:role/ci-*", "arn:aws:iam::1:user/ci-deploy"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(glob("*", "anything"));
+    }
+
+    #[test]
+    fn config_rejects_unknown_analytics_keys_and_lookbacks() {
+        let known = |id: &str| Builtin::ALL.iter().any(|b| b.id() == id);
+        let ok = RulesConfig::parse(
+            "r.toml",
+            "[detection]\nfirst_time_lookback_days = 30\n[rule.\"grantwatch/first-time-action\"]\nenabled = false\n",
+            &known,
+        )
+        .unwrap();
+        assert_eq!(ok.policy(&Builtin::FirstTimeAction.info()), None);
+        assert!(ok.policy(&Builtin::RootAccountUsed.info()).is_some());
+        let e = RulesConfig::parse("r.toml", "[rule.\"grantwatch/nope\"]\n", &known).unwrap_err();
+        assert!(e.to_string().contains("grantwatch/nope"), "{e}");
+        let e = RulesConfig::parse("r.toml", "[detection]\nlookback = 3\n", &known).unwrap_err();
+        assert!(e.to_string().contains("lookback"), "{e}");
+        let e = RulesConfig::parse("r.toml", "[detection]\nfirst_time_lookback_days = 45\n", &known).unwrap_err();
+        assert!(e.to_string().contains("45"), "{e}");
+    }
+
+    #[test]
+    fn public_policies_are_recognized() {
+        let public =
+            serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}]});
+        assert!(public_policy(&public).is_some());
+        let text = serde_json::Value::String(public.to_string());
+        assert!(public_policy(&text).is_some(), "policy logged as JSON text");
+        let conditioned = serde_json::json!({"Statement": {"Effect": "Allow", "Principal": {"AWS": "*"},
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-1"}}}});
+        assert!(public_policy(&conditioned).is_none());
+        let account =
+            serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}}]});
+        assert!(public_policy(&account).is_none());
+    }
+}

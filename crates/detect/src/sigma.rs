@@ -1,1 +1,713 @@
-//! (being written)
+//! SigmaHQ rules evaluated on a CloudTrail-shaped view of each normalized [`Event`].
+//!
+//! **Crate.** Parsing and evaluation are done by `rsigma-parser` + `rsigma-eval` (the `rsigma` project):
+//! it is released every few weeks, implements the Sigma specification's modifiers, `N of` conditions,
+//! keywords, `null` and `fieldref`, and compiles rules once into matchers behind an inverted index on
+//! exact field values, so an event only meets the rules that could match it. `sigma-rust` 0.7 also
+//! parses all 108 SigmaHQ cloud rules, but it evaluates every rule on every event and is released
+//! rarely. We pin rsigma 0.23: later releases need a newer Rust than the toolchain we build with.
+//! This module is glue only: it keeps the rule metadata grantwatch reports, runs one engine per cloud
+//! (a rule only sees events of its `logsource.product`) and builds the document rules read.
+//!
+//! **Document.** [`sigma_document`] turns the normalized event back into CloudTrail's own field names
+//! (what SigmaHQ's AWS rules are written against); fields the event does not have are absent, and an
+//! absent field matches a rule's `null` exactly like a JSON `null`. Two additions the rules need: a
+//! `status` field (`success`/`failure`, one SigmaHQ rule filters on it), and for Azure and GCP events
+//! the provider field names the Azure and GCP rules read (`operationName`, `gcp.audit.method_name`, ...).
+//! Fields the normalized event does not carry (`errorMessage`, `additionalEventData`, `eventType`)
+//! cannot be matched: two SigmaHQ AWS rules never fire because of that (see `rules/sigma/README.md`).
+//!
+//! **Objects.** A rule that matches a string against a field holding an object (SigmaHQ has
+//! `requestParameters|contains: 'Suspended'`) compares against the object's compact JSON text with
+//! sorted keys; the crate alone would never match an object, which would leave those rules dead.
+
+use std::borrow::Cow;
+
+use grantwatch_core::cloudtrail::UNKNOWN;
+use grantwatch_types::{Actor, Cloud, Event, IdentityKind, Severity, Status};
+use rsigma_eval::Engine;
+use rsigma_eval::event::{Event as SigmaEvent, EventValue, JsonEvent};
+use rsigma_parser::Level;
+use serde_json::{Map, Value};
+
+/// One loaded rule's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigmaRule {
+    /// The rule's `id` (a UUID), or its path when it has none.
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub level: Severity,
+    /// ATT&CK and other tags as the rule spells them (`attack.t1562.008`).
+    pub tags: Vec<String>,
+    /// The path the rule was loaded from, as the caller named it.
+    pub path: String,
+    /// `logsource.product`, lower case: `aws`, `azure` or `gcp`.
+    pub product: String,
+    pub service: String,
+    pub author: String,
+    pub references: Vec<String>,
+}
+
+/// Why a rule (or a whole file) was not loaded. Never fatal for the other rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigmaError {
+    #[error("{path}: not a valid Sigma document: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("{path}: no detection rule in the file")]
+    Empty { path: String },
+    #[error("{path}: {what} rules are not supported (only single-event detection rules)")]
+    Unsupported { path: String, what: &'static str },
+    #[error("{path}: rule {title:?} has logsource.product {product:?}; grantwatch evaluates aws, azure and gcp")]
+    Product { path: String, title: String, product: Option<String> },
+    #[error("{path}: rule {title:?} cannot be compiled: {reason}")]
+    Compile { path: String, title: String, reason: String },
+}
+
+/// The loaded rules, compiled into one engine per cloud.
+pub struct SigmaSet {
+    rules: Vec<SigmaRule>,
+    /// Indexed by [`slot`]. Each engine rule's id is its index into `rules` (set at load), which is how a
+    /// match result finds its way back to the metadata.
+    engines: [Engine; 3],
+}
+
+impl std::fmt::Debug for SigmaSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigmaSet").field("rules", &self.rules.len()).finish_non_exhaustive()
+    }
+}
+
+fn slot(cloud: Cloud) -> usize {
+    match cloud {
+        Cloud::Aws => 0,
+        Cloud::Azure => 1,
+        Cloud::Gcp => 2,
+    }
+}
+
+fn product_slot(product: &str) -> Option<usize> {
+    match product {
+        "aws" => Some(0),
+        "azure" => Some(1),
+        "gcp" => Some(2),
+        _ => None,
+    }
+}
+
+fn severity(level: Option<Level>) -> Severity {
+    match level {
+        Some(Level::Informational) => Severity::Informational,
+        Some(Level::Low) => Severity::Low,
+        // The spec leaves `level` optional; a rule without one is neither noise nor an emergency.
+        Some(Level::Medium) | None => Severity::Medium,
+        Some(Level::High) => Severity::High,
+        Some(Level::Critical) => Severity::Critical,
+    }
+}
+
+impl SigmaSet {
+    /// Loads rules from (path, yaml text) pairs. A rule that fails to parse is reported, not fatal.
+    pub fn load(sources: &[(String, String)]) -> (SigmaSet, Vec<SigmaError>) {
+        let mut set = SigmaSet { rules: Vec::new(), engines: [Engine::new(), Engine::new(), Engine::new()] };
+        let mut errors = Vec::new();
+        for (path, text) in sources {
+            set.load_one(path, text, &mut errors);
+        }
+        (set, errors)
+    }
+
+    fn load_one(&mut self, path: &str, text: &str, errors: &mut Vec<SigmaError>) {
+        let collection = match rsigma_parser::parse_sigma_yaml(text) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(SigmaError::Parse { path: path.to_string(), reason: e.to_string() });
+                return;
+            }
+        };
+        for reason in &collection.errors {
+            errors.push(SigmaError::Parse { path: path.to_string(), reason: reason.clone() });
+        }
+        if !collection.correlations.is_empty() {
+            errors.push(SigmaError::Unsupported { path: path.to_string(), what: "correlation" });
+        }
+        if !collection.filters.is_empty() {
+            errors.push(SigmaError::Unsupported { path: path.to_string(), what: "filter" });
+        }
+        if collection.rules.is_empty() && collection.errors.is_empty() {
+            errors.push(SigmaError::Empty { path: path.to_string() });
+        }
+        let several = collection.rules.len() > 1;
+        for (n, rule) in collection.rules.into_iter().enumerate() {
+            let product = rule.logsource.product.as_deref().map(str::to_ascii_lowercase);
+            let Some(engine_slot) = product.as_deref().and_then(product_slot) else {
+                errors.push(SigmaError::Product { path: path.to_string(), title: rule.title, product });
+                continue;
+            };
+            let index = self.rules.len();
+            let meta = SigmaRule {
+                id: match (&rule.id, several) {
+                    (Some(id), _) => id.clone(),
+                    (None, false) => path.to_string(),
+                    (None, true) => format!("{path}#{n}"),
+                },
+                title: rule.title.clone(),
+                description: rule.description.clone().unwrap_or_default(),
+                level: severity(rule.level),
+                tags: rule.tags.clone(),
+                path: path.to_string(),
+                product: product.unwrap_or_default(),
+                service: rule.logsource.service.clone().unwrap_or_default(),
+                author: rule.author.clone().unwrap_or_default(),
+                references: rule.references.clone(),
+            };
+            let mut compiled = rule;
+            compiled.id = Some(index.to_string());
+            match self.engines[engine_slot].add_rule(&compiled) {
+                Ok(()) => self.rules.push(meta),
+                Err(e) => errors.push(SigmaError::Compile {
+                    path: path.to_string(),
+                    title: meta.title,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+    }
+
+    pub fn rules(&self) -> &[SigmaRule] {
+        &self.rules
+    }
+
+    /// Indices (into rules()) of the rules matching the event, ascending; `out` is cleared first. Only
+    /// rules whose logsource product matches the event's cloud are evaluated.
+    pub fn matching(&self, ev: &Event, out: &mut Vec<usize>) {
+        out.clear();
+        let engine = &self.engines[slot(ev.cloud)];
+        if engine.rule_count() == 0 {
+            return;
+        }
+        let doc = sigma_document(ev);
+        let view = DocView(JsonEvent::borrow(&doc));
+        for m in engine.evaluate(&view) {
+            if let Some(i) = m.header.rule_id.as_deref().and_then(|id| id.parse::<usize>().ok()) {
+                out.push(i);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// The document as rules see it: the crate's JSON event, except that a field holding an object reads
+/// as the object's canonical JSON text (see the module docs).
+struct DocView<'a>(JsonEvent<'a>);
+
+fn objects_as_text(v: EventValue<'_>) -> EventValue<'_> {
+    match v {
+        EventValue::Map(_) => EventValue::Str(Cow::Owned(canonical_json(&v.to_json()))),
+        EventValue::Array(items) => EventValue::Array(items.into_iter().map(objects_as_text).collect()),
+        other => other,
+    }
+}
+
+impl SigmaEvent for DocView<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        self.0.get_field(path).map(objects_as_text)
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.0.any_string_value(pred)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.0.all_string_values()
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.0.visit_string_values(visit)
+    }
+
+    fn to_json(&self) -> Value {
+        self.0.to_json()
+    }
+
+    fn field_keys(&self) -> Vec<Cow<'_, str>> {
+        self.0.field_keys()
+    }
+
+    fn top_level_keys(&self) -> Option<Vec<Cow<'_, str>>> {
+        self.0.top_level_keys()
+    }
+
+    fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
+        self.0.visit_top_level_keys(visit)
+    }
+}
+
+/// Compact JSON with object keys sorted (by code point), whatever order the map keeps: the text an
+/// object field is matched as. Python's `json.dumps(v, sort_keys=True, separators=(",", ":"),
+/// ensure_ascii=False)` writes the same text (the reference in `tools/sigma_reference.py` relies on it).
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, val)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(val, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, val) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(val, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
+/// The document rules are evaluated on: the normalized event in CloudTrail's own field names.
+///
+/// eventID, eventTime (RFC 3339), eventSource, eventName, awsRegion, recipientAccountId,
+/// sourceIPAddress, userAgent, errorCode, readOnly, userIdentity, requestParameters, responseElements,
+/// resources (`[{"ARN": ...}]`), plus `status` and the Azure/GCP names described in the module docs.
+/// A field the event lacks is left out (never `null`).
+pub fn sigma_document(ev: &Event) -> Value {
+    let mut doc = Map::new();
+    doc.insert("eventID".into(), text(&ev.uid));
+    doc.insert("eventTime".into(), Value::String(ev.time.to_rfc3339()));
+    doc.insert("eventSource".into(), text(&ev.api.service));
+    doc.insert("eventName".into(), text(&ev.api.operation));
+    // The normalizer writes UNKNOWN where the record named no region or account: not a real value.
+    if ev.region != UNKNOWN {
+        doc.insert("awsRegion".into(), text(&ev.region));
+    }
+    if ev.account_uid != UNKNOWN {
+        doc.insert("recipientAccountId".into(), text(&ev.account_uid));
+    }
+    if let Some(ip) = &ev.src_ip {
+        doc.insert("sourceIPAddress".into(), text(ip));
+    }
+    if let Some(ua) = &ev.user_agent {
+        doc.insert("userAgent".into(), text(ua));
+    }
+    if let Some(code) = &ev.status_code {
+        doc.insert("errorCode".into(), text(code));
+    }
+    if let Some(ro) = ev.read_only {
+        doc.insert("readOnly".into(), Value::Bool(ro));
+    }
+    let failed = ev.status == Status::Failure;
+    doc.insert("status".into(), text(if failed { "failure" } else { "success" }));
+    doc.insert("userIdentity".into(), Value::Object(user_identity(&ev.actor)));
+    if let Some(req) = ev.request.as_ref().and_then(|r| r.parse()) {
+        doc.insert("requestParameters".into(), req);
+    }
+    match ev.response.as_ref().and_then(|r| r.parse()) {
+        Some(resp) => {
+            doc.insert("responseElements".into(), resp);
+        }
+        // CloudTrail writes the console sign-in outcome into responseElements; a record that lost it
+        // (or a source that never had it) gets it back from the status.
+        None if ev.api.service == "signin.amazonaws.com" && ev.api.operation == "ConsoleLogin" => {
+            let outcome = if failed { "Failure" } else { "Success" };
+            let mut m = Map::new();
+            m.insert("ConsoleLogin".into(), text(outcome));
+            doc.insert("responseElements".into(), Value::Object(m));
+        }
+        None => {}
+    }
+    if !ev.resources.is_empty() {
+        let res = ev
+            .resources
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                m.insert("ARN".into(), text(r));
+                Value::Object(m)
+            })
+            .collect();
+        doc.insert("resources".into(), Value::Array(res));
+    }
+    match ev.cloud {
+        Cloud::Aws => {}
+        // SigmaHQ's Azure Activity rules read operationName (a few the Sentinel names).
+        Cloud::Azure => {
+            doc.insert("operationName".into(), text(&ev.api.operation));
+            doc.insert("OperationNameValue".into(), text(&ev.api.operation));
+            doc.insert("ResourceProviderValue".into(), text(&ev.api.service));
+            if let Some(first) = ev.resources.first() {
+                doc.insert("ResourceId".into(), text(first));
+            }
+        }
+        // SigmaHQ's GCP Audit rules read the ECS name gcp.audit.method_name (one reads protoPayload).
+        Cloud::Gcp => {
+            let mut audit = Map::new();
+            audit.insert("method_name".into(), text(&ev.api.operation));
+            let mut gcp = Map::new();
+            gcp.insert("audit".into(), Value::Object(audit));
+            doc.insert("gcp".into(), Value::Object(gcp));
+            let mut proto = Map::new();
+            proto.insert("methodName".into(), text(&ev.api.operation));
+            proto.insert("serviceName".into(), text(&ev.api.service));
+            let mut data = Map::new();
+            data.insert("protoPayload".into(), Value::Object(proto));
+            doc.insert("data".into(), Value::Object(data));
+        }
+    }
+    Value::Object(doc)
+}
+
+/// `arn:aws:iam::111122223333:role/path/Name` → (`aws`, `111122223333`, `Name`).
+fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut it = arn.splitn(6, ':');
+    if it.next() != Some("arn") {
+        return None;
+    }
+    let partition = it.next()?;
+    let _service = it.next()?;
+    let _region = it.next()?;
+    let account = it.next()?;
+    let resource = it.next()?;
+    Some((partition, account, resource.rsplit('/').next().unwrap_or(resource)))
+}
+
+/// CloudTrail's `userIdentity`, inverted from the actor the normalizer resolved (see
+/// `grantwatch_core::cloudtrail::normalize`): a role session's actor is the role, so its session ARN
+/// (`assumed-role/Name/session`) is rebuilt from the role and the session name; a federated user's
+/// actor is the IAM user, recognizable by its session name.
+fn user_identity(a: &Actor) -> Map<String, Value> {
+    let mut m = Map::new();
+    let uid_arn = a.uid.starts_with("arn:").then_some(a.uid.as_str());
+    let parts = uid_arn.and_then(arn_parts);
+    let account = a.account_uid.as_deref().or(parts.map(|p| p.1)).filter(|s| !s.is_empty());
+    let issuer = |kind: &str, m: &mut Map<String, Value>| {
+        let mut iss = Map::new();
+        iss.insert("type".into(), text(kind));
+        iss.insert("arn".into(), text(&a.uid));
+        if let Some(acct) = account {
+            iss.insert("accountId".into(), text(acct));
+        }
+        if let Some(name) = &a.name {
+            iss.insert("userName".into(), text(name));
+        }
+        let mut ctx = Map::new();
+        ctx.insert("sessionIssuer".into(), Value::Object(iss));
+        if let Some(mfa) = a.mfa_authenticated {
+            let mut attrs = Map::new();
+            attrs.insert("mfaAuthenticated".into(), text(if mfa { "true" } else { "false" }));
+            ctx.insert("attributes".into(), Value::Object(attrs));
+        }
+        m.insert("sessionContext".into(), Value::Object(ctx));
+    };
+    let (kind, arn): (Option<&str>, Option<String>) = match a.kind {
+        IdentityKind::Root => (Some("Root"), uid_arn.map(str::to_string)),
+        IdentityKind::User => match (&a.session_name, parts) {
+            (Some(session), Some((partition, acct, _))) => {
+                issuer("IAMUser", &mut m);
+                (Some("FederatedUser"), Some(format!("arn:{partition}:sts::{acct}:federated-user/{session}")))
+            }
+            (Some(_), None) => (Some("FederatedUser"), None),
+            (None, _) => {
+                if let Some(name) = &a.name {
+                    m.insert("userName".into(), text(name));
+                }
+                (Some("IAMUser"), uid_arn.map(str::to_string))
+            }
+        },
+        IdentityKind::Role => match parts {
+            Some((partition, acct, role)) => {
+                issuer("Role", &mut m);
+                let name = a.name.as_deref().unwrap_or(role);
+                let arn = match &a.session_name {
+                    Some(s) => format!("arn:{partition}:sts::{acct}:assumed-role/{name}/{s}"),
+                    None => format!("arn:{partition}:sts::{acct}:assumed-role/{name}"),
+                };
+                (Some("AssumedRole"), Some(arn))
+            }
+            None => (Some("AssumedRole"), None),
+        },
+        IdentityKind::Service => (Some("AWSService"), None),
+        // Another account's root, as CloudTrail's AWSAccount identities are normalized.
+        IdentityKind::External if a.uid.ends_with(":root") && uid_arn.is_some() => (Some("AWSAccount"), None),
+        // Web identity / SAML users and whatever else could not be resolved: the type is unknown.
+        IdentityKind::External | IdentityKind::Group => (None, uid_arn.map(str::to_string)),
+    };
+    if let Some(kind) = kind {
+        m.insert("type".into(), text(kind));
+    }
+    if let Some(arn) = arn {
+        m.insert("arn".into(), Value::String(arn));
+    }
+    if let Some(acct) = account {
+        m.insert("accountId".into(), text(acct));
+    }
+    if let Some(p) = &a.principal_id {
+        m.insert("principalId".into(), text(p));
+    }
+    if let Some(k) = &a.access_key_id {
+        m.insert("accessKeyId".into(), text(k));
+    }
+    if let Some(by) = &a.invoked_by {
+        m.insert("invokedBy".into(), text(by));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+    use super::*;
+    use grantwatch_core::cloudtrail::Normalizer;
+    use std::path::{Path, PathBuf};
+
+    fn rules_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/sigma")
+    }
+
+    fn collect(dir: &Path, out: &mut Vec<(String, String)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                collect(&p, out);
+            } else if p.extension().is_some_and(|e| e == "yml") {
+                let rel = p.strip_prefix(rules_dir()).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+
+    fn all_rules() -> SigmaSet {
+        let mut sources = Vec::new();
+        collect(&rules_dir(), &mut sources);
+        let (set, errors) = SigmaSet::load(&sources);
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    fn normalize(record: &str) -> Event {
+        thread_local! { static N: Normalizer = Normalizer::aws().unwrap(); }
+        N.with(|n| n.normalize(record.as_bytes())).unwrap()
+    }
+
+    fn record(source: &str, name: &str, identity: &str, extra: &str) -> String {
+        format!(
+            r#"{{"eventID":"e-{name}","eventTime":"2024-05-06T07:08:09Z","eventSource":"{source}","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15","userIdentity":{identity}{extra}}}"#
+        )
+    }
+
+    const USER: &str = r#"{"type":"IAMUser","principalId":"AIDAEXAMPLE","arn":"arn:aws:iam::111122223333:user/alice","accountId":"111122223333","accessKeyId":"AKIAEXAMPLE","userName":"alice"}"#;
+    const ROLE: &str = r#"{"type":"AssumedRole","principalId":"AROAEXAMPLE:s1","arn":"arn:aws:sts::111122223333:assumed-role/Admin/s1","accountId":"111122223333","sessionContext":{"sessionIssuer":{"type":"Role","arn":"arn:aws:iam::111122223333:role/Admin","userName":"Admin"},"attributes":{"mfaAuthenticated":"false"}}}"#;
+
+    fn titles(set: &SigmaSet, ev: &Event) -> Vec<String> {
+        let mut out = Vec::new();
+        set.matching(ev, &mut out);
+        assert!(out.windows(2).all(|w| w[0] < w[1]));
+        out.iter().map(|&i| set.rules()[i].title.clone()).collect()
+    }
+
+    #[test]
+    fn loads_all_sigmahq_cloud_rules() {
+        let set = all_rules();
+        assert_eq!(set.rules().len(), 108);
+        let count = |p: &str| set.rules().iter().filter(|r| r.product == p).count();
+        assert_eq!((count("aws"), count("azure"), count("gcp")), (57, 35, 16));
+        let stop = set.rules().iter().find(|r| r.title == "AWS CloudTrail Important Change").unwrap();
+        assert_eq!(stop.id, "4db60cc0-36fb-42b7-9b58-a5b53019fb74");
+        assert_eq!(stop.level, Severity::Medium);
+        assert!(stop.tags.iter().any(|t| t == "attack.t1685.002"), "{:?}", stop.tags);
+        assert_eq!(stop.path, "aws/cloudtrail/aws_cloudtrail_disable_logging.yml");
+        assert_eq!(stop.service, "cloudtrail");
+        assert!(!stop.author.is_empty() && !stop.references.is_empty() && !stop.description.is_empty());
+        let mut ids: Vec<_> = set.rules().iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 108);
+    }
+
+    #[test]
+    fn bad_rules_are_reported_and_the_rest_load() {
+        let good = "title: T\nlogsource: {product: aws}\ndetection: {sel: {eventName: X}, condition: sel}\n";
+        let sources = vec![
+            ("bad.yml".to_string(), "title: [unclosed".to_string()),
+            ("good.yml".to_string(), good.to_string()),
+            ("linux.yml".to_string(), good.replace("aws", "linux")),
+            ("nocond.yml".to_string(), "title: T\nlogsource: {product: aws}\ndetection: {sel: {a: b}}\n".into()),
+        ];
+        let (set, errors) = SigmaSet::load(&sources);
+        assert_eq!(set.rules().len(), 1);
+        assert_eq!(set.rules()[0].id, "good.yml");
+        assert_eq!(set.rules()[0].level, Severity::Medium);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().any(|e| matches!(e, SigmaError::Product { path, .. } if path == "linux.yml")));
+        assert!(errors.iter().all(|e| !e.to_string().is_empty()));
+    }
+
+    #[test]
+    fn stop_logging_matches_important_change() {
+        let set = all_rules();
+        let ev = normalize(&record(
+            "cloudtrail.amazonaws.com",
+            "StopLogging",
+            USER,
+            r#","requestParameters":{"name":"main"},"readOnly":false"#,
+        ));
+        assert_eq!(titles(&set, &ev), ["AWS CloudTrail Important Change"]);
+    }
+
+    #[test]
+    fn status_conditions() {
+        let set = all_rules();
+        let ok =
+            normalize(&record("s3.amazonaws.com", "DeleteBucket", USER, r#","requestParameters":{"bucketName":"b"}"#));
+        assert_eq!(titles(&set, &ok), ["AWS Bucket Deleted"]);
+        let failed = normalize(&record("s3.amazonaws.com", "DeleteBucket", USER, r#","errorCode":"AccessDenied""#));
+        assert!(titles(&set, &failed).is_empty());
+        // `status: success` is not CloudTrail's, but the document carries it for this rule.
+        let saml = normalize(&record("iam.amazonaws.com", "DeleteSAMLProvider", USER, ""));
+        assert_eq!(titles(&set, &saml), ["AWS SAML Provider Deletion Activity"]);
+        let saml_failed = normalize(&record("iam.amazonaws.com", "DeleteSAMLProvider", USER, r#","errorCode":"X""#));
+        assert!(titles(&set, &saml_failed).is_empty());
+    }
+
+    #[test]
+    fn identity_filters_and_fieldref() {
+        let set = all_rules();
+        let by_user = normalize(&record("s3.amazonaws.com", "ListBuckets", USER, ""));
+        assert_eq!(titles(&set, &by_user), ["Potential Bucket Enumeration on AWS"]);
+        let by_role = normalize(&record("s3.amazonaws.com", "ListBuckets", ROLE, ""));
+        assert_eq!(titles(&set, &by_role), ["AWS STS AssumeRole Misuse"]);
+        // IMDS credentials: a role named aws:ec2-instance (no session issuer in the record).
+        let imds_id = r#"{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/aws:ec2-instance/i-0abc","accountId":"111122223333"}"#;
+        let imds = normalize(&record("s3.amazonaws.com", "ListObjects", imds_id, ""));
+        let imds_titles = titles(&set, &imds);
+        let imds_rule = "Malicious Usage Of IMDS Credentials Outside Of AWS Infrastructure".to_string();
+        assert!(imds_titles.contains(&imds_rule), "{imds_titles:?} for {}", sigma_document(&imds));
+        let own = normalize(&record(
+            "iam.amazonaws.com",
+            "UpdateLoginProfile",
+            USER,
+            r#","requestParameters":{"userName":"arn:aws:iam::111122223333:user/alice"}"#,
+        ));
+        assert!(titles(&set, &own).is_empty());
+        let other = normalize(&record(
+            "iam.amazonaws.com",
+            "UpdateLoginProfile",
+            USER,
+            r#","requestParameters":{"userName":"bob"}"#,
+        ));
+        assert_eq!(titles(&set, &other), ["AWS User Login Profile Was Modified"]);
+    }
+
+    #[test]
+    fn objects_match_as_json_text() {
+        let set = all_rules();
+        let ev = normalize(&record(
+            "s3.amazonaws.com",
+            "PutBucketVersioning",
+            USER,
+            r#","requestParameters":{"bucketName":"b","VersioningConfiguration":{"Status":"Suspended"}}"#,
+        ));
+        assert_eq!(titles(&set, &ev), ["AWS S3 Bucket Versioning Disable"]);
+        let doc = sigma_document(&ev);
+        let view = DocView(JsonEvent::borrow(&doc));
+        let text = view.get_field("requestParameters").unwrap();
+        assert_eq!(text.as_str().unwrap(), r#"{"VersioningConfiguration":{"Status":"Suspended"},"bucketName":"b"}"#);
+    }
+
+    #[test]
+    fn document_uses_cloudtrail_names_and_omits_absent_fields() {
+        let ev = normalize(&record("sts.amazonaws.com", "GetCallerIdentity", ROLE, r#","readOnly":true"#));
+        let doc = sigma_document(&ev);
+        assert_eq!(doc["eventName"], "GetCallerIdentity");
+        assert_eq!(doc["eventTime"], "2024-05-06T07:08:09Z");
+        assert_eq!(doc["readOnly"], true);
+        assert_eq!(doc["userIdentity"]["type"], "AssumedRole");
+        assert_eq!(doc["userIdentity"]["arn"], "arn:aws:sts::111122223333:assumed-role/Admin/s1");
+        assert_eq!(doc["userIdentity"]["sessionContext"]["sessionIssuer"]["type"], "Role");
+        assert_eq!(
+            doc["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"],
+            "arn:aws:iam::111122223333:role/Admin"
+        );
+        assert!(doc.get("errorCode").is_none() && doc.get("requestParameters").is_none());
+        let login = normalize(&record("signin.amazonaws.com", "ConsoleLogin", USER, ""));
+        assert_eq!(sigma_document(&login)["responseElements"]["ConsoleLogin"], "Success");
+    }
+
+    #[test]
+    fn rules_only_see_their_cloud() {
+        let set = all_rules();
+        let mut ev = normalize(&record("cloudtrail.amazonaws.com", "StopLogging", USER, ""));
+        ev.cloud = Cloud::Azure;
+        assert!(titles(&set, &ev).is_empty());
+        ev.api.operation = "MICROSOFT.KEYVAULT/VAULTS/KEYS/CREATE".into();
+        assert_eq!(titles(&set, &ev), ["Azure Keyvault Key Modified or Deleted"]);
+        ev.cloud = Cloud::Gcp;
+        ev.api.operation = "storage.buckets.delete".into();
+        assert!(titles(&set, &ev).contains(&"Google Cloud Storage Buckets Modified or Deleted".to_string()));
+    }
+
+    /// Throughput of `matching` over synthetic AWS events with all rules loaded. Prints events/s; set
+    /// GRANTWATCH_SIGMA_BENCH_EVENTS (e.g. 200000) and run with `--release -- --nocapture` to measure.
+    #[test]
+    fn throughput() {
+        let set = all_rules();
+        let n: usize =
+            std::env::var("GRANTWATCH_SIGMA_BENCH_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(5_000);
+        let names = [
+            ("s3.amazonaws.com", "GetObject", true),
+            ("s3.amazonaws.com", "PutObject", false),
+            ("ec2.amazonaws.com", "DescribeInstances", true),
+            ("iam.amazonaws.com", "CreateAccessKey", false),
+            ("sts.amazonaws.com", "AssumeRole", false),
+            ("kms.amazonaws.com", "Decrypt", true),
+            ("cloudtrail.amazonaws.com", "StopLogging", false),
+            ("lambda.amazonaws.com", "Invoke", false),
+        ];
+        let events: Vec<Event> = (0..64)
+            .map(|i| {
+                let (src, name, ro) = names[i % names.len()];
+                let identity = if i % 3 == 0 { USER } else { ROLE };
+                let extra = if ro {
+                    r#","readOnly":true"#.to_string()
+                } else {
+                    format!(r#","readOnly":false,"requestParameters":{{"bucketName":"b{i}","key":"k/{i}"}},"responseElements":{{"x":{i}}}"#)
+                };
+                normalize(&record(src, name, identity, &extra))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut hits = 0usize;
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            set.matching(&events[i % events.len()], &mut out);
+            hits += out.len();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!("sigma throughput: {n} events, {hits} matches, {:.0} events/s", n as f64 / secs);
+        assert!(hits > 0);
+    }
+}

@@ -268,6 +268,24 @@ fn parse_date(y: &str, m: &str, d: &str) -> Option<YearMonthDay> {
     ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(YearMonthDay { year, month, day })
 }
 
+/// The delivery time CloudTrail writes into its file names
+/// (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`), if the name has one.
+pub fn delivery_time(path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    name.split('_')
+        .find(|part| {
+            let b = part.as_bytes();
+            b.len() == 14 && b[8] == b'T' && b[13] == b'Z' && b[..8].iter().chain(&b[9..13]).all(u8::is_ascii_digit)
+        })
+        .map(str::to_string)
+}
+
+/// Sorts files oldest delivery first (across accounts and regions), then by path: events then come
+/// roughly in event time, which is what readers that must see time in order need.
+pub fn sort_by_delivery(files: &mut [SourceFile]) {
+    files.sort_by_cached_key(|f| (delivery_time(&f.path).unwrap_or_default(), f.path.clone()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +315,18 @@ mod tests {
         assert_eq!(format_of(OsStr::new("a.jsonl.gz")), Some(Format::JsonLines));
         assert_eq!(format_of(OsStr::new("a.txt")), None);
         assert_eq!(format_of(OsStr::new("a.gz")), None);
+    }
+
+    #[test]
+    fn files_order_by_their_delivery_time() {
+        let t = |p: &str| delivery_time(Path::new(p));
+        assert_eq!(
+            t(
+                "AWSLogs/1/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_ab12.json.gz"
+            ),
+            Some("20240102T0005Z".to_string())
+        );
+        assert_eq!(t("events.jsonl"), None);
+        assert_eq!(t("a_2024010T0005Z_b.json"), None);
     }
 }

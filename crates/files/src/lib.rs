@@ -24,7 +24,10 @@ mod fingerprint;
 mod quarantine;
 mod read;
 
-pub use discover::{Discovery, Format, Ignored, S3Hints, SourceFile, YearMonthDay, discover, source_file};
+pub use discover::{
+    Discovery, Format, Ignored, S3Hints, SourceFile, YearMonthDay, delivery_time, discover, sort_by_delivery,
+    source_file,
+};
 pub use error::{FileError, FileErrorKind, FilesError};
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_file};
 pub use quarantine::{QuarantineCounts, QuarantineWriter, RAW_STRING_LIMIT};

@@ -244,8 +244,12 @@ pub struct DetectorSection {
     pub state_dir: PathBuf,
     pub max_out_of_orderness_secs: i64,
     pub commit_interval_ms: u64,
-    /// Built-in rules to run (all by default).
-    pub rules: Vec<String>,
+    /// The rules directory: Sigma rules (`*.yml`, any depth) and `grantwatch.toml` (per-analytic
+    /// settings). The repository's `rules/` by default.
+    pub rules_dir: PathBuf,
+    /// The model directory written by `grantwatch train` (`manifest.json`, `model.json`). Empty: no
+    /// model, the ML analytics are off. A model of another feature version is refused at start.
+    pub models_dir: PathBuf,
     pub http_listen: String,
 }
 
@@ -257,7 +261,8 @@ impl Default for DetectorSection {
             state_dir: PathBuf::from("state/detector"),
             max_out_of_orderness_secs: 300,
             commit_interval_ms: 200,
-            rules: vec!["grantwatch/root-account-used".into(), "grantwatch/logging-disabled".into()],
+            rules_dir: PathBuf::from("rules"),
+            models_dir: PathBuf::new(),
             http_listen: "127.0.0.1:9466".into(),
         }
     }
@@ -321,6 +326,12 @@ impl Config {
             return Err(invalid(
                 "topics.entitlements.partitions",
                 "must equal topics.events.partitions (both are partitioned by identity and read together)",
+            ));
+        }
+        if self.topics.events.partitions != self.topics.pci.partitions {
+            return Err(invalid(
+                "topics.pci.partitions",
+                "must equal topics.events.partitions (the detector reads both, partitioned by identity)",
             ));
         }
         for (key, id) in [

@@ -26,6 +26,7 @@
 
 pub mod actions;
 mod org;
+pub mod scenario;
 mod trail;
 mod util;
 

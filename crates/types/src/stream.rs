@@ -177,6 +177,10 @@ pub struct DetectionFinding {
     pub status_id: u8,
     pub status: String,
     pub message: String,
+    /// How many times the finding's analytic fired on its identity in this incident (OCSF `count`):
+    /// 1 when created, the final total in the incident's Update.
+    #[serde(default = "one")]
+    pub count: u64,
     pub finding_info: FindingInfo,
     pub metadata: Metadata,
     pub cloud: CloudInfo,
@@ -257,6 +261,10 @@ pub struct UserInfo {
     pub kind: IdentityKind,
 }
 
+fn one() -> u64 {
+    1
+}
+
 /// The OCSF schema version the findings follow.
 pub const OCSF_VERSION: &str = "1.3.0";
 
@@ -282,6 +290,7 @@ impl DetectionFinding {
             status_id: 1,
             status: "New".into(),
             message: spec.title.clone(),
+            count: 1,
             finding_info: FindingInfo {
                 uid: spec.uid,
                 title: spec.title,

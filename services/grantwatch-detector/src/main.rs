@@ -1,24 +1,30 @@
-//! `grantwatch-detector`: events in, alerts (OCSF Detection Findings) out. The logic is
-//! `grantwatch_core::detect::DetectStage`; this binary wires it to Kafka through the shared runner.
+//! `grantwatch-detector`: events and PCI updates in, alerts (OCSF Detection Findings) out. The logic
+//! is `grantwatch_detect::stage::DetectStage`; this binary wires it to Kafka through the shared runner.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
-use grantwatch_core::detect::{BuiltinRule, DetectStage};
+use grantwatch_core::catalog::Catalog;
+use grantwatch_detect::load::load_detection;
+use grantwatch_detect::stage::{DetectInput, DetectStage, Detection};
 use grantwatch_state::StateRead;
 use grantwatch_stream::config::{Config, Topics};
 use grantwatch_stream::kafka::Emit;
 use grantwatch_stream::runner::{App, RunnerConfig, serve_and_run};
-use grantwatch_types::{DetectionFinding, Event, EventTime};
+use grantwatch_types::{DetectionFinding, EventTime};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(version, about = "grantwatch detector: activity rules over events, alerts out")]
+#[command(
+    version,
+    about = "grantwatch detector: Sigma and built-in rules, anomalies and models over events, alerts out"
+)]
 struct Cli {
     /// Configuration file (TOML); `GRANTWATCH_*` environment variables override it.
     #[arg(long, short)]
@@ -27,7 +33,7 @@ struct Cli {
 
 struct DetectorApp {
     topics: Topics,
-    rules: Vec<BuiltinRule>,
+    detection: Arc<Detection>,
 }
 
 impl App for DetectorApp {
@@ -38,19 +44,32 @@ impl App for DetectorApp {
     }
 
     fn inputs(&self) -> Vec<String> {
-        vec![self.topics.events.name.clone()]
+        vec![self.topics.events.name.clone(), self.topics.pci.name.clone()]
     }
 
-    fn open_stage(&self, _state: &dyn StateRead) -> Result<DetectStage> {
-        Ok(DetectStage::new(self.rules.clone()))
+    fn open_stage(&self, state: &dyn StateRead) -> Result<DetectStage> {
+        Ok(DetectStage::open(self.detection.clone(), state)?)
     }
 
-    fn decode(&self, _input: usize, _key: Option<&[u8]>, payload: &[u8]) -> Result<Event, String> {
-        serde_json::from_slice(payload).map_err(|e| format!("not an event: {e}"))
+    fn decode(&self, input: usize, _key: Option<&[u8]>, payload: &[u8]) -> Result<DetectInput, String> {
+        if input == 0 {
+            serde_json::from_slice(payload)
+                .map(|e| DetectInput::Event(Box::new(e)))
+                .map_err(|e| format!("not an event: {e}"))
+        } else {
+            serde_json::from_slice(payload)
+                .map(|u| DetectInput::Pci(Box::new(u)))
+                .map_err(|e| format!("not a PCI update: {e}"))
+        }
     }
 
-    fn event_time(&self, input: &Event) -> Option<EventTime> {
-        Some(input.time)
+    fn event_time(&self, input: &DetectInput) -> Option<EventTime> {
+        match input {
+            DetectInput::Event(e) => Some(e.time),
+            // PCI updates are stamped with the window boundary they close, which is behind the events
+            // that caused them: they must not hold the watermark back or move it.
+            DetectInput::Pci(_) => None,
+        }
     }
 
     fn encode(&self, out: DetectionFinding, emits: &mut Vec<Emit>) {
@@ -70,16 +89,15 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(cli.config.as_deref())?;
     let d = &cfg.detector;
-    let mut rules = Vec::new();
-    for name in &d.rules {
-        match BuiltinRule::ALL.iter().find(|r| r.id() == name) {
-            Some(r) => rules.push(*r),
-            None => {
-                let known: Vec<&str> = BuiltinRule::ALL.iter().map(|r| r.id()).collect();
-                bail!("configuration: detector.rules: unknown rule {name:?} (known: {})", known.join(", "))
-            }
-        }
+    let catalog = Arc::new(Catalog::aws().context("loading the action catalog")?);
+    let models = (!d.models_dir.as_os_str().is_empty()).then_some(d.models_dir.as_path());
+    let (detection, loaded) = load_detection(catalog, &d.rules_dir, models).with_context(|| {
+        format!("configuration: detector.rules_dir / detector.models_dir ({})", d.rules_dir.display())
+    })?;
+    for e in &loaded.sigma_errors {
+        tracing::warn!(error = %e, "Sigma rule skipped");
     }
+    tracing::info!(sigma_rules = loaded.sigma_rules, model = ?loaded.model, "detection loaded");
     tracing::info!(config = ?d, kafka = ?cfg.kafka, "starting grantwatch-detector");
     let runner_cfg = RunnerConfig {
         kafka: cfg.kafka.clone(),
@@ -92,7 +110,7 @@ fn run() -> Result<()> {
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 100_000,
     };
-    let app = DetectorApp { topics: cfg.topics.clone(), rules };
+    let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection) };
     serve_and_run(app, runner_cfg, &d.http_listen)
 }
 

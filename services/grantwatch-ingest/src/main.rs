@@ -202,7 +202,7 @@ impl Ingest {
         let mut files = grantwatch_files::discover(dirs).context("finding CloudTrail files")?.files;
         // Oldest delivery first, across accounts and regions: events then reach Kafka roughly in event
         // time order, which is what the consumers' watermarks assume.
-        files.sort_by_cached_key(|f| (delivery_time(&f.path).unwrap_or_default(), f.path.clone()));
+        grantwatch_files::sort_by_delivery(&mut files);
         let mut buf = Vec::new();
         for file in files {
             if stop.load(Ordering::Relaxed) {
@@ -312,18 +312,6 @@ impl Ingest {
     }
 }
 
-/// The delivery time CloudTrail writes into its file names
-/// (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`), if the name has one.
-fn delivery_time(path: &std::path::Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    name.split('_')
-        .find(|part| {
-            let b = part.as_bytes();
-            b.len() == 14 && b[8] == b'T' && b[13] == b'Z' && b[..8].iter().chain(&b[9..13]).all(u8::is_ascii_digit)
-        })
-        .map(str::to_string)
-}
-
 /// Reads the checkpoints topic back (latest value per key).
 fn load_checkpoints(cfg: &Config) -> Result<HashMap<String, Vec<u8>>> {
     let topic = &cfg.topics.ingest_checkpoints;
@@ -421,22 +409,4 @@ fn real_main() -> Result<()> {
 fn main() -> ExitCode {
     grantwatch_stream::init_tracing();
     grantwatch_stream::exit_code(real_main())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn files_order_by_their_delivery_time() {
-        let t = |p: &str| delivery_time(std::path::Path::new(p));
-        assert_eq!(
-            t(
-                "AWSLogs/1/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_ab12.json.gz"
-            ),
-            Some("20240102T0005Z".to_string())
-        );
-        assert_eq!(t("events.jsonl"), None);
-        assert_eq!(t("a_2024010T0005Z_b.json"), None);
-    }
 }

@@ -23,8 +23,10 @@ use grantwatch_core::cloudtrail::{ActionMap, NormalizeError, Normalizer};
 use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_finding};
 use grantwatch_core::iam::IamSnapshot;
 use grantwatch_core::policy::{IdentityGrants, evaluate};
+use grantwatch_core::processor::ProcessorConfig;
 use grantwatch_core::stage::{Cx, Stage};
 use grantwatch_core::usage::{Observed, UsageStage, all_events_span};
+use grantwatch_detect::stage::Detection;
 use grantwatch_files::{Format, QuarantineWriter, SourceFile};
 use grantwatch_state::{StateRead, StateStore, Table, WriteBatch};
 use grantwatch_state_rocks::RocksStore;
@@ -34,6 +36,7 @@ use grantwatch_types::{
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::detect::{PassOptions, PassOutcome, run_pass};
 use crate::output::Outputs;
 
 /// Options of one `analyze` run.
@@ -54,6 +57,8 @@ pub struct AnalyzeOptions {
     /// Fault injection for the crash-restart test: abort the process (as `kill -9` would end it) right
     /// after this many state flushes.
     pub crash_after_flushes: Option<u32>,
+    /// Detection (rules, anomalies, models) into `alerts.jsonl`; `None`: no detection pass.
+    pub detection: Option<Arc<Detection>>,
 }
 
 impl AnalyzeOptions {
@@ -70,6 +75,7 @@ impl AnalyzeOptions {
             threads: None,
             progress: true,
             crash_after_flushes: None,
+            detection: None,
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct AnalyzeOutcome {
     pub outputs: Outputs,
     pub elapsed: std::time::Duration,
     pub peak_rss: Option<u64>,
+    /// The detection pass, when it ran; alerts are in `outputs.alerts`.
+    pub detection: Option<PassOutcome>,
 }
 
 impl AnalyzeOutcome {
@@ -94,6 +102,10 @@ impl AnalyzeOutcome {
 }
 
 const QUARANTINE_LIST_CAP: usize = 1000;
+
+/// How far out of event-time order the detection pass accepts events before it counts them late: the
+/// services' default, and more than CloudTrail's ~15 minutes of delivery spread between files.
+pub const DETECT_OUT_OF_ORDERNESS_MS: i64 = 20 * 60 * 1000;
 
 /// Usage is accounted in this many independent stages, chosen by a hash of the identity. Every event
 /// of an identity — and so every copy of one event — lands in the same shard, so a shard deduplicates
@@ -293,20 +305,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?);
 
     // 1. Entitlements.
-    let mut snapshot = IamSnapshot::default();
-    let mut iam_files = 0u64;
-    for f in grantwatch_files::discover(&opts.iam).context("finding IAM snapshot files")?.files {
-        let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-        let doc = grantwatch_core::iam::parse_iam_json(&bytes, &f.path.display().to_string())
-            .with_context(|| format!("parsing IAM snapshot {}", f.path.display()))?;
-        snapshot.merge(doc);
-        iam_files += 1;
-    }
-    for w in &snapshot.warnings {
-        tracing::warn!(warning = %w, "IAM snapshot issue.");
-    }
-    let grants = evaluate(&snapshot, &catalog);
-    tracing::info!(identities = grants.len(), files = iam_files, "Entitlements evaluated.");
+    let (grants, iam_files) = load_grants(&opts.iam, &catalog)?;
 
     // 2. State and inputs.
     let temp_state;
@@ -416,7 +415,31 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let mut cfg = FindingsConfig::new(as_of);
     cfg.lookback_days = opts.lookback_days;
     cfg.over_provisioned_ratio = opts.over_provisioned_ratio;
-    let (accounts, top, identities, outputs) = write_findings(&catalog, &cfg, &grants, &store, &opts.out, &report)?;
+    let (accounts, top, identities, mut outputs) = write_findings(&catalog, &cfg, &grants, &store, &opts.out, &report)?;
+
+    // 6. Detection, in event-time order, over the same files.
+    let detection = match &opts.detection {
+        Some(det) => {
+            let alerts_path = opts.out.join("alerts.jsonl");
+            let pass = run_pass(&PassOptions {
+                catalog: catalog.clone(),
+                detection: det.clone(),
+                cloudtrail: &opts.cloudtrail,
+                grants: &grants,
+                processor: ProcessorConfig {
+                    lookback_days: opts.lookback_days,
+                    over_provisioned_ratio: opts.over_provisioned_ratio,
+                    ..ProcessorConfig::default()
+                },
+                max_out_of_orderness_ms: DETECT_OUT_OF_ORDERNESS_MS,
+                collect_windows: false,
+                alerts_path: Some(&alerts_path),
+            })?;
+            outputs.alerts = Some(alerts_path);
+            Some(pass)
+        }
+        None => None,
+    };
     Ok(AnalyzeOutcome {
         ingest: report,
         accounts,
@@ -425,6 +448,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         outputs,
         elapsed: started.elapsed(),
         peak_rss: crate::rss::peak_rss_bytes(),
+        detection,
     })
 }
 
@@ -525,6 +549,26 @@ impl RawChunk {
         self.data.extend_from_slice(raw);
         self.spans.push((index, start..self.data.len()));
     }
+}
+
+/// Reads IAM snapshots (files or directories) and evaluates every identity's effective permissions.
+/// Returns them with the number of snapshot files read.
+pub fn load_grants(iam: &[PathBuf], catalog: &Catalog) -> Result<(Vec<IdentityGrants>, u64)> {
+    let mut snapshot = IamSnapshot::default();
+    let mut iam_files = 0u64;
+    for f in grantwatch_files::discover(iam).context("finding IAM snapshot files")?.files {
+        let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+        let doc = grantwatch_core::iam::parse_iam_json(&bytes, &f.path.display().to_string())
+            .with_context(|| format!("parsing IAM snapshot {}", f.path.display()))?;
+        snapshot.merge(doc);
+        iam_files += 1;
+    }
+    for w in &snapshot.warnings {
+        tracing::warn!(warning = %w, "IAM snapshot issue.");
+    }
+    let grants = evaluate(&snapshot, catalog);
+    tracing::info!(identities = grants.len(), files = iam_files, "Entitlements evaluated.");
+    Ok((grants, iam_files))
 }
 
 /// Chunks of one JSON Lines file being normalized by other threads at once, at most.

@@ -5,6 +5,9 @@
 //! leak (the Kafka services run the same stages).
 
 pub mod analyze;
+pub mod detect;
+pub mod eval;
 pub mod floor;
 pub mod output;
 pub mod rss;
+pub mod train;

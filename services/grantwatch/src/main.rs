@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
 use grantwatch::analyze::{AnalyzeOptions, run};
+use grantwatch_core::catalog::Catalog;
+use grantwatch_detect::ml::TrainParams;
+use grantwatch_detect::stage::Detection;
 use grantwatch_types::EventTime;
 
 /// mimalloc instead of glibc's allocator: with many reader threads allocating and freeing events and
@@ -29,6 +34,12 @@ enum Command {
     /// Exit status: 0 when all input was read, 3 when some input was quarantined (the run still
     /// completes and reports), 1 on an error that stopped the run.
     Analyze(AnalyzeArgs),
+    /// Learn behavior models (per identity and per peer group) from CloudTrail history.
+    Train(TrainArgs),
+    /// Generate a labeled attack scenario: attack-free history, then days with attacks injected.
+    Scenario(ScenarioArgs),
+    /// Measure detection on a scenario: train (unless --models), detect, score against the labels.
+    Eval(EvalArgs),
     /// Generate a synthetic organization (IAM snapshots + CloudTrail) with its ground truth.
     Generate(GenerateArgs),
     /// Benchmark floor: only read, decompress and parse CloudTrail files; print records/s.
@@ -76,6 +87,76 @@ struct AnalyzeArgs {
     /// Test hook: abort right after this many state flushes (simulates kill -9).
     #[arg(long, hide = true)]
     crash_after_flushes: Option<u32>,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Skip detection (no alerts.jsonl).
+    #[arg(long)]
+    no_detect: bool,
+}
+
+#[derive(clap::Args)]
+struct DetectArgs {
+    /// Rules directory: Sigma rules (*.yml, any depth) and grantwatch.toml (per-analytic settings).
+    /// Default: ./rules when it exists, else the built-in analytics only.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Model directory written by `grantwatch train`. Default: none (the ML analytics are off).
+    #[arg(long)]
+    models: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ScenarioArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, default_value_t = 1000)]
+    identities: u32,
+    #[arg(long, default_value_t = 3)]
+    accounts: u32,
+    /// Attack-free days before the attacks (training and lookback).
+    #[arg(long, default_value_t = 21)]
+    history_days: u32,
+    /// Days with attacks injected.
+    #[arg(long, default_value_t = 7)]
+    detect_days: u32,
+    #[arg(long, default_value_t = 14)]
+    attacks_per_technique: u32,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A scenario directory written by `grantwatch scenario`.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Rules directory.
+    #[arg(long, default_value = "rules")]
+    rules: PathBuf,
+    /// Use these trained models instead of training on the scenario's history.
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// CloudTrail history to learn from (same forms as `analyze --cloudtrail`).
+    #[arg(long, required = true, num_args = 1..)]
+    cloudtrail: Vec<PathBuf>,
+    /// Where to write manifest.json and model.json.
+    #[arg(long, default_value = "models")]
+    out: PathBuf,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Peer groups (k of k-means).
+    #[arg(long, default_value_t = 8)]
+    peer_groups: usize,
+    /// Seed of the clustering.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +187,32 @@ struct GenerateArgs {
     regions: Vec<String>,
     #[arg(long)]
     out: PathBuf,
+}
+
+/// Loads the rules and model directories named on the command line (the same loader the detector uses).
+fn load_detection(args: &DetectArgs, out: &mut impl Write) -> Result<Arc<Detection>> {
+    let catalog = Arc::new(Catalog::aws().context("loading the AWS action catalog")?);
+    let default_rules = PathBuf::from("rules");
+    let rules_dir = match &args.rules {
+        Some(dir) => Some(dir.clone()),
+        None => default_rules.is_dir().then_some(default_rules),
+    };
+    let (detection, loaded) = match &rules_dir {
+        Some(dir) => grantwatch_detect::load::load_detection(catalog, dir, args.models.as_deref())
+            .with_context(|| format!("loading detection from {}", dir.display()))?,
+        None => {
+            writeln!(out, "No rules directory (./rules or --rules): built-in analytics only.")?;
+            let empty = tempfile::tempdir()?;
+            grantwatch_detect::load::load_detection(catalog, empty.path(), args.models.as_deref())?
+        }
+    };
+    for e in &loaded.sigma_errors {
+        writeln!(out, "warning: Sigma rule skipped: {e}")?;
+    }
+    if let Some(m) = &loaded.model {
+        writeln!(out, "Model: {m}")?;
+    }
+    Ok(Arc::new(detection))
 }
 
 fn parse_time(s: &str) -> Result<EventTime, String> {
@@ -145,6 +252,9 @@ fn real_main() -> Result<ExitCode> {
             opts.progress = !a.quiet;
             opts.flush_budget = a.flush_budget.max(1);
             opts.crash_after_flushes = a.crash_after_flushes;
+            if !a.no_detect {
+                opts.detection = Some(load_detection(&a.detect, &mut stdout)?);
+            }
             let outcome = run(&opts)?;
             grantwatch::output::write_summary(&mut stdout, &outcome)?;
             let secs = outcome.elapsed.as_secs_f64();
@@ -156,6 +266,69 @@ fn real_main() -> Result<ExitCode> {
                 outcome.peak_rss.map_or_else(|| "unknown".to_string(), |b| format!("{} MiB", b / (1 << 20)))
             )?;
             Ok(if outcome.quarantined_anything() { ExitCode::from(3) } else { ExitCode::SUCCESS })
+        }
+        Command::Train(t) => {
+            let started = std::time::Instant::now();
+            let detection = load_detection(&DetectArgs { rules: t.detect.rules.clone(), models: None }, &mut stdout)?;
+            let params = TrainParams { peer_groups: t.peer_groups, seed: t.seed, ..TrainParams::default() };
+            let manifest = grantwatch::train::train(detection, &t.cloudtrail, &params, &t.out)?;
+            grantwatch::train::write_manifest_summary(&mut stdout, &manifest, &t.out)?;
+            writeln!(stdout, "Took {:.1} s", started.elapsed().as_secs_f64())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scenario(a) => {
+            let cfg = grantwatch_synth::scenario::ScenarioConfig {
+                seed: a.seed,
+                identities: a.identities,
+                accounts: a.accounts,
+                history_days: a.history_days,
+                detect_days: a.detect_days,
+                attacks_per_technique: a.attacks_per_technique,
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let summary = grantwatch_synth::scenario::generate(&cfg, &a.out).context("generating the scenario")?;
+            writeln!(
+                stdout,
+                "Scenario in {} ({:.1} s): {} identities, {} + {} days, {} history events, {} detection events, {} attacks",
+                a.out.display(),
+                started.elapsed().as_secs_f64(),
+                summary.identities,
+                cfg.history_days,
+                cfg.detect_days,
+                summary.history_events,
+                summary.detect_events,
+                summary.techniques.values().sum::<u32>()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(a) => {
+            let started = std::time::Instant::now();
+            let o = grantwatch::eval::run(&grantwatch::eval::EvalOptions {
+                scenario: a.scenario,
+                rules: a.rules,
+                models: a.models,
+                train: TrainParams::default(),
+            })?;
+            if let Some(m) = &o.trained {
+                grantwatch::train::write_manifest_summary(&mut stdout, m, &o.models)?;
+            }
+            writeln!(
+                stdout,
+                "Detection: {} events, {} alerts ({} grouped repeats), {} identity-hours scored; alerts in {}\n",
+                o.pass.events,
+                o.pass.counts.alerts,
+                o.pass.counts.repeats,
+                o.pass.counts.windows_scored,
+                o.alerts.display()
+            )?;
+            write!(stdout, "{}", o.report)?;
+            if let Some(path) = a.json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&o.report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            writeln!(stdout, "Took {:.1} s", started.elapsed().as_secs_f64())?;
+            Ok(if o.report.pass { ExitCode::SUCCESS } else { ExitCode::from(4) })
         }
         Command::Generate(g) => {
             let layout = match g.layout {

@@ -16,6 +16,8 @@ pub struct Outputs {
     pub identities: PathBuf,
     pub accounts: PathBuf,
     pub ingest_report: PathBuf,
+    /// `alerts.jsonl`, when detection ran.
+    pub alerts: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -24,6 +26,7 @@ impl Outputs {
             identities: dir.join("identities.jsonl"),
             accounts: dir.join("accounts.json"),
             ingest_report: dir.join("ingest_report.json"),
+            alerts: None,
         }
     }
 
@@ -166,6 +169,16 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
             last,
             status.join(",")
         )?;
+    }
+    if let (Some(d), Some(path)) = (&o.detection, &o.outputs.alerts) {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "Detection: {} events in event-time order ({} late), {} alerts ({} more occurrences grouped into \
+             their incidents), {} identity-hours scored by the model, {} PCI updates",
+            d.events, d.late, d.counts.alerts, d.counts.repeats, d.counts.windows_scored, d.pci_updates
+        )?;
+        writeln!(w, "Alerts (OCSF Detection Findings) in {}", path.display())?;
     }
     writeln!(w)?;
     writeln!(
