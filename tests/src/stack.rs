@@ -36,7 +36,7 @@ pub fn broker() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// The service binaries: from `GRANTWATCH_BIN_DIR` if set (benchmarks point it at release builds),
+/// The service binaries (and the `grantwatch` CLI): from `GRANTWATCH_BIN_DIR` if set (benchmarks point it at release builds),
 /// else built (or found up to date) with the cargo running these tests.
 pub fn service_bin(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("GRANTWATCH_BIN_DIR") {
@@ -46,7 +46,8 @@ pub fn service_bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(repo())
-            .args(["build", "-q", "-p", "grantwatch-ingest", "-p", "grantwatch-processor", "-p", "grantwatch-detector"])
+            .args(["build", "-q", "-p", "grantwatch", "-p", "grantwatch-ingest", "-p", "grantwatch-processor"])
+            .args(["-p", "grantwatch-detector"])
             .status()
             .unwrap();
         assert!(status.success(), "building the services failed");

@@ -40,6 +40,7 @@ pub enum Builtin {
     HighRiskPermissionFirstUse,
     FirstTimeAction,
     FirstTimeResource,
+    BulkReadNewData,
     FirstTimeRegion,
     DormantIdentityActive,
     NewSuperIdentity,
@@ -50,7 +51,7 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 17] = [
+    pub const ALL: [Builtin; 18] = [
         Builtin::RootAccountUsed,
         Builtin::LoggingDisabled,
         Builtin::ResourceMadePublic,
@@ -61,6 +62,7 @@ impl Builtin {
         Builtin::HighRiskPermissionFirstUse,
         Builtin::FirstTimeAction,
         Builtin::FirstTimeResource,
+        Builtin::BulkReadNewData,
         Builtin::FirstTimeRegion,
         Builtin::DormantIdentityActive,
         Builtin::NewSuperIdentity,
@@ -82,6 +84,7 @@ impl Builtin {
             Builtin::HighRiskPermissionFirstUse => "grantwatch/high-risk-permission-used",
             Builtin::FirstTimeAction => "grantwatch/first-time-action",
             Builtin::FirstTimeResource => "grantwatch/first-time-resource",
+            Builtin::BulkReadNewData => "grantwatch/bulk-read-new-data",
             Builtin::FirstTimeRegion => "grantwatch/first-time-region",
             Builtin::DormantIdentityActive => "grantwatch/dormant-identity-active",
             Builtin::NewSuperIdentity => "grantwatch/new-super-identity",
@@ -113,6 +116,9 @@ impl Builtin {
             // Low: signals for hunting (and novelty features of the models), not alerts by default.
             Builtin::FirstTimeAction => ("First-time sensitive action", Behavioral, Low, "T1078"),
             Builtin::FirstTimeResource => ("First-time access to a sensitive resource", Behavioral, Low, "T1530"),
+            Builtin::BulkReadNewData => {
+                ("Bulk reads from data the identity never read before", Behavioral, High, "T1530")
+            }
             Builtin::FirstTimeRegion => ("Identity active in a region for the first time", Behavioral, Medium, "T1535"),
             Builtin::DormantIdentityActive => ("Dormant identity active again", Behavioral, Medium, "T1078.004"),
             Builtin::NewSuperIdentity => ("New super identity", Behavioral, High, "T1098"),

@@ -46,6 +46,8 @@ const PROFILE_CACHE_MAX: usize = 50_000;
 const PROFILE: &[u8] = b"det-prof\0";
 const INCIDENT: &[u8] = b"det-inc\0";
 const WINDOW: &[u8] = b"det-win\0";
+/// Reads from data stores first touched within the hour that make a bulk read.
+const BULK_READS: u32 = 100;
 
 /// What the detector consumes.
 #[derive(Debug, Clone)]
@@ -100,10 +102,22 @@ struct Profile {
     grants: Vec<Pending>,
     /// First steps of two-step sequences.
     steps: Vec<Pending>,
+    /// Data stores first touched in the current hour, and the reads from them so far.
+    #[serde(default)]
+    fresh: FreshData,
     /// Analytics this identity triggered: first and last UTC day, within the lookback (established
     /// behavior once the first day is past).
     #[serde(default)]
     triggered: FxHashMap<String, (i32, i32)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FreshData {
+    hour_ms: i64,
+    stores: Vec<String>,
+    reads: u32,
+    events: Vec<RelatedEvent>,
+    alerted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +125,9 @@ struct Pending {
     /// What was granted, or the sequence step's subject (a policy ARN).
     what: String,
     event: RelatedEvent,
+    /// Who made the grant (empty for sequence steps).
+    #[serde(default)]
+    by: String,
 }
 
 /// Counts the runner reports.
@@ -143,7 +160,21 @@ pub struct DetectStage {
     seen: FxHashSet<SeenKey>,
     in_flight: FxHashSet<SeenKey>,
     collect: Option<Vec<TrainingWindow>>,
+    /// Alerts of the current input, before analytics on the same event are merged.
+    drafts: Vec<Draft>,
     pub counts: DetectCounts,
+}
+
+/// An alert that passed the configuration, before it is merged and grouped.
+struct Draft {
+    info: AnalyticInfo,
+    policy: RulePolicy,
+    subject: Subject,
+    time: EventTime,
+    region: Option<String>,
+    events: Vec<RelatedEvent>,
+    evidence: Vec<Evidence>,
+    desc: String,
 }
 
 impl DetectStage {
@@ -198,6 +229,7 @@ impl DetectStage {
             seen: FxHashSet::default(),
             in_flight: FxHashSet::default(),
             collect: None,
+            drafts: Vec::new(),
             counts: DetectCounts::default(),
         })
     }
@@ -259,9 +291,8 @@ impl DetectStage {
         self.det.sigma.matching(ev, &mut sigma_hits);
         for hit in hits {
             let evidence = hit.matched.iter().map(|(k, v)| field_evidence(k, v)).collect();
-            let info = hit.rule.info();
-            let desc = describe_call(&info.title, ev, &hit);
-            self.raise(&info.id, &subject, ev.time, Some(ev.region.clone()), vec![related(ev)], evidence, desc, cx)?;
+            let desc = describe_call(&hit.rule.info().title, ev, &hit);
+            self.raise_on(hit.rule, &subject, ev, evidence, desc, cx)?;
         }
         for i in sigma_hits {
             let Some(rule) = self.det.sigma.rules().get(i) else { continue };
@@ -282,7 +313,7 @@ impl DetectStage {
         if let Some((target, what)) = rules::grant_target(ev, request.as_ref()) {
             let arn = format!("arn:aws:iam::{}:{target}", ev.account_uid);
             let p = Self::profile(&mut self.profiles, cx.state, &arn)?;
-            p.grants.push(Pending { what, event: related(ev) });
+            p.grants.push(Pending { what, event: related(ev), by: ev.actor.uid.clone() });
             if p.grants.len() > PENDING_MAX {
                 p.grants.remove(0);
             }
@@ -363,9 +394,20 @@ impl DetectStage {
             for a in &novel.actions {
                 let Some(id) = catalog.lookup(a) else { continue };
                 let tags = catalog.risk_tags(id);
-                if tags.privilege_escalation || tags.credential_exposure {
+                let level = catalog.access_level(id);
+                if a == "iam:PassRole" {
+                    // What a passed role is used for is the PassRole analytic's question.
+                    continue;
+                }
+                // Permission changes that escalate or expose credentials (iam:AttachUserPolicy,
+                // iam:CreateAccessKey, iam:UpdateAssumeRolePolicy...). Tagged Write or Read actions
+                // (iam:PassRole, ecr:GetAuthorizationToken) are daily work for developers; the
+                // PassRole analytic looks at what a passed role is used for.
+                if level == AccessLevel::PermissionsManagement
+                    && (tags.privilege_escalation || tags.credential_exposure)
+                {
                     high_risk.push(a.clone());
-                } else if matches!(catalog.access_level(id), AccessLevel::Write | AccessLevel::PermissionsManagement) {
+                } else if matches!(level, AccessLevel::Write | AccessLevel::PermissionsManagement) {
                     sensitive.push(a.clone());
                 }
             }
@@ -382,37 +424,19 @@ impl DetectStage {
                     self.settings().first_time_lookback_days
                 );
                 let evidence = actions.iter().map(|a| first_time_evidence("action", a)).collect();
-                self.raise(rule.id(), subject, ev.time, region.clone(), vec![related(ev)], evidence, desc, cx)?;
+                self.raise_on(rule, subject, ev, evidence, desc, cx)?;
             }
             let sensitive_resources: Vec<&String> = novel.resources.iter().filter(|r| sensitive_resource(r)).collect();
             if !sensitive_resources.is_empty() {
                 let names: Vec<&str> = sensitive_resources.iter().map(|s| s.as_str()).collect();
                 let desc = format!("{} accessed {} for the first time.", subject.display(), names.join(", "));
                 let evidence = names.iter().map(|r| first_time_evidence("resource", r)).collect();
-                self.raise(
-                    Builtin::FirstTimeResource.id(),
-                    subject,
-                    ev.time,
-                    region.clone(),
-                    vec![related(ev)],
-                    evidence,
-                    desc,
-                    cx,
-                )?;
+                self.raise_on(Builtin::FirstTimeResource, subject, ev, evidence, desc, cx)?;
             }
             if novel.region {
                 let desc = format!("{} acted in region {} for the first time.", subject.display(), ev.region);
                 let evidence = vec![first_time_evidence("region", &ev.region)];
-                self.raise(
-                    Builtin::FirstTimeRegion.id(),
-                    subject,
-                    ev.time,
-                    region.clone(),
-                    vec![related(ev)],
-                    evidence,
-                    desc,
-                    cx,
-                )?;
+                self.raise_on(Builtin::FirstTimeRegion, subject, ev, evidence, desc, cx)?;
             }
             if let Some(idle) = novel.idle_days
                 && idle >= f64::from(self.settings().dormant_after_days)
@@ -425,16 +449,7 @@ impl DetectStage {
                     spread: None,
                     score: None,
                 }];
-                self.raise(
-                    Builtin::DormantIdentityActive.id(),
-                    subject,
-                    ev.time,
-                    region.clone(),
-                    vec![related(ev)],
-                    evidence,
-                    desc,
-                    cx,
-                )?;
+                self.raise_on(Builtin::DormantIdentityActive, subject, ev, evidence, desc, cx)?;
             }
             if let Some(role) = &novel.passed_role {
                 let desc = format!(
@@ -444,17 +459,12 @@ impl DetectStage {
                     ev.api.operation
                 );
                 let evidence = vec![first_time_evidence("passed_role", role)];
-                self.raise(
-                    Builtin::PassRoleToCompute.id(),
-                    subject,
-                    ev.time,
-                    region.clone(),
-                    vec![related(ev)],
-                    evidence,
-                    desc,
-                    cx,
-                )?;
+                self.raise_on(Builtin::PassRoleToCompute, subject, ev, evidence, desc, cx)?;
             }
+        }
+
+        if novel.established {
+            self.bulk_reads(ev, subject, novel, cx)?;
         }
 
         // Policy version created, then made default, on the same policy within the sequence window.
@@ -463,7 +473,7 @@ impl DetectStage {
             let policy = request.and_then(|r| r.get("policyArn")).and_then(|v| v.as_str()).map(str::to_string);
             match (ev.api.operation.as_str(), policy) {
                 ("CreatePolicyVersion", Some(p)) => {
-                    steps.push(Pending { what: p, event: related(ev) });
+                    steps.push(Pending { what: p, event: related(ev), by: String::new() });
                     if steps.len() > PENDING_MAX {
                         steps.remove(0);
                     }
@@ -495,7 +505,8 @@ impl DetectStage {
 
         // A permission granted to this identity, and used for the first time, within minutes.
         let within = i64::from(self.settings().granted_used_within_minutes) * 60_000;
-        grants.retain(|g| t - g.event.time <= within && t >= g.event.time);
+        // A grant to oneself is the self-privilege-grant analytic's, not this one's.
+        grants.retain(|g| t - g.event.time <= within && t >= g.event.time && g.by != ev.actor.uid);
         if !novel.actions.is_empty()
             && ev.status == grantwatch_types::Status::Success
             && let Some(g) = grants.first().cloned()
@@ -531,6 +542,54 @@ impl DetectStage {
             )?;
         }
         Ok((grants, steps))
+    }
+
+    /// Many reads, within an hour, from data stores the identity had never read (in the lookback):
+    /// collection before exfiltration, or the exfiltration itself.
+    fn bulk_reads(
+        &mut self,
+        ev: &Event,
+        subject: &Subject,
+        novel: &Novel,
+        cx: &mut Cx<'_, DetectionFinding>,
+    ) -> Result<(), StageError> {
+        let hour = ev.time.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let profile = Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
+        let fresh = &mut profile.fresh;
+        if fresh.hour_ms != hour {
+            *fresh = FreshData { hour_ms: hour, ..FreshData::default() };
+        }
+        for r in novel.resources.iter().filter(|r| data_store(r)) {
+            if fresh.stores.len() < 16 && !fresh.stores.contains(r) {
+                fresh.stores.push(r.clone());
+            }
+        }
+        let reads_fresh = ev.read_only == Some(true)
+            && ev.resources.iter().any(|r| fresh.stores.iter().any(|s| s == crate::history::resource_key(r)));
+        if !reads_fresh {
+            return Ok(());
+        }
+        fresh.reads += 1;
+        if fresh.events.len() < MAX_EVENTS {
+            fresh.events.push(related(ev));
+        }
+        if fresh.reads < BULK_READS || fresh.alerted {
+            return Ok(());
+        }
+        fresh.alerted = true;
+        let (stores, events, reads) = (fresh.stores.join(", "), fresh.events.clone(), fresh.reads);
+        let desc = format!(
+            "{} made {reads} reads within the hour from data it had never read before: {stores}.",
+            subject.display()
+        );
+        let evidence = vec![Evidence {
+            name: "reads_from_new_data_stores_per_hour".into(),
+            value: f64::from(reads),
+            baseline: Some(0.0),
+            spread: None,
+            score: None,
+        }];
+        self.raise(Builtin::BulkReadNewData.id(), subject, ev.time, Some(ev.region.clone()), events, evidence, desc, cx)
     }
 
     /// An identity-hour is over: score it (or keep it for training).
@@ -654,6 +713,19 @@ impl DetectStage {
         Ok(())
     }
 
+    /// Raises an alert of a built-in analytic triggered by the single event `ev`.
+    fn raise_on(
+        &mut self,
+        rule: Builtin,
+        subject: &Subject,
+        ev: &Event,
+        evidence: Vec<Evidence>,
+        desc: String,
+        cx: &mut Cx<'_, DetectionFinding>,
+    ) -> Result<(), StageError> {
+        self.raise(rule.id(), subject, ev.time, Some(ev.region.clone()), vec![related(ev)], evidence, desc, cx)
+    }
+
     /// Raises one alert of analytic `id`: configuration, explanation, incident grouping.
     #[allow(clippy::too_many_arguments)]
     fn raise(
@@ -665,9 +737,11 @@ impl DetectStage {
         events: Vec<RelatedEvent>,
         evidence: Vec<Evidence>,
         desc: String,
-        cx: &mut Cx<'_, DetectionFinding>,
+        // Alerts leave through `flush_drafts`; `cx` keeps every analytic's call site alike.
+        _cx: &mut Cx<'_, DetectionFinding>,
     ) -> Result<(), StageError> {
-        let Some((info, policy)) = self.policies.get(id) else { return Ok(()) };
+        // Cloned (small, and alerts are rare): the checks below need the stage mutably.
+        let Some((info, policy)) = self.policies.get(id).cloned() else { return Ok(()) };
         if policy.severity < self.det.config.detection.min_severity
             || self.det.config.allowlisted(&subject.account, &subject.uid)
             || policy.allows(&subject.account, &subject.uid)
@@ -691,42 +765,101 @@ impl DetectStage {
                 return Ok(());
             }
         }
-        let key = format!("{id}\0{}", subject.uid);
-        let uid_src = format!("{key}\0{}\0{}", time.millis(), events.first().map_or("", |e| e.uid.as_str()));
-        let pci = self.profiles.get(&subject.uid).and_then(|p| p.pci);
-        let mut unmapped = serde_json::Map::new();
-        if !info.technique.is_empty() {
-            unmapped.insert("mitre_attack".into(), info.technique.clone().into());
+        self.drafts.push(Draft { info, policy, subject: subject.clone(), time, region, events, evidence, desc });
+        Ok(())
+    }
+
+    /// Turns the drafts of the last input into alerts. Analytics that fired on the same triggering
+    /// event become one alert: the most severe names it, the others are listed with their evidence
+    /// (`explanation.also_matched`). One suspicious call is one thing for an analyst to look at.
+    fn flush_drafts(&mut self, cx: &mut Cx<'_, DetectionFinding>) {
+        let mut drafts = std::mem::take(&mut self.drafts);
+        while !drafts.is_empty() {
+            let trigger = |d: &Draft| (d.subject.uid.clone(), d.events.first().map(|e| e.uid.clone()));
+            let first = trigger(&drafts[0]);
+            let (group, rest): (Vec<Draft>, Vec<Draft>) =
+                drafts.into_iter().partition(|d| first.1.is_some() && trigger(d) == first);
+            drafts = rest;
+            let mut group = if group.is_empty() {
+                // No triggering event (PCI and model analytics): alone.
+                vec![drafts.remove(0)]
+            } else {
+                group
+            };
+            let top = group
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.policy.severity.cmp(&b.1.policy.severity).then(b.0.cmp(&a.0)))
+                .map_or(0, |(i, _)| i);
+            let primary = group.remove(top);
+            self.emit(primary, group, cx);
         }
-        unmapped.insert(
-            "explanation".into(),
-            serde_json::json!({
-                "analytic": id,
-                "evidence": evidence,
-                "identity_pci": pci,
-            }),
-        );
-        let types = if info.technique.is_empty() { vec![] } else { vec![format!("MITRE ATT&CK {}", info.technique)] };
+    }
+
+    fn emit(&mut self, d: Draft, also: Vec<Draft>, cx: &mut Cx<'_, DetectionFinding>) {
+        let id = d.info.id.as_str();
+        let key = format!("{id}\0{}", d.subject.uid);
+        let uid_src = format!("{key}\0{}\0{}", d.time.millis(), d.events.first().map_or("", |e| e.uid.as_str()));
+        let pci = self.profiles.get(&d.subject.uid).and_then(|p| p.pci);
+        let mut unmapped = serde_json::Map::new();
+        if !d.info.technique.is_empty() {
+            unmapped.insert("mitre_attack".into(), d.info.technique.clone().into());
+        }
+        let also_matched: Vec<serde_json::Value> = also
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "analytic": a.info.id,
+                    "title": a.info.title,
+                    "severity": a.policy.severity,
+                    "desc": a.desc,
+                    "evidence": a.evidence,
+                })
+            })
+            .collect();
+        let mut explanation = serde_json::json!({
+            "analytic": id,
+            "evidence": d.evidence,
+            "identity_pci": pci,
+        });
+        if !also_matched.is_empty() {
+            explanation["also_matched"] = also_matched.into();
+        }
+        unmapped.insert("explanation".into(), explanation);
+        let mut types = Vec::new();
+        for t in std::iter::once(&d.info.technique).chain(also.iter().map(|a| &a.info.technique)) {
+            let t = format!("MITRE ATT&CK {t}");
+            if !t.ends_with(' ') && !types.contains(&t) {
+                types.push(t);
+            }
+        }
+        let mut events = d.events;
+        for e in also.into_iter().flat_map(|a| a.events) {
+            if events.len() < MAX_EVENTS && !events.iter().any(|x| x.uid == e.uid) {
+                events.push(e);
+            }
+        }
         let finding = DetectionFinding::new(FindingSpec {
             uid: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(uid_src.as_bytes())),
-            title: info.title.clone(),
-            desc,
+            title: d.info.title.clone(),
+            desc: d.desc,
             analytic_uid: id.to_string(),
-            analytic_name: info.title.clone(),
-            analytic_kind: info.kind,
+            analytic_name: d.info.title.clone(),
+            analytic_kind: d.info.kind,
             types,
-            severity: policy.severity,
-            time,
-            cloud: subject.cloud,
-            account: subject.account.clone(),
-            region,
-            actor_uid: subject.uid.clone(),
-            actor_name: subject.name.clone(),
-            actor_kind: subject.kind,
+            severity: d.policy.severity,
+            time: d.time,
+            cloud: d.subject.cloud,
+            account: d.subject.account.clone(),
+            region: d.region,
+            actor_uid: d.subject.uid.clone(),
+            actor_name: d.subject.name.clone(),
+            actor_kind: d.subject.kind,
             related_events: events,
             unmapped,
         });
-        let window_ms = policy.incident_window_ms;
+        let time = d.time;
+        let window_ms = d.policy.incident_window_ms;
         if let Some(open) = self.incidents.get_mut(&key) {
             if time.millis() <= open.expires_ms() {
                 self.expiries.remove(&(open.expires_ms(), key.clone()));
@@ -734,7 +867,7 @@ impl DetectStage {
                 self.expiries.insert((open.expires_ms(), key.clone()));
                 self.dirty_incidents.insert(key);
                 self.counts.repeats += 1;
-                return Ok(());
+                return;
             }
             self.close_incident(&key, cx);
         }
@@ -744,7 +877,6 @@ impl DetectStage {
         self.incidents.insert(key.clone(), inc);
         self.dirty_incidents.insert(key);
         cx.out.push(finding);
-        Ok(())
     }
 
     fn close_incident(&mut self, key: &str, cx: &mut Cx<'_, DetectionFinding>) {
@@ -764,10 +896,12 @@ impl Stage for DetectStage {
     type Out = DetectionFinding;
 
     fn process(&mut self, input: &DetectInput, cx: &mut Cx<'_, DetectionFinding>) -> Result<(), StageError> {
-        match input {
+        let result = match input {
             DetectInput::Event(ev) => self.on_event(ev, cx),
             DetectInput::Pci(u) => self.on_pci(u, cx),
-        }
+        };
+        self.flush_drafts(cx);
+        result
     }
 
     fn on_watermark(&mut self, watermark: EventTime, cx: &mut Cx<'_, DetectionFinding>) -> Result<(), StageError> {
@@ -793,6 +927,7 @@ impl Stage for DetectStage {
             }
             self.close_incident(&key, cx);
         }
+        self.flush_drafts(cx);
         Ok(())
     }
 
@@ -929,6 +1064,11 @@ fn describe_call(title: &str, ev: &Event, hit: &RuleHit) -> String {
         ev.account_uid,
         ev.region
     )
+}
+
+/// Resources that hold data in bulk (objects, items, rows).
+fn data_store(arn: &str) -> bool {
+    ["arn:aws:s3:::", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
 }
 
 /// Resources whose first access is worth an analyst's look: data stores and secrets.
