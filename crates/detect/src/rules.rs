@@ -542,16 +542,6 @@ pub fn grant_target(ev: &Event, request: Option<&serde_json::Value>) -> Option<(
     }
 }
 
-/// The grant-target key of the identity making a call (see [`grant_target`]).
-pub fn own_grant_key(ev: &Event) -> Option<String> {
-    let name = ev.actor.name.as_deref()?;
-    match ev.actor.kind {
-        IdentityKind::User => Some(format!("user/{name}")),
-        IdentityKind::Role => Some(format!("role/{name}")),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

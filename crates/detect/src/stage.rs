@@ -28,14 +28,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Evidence;
-use crate::features::{FEATURES, HourWindow, Novelty};
+use crate::features::{FeatureMean, HOUR_MS, HourWindow, Novelty, hour_start};
 use crate::history::{History, Novel};
 use crate::incident::{Incident, MAX_EVENTS};
 use crate::ml::{BaselineKind, ModelSet, TrainingWindow};
 use crate::rules::{self, AnalyticInfo, Builtin, RuleHit, RulePolicy, RulesConfig};
 use crate::sigma::SigmaSet;
 
-const HOUR_MS: i64 = 3_600_000;
 /// A two-step sequence (policy version created, then made default) must complete within this time.
 const SEQUENCE_WINDOW_MS: i64 = HOUR_MS;
 /// Grants and sequence steps remembered per identity.
@@ -92,10 +91,10 @@ struct Profile {
     account: String,
     history: History,
     window: Option<HourWindow>,
-    /// Sum and number of the identity's closed windows' features: its running profile, which places
-    /// an identity the model has never seen into a peer group.
-    profile_sum: Vec<f64>,
-    profile_windows: u32,
+    /// Mean of the identity's closed windows' features: its running profile, which places an identity
+    /// the model has never seen into a peer group.
+    #[serde(default)]
+    running: FeatureMean,
     pci: Option<u8>,
     super_identity: Option<bool>,
     /// Permissions granted to this identity recently, waiting for a first use.
@@ -326,12 +325,12 @@ impl DetectStage {
         }
         let passed = rules::passed_role(ev, request.as_ref());
         let (lookback, min_history) = (self.settings().first_time_lookback_days, self.settings().min_history_days);
-        let hour_start = ev.time.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let this_hour = hour_start(ev.time.millis());
 
         // Close the identity's previous hour if this event starts a later one.
         let profile = Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
         let closing = match &profile.window {
-            Some(w) if w.start_ms() < hour_start => profile.window.take(),
+            Some(w) if w.start_ms() < this_hour => profile.window.take(),
             _ => None,
         };
         if let Some(w) = closing {
@@ -354,8 +353,8 @@ impl DetectStage {
         };
         let mut opened = None;
         let window = profile.window.get_or_insert_with(|| {
-            opened = Some(hour_start + HOUR_MS);
-            HourWindow::new(hour_start)
+            opened = Some(this_hour + HOUR_MS);
+            HourWindow::new(this_hour)
         });
         // A late event for an hour already closed is counted in the current window.
         window.add(ev, &novelty);
@@ -553,7 +552,7 @@ impl DetectStage {
         novel: &Novel,
         cx: &mut Cx<'_, DetectionFinding>,
     ) -> Result<(), StageError> {
-        let hour = ev.time.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let hour = hour_start(ev.time.millis());
         let profile = Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
         let fresh = &mut profile.fresh;
         if fresh.hour_ms != hour {
@@ -594,26 +593,15 @@ impl DetectStage {
 
     /// An identity-hour is over: score it (or keep it for training).
     fn window_closed(&mut self, arn: &str, w: HourWindow, cx: &mut Cx<'_, DetectionFinding>) -> Result<(), StageError> {
-        let end = w.start_ms() + HOUR_MS;
+        let end = w.end_ms();
         if self.windows.remove(&(end, arn.to_string())) {
             self.window_changes.insert((end, arn.to_string()), false);
         }
         let features = w.features();
         let profile = Self::profile(&mut self.profiles, cx.state, arn)?;
-        let running = (profile.profile_windows > 0 && profile.profile_sum.len() == FEATURES).then(|| {
-            let mut mean = [0.0; FEATURES];
-            for (m, s) in mean.iter_mut().zip(&profile.profile_sum) {
-                *m = s / f64::from(profile.profile_windows);
-            }
-            mean
-        });
-        if profile.profile_sum.len() != FEATURES {
-            profile.profile_sum = vec![0.0; FEATURES];
-        }
-        for (s, f) in profile.profile_sum.iter_mut().zip(features) {
-            *s += f;
-        }
-        profile.profile_windows += 1;
+        // The profile before this window: the window itself is what is being judged.
+        let running = (profile.running.windows() > 0).then(|| *profile.running.mean());
+        profile.running.add(&features);
         let subject = Subject {
             uid: arn.to_string(),
             name: profile.name.clone(),
@@ -912,7 +900,7 @@ impl Stage for DetectStage {
             }
             let profile = Self::profile(&mut self.profiles, cx.state, &arn)?;
             match profile.window.take() {
-                Some(win) if win.start_ms() + HOUR_MS == end => self.window_closed(&arn, win, cx)?,
+                Some(win) if win.end_ms() == end => self.window_closed(&arn, win, cx)?,
                 other => {
                     // The index is stale (the window closed another way): drop the entry.
                     profile.window = other;
