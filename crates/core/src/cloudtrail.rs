@@ -4,10 +4,12 @@
 //!   `cloudtrail/exceptions.json`); precomputed so mapping an event is one hash lookup.
 //! * [`normalize_record`] / [`Normalizer`]: the JSON bytes of one record → `Event`, deserializing only the
 //!   fields it needs, borrowed from the input.
+//! * [`redact`]: credentials out of the documents an event keeps and out of dead letters.
 
 mod action_map;
 mod lenient;
 mod normalize;
+pub mod redact;
 mod resources;
 
 pub use action_map::{

@@ -20,6 +20,7 @@ pub mod pci;
 pub mod policy;
 pub mod processor;
 pub mod stage;
+pub mod time_guard;
 pub mod usage;
 
 /// Event fixtures for unit tests, here and in crates built on this one (feature `testing`).

@@ -44,11 +44,14 @@ pub struct ProcessorConfig {
     pub window_ms: i64,
     pub lookback_days: u32,
     pub over_provisioned_ratio: f64,
+    /// Close windows and emit PCI updates. Off when nothing consumes them (`analyze --no-detect`
+    /// computes its findings from the usage state at the end): usage is then all the stage does.
+    pub emit_windows: bool,
 }
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
-        Self { window_ms: 24 * 3600 * 1000, lookback_days: 90, over_provisioned_ratio: 0.10 }
+        Self { window_ms: 24 * 3600 * 1000, lookback_days: 90, over_provisioned_ratio: 0.10, emit_windows: true }
     }
 }
 
@@ -79,6 +82,8 @@ pub struct ProcessorStage {
     /// costs far more than scoring, so each is parsed once. Bounded by [`GRANTS_CACHE_MAX`].
     grants: FxHashMap<String, Arc<IdentityGrants>>,
     flags: FxHashMap<String, Vec<StatusFlag>>,
+    /// Entitlements supplied by the runner ([`ProcessorStage::supply_grants`]): never evicted, never persisted.
+    supplied: FxHashMap<String, Arc<IdentityGrants>>,
     last_close: Option<i64>,
     last_close_dirty: bool,
 }
@@ -106,9 +111,44 @@ impl ProcessorStage {
             entitlements: FxHashMap::default(),
             grants: FxHashMap::default(),
             flags: FxHashMap::default(),
+            supplied: FxHashMap::default(),
             last_close,
             last_close_dirty: false,
         })
+    }
+
+    /// Accounts one event's usage and marks its identity for re-scoring; says whether it counted or
+    /// was a duplicate. [`Stage::process`] of an [`ProcessorInput::Event`] is this.
+    pub fn offer_event(&mut self, ev: &Event, state: &dyn StateRead) -> Result<Observed, StageError> {
+        let mut observed = Vec::with_capacity(1);
+        self.usage.process(ev, &mut Cx { state, out: &mut observed })?;
+        let observed = observed.first().copied().unwrap_or(Observed::Duplicate);
+        // AWS services acting for themselves are not identities to right-size.
+        if observed == Observed::Counted
+            && self.cfg.emit_windows
+            && ev.actor.kind != IdentityKind::Service
+            && !self.dirty.contains_key(ev.actor.uid.as_str())
+        {
+            let meta = IdentityMeta {
+                kind: ev.actor.kind,
+                account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
+                name: ev.actor.name.clone().unwrap_or_default(),
+            };
+            self.mark_dirty(&ev.actor.uid, meta);
+        }
+        Ok(observed)
+    }
+
+    /// Entitlements the runner evaluated itself and supplies again on every start (`analyze` reads the
+    /// IAM snapshots each run): kept in memory for scoring, never written to state. Cheaper than an
+    /// [`ProcessorInput::Entitlements`] record, which a service must persist because it reads it once.
+    pub fn supply_grants(&mut self, grants: Arc<IdentityGrants>) {
+        if grants.kind != IdentityKind::Group {
+            let meta = IdentityMeta { kind: grants.kind, account: grants.account.clone(), name: grants.name.clone() };
+            self.dirty.remove(&grants.arn);
+            self.mark_dirty(&grants.arn, meta);
+        }
+        self.supplied.insert(grants.arn.clone(), grants);
     }
 
     fn mark_dirty(&mut self, arn: &str, meta: IdentityMeta) {
@@ -119,7 +159,7 @@ impl ProcessorStage {
 
     /// The identity's evaluated entitlements, if a record was ever seen.
     fn load_grants(&mut self, arn: &str, state: &dyn StateRead) -> Result<Option<Arc<IdentityGrants>>, StageError> {
-        if let Some(g) = self.grants.get(arn) {
+        if let Some(g) = self.supplied.get(arn).or_else(|| self.grants.get(arn)) {
             return Ok(Some(g.clone()));
         }
         let record: Option<EntitlementRecord> = match self.entitlements.get(arn) {
@@ -267,20 +307,7 @@ impl Stage for ProcessorStage {
     fn process(&mut self, input: &ProcessorInput, cx: &mut Cx<'_, ProcessorOutput>) -> Result<(), StageError> {
         match input {
             ProcessorInput::Event(ev) => {
-                let mut observed = Vec::with_capacity(1);
-                self.usage.process(ev, &mut Cx { state: cx.state, out: &mut observed })?;
-                // AWS services acting for themselves are not identities to right-size.
-                if observed.first() == Some(&Observed::Counted)
-                    && ev.actor.kind != IdentityKind::Service
-                    && !self.dirty.contains_key(ev.actor.uid.as_str())
-                {
-                    let meta = IdentityMeta {
-                        kind: ev.actor.kind,
-                        account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
-                        name: ev.actor.name.clone().unwrap_or_default(),
-                    };
-                    self.mark_dirty(&ev.actor.uid, meta);
-                }
+                self.offer_event(ev, cx.state)?;
             }
             ProcessorInput::Entitlements(r) => {
                 let meta = IdentityMeta { kind: r.kind, account: r.account.clone(), name: r.name.clone() };
@@ -299,6 +326,9 @@ impl Stage for ProcessorStage {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, cx: &mut Cx<'_, ProcessorOutput>) -> Result<(), StageError> {
+        if !self.cfg.emit_windows {
+            return Ok(());
+        }
         let boundary = watermark.millis().div_euclid(self.cfg.window_ms) * self.cfg.window_ms;
         let Some(last) = self.last_close else {
             // The first watermark opens the first window; nothing closes yet.

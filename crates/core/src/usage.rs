@@ -6,8 +6,10 @@
 //!
 //! Exactly-once in effect: spans merge by min/max, so replaying an event cannot change them; counters
 //! are only bumped for an event id not yet in [`Table::Seen`], and the id is written in the same batch
-//! as the bump. Events are deduplicated by `(day, eventID)`: a re-delivered event carries the same event
-//! time, so the day is part of its identity and lets old ids be pruned by day.
+//! as the bump. Two records are the same event only when their eventID, identity, event time and
+//! operation all agree ([`event_seen_key`]): a re-delivered event carries all four unchanged, while a
+//! forged or colliding eventID shared by records of other identities or times cannot hide them. The
+//! key starts with the UTC day so that old ids can be pruned by day.
 //!
 //! Memory is bounded by what is pending, not by the number of events: the runner calls
 //! [`Stage::snapshot`] whenever [`Stage::pending`] grows past its budget.
@@ -57,14 +59,29 @@ pub fn day_counter_key(identity: &str, day: i64) -> Vec<u8> {
 }
 
 /// A [`Table::Seen`] key: the event's UTC day (big-endian, so ids sort and can be pruned by day), then a
-/// 128-bit XXH3 hash of its event id. Fixed-size keys need no allocation per event and keep the table
-/// small; two distinct ids of one day collide with probability ~2^-128 times the number of pairs.
+/// 128-bit XXH3 hash of what makes an event the same event. Fixed-size keys need no allocation per event
+/// and keep the table small; two distinct events of one day collide with probability ~2^-128 times the
+/// number of pairs.
 pub type SeenKey = [u8; 24];
 
-pub fn seen_key(day: i64, uid: &str) -> SeenKey {
+/// Usage's seen key of an event; see [`event_seen_key_with_seed`].
+pub fn event_seen_key(ev: &Event) -> SeenKey {
+    event_seen_key_with_seed(ev, 0)
+}
+
+/// The seen key of an event: its day, then a hash of (eventID, identity, event time, service,
+/// operation). Every field is length-prefixed, so no two different tuples hash the same bytes.
+/// `seed` separates owners that share one store (usage and detection keep their own seen ids).
+pub fn event_seen_key_with_seed(ev: &Event, seed: u64) -> SeenKey {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    for part in [ev.uid.as_str(), ev.actor.uid.as_str(), ev.api.service.as_str(), ev.api.operation.as_str()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(&ev.time.millis().to_le_bytes());
     let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&day.to_be_bytes());
-    k[8..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128(uid.as_bytes()).to_be_bytes());
+    k[..8].copy_from_slice(&ev.time.day().to_be_bytes());
+    k[8..].copy_from_slice(&h.digest128().to_be_bytes());
     k
 }
 
@@ -222,7 +239,7 @@ impl Stage for UsageStage {
 
     fn process(&mut self, ev: &Event, cx: &mut Cx<'_, Observed>) -> Result<(), StageError> {
         let day = ev.time.day();
-        let seen = seen_key(day, &ev.uid);
+        let seen = event_seen_key(ev);
         let maybe_stored = self.state_had_ids || self.written.may_contain(&seen);
         if self.seen.contains(&seen)
             || self.in_flight.contains(&seen)
@@ -455,14 +472,43 @@ mod tests {
     }
 
     #[test]
+    fn an_event_id_shared_by_other_identities_or_times_does_not_hide_them() {
+        let store = MemStore::new();
+        let mut stage = UsageStage::new(&store).unwrap();
+        let mut counted = 0;
+        for i in 0..20 {
+            let mut ev = event("same-id", "2024-01-01T10:00:00Z", "s3:GetObject");
+            ev.actor.uid = format!("arn:aws:iam::111122223333:user/u{i}");
+            counted += u32::from(offer(&mut stage, &store, &ev) == Observed::Counted);
+        }
+        assert_eq!(counted, 20, "twenty identities, one forged eventID: twenty events");
+        let mut later = event("same-id", "2024-01-01T10:00:01Z", "s3:GetObject");
+        later.actor.uid = "arn:aws:iam::111122223333:user/u0".into();
+        assert_eq!(offer(&mut stage, &store, &later), Observed::Counted, "another time is another event");
+        let mut other_op = event("same-id", "2024-01-01T10:00:00Z", "s3:GetObject");
+        other_op.actor.uid = "arn:aws:iam::111122223333:user/u0".into();
+        other_op.api.operation = "PutObject".into();
+        assert_eq!(offer(&mut stage, &store, &other_op), Observed::Counted, "another operation is another event");
+        let mut copy = event("same-id", "2024-01-01T10:00:00Z", "s3:GetObject");
+        copy.actor.uid = "arn:aws:iam::111122223333:user/u7".into();
+        assert_eq!(offer(&mut stage, &store, &copy), Observed::Duplicate, "a true re-delivery is one event");
+    }
+
+    fn key(day: i64, id: &str) -> SeenKey {
+        let mut e = crate::testing::event(id, EventTime(day * 86_400_000));
+        e.actor.uid = "arn:aws:iam::111122223333:user/alice".into();
+        event_seen_key(&e)
+    }
+
+    #[test]
     fn the_filter_never_misses() {
         let mut f = SeenFilter::new();
-        let keys: Vec<SeenKey> = (0..50_000u32).map(|i| seen_key(i64::from(i % 30), &format!("id-{i}"))).collect();
+        let keys: Vec<SeenKey> = (0..50_000u32).map(|i| key(i64::from(i % 30), &format!("id-{i}"))).collect();
         for k in &keys {
             f.insert(k);
         }
         assert!(keys.iter().all(|k| f.may_contain(k)));
-        let false_positives = (0..10_000u32).filter(|i| f.may_contain(&seen_key(0, &format!("other-{i}")))).count();
+        let false_positives = (0..10_000u32).filter(|i| f.may_contain(&key(0, &format!("other-{i}")))).count();
         assert!(false_positives < 100, "{false_positives}");
     }
 }

@@ -1004,13 +1004,11 @@ fn meta_key(prefix: &[u8], id: &str) -> Vec<u8> {
     k
 }
 
-/// Like usage's seen keys, but hashed with another seed: the file runner keeps usage and detection in
-/// one store, and an event counted by one must not look processed to the other.
+/// Like usage's seen keys (the same notion of "same event"), but hashed with another seed: the file
+/// runner keeps usage and detection in one store, and an event counted by one must not look processed to
+/// the other.
 fn detect_seen_key(ev: &Event) -> SeenKey {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&ev.time.day().to_be_bytes());
-    k[8..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128_with_seed(ev.uid.as_bytes(), 0x6465_7465_6374).to_be_bytes());
-    k
+    grantwatch_core::usage::event_seen_key_with_seed(ev, 0x6465_7465_6374)
 }
 
 fn related(ev: &Event) -> RelatedEvent {

@@ -11,6 +11,16 @@
 //!   symbolic links (never followed below a named root, so a walk cannot escape the tree or loop),
 //!   and files with other extensions.
 //! - A named path that is itself a symlink is followed (the user named it).
+//! - Faults: a named path that does not exist is [`FilesError::NotFound`]; one that cannot be
+//!   inspected, or a named directory that cannot be listed, is [`FilesError::Io`]. Below a named
+//!   directory nothing aborts the walk: a sub-directory that cannot be listed (permission denied,
+//!   vanished or replaced mid-walk, path too long) or a file that cannot be inspected is listed in
+//!   [`Discovery::unreadable`] with the error, and the walk goes on. The caller reports that list.
+//! - File names need not be UTF-8: a name is matched on its bytes (the extension is ASCII), so a file
+//!   whose name is not UTF-8 is taken like any other. Such a path prints lossily (`Path::display`,
+//!   U+FFFD for the bytes that are not UTF-8), so two names that differ only in those bytes display
+//!   alike: do not key state by the displayed path alone. S3 hints and delivery times are read from
+//!   the components that are UTF-8.
 //! - The result is sorted by path and de-duplicated (overlapping arguments yield each file once;
 //!   [`Ignored`] counts are per walk, so overlapping directories count their skipped entries twice).
 
@@ -95,6 +105,9 @@ pub struct Discovery {
     /// Sorted by path, without duplicates.
     pub files: Vec<SourceFile>,
     pub ignored: Ignored,
+    /// Paths below a named directory that could not be listed or inspected, with the error; sorted by
+    /// path, without duplicates. Not silently dropped: the caller reports them.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 /// Finds the input files under `paths` (see the module rules above).
@@ -119,6 +132,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, FilesError> {
     }
     out.files.sort_by(|a, b| a.path.cmp(&b.path));
     out.files.dedup_by(|a, b| a.path == b.path);
+    out.unreadable.sort();
+    out.unreadable.dedup_by(|a, b| a.0 == b.0);
     Ok(out)
 }
 
@@ -137,15 +152,24 @@ pub fn source_file(path: &Path) -> Result<SourceFile, FilesError> {
 }
 
 fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
-    let mut it = walkdir::WalkDir::new(root).follow_links(false).follow_root_links(true).into_iter();
-    loop {
-        let entry = match it.next() {
-            None => break,
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
+    walk_entries(root, walkdir::WalkDir::new(root).follow_links(false).follow_root_links(true).into_iter(), out)
+}
+
+/// The walk of [`walk`], over any sequence of entries (tests inject failures).
+fn walk_entries(root: &Path, mut it: impl WalkIter, out: &mut Discovery) -> Result<(), FilesError> {
+    while let Some(next) = it.next() {
+        let entry = match next {
+            Ok(e) => e,
+            Err(e) => {
                 let path = e.path().unwrap_or(root).to_path_buf();
+                let depth = e.depth();
                 let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-                return Err(FilesError::Io { path, source });
+                if depth == 0 {
+                    // The named directory itself cannot be listed.
+                    return Err(FilesError::Io { path, source });
+                }
+                out.unreadable.push((path, source.to_string()));
+                continue;
             }
         };
         if entry.depth() == 0 {
@@ -175,21 +199,37 @@ fn walk(root: &Path, out: &mut Discovery) -> Result<(), FilesError> {
             out.ignored.other += 1;
             continue;
         };
-        let size = entry
-            .metadata()
-            .map_err(|e| {
-                let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("metadata"));
-                FilesError::Io { path: entry.path().to_path_buf(), source }
-            })?
-            .len();
+        let size = match entry.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                let why = e.io_error().map_or_else(|| e.to_string(), ToString::to_string);
+                out.unreadable.push((entry.into_path(), why));
+                continue;
+            }
+        };
         out.files.push(make(entry.into_path(), size, format));
     }
     Ok(())
 }
 
+/// What [`walk_entries`] needs of a directory walk.
+trait WalkIter: Iterator<Item = walkdir::Result<walkdir::DirEntry>> {
+    fn skip_current_dir(&mut self);
+}
+
+impl WalkIter for walkdir::IntoIter {
+    fn skip_current_dir(&mut self) {
+        walkdir::IntoIter::skip_current_dir(self);
+    }
+}
+
 fn make(path: PathBuf, size: u64, format: Format) -> SourceFile {
-    let compressed = path.file_name().and_then(OsStr::to_str).is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
+    let compressed = path.file_name().is_some_and(|n| ends_with_ignore_case(n.as_encoded_bytes(), b".gz"));
     SourceFile { path, size, format, compressed }
+}
+
+fn ends_with_ignore_case(name: &[u8], suffix: &[u8]) -> bool {
+    name.len() >= suffix.len() && name.get(name.len() - suffix.len()..).is_some_and(|s| s.eq_ignore_ascii_case(suffix))
 }
 
 fn is_hidden(name: &OsStr) -> bool {
@@ -198,18 +238,19 @@ fn is_hidden(name: &OsStr) -> bool {
 
 fn is_digest(path: &Path) -> bool {
     path.components().any(|c| match c {
-        Component::Normal(s) => s.to_str().is_some_and(|s| s.contains("CloudTrail-Digest")),
+        Component::Normal(s) => memchr::memmem::find(s.as_encoded_bytes(), b"CloudTrail-Digest").is_some(),
         _ => false,
     })
 }
 
-/// The format implied by a file name, or `None` if the name is not taken.
+/// The format implied by a file name (its bytes: it need not be UTF-8), or `None` if the name is not
+/// taken.
 fn format_of(name: &OsStr) -> Option<Format> {
-    let lower = name.to_str()?.to_ascii_lowercase();
-    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
-    if base.ends_with(".json") {
+    let name = name.as_encoded_bytes();
+    let base = if ends_with_ignore_case(name, b".gz") { name.get(..name.len() - 3)? } else { name };
+    if ends_with_ignore_case(base, b".json") {
         Some(Format::RecordsJson)
-    } else if base.ends_with(".jsonl") || base.ends_with(".ndjson") {
+    } else if ends_with_ignore_case(base, b".jsonl") || ends_with_ignore_case(base, b".ndjson") {
         Some(Format::JsonLines)
     } else {
         None
@@ -218,10 +259,11 @@ fn format_of(name: &OsStr) -> Option<Format> {
 
 /// Parses `.../AWSLogs/[<org-id>/]<account>/CloudTrail/<region>/YYYY/MM/DD/<file>`.
 fn s3_hints(path: &Path) -> S3Hints {
+    // A component that is not UTF-8 keeps its place (as "", which matches nothing).
     let comps: Vec<&str> = path
         .components()
         .filter_map(|c| match c {
-            Component::Normal(s) => s.to_str(),
+            Component::Normal(s) => Some(s.to_str().unwrap_or_default()),
             _ => None,
         })
         .collect();
@@ -271,7 +313,7 @@ fn parse_date(y: &str, m: &str, d: &str) -> Option<YearMonthDay> {
 /// The delivery time CloudTrail writes into its file names
 /// (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`), if the name has one.
 pub fn delivery_time(path: &std::path::Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
+    let name = path.file_name()?.to_string_lossy();
     name.split('_')
         .find(|part| {
             let b = part.as_bytes();
@@ -328,5 +370,66 @@ mod tests {
         );
         assert_eq!(t("events.jsonl"), None);
         assert_eq!(t("a_2024010T0005Z_b.json"), None);
+    }
+
+    /// A walk that runs `hook` on every entry it yields.
+    struct Hooked<F> {
+        inner: walkdir::IntoIter,
+        hook: F,
+    }
+
+    impl<F: FnMut(&walkdir::DirEntry)> Iterator for Hooked<F> {
+        type Item = walkdir::Result<walkdir::DirEntry>;
+        fn next(&mut self) -> Option<Self::Item> {
+            let next = self.inner.next();
+            if let Some(Ok(e)) = &next {
+                (self.hook)(e);
+            }
+            next
+        }
+    }
+
+    impl<F: FnMut(&walkdir::DirEntry)> WalkIter for Hooked<F> {
+        fn skip_current_dir(&mut self) {
+            self.inner.skip_current_dir();
+        }
+    }
+
+    #[test]
+    fn a_directory_that_vanishes_mid_walk_is_listed_and_the_walk_goes_on() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in ["a", "b"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+            fs::write(root.join(d).join("x.json"), b"[]").unwrap();
+        }
+        // When the walk meets the first of the two directories, the other one goes away (the root's
+        // listing already named it); the walk then fails to list it, and must go on.
+        let mut gone = None;
+        let hook = |e: &walkdir::DirEntry| {
+            if gone.is_none() && e.depth() == 1 && e.file_type().is_dir() {
+                let other = if e.file_name() == "a" { "b" } else { "a" };
+                fs::remove_dir_all(root.join(other)).unwrap();
+                gone = Some((other.to_string(), e.file_name().to_string_lossy().into_owned()));
+            }
+        };
+        let it = Hooked { inner: walkdir::WalkDir::new(root).into_iter(), hook };
+        let mut out = Discovery::default();
+        walk_entries(root, it, &mut out).unwrap();
+        let (other, kept) = gone.unwrap();
+        let files: Vec<PathBuf> = out.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(files, vec![root.join(&kept).join("x.json")]);
+        assert_eq!(out.unreadable.len(), 1, "{:?}", out.unreadable);
+        assert_eq!(out.unreadable[0].0, root.join(&other));
+        assert!(out.unreadable[0].1.contains("No such file"), "{:?}", out.unreadable);
+    }
+
+    #[test]
+    fn a_named_directory_that_cannot_be_listed_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("gone");
+        let it = walkdir::WalkDir::new(&missing).into_iter();
+        let e = walk_entries(&missing, it, &mut Discovery::default()).unwrap_err();
+        assert!(matches!(e, FilesError::Io { ref path, .. } if *path == missing), "{e}");
     }
 }

@@ -2,13 +2,15 @@
 
 use std::{fmt, io, path::PathBuf};
 
-/// Discovery failed: a named path is missing or a directory could not be walked.
+/// Discovery failed: a path the caller named is missing or cannot be inspected or listed. (A path
+/// found *below* a named directory that cannot be read is not an error: it is listed in
+/// [`crate::Discovery::unreadable`].)
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     /// A path the caller named does not exist.
     #[error("{}: no such file or directory", path.display())]
     NotFound { path: PathBuf },
-    /// A path exists but could not be inspected or walked.
+    /// A named path exists but could not be inspected, or a named directory could not be listed.
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -41,12 +43,12 @@ pub enum FileErrorKind {
     CorruptGzip(String),
     /// The gzip stream ends early.
     TruncatedGzip,
-    /// The decompressed content exceeds [`crate::ReadOptions::max_decompressed`].
+    /// The decompressed content exceeds [`crate::ReadOptions::max_decompressed`]; reading stopped
+    /// there (the records yielded before stay yielded).
     TooLarge { cap: u64 },
-    /// A JSON Lines line exceeds [`crate::ReadOptions::max_record`]; `line` is 0-based.
-    RecordTooLarge { line: u64, cap: u64 },
-    /// The content is not valid JSON. `line`/`column` are serde_json's (1-based); `offset` is the
-    /// 0-based byte offset into the decompressed content.
+    /// The content is not valid JSON. `line` and `column` are 1-based (the column counts bytes, after
+    /// a byte-order mark on the first line); `offset` is the 0-based byte offset into the decompressed
+    /// content of the first byte that does not fit (or of the end, when the document ends early).
     NotJson { message: String, line: usize, column: usize, offset: u64 },
     /// The top level is a JSON value other than an object or an array.
     NotObjectOrArray,
@@ -62,9 +64,6 @@ impl fmt::Display for FileErrorKind {
             FileErrorKind::TruncatedGzip => write!(f, "truncated gzip: the stream ends early"),
             FileErrorKind::TooLarge { cap } => {
                 write!(f, "decompressed content exceeds the cap of {cap} bytes")
-            }
-            FileErrorKind::RecordTooLarge { line, cap } => {
-                write!(f, "line {line} (0-based) exceeds the record cap of {cap} bytes")
             }
             FileErrorKind::NotJson { message, line, column, offset } => {
                 write!(f, "not valid JSON at line {line} column {column} (byte offset {offset}): {message}")

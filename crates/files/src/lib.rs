@@ -8,7 +8,9 @@
 //!   each optionally `.gz`. Digest files and hidden files are skipped and counted.
 //! - **Reading** ([`read_records`]): decompresses gzip (detected by its magic bytes), and splits a
 //!   file into raw records — the elements of a `{"Records":[...]}` document (or of a bare top-level
-//!   array), or the lines of a JSON Lines file — without building a `serde_json::Value`.
+//!   array), or the lines of a JSON Lines file — streaming, without building a `serde_json::Value`,
+//!   in memory bounded by [`ReadOptions`] whatever the input (records over the cap are reported as
+//!   [`Item::Oversized`], inflation stops at the decompressed-size cap).
 //! - **Quarantine** ([`QuarantineWriter`]): a thread-safe JSON Lines sink for rejected files and records.
 //! - **Fingerprints** ([`Fingerprint`]): size + XXH3-64 of a file's bytes as stored on disk, to tell
 //!   "this file was already ingested".
@@ -23,6 +25,7 @@ mod error;
 mod fingerprint;
 mod quarantine;
 mod read;
+mod scan;
 
 pub use discover::{
     Discovery, Format, Ignored, S3Hints, SourceFile, YearMonthDay, delivery_time, discover, sort_by_delivery,
@@ -32,5 +35,6 @@ pub use error::{FileError, FileErrorKind, FilesError};
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_file};
 pub use quarantine::{QuarantineCounts, QuarantineWriter, RAW_STRING_LIMIT};
 pub use read::{
-    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, ReadOptions, Record, read_records, read_records_with,
+    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, Item, Oversized, ReadOptions, Record, read_records,
+    read_records_with,
 };

@@ -3,10 +3,12 @@
 //!
 //! `raw` is the record itself when it is valid JSON (re-emitted on one line, byte-for-byte otherwise:
 //! only whitespace outside strings is dropped), else a string of its bytes decoded lossily and cut to
-//! [`RAW_STRING_LIMIT`] bytes, or `null` for a whole-file entry (the file is not copied). Nothing else
-//! is written, and nothing is logged. The file is created (truncated) on the first entry, with its
-//! parent directories; each entry is written with one `write_all` and flushed, under a mutex, so lines
-//! from parallel readers never interleave.
+//! [`RAW_STRING_LIMIT`] bytes, or `null` for a whole-file entry (the file is not copied) and for a
+//! record written without its bytes ([`QuarantineWriter::record_without_raw`], e.g. one over the
+//! record cap, which the reader never held whole). File paths are written lossily (U+FFFD for bytes
+//! that are not UTF-8). Nothing else is written, and nothing is logged. The file is created (truncated)
+//! on the first entry, with its parent directories; each entry is written with one `write_all` and
+//! flushed, under a mutex, so lines from parallel readers never interleave.
 
 use std::{
     fs::{self, File},
@@ -88,6 +90,13 @@ impl QuarantineWriter {
             Err(_) => Raw::Text(lossy_prefix(raw)),
         };
         let entry = Entry { file: &file.to_string_lossy(), record: Some(index), reason, raw };
+        self.write(&entry, false)
+    }
+
+    /// Quarantines one record of `file` without its bytes (`raw: null`): for a record that was not
+    /// kept, such as one over [`crate::ReadOptions::max_record`] ([`crate::Oversized`]).
+    pub fn record_without_raw(&self, file: &Path, index: u64, reason: &str) -> io::Result<()> {
+        let entry = Entry { file: &file.to_string_lossy(), record: Some(index), reason, raw: Raw::None(None) };
         self.write(&entry, false)
     }
 

@@ -4,52 +4,96 @@
 //! no second read). Gzip is detected by its magic bytes (`1f 8b`), whatever the name says; concatenated
 //! gzip members are read as one stream. A leading UTF-8 byte-order mark is skipped.
 //!
-//! - [`Format::RecordsJson`]: the whole decompressed document is read into the caller's buffer, then
-//!   each element of its `Records` array (other top-level keys are ignored) or of a bare top-level
-//!   array is yielded as raw bytes, borrowed from the buffer, without building a `serde_json::Value`.
-//! - [`Format::JsonLines`]: streamed line by line through a reusable buffer (flat memory whatever the
-//!   file size). Every line that is not blank is yielded, trimmed of surrounding whitespace, with its
-//!   0-based line number as index (blank lines count for numbering). A line that is not valid JSON is
-//!   **not** a file error: it is yielded as is, and the downstream normalizer rejects it with its index.
+//! Both formats stream: memory is two IO buffers, the decompressor's window and one record buffer,
+//! whatever the size of the file or of what it inflates to.
 //!
-//! An empty (or blank) file of either format yields no record and is not an error.
+//! - [`Format::RecordsJson`]: a streaming scanner (no `serde_json::Value`, no whole-document buffer)
+//!   finds the top-level `Records` array (other top-level keys, before or after it, are checked and
+//!   skipped without being kept; a bare top-level array is accepted too) and yields each element's
+//!   bytes as written, from its first to its last byte, with its 0-based position as index. The whole
+//!   document's JSON syntax is checked as it goes (not UTF-8, and not what the values mean: the
+//!   normalizer checks each record): a syntax error is [`FileErrorKind::NotJson`] with its line, column
+//!   and byte offset, after the elements before it were yielded. `{"Records": null}`, or an object
+//!   without the key, is [`FileErrorKind::NoRecordsArray`] (at the end of the document); a scalar top
+//!   level is [`FileErrorKind::NotObjectOrArray`].
+//! - [`Format::JsonLines`]: line by line. Every line that is not blank is yielded, trimmed of
+//!   surrounding whitespace, with its 0-based line number as index (blank lines count for numbering).
+//!   A line that is not valid JSON is **not** a file error: it is yielded as is, and the downstream
+//!   normalizer rejects it with its index.
+//!
+//! Limits ([`ReadOptions`]), both enforced while reading:
+//! - A record (a `Records` element, or a JSON Lines line without its line end) longer than
+//!   [`ReadOptions::max_record`] is never buffered whole: at most `max_record` bytes of it are held,
+//!   the rest is scanned past, and it is yielded as [`Item::Oversized`] (index, length, cap) in its
+//!   place; the rest of the file is read as usual. (A JSON Lines line that long made only of
+//!   whitespace is blank, as any blank line.)
+//! - Reading stops as soon as the decompressed content passes [`ReadOptions::max_decompressed`]: the
+//!   file fails with [`FileErrorKind::TooLarge`], so a gzip bomb costs no more than the buffers above.
+//!
+//! An empty (or blank) file of either format yields nothing and is not an error. When reading fails,
+//! the items already yielded stay yielded: the caller decides what to keep (and quarantines the file).
 
 use std::{
     cell::{Cell, RefCell},
+    fmt,
     fs::File,
     io::{self, BufRead, BufReader, Read},
 };
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::{
     discover::{Format, SourceFile},
     error::{FileError, FileErrorKind},
     fingerprint::Fingerprint,
+    scan,
 };
 
-/// Default cap on a file's decompressed size: 2 GiB.
-pub const DEFAULT_MAX_DECOMPRESSED: u64 = 2 << 30;
-/// Default cap on one JSON Lines line: 64 MiB.
-pub const DEFAULT_MAX_RECORD: u64 = 64 << 20;
+/// Default cap on a file's decompressed size: 64 GiB (both formats stream, so this bounds time and
+/// disk reads, not memory).
+pub const DEFAULT_MAX_DECOMPRESSED: u64 = 64 << 30;
+/// Default cap on one record: 16 MiB (CloudTrail's own events are far smaller; the cap is what one
+/// reader thread may hold for one record).
+pub const DEFAULT_MAX_RECORD: u64 = 16 << 20;
 
 const IO_BUF: usize = 256 << 10;
+/// After bad JSON in a gzip file, how much further to inflate to see whether the stream is corrupt.
+const CORRUPT_PROBE: u64 = 1 << 20;
 
 /// Limits for reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOptions {
-    /// Refuse a `{"Records":[...]}` file whose decompressed content exceeds this many bytes (it is read
-    /// whole). JSON Lines files stream and are not capped as a whole; `max_record` caps each line.
+    /// Stop reading a file (it fails with [`FileErrorKind::TooLarge`]) as soon as its decompressed
+    /// content passes this many bytes.
     pub max_decompressed: u64,
-    /// Refuse a JSON Lines file with a line longer than this (the line is never buffered whole).
+    /// A record longer than this many bytes is skipped without being buffered whole, and yielded as
+    /// [`Item::Oversized`]; exactly this long is fine.
     pub max_record: u64,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions { max_decompressed: DEFAULT_MAX_DECOMPRESSED, max_record: DEFAULT_MAX_RECORD }
+    }
+}
+
+/// What the reader yields, in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A record.
+    Record(Record<'a>),
+    /// A record longer than [`ReadOptions::max_record`], skipped without being kept. Quarantine it
+    /// (its `Display` is the reason); the items after it are read as usual.
+    Oversized(Oversized),
+}
+
+impl Item<'_> {
+    /// The index of the record (see [`Record::index`]).
+    pub fn index(&self) -> u64 {
+        match self {
+            Item::Record(r) => r.index,
+            Item::Oversized(o) => o.index,
+        }
     }
 }
 
@@ -61,11 +105,32 @@ pub struct Record<'a> {
     pub raw: &'a [u8],
 }
 
+/// A record over the record cap. `Display`: "record 12 (20000000 bytes) exceeds the record cap of
+/// 16777216 bytes".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// As [`Record::index`].
+    pub index: u64,
+    /// Its length in bytes: a `Records` element from its first to its last byte, a JSON Lines line
+    /// without its line end (`\n`).
+    pub len: u64,
+    /// [`ReadOptions::max_record`].
+    pub cap: u64,
+}
+
+impl fmt::Display for Oversized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {} ({} bytes) exceeds the record cap of {} bytes", self.index, self.len, self.cap)
+    }
+}
+
 /// What reading a file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileSummary {
-    /// Records yielded.
+    /// Records yielded ([`Item::Record`]).
     pub records: u64,
+    /// Records over the record cap ([`Item::Oversized`]).
+    pub oversized: u64,
     /// Bytes read from disk (compressed size).
     pub bytes_read: u64,
     /// Bytes after decompression (equal to `bytes_read` for plain files).
@@ -78,19 +143,19 @@ pub struct FileSummary {
 pub fn read_records(
     file: &SourceFile,
     buf: &mut Vec<u8>,
-    visit: &mut dyn FnMut(Record<'_>),
+    visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<FileSummary, FileError> {
     read_records_with(file, &ReadOptions::default(), buf, visit)
 }
 
-/// Reads `file` and calls `visit` for each record, in order. `buf` is cleared and reused (keep one per
-/// thread to avoid reallocations). On `Err` the records already yielded (JSON Lines only) should be
-/// discarded with the file, which the caller quarantines.
+/// Reads `file` and calls `visit` for each record (or oversized record), in order. `buf` is cleared
+/// and reused (keep one per thread to avoid reallocations); it holds at most `opts.max_record` bytes.
+/// On `Err` the items already yielded stay yielded; the caller quarantines the file.
 pub fn read_records_with(
     file: &SourceFile,
     opts: &ReadOptions,
     buf: &mut Vec<u8>,
-    visit: &mut dyn FnMut(Record<'_>),
+    visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<FileSummary, FileError> {
     let path = &file.path;
     let f = File::open(path).map_err(|e| FileError::new(path, FileErrorKind::Io(e)))?;
@@ -98,8 +163,9 @@ pub fn read_records_with(
     let mut gzip = false;
     let res = run(f, file.format, opts, &state, &mut gzip, buf, visit);
     match res {
-        Ok(records) => Ok(FileSummary {
-            records,
+        Ok(counts) => Ok(FileSummary {
+            records: counts.records,
+            oversized: counts.oversized,
             bytes_read: state.read.get(),
             bytes_decompressed: state.decompressed.get(),
             fingerprint: Fingerprint { size: state.read.get(), xxh3: state.hasher.borrow().digest() },
@@ -130,7 +196,7 @@ struct State {
     hasher: RefCell<Xxh3>,
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Io(io::Error),
     Kind(FileErrorKind),
 }
@@ -166,7 +232,8 @@ impl Read for DiskReader<'_> {
     }
 }
 
-/// The decompressed stream: counts and enforces the cap.
+/// The decompressed stream: counts and enforces the cap as it inflates, and retries interrupted reads
+/// (so the readers above it see none).
 struct CapReader<'s, R> {
     inner: R,
     cap: u64,
@@ -175,14 +242,33 @@ struct CapReader<'s, R> {
 
 impl<R: Read> Read for CapReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(out)?;
-        let total = self.state.decompressed.get().saturating_add(n as u64);
-        self.state.decompressed.set(total);
-        if total > self.cap {
+        if self.state.over_cap.get() {
+            return Err(io::Error::other("decompressed size cap exceeded"));
+        }
+        let room = self.cap.saturating_sub(self.state.decompressed.get());
+        if room == 0 {
+            // At the cap: any one byte more is too much (and inflating stops there).
+            let mut probe = [0u8; 1];
+            if read_retrying(&mut self.inner, &mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.state.decompressed.set(self.cap.saturating_add(1));
             self.state.over_cap.set(true);
             return Err(io::Error::other("decompressed size cap exceeded"));
         }
+        let want = usize::try_from(room).unwrap_or(usize::MAX).min(out.len());
+        let n = read_retrying(&mut self.inner, out.get_mut(..want).unwrap_or_default())?;
+        self.state.decompressed.set(self.state.decompressed.get().saturating_add(n as u64));
         Ok(n)
+    }
+}
+
+fn read_retrying<R: Read>(r: &mut R, out: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(out) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            res => return res,
+        }
     }
 }
 
@@ -193,8 +279,8 @@ fn run(
     state: &State,
     gzip: &mut bool,
     buf: &mut Vec<u8>,
-    visit: &mut dyn FnMut(Record<'_>),
-) -> Result<u64, Failure> {
+    visit: &mut dyn FnMut(Item<'_>),
+) -> Result<scan::Counts, Failure> {
     let mut disk = BufReader::with_capacity(IO_BUF, DiskReader { inner: f, state });
     let (head, got) = read_head::<2, _>(&mut disk)?;
     let head = head.get(..got).unwrap_or_default();
@@ -202,16 +288,22 @@ fn run(
     let stream = io::Cursor::new(head.to_vec()).chain(disk);
     let decoded: Box<dyn Read + '_> =
         if *gzip { Box::new(flate2::bufread::MultiGzDecoder::new(stream)) } else { Box::new(stream) };
-    // The cap guards the one format read whole into memory. JSON Lines streams line by line with its
-    // own per-record cap, so a file of any size is fine (a 10M-event export is ~14 GB).
-    let cap = match format {
-        Format::RecordsJson => opts.max_decompressed,
-        Format::JsonLines => u64::MAX,
+    let mut capped = CapReader { inner: decoded, cap: opts.max_decompressed, state };
+    let res = match format {
+        // The scanner has its own read window.
+        Format::RecordsJson => scan::records_json(&mut capped, opts.max_record, buf, visit),
+        Format::JsonLines => json_lines(BufReader::with_capacity(IO_BUF, &mut capped), opts.max_record, buf, visit),
     };
-    let capped = CapReader { inner: decoded, cap, state };
-    match format {
-        Format::RecordsJson => records_json(capped, opts, buf, visit),
-        Format::JsonLines => json_lines(capped, opts, buf, visit),
+    match res {
+        // A corrupt gzip stream can inflate to garbage before the decoder notices: if it fails soon
+        // after the bad JSON, the gzip error is the one to report.
+        Err(Failure::Kind(kind @ FileErrorKind::NotJson { .. })) if *gzip => {
+            match io::copy(&mut (&mut capped).take(CORRUPT_PROBE), &mut io::sink()) {
+                Err(e) if !state.over_cap.get() => Err(Failure::Io(e)),
+                _ => Err(Failure::Kind(kind)),
+            }
+        }
+        res => res,
     }
 }
 
@@ -233,99 +325,67 @@ fn read_head<const N: usize, R: Read>(r: &mut R) -> io::Result<([u8; N], usize)>
     Ok((head, got))
 }
 
-#[derive(Deserialize)]
-struct Doc<'a> {
-    #[serde(borrow, rename = "Records")]
-    records: Option<Vec<&'a RawValue>>,
-}
-
-fn records_json<R: Read>(
+fn json_lines<R: BufRead>(
     mut r: R,
-    opts: &ReadOptions,
+    max_record: u64,
     buf: &mut Vec<u8>,
-    visit: &mut dyn FnMut(Record<'_>),
-) -> Result<u64, Failure> {
-    buf.clear();
-    // Read at most cap+1 bytes so the cap check fires in CapReader rather than growing forever.
-    (&mut r).take(opts.max_decompressed.saturating_add(1)).read_to_end(buf)?;
-    let body = strip_bom(buf);
-    let bom = (buf.len() - body.len()) as u64;
-    let start = body.iter().position(|b| !b.is_ascii_whitespace());
-    let Some(first) = start.and_then(|i| body.get(i)) else {
-        return Ok(0); // empty or blank
-    };
-    let records: Vec<&RawValue> = match first {
-        b'{' => serde_json::from_slice::<Doc<'_>>(body)
-            .map_err(|e| not_json(&e, body, bom))?
-            .records
-            .ok_or(Failure::Kind(FileErrorKind::NoRecordsArray))?,
-        b'[' => serde_json::from_slice::<Vec<&RawValue>>(body).map_err(|e| not_json(&e, body, bom))?,
-        _ => {
-            // Let serde_json say whether it is JSON at all.
-            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Err(e) => not_json(&e, body, bom),
-                Ok(_) => Failure::Kind(FileErrorKind::NotObjectOrArray),
-            });
-        }
-    };
-    let mut n = 0u64;
-    for raw in records {
-        visit(Record { index: n, raw: raw.get().as_bytes() });
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn json_lines<R: Read>(
-    r: R,
-    opts: &ReadOptions,
-    buf: &mut Vec<u8>,
-    visit: &mut dyn FnMut(Record<'_>),
-) -> Result<u64, Failure> {
-    let mut r = BufReader::with_capacity(IO_BUF, r);
+    visit: &mut dyn FnMut(Item<'_>),
+) -> Result<scan::Counts, Failure> {
     let mut line_no = 0u64;
-    let mut records = 0u64;
+    let mut counts = scan::Counts::default();
     loop {
         buf.clear();
-        let n = (&mut r).take(opts.max_record.saturating_add(1)).read_until(b'\n', buf)?;
+        let n = (&mut r).take(max_record.saturating_add(1)).read_until(b'\n', buf)?;
         if n == 0 {
             break;
         }
         let content = buf.strip_suffix(b"\n").unwrap_or(buf);
-        if content.len() as u64 > opts.max_record {
-            return Err(Failure::Kind(FileErrorKind::RecordTooLarge { line: line_no, cap: opts.max_record }));
-        }
         let content = if line_no == 0 { strip_bom(content) } else { content };
-        let trimmed = content.trim_ascii();
-        if !trimmed.is_empty() {
-            visit(Record { index: line_no, raw: trimmed });
-            records += 1;
+        if content.len() as u64 > max_record {
+            // Too long to keep: scan to the end of the line without buffering it.
+            let (rest, rest_blank) = skip_line(&mut r)?;
+            let blank = rest_blank && content.trim_ascii().is_empty();
+            if !blank {
+                let len = (content.len() as u64).saturating_add(rest);
+                counts.oversized += 1;
+                visit(Item::Oversized(Oversized { index: line_no, len, cap: max_record }));
+            }
+        } else {
+            let trimmed = content.trim_ascii();
+            if !trimmed.is_empty() {
+                counts.records += 1;
+                visit(Item::Record(Record { index: line_no, raw: trimmed }));
+            }
         }
         line_no += 1;
     }
-    Ok(records)
+    Ok(counts)
+}
+
+/// Consumes the rest of a line and its `\n`; returns its length without the `\n`, and whether it is
+/// all whitespace.
+fn skip_line<R: BufRead>(r: &mut R) -> io::Result<(u64, bool)> {
+    let mut len = 0u64;
+    let mut blank = true;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok((len, blank));
+        }
+        let (part, done) = match memchr::memchr(b'\n', chunk) {
+            Some(i) => (chunk.get(..i).unwrap_or_default(), true),
+            None => (chunk, false),
+        };
+        blank = blank && part.trim_ascii().is_empty();
+        let (n, used) = (part.len(), part.len() + usize::from(done));
+        len = len.saturating_add(n as u64);
+        r.consume(used);
+        if done {
+            return Ok((len, blank));
+        }
+    }
 }
 
 fn strip_bom(b: &[u8]) -> &[u8] {
     b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
-}
-
-fn not_json(e: &serde_json::Error, body: &[u8], bom: u64) -> Failure {
-    let (line, column) = (e.line(), e.column());
-    let offset = byte_offset(body, line, column) + bom;
-    let message = e.to_string();
-    // serde_json appends " at line L column C"; the Display of the kind says it once.
-    let message = match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(&message).to_string(),
-        None => message,
-    };
-    Failure::Kind(FileErrorKind::NotJson { message, line, column, offset })
-}
-
-/// 0-based byte offset of serde_json's 1-based line / column (column 0 means "before the line").
-fn byte_offset(body: &[u8], line: usize, column: usize) -> u64 {
-    let line_start =
-        if line <= 1 { 0 } else { memchr::memchr_iter(b'\n', body).nth(line - 2).map_or(body.len(), |i| i + 1) };
-    let off = line_start + column.saturating_sub(1);
-    off.min(body.len()) as u64
 }

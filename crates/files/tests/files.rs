@@ -31,15 +31,56 @@ fn read(path: &Path, format: Format) -> (Vec<(u64, String)>, Result<FileSummary,
     read_opts(path, format, &ReadOptions::default())
 }
 
+/// As [`read`], for files without oversized records.
 fn read_opts(path: &Path, format: Format, opts: &ReadOptions) -> (Vec<(u64, String)>, Result<FileSummary, FileError>) {
+    let (items, res) = read_items(path, format, opts);
+    let records = items.into_iter().map(|(i, r)| (i, r.unwrap_or_else(|o| panic!("unexpected: {o}")))).collect();
+    (records, res)
+}
+
+type Items = Vec<(u64, Result<String, Oversized>)>;
+
+/// Reads a file and returns every item (records as strings, oversized records as `Err`), checking
+/// that the record buffer never held more than the record cap.
+fn read_items(path: &Path, format: Format, opts: &ReadOptions) -> (Items, Result<FileSummary, FileError>) {
     let mut sf = source_file(path).unwrap();
     sf.format = format;
     let mut out = Vec::new();
     let mut buf = Vec::new();
-    let res = read_records_with(&sf, opts, &mut buf, &mut |r: Record<'_>| {
-        out.push((r.index, String::from_utf8_lossy(r.raw).into_owned()))
+    let res = read_records_with(&sf, opts, &mut buf, &mut |item| match item {
+        Item::Record(r) => out.push((r.index, Ok(String::from_utf8_lossy(r.raw).into_owned()))),
+        Item::Oversized(o) => out.push((o.index, Err(o))),
     });
+    assert!(buf.capacity() as u64 <= 2 * opts.max_record.saturating_add(1), "{} bytes held", buf.capacity());
+    if let Ok(s) = &res {
+        let oversized = out.iter().filter(|(_, r)| r.is_err()).count() as u64;
+        assert_eq!((s.records, s.oversized), (out.len() as u64 - oversized, oversized));
+    }
     (out, res)
+}
+
+/// The elements of a `{"Records":[...]}` document as serde_json sees them (the reader's old way).
+fn serde_records(doc: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow, rename = "Records")]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_slice::<Doc<'_>>(doc).unwrap().records.iter().map(|r| r.get().to_string()).collect()
+}
+
+/// A CloudTrail-like record, with escapes, nesting and non-ASCII text.
+fn event(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "eventVersion": "1.08",
+        "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::123456789012:assumed-role/r/s{i}")},
+        "eventTime": "2024-01-02T03:04:05Z",
+        "eventSource": "s3.amazonaws.com",
+        "eventName": "GetObject",
+        "requestParameters": {"bucketName": "b", "key": format!("dir/\"quoted\" ]}} \\ é {i}"), "list": [1, 2.5, -3e7, null, true]},
+        "responseElements": null,
+        "eventID": format!("id-{i}"),
+    })
 }
 
 const DOC: &str =
@@ -102,8 +143,61 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     let fn_ = d.files.iter().find(|f| f.path == n).unwrap();
     assert_eq!((fn_.format, fn_.compressed), (Format::JsonLines, true));
 
+    assert!(d.unreadable.is_empty());
+
     // Deterministic.
     assert_eq!(discover(&[r.to_path_buf(), r.join("export"), named]).unwrap(), d);
+}
+
+#[test]
+fn an_unlistable_subdirectory_is_listed_and_the_walk_goes_on() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    let a = put(r, "a/ok.json", DOC.as_bytes());
+    let z = put(r, "z/ok.json", DOC.as_bytes());
+    // A chain of directories longer than PATH_MAX: its parent lists it, but it cannot be opened by its
+    // path, even by root (who can read a chmod 000 directory). Built bottom-up by renames, each of
+    // short paths.
+    let name = "d".repeat(250);
+    put(r, "chain/f.json", b"[]");
+    for _ in 0..20 {
+        fs::create_dir(r.join("up")).unwrap();
+        fs::rename(r.join("chain"), r.join("up").join(&name)).unwrap();
+        fs::rename(r.join("up"), r.join("chain")).unwrap();
+    }
+    fs::rename(r.join("chain"), r.join("deep")).unwrap();
+    let d = discover(&[r.to_path_buf()]).unwrap();
+    let files: Vec<&Path> = d.files.iter().map(|f| f.path.as_path()).collect();
+    assert_eq!(files, vec![a.as_path(), z.as_path()]);
+    assert_eq!(d.unreadable.len(), 1, "{:?}", d.unreadable);
+    let (path, why) = &d.unreadable[0];
+    assert!(path.starts_with(r.join("deep")) && path.as_os_str().len() > 4096);
+    assert!(why.contains("too long"), "{why}");
+}
+
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_are_taken_by_their_extension() {
+    use std::{ffi::OsStr, os::unix::ffi::OsStrExt};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join(OsStr::from_bytes(b"AWSLogs-\xff"));
+    fs::create_dir_all(&dir).unwrap();
+    let taken = dir.join(OsStr::from_bytes(b"caf\xe9.JSON.gz"));
+    fs::write(&taken, gz(DOC.as_bytes())).unwrap();
+    let lines = dir.join(OsStr::from_bytes(b"\xfe.jsonl"));
+    fs::write(&lines, b"{\"a\":1}\n").unwrap();
+    fs::write(dir.join(OsStr::from_bytes(b"notes-\xff.txt")), b"x").unwrap();
+    fs::write(dir.join(OsStr::from_bytes(b".\xff.json")), b"x").unwrap();
+    fs::write(dir.join(OsStr::from_bytes(b"\xff-CloudTrail-Digest.json.gz")), b"x").unwrap();
+    let d = discover(&[t.path().to_path_buf()]).unwrap();
+    let files: Vec<(&Path, Format, bool)> =
+        d.files.iter().map(|f| (f.path.as_path(), f.format, f.compressed)).collect();
+    assert_eq!(files, vec![(taken.as_path(), Format::RecordsJson, true), (lines.as_path(), Format::JsonLines, false)]);
+    assert_eq!((d.ignored.other, d.ignored.hidden, d.ignored.digest), (1, 1, 1));
+    assert!(d.unreadable.is_empty());
+    assert_eq!(read(&taken, Format::RecordsJson).1.unwrap().records, 2);
+    // Displayed lossily.
+    assert!(taken.display().to_string().ends_with("AWSLogs-\u{fffd}/caf\u{fffd}.JSON.gz"));
 }
 
 #[test]
@@ -262,30 +356,191 @@ fn missing_or_wrong_records_is_an_error() {
 }
 
 #[test]
-fn caps_are_enforced() {
+fn the_decompressed_cap_applies_to_both_formats() {
     let t = tempfile::tempdir().unwrap();
     let opts = ReadOptions { max_decompressed: 64, max_record: 16 };
     let big = vec![b' '; 10_000];
     let p = put(t.path(), "bomb.json.gz", &gz(&big));
     let e = read_opts(&p, Format::RecordsJson, &opts).1.unwrap_err();
     assert!(matches!(e.kind, FileErrorKind::TooLarge { cap: 64 }), "{e}");
-    // JSON Lines streams: only a line is capped, not the file. A file of short lines larger than the
-    // whole-file cap is read to its end; one endless line is refused.
-    let p = put(t.path(), "bomb.jsonl", &big);
-    assert!(matches!(
-        read_opts(&p, Format::JsonLines, &opts).1.unwrap_err().kind,
-        FileErrorKind::RecordTooLarge { .. }
-    ));
+    assert!(e.to_string().contains("bomb.json.gz") && e.to_string().contains("cap of 64 bytes"), "{e}");
     let many = "{\"a\":1}\n".repeat(100);
     let p = put(t.path(), "many.jsonl", many.as_bytes());
-    assert_eq!(read_opts(&p, Format::JsonLines, &opts).1.unwrap().records, 100);
-    let p = put(t.path(), "long.jsonl", b"{\"a\":1}\n{\"a\":\"0123456789abcdef\"}\n");
     let (recs, res) = read_opts(&p, Format::JsonLines, &opts);
-    assert_eq!(recs.len(), 1);
-    assert!(matches!(res.unwrap_err().kind, FileErrorKind::RecordTooLarge { line: 1, cap: 16 }));
-    // Exactly at the record cap is fine.
-    let p = put(t.path(), "ok.jsonl", b"{\"a\":\"01234567\"}\n");
-    assert_eq!(read_opts(&p, Format::JsonLines, &opts).1.unwrap().records, 1);
+    assert!(matches!(res.unwrap_err().kind, FileErrorKind::TooLarge { cap: 64 }));
+    assert_eq!(recs.len(), 8, "the lines within the cap were yielded");
+    // Exactly at the cap is fine.
+    let p = put(t.path(), "exact.jsonl", &many.as_bytes()[..64]);
+    assert_eq!(read_opts(&p, Format::JsonLines, &opts).1.unwrap().records, 8);
+}
+
+#[test]
+fn a_json_lines_line_over_the_record_cap_is_reported_and_the_rest_read() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = ReadOptions { max_decompressed: u64::MAX, max_record: 16 };
+    let long = format!("{{\"a\":\"{}\"}}", "x".repeat(1000));
+    let blank = " ".repeat(1000);
+    let data = format!("{{\"a\":1}}\n{long}\r\n{blank}\n{{\"a\":\"01234567\"}}\n{long}");
+    for (name, bytes) in [("a.jsonl", data.as_bytes().to_vec()), ("a.jsonl.gz", gz(data.as_bytes()))] {
+        let p = put(t.path(), name, &bytes);
+        let (items, res) = read_items(&p, Format::JsonLines, &opts);
+        let s = res.unwrap();
+        let over = |index, len| Err(Oversized { index, len, cap: 16 });
+        assert_eq!(
+            items,
+            vec![
+                (0, Ok("{\"a\":1}".into())),
+                (1, over(1, long.len() as u64 + 1)),    // the \r counts
+                (3, Ok("{\"a\":\"01234567\"}".into())), // exactly at the cap; the blank line 2 is skipped
+                (4, over(4, long.len() as u64)),
+            ]
+        );
+        assert_eq!((s.records, s.oversized), (2, 2));
+        assert_eq!(over(4, 1006).unwrap_err().to_string(), "record 4 (1006 bytes) exceeds the record cap of 16 bytes");
+    }
+}
+
+#[test]
+fn a_records_element_over_the_record_cap_is_reported_and_the_rest_read() {
+    let t = tempfile::tempdir().unwrap();
+    let huge = serde_json::json!({"eventName": "Huge", "responseElements": {"blob": "y".repeat(5 << 20), "n": [1, 2]}});
+    let doc = serde_json::to_vec(&serde_json::json!({"Records": [event(0), huge, event(2)]})).unwrap();
+    let want = serde_records(&doc);
+    let opts = ReadOptions { max_record: 1 << 20, ..ReadOptions::default() };
+    for (name, bytes) in [("a.json", doc.clone()), ("a.json.gz", gz(&doc))] {
+        let p = put(t.path(), name, &bytes);
+        // read_items checks the buffer never held more than 1 MiB of the 5 MiB element.
+        let (items, res) = read_items(&p, Format::RecordsJson, &opts);
+        assert_eq!(
+            items,
+            vec![
+                (0, Ok(want[0].clone())),
+                (1, Err(Oversized { index: 1, len: want[1].len() as u64, cap: 1 << 20 })),
+                (2, Ok(want[2].clone())),
+            ]
+        );
+        let s = res.unwrap();
+        assert_eq!((s.records, s.oversized), (2, 1));
+    }
+}
+
+/// Gzip members that inflate to `n` × 64 MiB of `byte`, after `head`.
+fn bomb(head: &[u8], byte: u8, n: usize) -> Vec<u8> {
+    let mut out = gz(head);
+    let mut e = GzEncoder::new(Vec::new(), Compression::best());
+    e.write_all(&vec![byte; 64 << 20]).unwrap();
+    let member = e.finish().unwrap();
+    for _ in 0..n {
+        out.extend_from_slice(&member);
+    }
+    out
+}
+
+#[test]
+fn a_gzip_bomb_stops_at_the_cap_quickly() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = ReadOptions { max_decompressed: 1 << 20, max_record: 1 << 10 };
+    // 10 GiB of JSON whitespace inside the Records array; 10 GiB of zeros in one JSON Lines "line".
+    for (name, format, head, byte) in [
+        ("bomb.json.gz", Format::RecordsJson, &b"{\"Records\":[{\"a\":1},"[..], b' '),
+        ("bomb.jsonl.gz", Format::JsonLines, &b"{\"a\":1}\n"[..], 0u8),
+    ] {
+        let p = put(t.path(), name, &bomb(head, byte, 160));
+        assert!(fs::metadata(&p).unwrap().len() < 40 << 20);
+        let started = std::time::Instant::now();
+        let (recs, res) = read_opts(&p, format, &opts);
+        let e = res.unwrap_err();
+        assert!(matches!(e.kind, FileErrorKind::TooLarge { cap } if cap == 1 << 20), "{name}: {e}");
+        assert_eq!(recs, vec![(0, "{\"a\":1}".to_string())], "{name}: the record before the bomb stays yielded");
+        // Inflating all of it would take far longer: reading stopped at the cap.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{name}: {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn records_stream_exactly_as_serde_splits_them() {
+    let t = tempfile::tempdir().unwrap();
+    let events: Vec<serde_json::Value> = (0..3000).map(event).collect();
+    for (name, doc) in [
+        ("compact.json", serde_json::to_vec(&serde_json::json!({"Records": events}))),
+        ("pretty.json", serde_json::to_vec_pretty(&serde_json::json!({"Records": events}))),
+    ] {
+        let doc = doc.unwrap();
+        let want: Vec<(u64, String)> =
+            serde_records(&doc).into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+        assert_eq!(want.len(), 3000);
+        for (file, bytes) in [(name.to_string(), doc.clone()), (format!("{name}.gz"), gz(&doc))] {
+            let p = put(t.path(), &file, &bytes);
+            let (recs, s) = read(&p, Format::RecordsJson);
+            let s = s.unwrap();
+            assert_eq!(recs, want, "{file}");
+            assert_eq!((s.records, s.bytes_read, s.bytes_decompressed), (3000, bytes.len() as u64, doc.len() as u64));
+            assert_eq!(s.fingerprint, fingerprint(&bytes));
+            assert_eq!(s.fingerprint, fingerprint_file(&source_file(&p).unwrap()).unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_records_array_may_come_after_a_large_other_key() {
+    let t = tempfile::tempdir().unwrap();
+    // 4 MiB of other keys before the array and more after; a 1 KiB record cap: only records are held.
+    let other = serde_json::json!({"digest": "z".repeat(4 << 20), "nested": [{"Records": [1, 2]}, "]}"]});
+    let mut doc = br#"{"Other": "#.to_vec();
+    doc.extend(serde_json::to_vec(&other).unwrap());
+    doc.extend_from_slice(b",\n \"Records\" : [");
+    doc.extend(serde_json::to_vec(&event(1)).unwrap());
+    doc.extend_from_slice(b", {\"b\":\"]}\\\"\\\\\"}],\n \"After\": {\"Records\": \"not these\"}}\n");
+    let want: Vec<(u64, String)> = serde_records(&doc).into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+    assert_eq!(want[1].1, r#"{"b":"]}\"\\"}"#);
+    let p = put(t.path(), "a.json", &doc);
+    let opts = ReadOptions { max_record: 1 << 10, ..ReadOptions::default() };
+    let (recs, s) = read_opts(&p, Format::RecordsJson, &opts);
+    assert_eq!(recs, want);
+    assert_eq!(s.unwrap().records, 2);
+}
+
+#[test]
+fn escapes_inside_strings_do_not_end_records() {
+    let t = tempfile::tempdir().unwrap();
+    let doc = br#"{"Records":[{"k":"a\"]},{\"x\":[","t":"\\"},"\\\"]","]}\u005d\/"]}"#;
+    let p = put(t.path(), "a.json", doc);
+    let (recs, s) = read(&p, Format::RecordsJson);
+    assert_eq!(s.unwrap().records, 3);
+    let want: Vec<(u64, String)> = serde_records(doc).into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+    assert_eq!(recs, want);
+    assert_eq!(recs[0].1, r#"{"k":"a\"]},{\"x\":[","t":"\\"}"#);
+}
+
+#[test]
+fn a_truncated_document_is_not_json_after_the_whole_records_before_the_cut() {
+    let t = tempfile::tempdir().unwrap();
+    let doc = serde_json::to_vec_pretty(&serde_json::json!({"Records": [event(0), 17, event(2)], "x": 1})).unwrap();
+    let all = serde_records(&doc);
+    let text = String::from_utf8(doc.clone()).unwrap();
+    // Where each element's following separator is: an element counts once it is seen.
+    let seps: Vec<usize> = {
+        let mut at = 0;
+        all.iter()
+            .map(|r| {
+                at = text[at..].find(r.as_str()).unwrap() + at + r.len();
+                at += text[at..].find([',', ']']).unwrap();
+                at
+            })
+            .collect()
+    };
+    for cut in (0..doc.len()).step_by(7).chain([seps[1], seps[1] + 1, doc.len() - 1]) {
+        let p = put(t.path(), "cut.json", &doc[..cut]);
+        let (recs, res) = read(&p, Format::RecordsJson);
+        match res {
+            Err(FileError { kind: FileErrorKind::NotJson { offset, .. }, .. }) => assert!(offset <= cut as u64),
+            Err(e) => panic!("cut {cut}: {e}"),
+            Ok(_) => assert_eq!(cut, 0, "an empty file is no error"),
+        }
+        let n = seps.iter().filter(|&&s| s < cut).count();
+        let want: Vec<(u64, String)> = all[..n].iter().cloned().enumerate().map(|(i, r)| (i as u64, r)).collect();
+        assert_eq!(recs, want, "cut {cut}");
+    }
 }
 
 #[test]

@@ -34,9 +34,44 @@ fn merge_fn(table: Table) -> impl Fn(&[u8], Option<&[u8]>, &MergeOperands) -> Op
     }
 }
 
+/// The file that marks a directory as grantwatch's state. RocksDB deletes files it considers obsolete
+/// (`*.log`, `*.sst`, ...) in the directory it opens, so grantwatch opens only a directory that is
+/// empty, new, or marked: `--state ~/Documents` must fail, not delete someone's files.
+pub const STATE_MARKER: &str = "GRANTWATCH_STATE";
+
+/// Checks that `path` is grantwatch's to open (see [`STATE_MARKER`]), creating it and its marker if
+/// it is new or empty.
+fn claim_dir(path: &Path) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| StateError::Engine(format!("{what} {}: {e}", path.display()));
+    let marker = path.join(STATE_MARKER);
+    if marker.is_file() {
+        return Ok(());
+    }
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(StateError::Engine(format!(
+                    "{} is not empty and is not a grantwatch state directory (it has no {STATE_MARKER} file); \
+                     refusing to open it, as the storage engine would delete files in it. Name a new or empty \
+                     directory",
+                    path.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map_err(|e| io("creating", e))?;
+        }
+        Err(e) => return Err(io("reading", e)),
+    }
+    std::fs::write(&marker, b"grantwatch state (RocksDB). Delete the whole directory to start over.\n")
+        .map_err(|e| io("marking", e))
+}
+
 impl RocksStore {
-    /// Opens (creating if needed) the state directory `path`.
+    /// Opens (creating if needed) the state directory `path`. Refuses a non-empty directory that is
+    /// not grantwatch's ([`STATE_MARKER`]).
     pub fn open(path: &Path) -> Result<Self> {
+        claim_dir(path)?;
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -173,5 +208,28 @@ mod tests {
         s.write(b).unwrap();
         let got = SeenSpan::decode(&s.get(Table::Usage, b"id\0s3:GetObject").unwrap().unwrap()).unwrap();
         assert_eq!(got, SeenSpan { first_ms: 7, last_ms: 42 });
+    }
+
+    #[test]
+    fn a_directory_that_is_not_grantwatch_state_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files a RocksDB would take for its own obsolete ones.
+        for name in ["000123.log", "000007.sst", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"someone's data").unwrap();
+        }
+        let err = RocksStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a grantwatch state directory"), "{err}");
+        for name in ["000123.log", "000007.sst", "notes.txt"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"someone's data");
+        }
+        assert!(!dir.path().join(STATE_MARKER).exists());
+
+        // A new directory (and an empty one) is claimed, and opens again.
+        let new = dir.path().join("new/state");
+        drop(RocksStore::open(&new).unwrap());
+        assert!(new.join(STATE_MARKER).is_file());
+        drop(RocksStore::open(&new).unwrap());
+        let empty = tempfile::tempdir().unwrap();
+        drop(RocksStore::open(empty.path()).unwrap());
     }
 }

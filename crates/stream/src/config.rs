@@ -1,11 +1,22 @@
 //! Service configuration: built-in defaults, then a TOML file, then `GRANTWATCH_*` environment
 //! variables (`__` separates sections: `GRANTWATCH_KAFKA__BOOTSTRAP_SERVERS=host:9092`), validated
 //! once at start with errors that name the offending key.
+//!
+//! librdkafka properties come from `[kafka.properties]` (numbers and booleans are taken as their
+//! text; nested tables join their keys with `.`, so TOML's `sasl.password = "x"` means the property
+//! `sasl.password`) and from `GRANTWATCH_KAFKA__PROPERTIES__<NAME>` variables, whose values are taken
+//! verbatim (a password `0012345` stays `0012345`) and whose names map `_` to `.`
+//! (`..._SASL_PASSWORD` is `sasl.password`).
+//!
+//! Secrets never reach a log line or an error message: [`KafkaConfig`]'s `Debug` redacts
+//! secret-looking properties, and configuration errors about a secret-looking key, or quoting a
+//! TOML line that holds one, leave the value out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
+use figment::error::{Actual, Kind};
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +37,7 @@ pub struct Config {
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Extra librdkafka properties (`security.protocol`, `sasl.username`, ...), passed through as is.
+    #[serde(deserialize_with = "properties::deserialize")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -38,7 +50,190 @@ impl Default for KafkaConfig {
 /// Property names whose values are secrets: never printed.
 fn is_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["password", "secret", "token", "key"].iter().any(|s| n.contains(s)) && !n.ends_with(".location")
+    ["password", "secret", "token", "key", "credential"].iter().any(|s| n.contains(s)) && !n.ends_with(".location")
+}
+
+mod properties {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+    /// `[kafka.properties]`: a table of scalars, nested tables flattened with `.`.
+    ///
+    /// Accepting numbers and booleans (as their text) is what keeps a numeric `sasl.password` out
+    /// of type errors, which would quote it.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+        let mut out = BTreeMap::new();
+        d.deserialize_map(Table { prefix: None, out: &mut out })?;
+        Ok(out)
+    }
+
+    struct Table<'a> {
+        prefix: Option<String>,
+        out: &'a mut BTreeMap<String, String>,
+    }
+
+    impl<'de> Visitor<'de> for Table<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of librdkafka properties")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let out = self.out;
+            while let Some(key) = map.next_key::<String>()? {
+                let name = match &self.prefix {
+                    Some(p) => format!("{p}.{key}"),
+                    None => key,
+                };
+                map.next_value_seed(Property { name, out: &mut *out })?;
+            }
+            Ok(())
+        }
+    }
+
+    struct Property<'a> {
+        name: String,
+        out: &'a mut BTreeMap<String, String>,
+    }
+
+    impl Property<'_> {
+        fn set<E>(self, value: String) -> Result<(), E> {
+            self.out.insert(self.name, value);
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Property<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Property<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, number or boolean (or a table of them)")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_string<E>(self, v: String) -> Result<(), E> {
+            self.set(v)
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_i128<E>(self, v: i128) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_u128<E>(self, v: u128) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+            self.set(v.to_string())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+            Table { prefix: Some(self.name), out: self.out }.visit_map(map)
+        }
+    }
+}
+
+/// Environment variables that set librdkafka properties; read by [`env_properties`], not by figment.
+const PROPERTIES_ENV: &str = "GRANTWATCH_KAFKA__PROPERTIES__";
+
+/// `GRANTWATCH_KAFKA__PROPERTIES__SASL_PASSWORD=v` → (`sasl.password`, `v`), the value verbatim:
+/// figment would parse `0012345` as the number 12345, or `[x]` as an array.
+fn env_properties() -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (var, value) in std::env::vars_os() {
+        let Some(var) = var.to_str() else { continue };
+        let Some(rest) = var.get(PROPERTIES_ENV.len()..) else { continue };
+        if !var[..PROPERTIES_ENV.len()].eq_ignore_ascii_case(PROPERTIES_ENV) {
+            continue;
+        }
+        let name = rest.to_ascii_lowercase().replace("__", ".").replace('_', ".");
+        if name.is_empty() {
+            return Err(invalid(var, "names no property"));
+        }
+        let Some(value) = value.to_str() else {
+            return Err(invalid(var, "is not valid UTF-8"));
+        };
+        out.insert(name, value.to_string());
+    }
+    Ok(out)
+}
+
+/// A figment error fit to print: no value of a secret-looking key, no quoted TOML line holding one.
+fn sanitize(err: figment::Error) -> ConfigError {
+    let scrubbed: Vec<figment::Error> = err.into_iter().map(scrub).collect();
+    // `into_iter` yields the newest error first; `chain` makes its argument the newest.
+    match scrubbed.into_iter().rev().reduce(|older, newer| older.chain(newer)) {
+        Some(e) => ConfigError::Load(Box::new(e)),
+        None => invalid("configuration", "could not be read"),
+    }
+}
+
+fn scrub(mut e: figment::Error) -> figment::Error {
+    if e.path.iter().any(|p| is_secret(p)) {
+        e.kind = match e.kind {
+            Kind::InvalidType(a, exp) => Kind::InvalidType(hide(a), exp),
+            Kind::InvalidValue(a, exp) => Kind::InvalidValue(hide(a), exp),
+            Kind::Unsupported(a) => Kind::Unsupported(hide(a)),
+            Kind::UnsupportedKey(a, exp) => Kind::UnsupportedKey(hide(a), exp),
+            Kind::UnknownVariant(_, exp) => Kind::UnknownVariant(HIDDEN.into(), exp),
+            Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => {
+                Kind::Message(format!("integer out of range ({HIDDEN})"))
+            }
+            Kind::Message(_) => Kind::Message(format!("invalid value ({HIDDEN})")),
+            other => other,
+        };
+    }
+    if let Kind::Message(m) = &mut e.kind {
+        *m = scrub_snippets(m);
+    }
+    e
+}
+
+const HIDDEN: &str = "value not shown: the key looks secret";
+
+fn hide(a: Actual) -> Actual {
+    let what = match a {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Other(_) => "a value",
+        other => return other, // carries no value
+    };
+    Actual::Other(format!("{what} ({HIDDEN})"))
+}
+
+/// Parse errors quote the offending line (`5 | "sasl.password" = hunter2`): such a line is
+/// replaced when it names a secret-looking key.
+fn scrub_snippets(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| match line.split_once('|') {
+            Some((num, text))
+                if !num.trim().is_empty() && num.trim().chars().all(|c| c.is_ascii_digit()) && is_secret(text) =>
+            {
+                format!("{num}| <line not shown: it names a secret-looking key>")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -175,7 +370,21 @@ pub struct IngestConfig {
     pub lookup_events: Vec<LookupEventsSource>,
     /// How late CloudTrail may make an event visible to LookupEvents (each poll re-reads this much).
     pub lookup_lag_secs: u64,
+    /// Largest normalized event (JSON plus key) produced; a larger one is dead-lettered instead, so
+    /// it cannot fail the transaction it would ride in. At most [`MAX_EVENT_BYTES_LIMIT`].
+    pub max_event_bytes: usize,
 }
+
+/// Upper bound of `ingest.max_event_bytes`: below the `max.message.bytes` of the topics
+/// `create-topics` makes (8 MiB) and the producer's ([`crate::kafka::PRODUCER_MESSAGE_MAX_BYTES`]).
+pub const MAX_EVENT_BYTES_LIMIT: usize = crate::kafka::MAX_RECORD_BYTES;
+
+/// Upper bound of `processor.window_secs` and `*.max_out_of_orderness_secs`: a year and a day.
+/// Bounded so that converting to milliseconds cannot overflow, and a typo does not go unnoticed.
+pub const MAX_EVENT_TIME_SECS: i64 = 366 * 24 * 3600;
+
+/// Upper bound of `ingest.poll_interval_secs` (a day): larger ones overflow the clock arithmetic.
+pub const MAX_POLL_INTERVAL_SECS: u64 = 24 * 3600;
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -187,6 +396,7 @@ impl Default for IngestConfig {
             http_listen: "127.0.0.1:9464".into(),
             lookup_events: Vec::new(),
             lookup_lag_secs: 900,
+            max_event_bytes: 1_000_000,
         }
     }
 }
@@ -236,6 +446,20 @@ impl Default for ProcessorSection {
     }
 }
 
+/// Seconds to milliseconds; saturating, though [`Config::validate`] keeps values far from overflow.
+fn secs_to_ms(secs: i64) -> i64 {
+    secs.saturating_mul(1000)
+}
+
+impl ProcessorSection {
+    pub fn window_ms(&self) -> i64 {
+        secs_to_ms(self.window_secs)
+    }
+    pub fn max_out_of_orderness_ms(&self) -> i64 {
+        secs_to_ms(self.max_out_of_orderness_secs)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorSection {
@@ -268,6 +492,12 @@ impl Default for DetectorSection {
     }
 }
 
+impl DetectorSection {
+    pub fn max_out_of_orderness_ms(&self) -> i64 {
+        secs_to_ms(self.max_out_of_orderness_secs)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -290,11 +520,24 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
+        let props = env_properties()?;
+        if !props.is_empty() {
+            fig = fig.merge(Serialized::defaults(serde_json::json!({ "kafka": { "properties": props } })));
+        }
+        let prefix = &PROPERTIES_ENV["GRANTWATCH_".len()..];
         let cfg: Config = fig
             // Only `SECTION__KEY` variables are configuration; others (`GRANTWATCH_LOG_FORMAT`, ...) are not.
-            .merge(Env::prefixed("GRANTWATCH_").filter(|k| k.as_str().contains("__")).split("__"))
+            // Properties are read above, verbatim.
+            .merge(
+                Env::prefixed("GRANTWATCH_")
+                    .filter(move |k| {
+                        let k = k.as_str();
+                        k.contains("__") && !k.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+                    })
+                    .split("__"),
+            )
             .extract()
-            .map_err(Box::new)?;
+            .map_err(sanitize)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -345,8 +588,8 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
-        if self.processor.window_secs < 1 {
-            return Err(invalid("processor.window_secs", "must be at least 1"));
+        if !(1..=MAX_EVENT_TIME_SECS).contains(&self.processor.window_secs) {
+            return Err(invalid("processor.window_secs", format!("must be 1 to {MAX_EVENT_TIME_SECS} (366 days)")));
         }
         if self.processor.lookback_days < 1 {
             return Err(invalid("processor.lookback_days", "must be at least 1"));
@@ -358,8 +601,8 @@ impl Config {
             ("processor.max_out_of_orderness_secs", self.processor.max_out_of_orderness_secs),
             ("detector.max_out_of_orderness_secs", self.detector.max_out_of_orderness_secs),
         ] {
-            if v < 0 {
-                return Err(invalid(key, "must not be negative"));
+            if !(0..=MAX_EVENT_TIME_SECS).contains(&v) {
+                return Err(invalid(key, format!("must be 0 to {MAX_EVENT_TIME_SECS} (366 days)")));
             }
         }
         for (key, v) in [
@@ -375,6 +618,20 @@ impl Config {
         }
         if self.ingest.batch_records == 0 {
             return Err(invalid("ingest.batch_records", "must be at least 1"));
+        }
+        if self.ingest.poll_interval_secs > MAX_POLL_INTERVAL_SECS {
+            return Err(invalid(
+                "ingest.poll_interval_secs",
+                format!("must be at most {MAX_POLL_INTERVAL_SECS} (a day)"),
+            ));
+        }
+        if !(1024..=MAX_EVENT_BYTES_LIMIT).contains(&self.ingest.max_event_bytes) {
+            return Err(invalid(
+                "ingest.max_event_bytes",
+                format!(
+                    "must be 1024 to {MAX_EVENT_BYTES_LIMIT} (below the topics' and the producer's message size limits)"
+                ),
+            ));
         }
         for (key, addr) in [
             ("ingest.http_listen", &self.ingest.http_listen),
@@ -423,5 +680,114 @@ mod tests {
             assert!(err.contains("bogus"), "{err}");
             Ok(())
         });
+    }
+
+    /// Writes `text` as a config file and loads it with `env` set.
+    #[allow(clippy::result_large_err)]
+    fn load_with(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            out = Some(Config::load(Some(&file)).map_err(|e| e.to_string()));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
+    #[test]
+    fn numeric_secrets_load_and_are_never_shown() {
+        // A quoted key with a number (a type error quoting the value, before).
+        let cfg = load_with("[kafka.properties]\n\"sasl.password\" = 12345\n\"sasl.username\" = \"u\"\n", &[]).unwrap();
+        assert_eq!(cfg.kafka.properties["sasl.password"], "12345");
+        assert!(!format!("{cfg:?}").contains("12345"));
+        // TOML's dotted keys mean the dotted property; booleans are text too.
+        let cfg =
+            load_with("[kafka.properties]\nsasl.password = 12345\nenable.ssl.certificate.verification = false\n", &[])
+                .unwrap();
+        assert_eq!(cfg.kafka.properties["sasl.password"], "12345");
+        assert_eq!(cfg.kafka.properties["enable.ssl.certificate.verification"], "false");
+        // The environment: verbatim, `_` → `.`, over the file.
+        let cfg = load_with(
+            "[kafka.properties]\n\"sasl.password\" = \"from-file\"\n",
+            &[
+                ("GRANTWATCH_KAFKA__PROPERTIES__SASL_PASSWORD", "0012345"),
+                ("grantwatch_kafka__properties__sasl__username", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.properties["sasl.password"], "0012345");
+        assert_eq!(cfg.kafka.properties["sasl.username"], "7");
+        assert_eq!(cfg.kafka.properties.len(), 2, "{:?}", cfg.kafka.properties.keys());
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("0012345") && shown.contains("<redacted>"), "{shown}");
+        // An error elsewhere does not drag the secret along.
+        let err = load_with(
+            "[processor]\nwindow_secs = \"x\"\n",
+            &[("GRANTWATCH_KAFKA__PROPERTIES__SASL_PASSWORD", "s3cr3t-env")],
+        )
+        .unwrap_err();
+        assert!(err.contains("window_secs") && !err.contains("s3cr3t-env"), "{err}");
+    }
+
+    #[test]
+    fn errors_never_quote_a_secret() {
+        // A TOML syntax error quotes the offending line.
+        let err = load_with("[kafka.properties]\n\"sasl.password\" = hunter2 x\n", &[]).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("line 2") && err.contains("line not shown"), "{err}");
+        // ... but other lines still are.
+        let err = load_with("[kafka]\nbootstrap_servers = nohost\n", &[]).unwrap_err();
+        assert!(err.contains("nohost"), "{err}");
+        // A type error at a secret-looking key leaves the value out.
+        let mut e = figment::Error::from(Kind::InvalidType(Actual::Unsigned(12345), "a string".into()));
+        e.path = vec!["kafka".into(), "properties".into(), "sasl.password".into()];
+        let other = figment::Error::from(Kind::InvalidValue(Actual::Str("visible".into()), "x".into()));
+        let shown = sanitize(other.chain(e)).to_string();
+        assert!(!shown.contains("12345") && shown.contains("an integer"), "{shown}");
+        assert!(shown.contains("visible"), "{shown}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        for (text, key) in [
+            ("[processor]\nwindow_secs = 9223372036854775807\n", "processor.window_secs"),
+            ("[processor]\nwindow_secs = 0\n", "processor.window_secs"),
+            ("[processor]\nmax_out_of_orderness_secs = 9223372036854775807\n", "processor.max_out_of_orderness_secs"),
+            ("[detector]\nmax_out_of_orderness_secs = -1\n", "detector.max_out_of_orderness_secs"),
+            ("[ingest]\npoll_interval_secs = 9223372036854775807\n", "ingest.poll_interval_secs"),
+            ("[ingest]\nmax_event_bytes = 100000000\n", "ingest.max_event_bytes"),
+            ("[ingest]\nmax_event_bytes = 10\n", "ingest.max_event_bytes"),
+        ] {
+            let err = load_with(text, &[]).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let cfg = load_with(&format!("[processor]\nwindow_secs = {MAX_EVENT_TIME_SECS}\n"), &[]).unwrap();
+        assert_eq!(cfg.processor.window_ms(), MAX_EVENT_TIME_SECS * 1000);
+        assert_eq!(ProcessorSection { window_secs: i64::MAX, ..Default::default() }.window_ms(), i64::MAX);
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut cfg = Config::default();
+        for (k, v) in [
+            ("sasl.password", "p-1"),
+            ("ssl.key.password", "p-2"),
+            ("sasl.oauthbearer.client.secret", "p-3"),
+            ("sasl.oauthbearer.token.endpoint.url", "https://idp/token"),
+            ("x.credentials", "p-4"),
+        ] {
+            cfg.kafka.properties.insert(k.into(), v.into());
+        }
+        cfg.kafka.properties.insert("ssl.ca.location".into(), "/etc/ca.pem".into());
+        let shown = format!("{cfg:?} {:?}", cfg.kafka);
+        for secret in ["p-1", "p-2", "p-3", "p-4"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        assert!(shown.contains("/etc/ca.pem"), "{shown}");
     }
 }

@@ -113,15 +113,19 @@ impl ConsumerContext for ServiceContext {
     }
 }
 
-/// The producer's context: broker trouble reaches [`Health`] as soon as librdkafka notices it.
-pub struct ProducerHealth(Arc<Health>);
+/// The producer's context: broker trouble reaches [`Health`] as soon as librdkafka notices it, and
+/// records the broker refuses are noted for [`TxnProducer::transact`].
+pub struct ProducerHealth {
+    health: Arc<Health>,
+    refused: Mutex<Vec<Refusal>>,
+}
 
 impl ClientContext for ProducerHealth {
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
                 tracing::warn!(%reason, "broker unreachable; retrying");
-                self.0.broker_down(reason);
+                self.health.broker_down(reason);
             }
             _ => tracing::warn!(error = %error, %reason, "kafka producer error"),
         }
@@ -129,9 +133,40 @@ impl ClientContext for ProducerHealth {
 }
 
 impl ProducerContext for ProducerHealth {
-    type DeliveryOpaque = ();
-    // Delivery failures surface in `commit_transaction`, which fails the whole transaction.
-    fn delivery(&self, _result: &DeliveryResult<'_>, _opaque: ()) {}
+    /// The record's index in the `emits` of its transaction.
+    type DeliveryOpaque = usize;
+    // Other delivery failures surface in `commit_transaction`, which fails the whole transaction.
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        if let Err((e, _)) = result
+            && refused_as_is(e)
+            && let Ok(mut refused) = self.refused.lock()
+        {
+            refused.push(Refusal { index, error: e.to_string() });
+        }
+    }
+}
+
+/// Errors that will recur however often the record is produced: it is too large (for the producer's
+/// `message.max.bytes` or the topic's `max.message.bytes`) or invalid.
+fn refused_as_is(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+/// A record of a transaction that the producer or the broker refused as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Its index in the `emits` given to [`TxnProducer::transact`].
+    pub index: usize,
+    pub error: String,
 }
 
 /// How a transaction ended.
@@ -140,6 +175,10 @@ pub enum TxnOutcome {
     Committed,
     /// Aborted (e.g. fenced by a rebalance): nothing of it is visible; the caller rewinds.
     Aborted(String),
+    /// Aborted because these records can never be produced as they are (too large). Nothing of the
+    /// transaction is visible; the caller replaces or drops them and tries again. When the broker
+    /// refuses a whole batch, every record of it is listed, including ones that are fine on their own.
+    Refused(Vec<Refusal>),
 }
 
 /// A transactional producer.
@@ -151,6 +190,47 @@ pub struct TxnProducer {
 
 /// How long one transactional call may take before it is retried.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The transactional producer's `message.max.bytes`: librdkafka refuses a larger record at `send`.
+pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 16_000_000;
+
+/// The largest record (payload and key) the services produce; a larger one is dead-lettered before
+/// it reaches the producer. Below the `max.message.bytes` of the topics `create-topics` makes
+/// (8 MiB, the broker's limit) and [`PRODUCER_MESSAGE_MAX_BYTES`].
+pub const MAX_RECORD_BYTES: usize = 8_000_000;
+
+/// Size of a record as the size limits count it.
+pub fn record_bytes(e: &Emit) -> usize {
+    e.payload.len() + e.key.as_ref().map_or(0, Vec::len)
+}
+
+/// After [`TxnOutcome::Refused`]: takes the largest refused record out of `emits` and puts its
+/// replacement (its dead letter) in its place, or drops it when `replace` gives none. Only the
+/// largest, because a refused batch lists records that are fine on their own: those go again.
+/// Returns what was done, or `None` if `refused` names no record of `emits`.
+pub fn set_aside_refused(
+    emits: &mut Vec<Emit>,
+    refused: &[Refusal],
+    replace: impl FnOnce(usize, &Emit, &str) -> Option<Emit>,
+) -> Option<SetAside> {
+    let worst = refused.iter().filter(|r| r.index < emits.len()).max_by_key(|r| record_bytes(&emits[r.index]))?;
+    let index = worst.index;
+    Some(match replace(index, &emits[index], &worst.error) {
+        Some(dead_letter) => {
+            SetAside { index, record: std::mem::replace(&mut emits[index], dead_letter), replaced: true }
+        }
+        None => SetAside { index, record: emits.remove(index), replaced: false },
+    })
+}
+
+/// A record [`set_aside_refused`] took out of a transaction.
+#[derive(Debug)]
+pub struct SetAside {
+    /// Where it was: its replacement is there now, or (not `replaced`) the records after it moved up.
+    pub index: usize,
+    pub record: Emit,
+    pub replaced: bool,
+}
 
 impl TxnProducer {
     /// A producer with `transactional.id`, initialized (which fences any older instance of that id and
@@ -166,8 +246,9 @@ impl TxnProducer {
             .set("queue.buffering.max.messages", "1000000")
             .set("transaction.timeout.ms", "60000")
             // An administrator's entitlements list ~20,000 action names (over 1 MB before compression).
-            .set("message.max.bytes", "16000000");
-        let producer: BaseProducer<ProducerHealth> = cfg.create_with_context(ProducerHealth(health.clone()))?;
+            .set("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES.to_string());
+        let context = ProducerHealth { health: health.clone(), refused: Mutex::default() };
+        let producer: BaseProducer<ProducerHealth> = cfg.create_with_context(context)?;
         let mut backoff = Backoff::new();
         loop {
             // Short, so a stop request is noticed while the broker is unreachable.
@@ -191,6 +272,9 @@ impl TxnProducer {
         emits: &[Emit],
         offsets: Option<(&TopicPartitionList, &rdkafka::consumer::ConsumerGroupMetadata)>,
     ) -> anyhow::Result<TxnOutcome> {
+        // Delivery reports of earlier transactions, so a refusal noted below belongs to this one.
+        self.serve_delivery_reports();
+        self.take_refused();
         let mut backoff = Backoff::new();
         loop {
             match self.producer.begin_transaction() {
@@ -202,8 +286,8 @@ impl TxnProducer {
                 Err(e) => return self.fail(e),
             }
         }
-        for e in emits {
-            let mut record = BaseRecord::to(&e.topic).payload(&e.payload);
+        for (index, e) in emits.iter().enumerate() {
+            let mut record = BaseRecord::with_opaque_to(&e.topic, index).payload(&e.payload);
             if let Some(k) = &e.key {
                 record = record.key(k);
             }
@@ -214,6 +298,12 @@ impl TxnProducer {
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         record = r;
                         self.producer.poll(Duration::from_millis(50));
+                    }
+                    // librdkafka checks a record against `message.max.bytes` before queueing it.
+                    Err((err, _)) if refused_as_is(&err) => {
+                        tracing::warn!(error = %err, index, topic = %e.topic, bytes = e.payload.len(), "record refused");
+                        self.abort()?;
+                        return Ok(TxnOutcome::Refused(vec![Refusal { index, error: err.to_string() }]));
                     }
                     Err((err, _)) => return self.fail(err),
                 }
@@ -243,16 +333,51 @@ impl TxnProducer {
     fn fail(&self, e: KafkaError) -> anyhow::Result<TxnOutcome> {
         if requires_abort(&e) || retriable(&e) {
             tracing::warn!(error = %e, "aborting transaction");
-            let mut backoff = Backoff::new();
-            loop {
-                match self.producer.abort_transaction(self.timeout) {
-                    Ok(()) => return Ok(TxnOutcome::Aborted(e.to_string())),
-                    Err(a) if retriable(&a) => backoff.sleep()?,
-                    Err(a) => return Err(anyhow::anyhow!("abort after {e} failed: {a}")),
-                }
+            match self.abort() {
+                Ok(()) => {}
+                Err(a) if a.is::<crate::Stopped>() => return Err(a),
+                Err(a) => return Err(anyhow::anyhow!("abort after {e} failed: {a}")),
             }
+            // The broker refusing a record makes the commit fail as abortable: the caller must leave
+            // that record out, not just retry. Its delivery report may still wait in the queue.
+            self.serve_delivery_reports();
+            let refused = self.take_refused();
+            if !refused.is_empty() {
+                return Ok(TxnOutcome::Refused(refused));
+            }
+            return Ok(TxnOutcome::Aborted(e.to_string()));
         }
         Err(anyhow::anyhow!("kafka transaction failed: {e}"))
+    }
+
+    fn abort(&self) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.producer.abort_transaction(self.timeout) {
+                Ok(()) => return Ok(()),
+                Err(a) if retriable(&a) => backoff.sleep()?,
+                Err(a) => return Err(a.into()),
+            }
+        }
+    }
+
+    /// Serves the delivery reports waiting in the client's queue (each `poll` serves one batch);
+    /// bounded, so a client that keeps producing events cannot hold the caller here.
+    fn serve_delivery_reports(&self) {
+        for _ in 0..100_000 {
+            if self.producer.in_flight_count() <= 0 {
+                break;
+            }
+            self.producer.poll(Duration::ZERO);
+        }
+    }
+
+    fn take_refused(&self) -> Vec<Refusal> {
+        let mut refused =
+            self.producer.context().refused.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+        refused.sort_by_key(|r| r.index);
+        refused.dedup_by_key(|r| r.index);
+        refused
     }
 }
 
@@ -374,4 +499,32 @@ pub fn read_to_end(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emit(kind: &'static str, bytes: usize) -> Emit {
+        Emit { topic: "t".into(), key: None, payload: vec![b'x'; bytes], kind }
+    }
+
+    #[test]
+    fn the_largest_refused_record_is_set_aside() {
+        let mut emits = vec![emit("event", 10), emit("event", 500), emit("checkpoint", 5)];
+        let refused =
+            [Refusal { index: 0, error: "too large".into() }, Refusal { index: 1, error: "too large".into() }];
+        let dead = |i: usize, e: &Emit, why: &str| Some(emit("dlq", i + e.payload.len() + why.len()));
+        let out = set_aside_refused(&mut emits, &refused, dead).unwrap();
+        assert_eq!((out.index, out.record.payload.len(), out.replaced), (1, 500, true));
+        assert_eq!(
+            emits.iter().map(|e| (e.kind, e.payload.len())).collect::<Vec<_>>(),
+            [("event", 10), ("dlq", 510), ("checkpoint", 5)]
+        );
+        // No replacement: dropped. A refusal naming no record: nothing to do.
+        let out = set_aside_refused(&mut emits, &refused[1..], |_, _, _| None).unwrap();
+        assert_eq!((out.index, out.record.kind, out.replaced), (1, "dlq", false));
+        assert_eq!(emits.len(), 2);
+        assert!(set_aside_refused(&mut emits, &[Refusal { index: 7, error: String::new() }], dead).is_none());
+    }
 }

@@ -34,7 +34,9 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::kafka::{Emit, ServiceContext, TxnOutcome, TxnProducer, client_config, read_to_end};
+use crate::kafka::{
+    Emit, Refusal, ServiceContext, TxnOutcome, TxnProducer, client_config, read_to_end, record_bytes, set_aside_refused,
+};
 use crate::metrics::{Health, Metrics};
 
 type In<A> = <<A as App>::Stage as Stage>::In;
@@ -69,6 +71,33 @@ pub struct RunnerConfig {
     pub dlq_topic: String,
     /// Pending stage writes that force an early commit (bounds memory).
     pub max_pending: usize,
+    /// Largest output record (payload and key); a larger one becomes a dead letter instead of
+    /// failing every commit. [`crate::kafka::MAX_RECORD_BYTES`] unless testing.
+    pub max_record_bytes: usize,
+}
+
+/// A dead letter of `raw`, fit to publish: the payload cut to [`DeadLetter::MAX_PAYLOAD`] and
+/// without credentials (values of secret-looking keys read `"<redacted>"`, see
+/// `grantwatch_core::cloudtrail::redact`). Every dead letter the services write is made here.
+pub fn dead_letter(service: &str, source: DeadLetterSource, error: String, raw: &[u8]) -> DeadLetter {
+    // Cut first (a huge record is never scanned whole); a secret cut in half is still redacted.
+    let cut = &raw[..raw.len().min(DeadLetter::MAX_PAYLOAD)];
+    let redacted = grantwatch_core::cloudtrail::redact::redact_json(cut);
+    // The marker can be longer than the value it replaces: `new` cuts again if need be.
+    let mut dl = DeadLetter::new(service, source, error, &redacted);
+    dl.payload_truncated |= cut.len() < raw.len();
+    dl
+}
+
+/// [`dead_letter`] as a record of the dead-letter topic; `None` only if it cannot be serialized.
+pub fn dead_letter_emit(dlq_topic: &str, key: Option<Vec<u8>>, dl: &DeadLetter) -> Option<Emit> {
+    match serde_json::to_vec(dl) {
+        Ok(payload) => Some(Emit { topic: dlq_topic.to_string(), key, payload, kind: "dlq" }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a dead letter");
+            None
+        }
+    }
 }
 
 /// What every consuming service does around its app: serve `/metrics` and `/health` on `http_listen`,
@@ -308,14 +337,20 @@ impl<A: App> Runner<A> {
             let from: Vec<Option<i64>> =
                 self.inputs.iter().map(|t| read_i64(&store, &offset_key(OUTBOX_FROM, t))).collect::<Result<_>>()?;
             if committed == from {
-                let emits = decode_outbox(&outbox)?;
+                let mut emits = decode_outbox(&outbox)?;
                 tracing::info!(partition = p, records = emits.len(), "sending the outbox of an interrupted commit");
                 let tpl = self.offsets_tpl(p, &local)?;
                 let group = self.consumer.group_metadata().context("no consumer group metadata")?;
-                match self.producer.transact(&emits, Some((&tpl, &group)))? {
-                    TxnOutcome::Committed => self.count_out(&emits),
-                    TxnOutcome::Aborted(why) => anyhow::bail!("could not send the outbox of partition {p}: {why}"),
+                loop {
+                    match self.producer.transact(&emits, Some((&tpl, &group)))? {
+                        TxnOutcome::Committed => break,
+                        TxnOutcome::Aborted(why) => anyhow::bail!("could not send the outbox of partition {p}: {why}"),
+                        TxnOutcome::Refused(refused) => {
+                            self.set_aside(&mut emits, &refused, |_| (p, from.first().copied().flatten()))?
+                        }
+                    }
                 }
+                self.count_out(&emits);
                 clear_outbox(&store, &self.inputs)?;
             } else if committed == local {
                 clear_outbox(&store, &self.inputs)?;
@@ -424,6 +459,46 @@ impl<A: App> Runner<A> {
         Ok(tpl)
     }
 
+    /// After a refusal: the refused output becomes a dead letter naming the partition and the input
+    /// offset its outbox starts from (`origin` of its index), since which input record produced it
+    /// is not kept. Fails only if the refusal names no record of `emits`.
+    fn set_aside(
+        &self,
+        emits: &mut Vec<Emit>,
+        refused: &[Refusal],
+        origin: impl Fn(usize) -> (i32, Option<i64>),
+    ) -> Result<()> {
+        let (service, dlq) = (self.app.name(), self.cfg.dlq_topic.as_str());
+        let topic = self.inputs.first().cloned().unwrap_or_default();
+        let set = set_aside_refused(emits, refused, |index, e, error| {
+            if e.kind == "dlq" {
+                return None; // bounded in size; refused anyway: nothing more to do than log it
+            }
+            let (partition, from) = origin(index);
+            let error = format!(
+                "{} record for {} ({} bytes) refused by Kafka: {error}; produced from partition {partition} \
+                 of the inputs at or after offset {}",
+                e.kind,
+                e.topic,
+                record_bytes(e),
+                from.unwrap_or(0)
+            );
+            let source = DeadLetterSource::Kafka { topic, partition: partition.max(0), offset: from.unwrap_or(0) };
+            dead_letter_emit(dlq, e.key.clone(), &dead_letter(service, source, error, &e.payload))
+        });
+        let Some(set) = set else {
+            anyhow::bail!("Kafka refused records that are not in the transaction: {refused:?}");
+        };
+        let e = &set.record;
+        if set.replaced {
+            self.metrics.dead_letters.inc();
+            tracing::warn!(kind = e.kind, topic = %e.topic, bytes = record_bytes(e), "output refused by Kafka; dead-lettered");
+        } else {
+            tracing::error!(kind = e.kind, topic = %e.topic, bytes = record_bytes(e), "dead letter refused by Kafka; dropped");
+        }
+        Ok(())
+    }
+
     fn count_out(&self, emits: &[Emit]) {
         for e in emits {
             self.metrics.out(e.kind).inc();
@@ -447,6 +522,8 @@ impl<A: App> Runner<A> {
         let mut all_emits = Vec::new();
         let mut tpl = TopicPartitionList::new();
         let mut with_outbox = Vec::new();
+        // Where each task's records start in `all_emits`, and the input offsets they start from.
+        let mut origins: Vec<(usize, i32, Option<i64>)> = Vec::new();
         for p in &dirty {
             let Some(mut task) = self.tasks.remove(p) else { continue };
             let committed = task.committed_next.clone();
@@ -463,12 +540,23 @@ impl<A: App> Runner<A> {
             written?;
             if !emits.is_empty() {
                 with_outbox.push(*p);
+                origins.push((all_emits.len(), *p, committed.first().copied().flatten()));
             }
             all_emits.extend(emits);
         }
         let group = self.consumer.group_metadata().context("no consumer group metadata")?;
-        match self.producer.transact(&all_emits, Some((&tpl, &group)))? {
-            TxnOutcome::Committed => {
+        let aborted = loop {
+            match self.producer.transact(&all_emits, Some((&tpl, &group)))? {
+                TxnOutcome::Committed => break None,
+                TxnOutcome::Aborted(why) => break Some(why),
+                TxnOutcome::Refused(refused) => self.set_aside(&mut all_emits, &refused, |index| {
+                    let task = origins.iter().rev().find(|(start, _, _)| *start <= index);
+                    task.map_or((-1, None), |&(_, p, from)| (p, from))
+                })?,
+            }
+        };
+        match aborted {
+            None => {
                 self.metrics.commits.inc();
                 self.count_out(&all_emits);
                 for p in &with_outbox {
@@ -482,7 +570,7 @@ impl<A: App> Runner<A> {
                     }
                 }
             }
-            TxnOutcome::Aborted(why) => {
+            Some(why) => {
                 self.metrics.commit_failures.inc();
                 tracing::warn!(%why, "transaction aborted; reopening tasks from their last commit");
                 let parts: Vec<i32> = self.tasks.keys().copied().collect();
@@ -513,6 +601,7 @@ fn handle<A: App, M: Message>(
     task.next[input] = Some(offset + 1);
     task.dirty = true;
     let payload = m.payload().unwrap_or_default();
+    let source = || DeadLetterSource::Kafka { topic: m.topic().to_string(), partition, offset };
     match app.decode(input, m.key(), payload) {
         Ok(value) => {
             let mut outs = Vec::new();
@@ -525,22 +614,42 @@ fn handle<A: App, M: Message>(
                     kind: "late",
                 });
             }
+            let first_out = task.emits.len();
             for o in outs {
                 app.encode(o, &mut task.emits);
+            }
+            // An output too large to produce would fail every commit of the partition, forever.
+            let mut i = first_out;
+            while let Some(e) = task.emits.get(i) {
+                let bytes = record_bytes(e);
+                if bytes <= cfg.max_record_bytes {
+                    i += 1;
+                    continue;
+                }
+                metrics.dead_letters.inc();
+                tracing::warn!(kind = e.kind, topic = %e.topic, bytes, partition, offset, "output too large; dead-lettered");
+                let error = format!(
+                    "{} record for {} of {bytes} bytes, over the largest record ({} bytes)",
+                    e.kind, e.topic, cfg.max_record_bytes
+                );
+                let dl = dead_letter(app.name(), source(), error, &e.payload);
+                match dead_letter_emit(&cfg.dlq_topic, e.key.clone(), &dl) {
+                    Some(dead) => {
+                        task.emits[i] = dead;
+                        i += 1;
+                    }
+                    None => {
+                        task.emits.remove(i);
+                    }
+                }
             }
         }
         Err(error) => {
             metrics.dead_letters.inc();
             let topic = m.topic();
             tracing::warn!(%topic, partition, offset, %error, "unusable record sent to the dead-letter topic");
-            let source = DeadLetterSource::Kafka { topic: topic.to_string(), partition, offset };
-            let dl = DeadLetter::new(app.name(), source, error, payload);
-            task.emits.push(Emit {
-                topic: cfg.dlq_topic.clone(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: serde_json::to_vec(&dl)?,
-                kind: "dlq",
-            });
+            let dl = dead_letter(app.name(), source(), error, payload);
+            task.emits.extend(dead_letter_emit(&cfg.dlq_topic, m.key().map(<[u8]>::to_vec), &dl));
         }
     }
     Ok(())
@@ -644,5 +753,140 @@ mod tests {
         ];
         assert_eq!(decode_outbox(&encode_outbox(&emits)).unwrap(), emits);
         assert!(decode_outbox(&encode_outbox(&emits)[..5]).is_err());
+    }
+
+    /// A CloudTrail record with credentials CloudTrail did not mask.
+    const SECRET_RECORD: &str = r#"{"eventID":"e1","eventName":"ChangePassword","requestParameters":{"userName":"bob","password":"Hunter2-pw","newPassword":"Hunter3-pw"},"responseElements":{"credentials":{"accessKeyId":"ASIAKEEP","sessionToken":"FwoGZX-session","secretAccessKey":"wJalr-secret"}}}"#;
+    const SECRETS: [&str; 4] = ["Hunter2-pw", "Hunter3-pw", "FwoGZX-session", "wJalr-secret"];
+
+    fn assert_no_secret(shown: &str) {
+        for secret in SECRETS {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
+    fn dead_letters_carry_no_credentials_and_stay_bounded() {
+        let source = || DeadLetterSource::File { path: "f.json".into(), record: 3 };
+        let dl = dead_letter("svc", source(), "bad".into(), SECRET_RECORD.as_bytes());
+        let shown = serde_json::to_string(&dl).unwrap();
+        assert_no_secret(&shown);
+        assert!(dl.payload.contains("ASIAKEEP") && dl.payload.contains("<redacted>"), "{shown}");
+        assert!(!dl.payload_truncated);
+
+        // Huge, with a secret straddling the cut.
+        let pad = "x".repeat(DeadLetter::MAX_PAYLOAD - 20);
+        let raw =
+            format!(r#"{{"a":"{pad}","sessionToken":"FwoGZX-session-and-then-some","b":"{}"}}"#, "y".repeat(1 << 20));
+        let dl = dead_letter("svc", source(), "too large".into(), raw.as_bytes());
+        assert!(dl.payload_truncated);
+        assert!(dl.payload.len() <= DeadLetter::MAX_PAYLOAD);
+        assert_no_secret(&dl.payload);
+    }
+
+    /// Echoes every JSON object it is given; anything else is undecodable.
+    struct Echo;
+    struct EchoStage;
+
+    impl Stage for EchoStage {
+        type In = Vec<u8>;
+        type Out = Vec<u8>;
+        fn process(
+            &mut self,
+            input: &Vec<u8>,
+            cx: &mut Cx<'_, Vec<u8>>,
+        ) -> Result<(), grantwatch_core::stage::StageError> {
+            cx.out.push(input.clone());
+            Ok(())
+        }
+        fn snapshot(&mut self, _: &mut WriteBatch) -> Result<(), grantwatch_core::stage::StageError> {
+            Ok(())
+        }
+        fn pending(&self) -> usize {
+            0
+        }
+    }
+
+    impl App for Echo {
+        type Stage = EchoStage;
+        fn name(&self) -> &'static str {
+            "echo"
+        }
+        fn inputs(&self) -> Vec<String> {
+            vec!["in".into()]
+        }
+        fn open_stage(&self, _: &dyn StateRead) -> Result<EchoStage> {
+            Ok(EchoStage)
+        }
+        fn decode(&self, _: usize, _: Option<&[u8]>, payload: &[u8]) -> Result<Vec<u8>, String> {
+            if payload.starts_with(b"{\"ok\"") { Ok(payload.to_vec()) } else { Err("not an echo record".into()) }
+        }
+        fn event_time(&self, _: &Vec<u8>) -> Option<EventTime> {
+            None
+        }
+        fn encode(&self, out: Vec<u8>, emits: &mut Vec<Emit>) {
+            emits.push(Emit { topic: "out".into(), key: Some(b"k".to_vec()), payload: out, kind: "alert" });
+        }
+    }
+
+    fn handle_one(payload: &str, max_record_bytes: usize) -> Vec<Emit> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut task = Task {
+            partition: 0,
+            store,
+            stage: EchoStage,
+            next: vec![None],
+            committed_next: vec![None],
+            max_time: None,
+            emits: Vec::new(),
+            dirty: false,
+        };
+        let cfg = RunnerConfig {
+            kafka: KafkaConfig::default(),
+            group_id: "g".into(),
+            instance_id: "i".into(),
+            state_dir: dir.path().into(),
+            max_out_of_orderness_ms: 0,
+            commit_interval: Duration::from_secs(1),
+            late_topic: "late".into(),
+            dlq_topic: "dlq".into(),
+            max_pending: 10,
+            max_record_bytes,
+        };
+        let m = rdkafka::message::OwnedMessage::new(
+            Some(payload.as_bytes().to_vec()),
+            None,
+            "in".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            42,
+            None,
+        );
+        handle(&Echo, &cfg, &Metrics::new(), 0, &mut task, &m).unwrap();
+        task.emits
+    }
+
+    #[test]
+    fn undecodable_records_become_dead_letters_without_credentials() {
+        let emits = handle_one(SECRET_RECORD, 1 << 20);
+        assert_eq!(emits.len(), 1);
+        assert_eq!((emits[0].kind, emits[0].topic.as_str()), ("dlq", "dlq"));
+        let shown = String::from_utf8(emits[0].payload.clone()).unwrap();
+        assert_no_secret(&shown);
+        let dl: DeadLetter = serde_json::from_str(&shown).unwrap();
+        assert_eq!(dl.source, DeadLetterSource::Kafka { topic: "in".into(), partition: 0, offset: 42 });
+    }
+
+    #[test]
+    fn outputs_too_large_to_produce_become_dead_letters() {
+        let big = format!(r#"{{"ok":"{}"}}"#, "z".repeat(500));
+        let emits = handle_one(&big, 1000);
+        assert_eq!(emits[0].kind, "alert", "within the limit");
+        let emits = handle_one(&big, 100);
+        assert_eq!((emits.len(), emits[0].kind), (1, "dlq"));
+        let dl: DeadLetter = serde_json::from_slice(&emits[0].payload).unwrap();
+        assert!(dl.error.contains("alert record for out of 510 bytes"), "{}", dl.error);
+        assert_eq!(emits[0].key.as_deref(), Some(&b"k"[..]));
     }
 }

@@ -33,9 +33,10 @@ pub struct Event {
     pub user_agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
-    /// CloudTrail `requestParameters`, verbatim, for calls that change something (detection rules read
-    /// them: who got an access key, which policy became public). Absent for read-only calls and for
-    /// documents over [`RAW_DETAIL_MAX`] bytes.
+    /// CloudTrail `requestParameters`, verbatim except that values of secret-looking keys (passwords,
+    /// session tokens, secret keys; `grantwatch_core::cloudtrail::redact`) read `"<redacted>"`, for
+    /// calls that change something (detection rules read them: who got an access key, which policy
+    /// became public). Absent for read-only calls and for documents over [`RAW_DETAIL_MAX`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RawJson>,
     /// CloudTrail `responseElements`, on the same terms as `request`.

@@ -165,6 +165,17 @@ pub struct IngestReport {
     pub records_quarantined: u64,
     /// Well-formed records that are not API calls (CloudTrail Insights events): skipped, not quarantined.
     pub non_api_records: u64,
+    /// Records quarantined for an event time that cannot be true (see `grantwatch_core::time_guard`);
+    /// included in `records_quarantined`.
+    #[serde(default)]
+    pub records_time_refused: u64,
+    /// Quarantined records not copied into the quarantine file (per-file cap); included in
+    /// `records_quarantined`.
+    #[serde(default)]
+    pub quarantine_copies_left_out: u64,
+    /// Paths under a named directory that could not be listed or read (each also in `quarantined`).
+    #[serde(default)]
+    pub paths_skipped: u64,
     /// Records whose event id was already counted (in this run or, with `--state`, an earlier one).
     pub duplicates: u64,
     pub events_counted: u64,

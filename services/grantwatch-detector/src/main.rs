@@ -104,11 +104,12 @@ fn run() -> Result<()> {
         group_id: d.group_id.clone(),
         instance_id: d.instance_id.clone(),
         state_dir: d.state_dir.clone(),
-        max_out_of_orderness_ms: d.max_out_of_orderness_secs * 1000,
+        max_out_of_orderness_ms: d.max_out_of_orderness_ms(),
         commit_interval: Duration::from_millis(d.commit_interval_ms),
         late_topic: cfg.topics.late.name.clone(),
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 100_000,
+        max_record_bytes: grantwatch_stream::kafka::MAX_RECORD_BYTES,
     };
     let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection) };
     serve_and_run(app, runner_cfg, &d.http_listen)

@@ -11,10 +11,9 @@ use anyhow::{Context, Result};
 use aws_config::BehaviorVersion;
 use aws_sdk_cloudtrail::primitives::DateTime;
 use grantwatch_stream::config::LookupEventsSource;
-use grantwatch_types::DeadLetterSource;
 use serde::{Deserialize, Serialize};
 
-use crate::Ingest;
+use crate::{Ingest, Origin};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct LookupCheckpoint {
@@ -80,15 +79,14 @@ impl LookupSource {
         let recent: std::collections::HashSet<(i64, &str)> =
             cp.recent.iter().map(|(t, id)| (*t, id.as_str())).collect();
         let mut produced_now: Vec<(i64, String)> = Vec::new();
+        let region: std::sync::Arc<str> = self.source.region.as_str().into();
         for (t, id, raw) in &events {
             let seen = window_start.is_some_and(|w| *t < w) || recent.contains(&(*t, id.as_str()));
             if seen {
                 continue;
             }
             ingest.metrics.input("lookup_events").inc();
-            let region = self.source.region.clone();
-            let event_id = id.clone();
-            ingest.record(raw.as_bytes(), || DeadLetterSource::LookupEvents { region, event_id });
+            ingest.record(raw.as_bytes(), Origin::Lookup(region.clone(), id.as_str().into()));
             produced_now.push((*t, id.clone()));
         }
         let produced = produced_now.len();

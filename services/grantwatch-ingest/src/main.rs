@@ -23,11 +23,14 @@ use grantwatch_core::catalog::Catalog;
 use grantwatch_core::cloudtrail::{ActionMap, NormalizeError, Normalizer};
 use grantwatch_core::iam::IamSnapshot;
 use grantwatch_core::policy::evaluate;
-use grantwatch_files::SourceFile;
+use grantwatch_files::{Item, SourceFile};
 use grantwatch_stream::config::Config;
-use grantwatch_stream::kafka::{Emit, TxnOutcome, TxnProducer, read_to_end};
+use grantwatch_stream::kafka::{
+    Emit, MAX_RECORD_BYTES, Refusal, TxnOutcome, TxnProducer, read_to_end, record_bytes, set_aside_refused,
+};
 use grantwatch_stream::metrics::{Health, Metrics, serve};
-use grantwatch_types::{DeadLetter, DeadLetterSource};
+use grantwatch_stream::runner::{dead_letter, dead_letter_emit};
+use grantwatch_types::DeadLetterSource;
 use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
@@ -81,9 +84,100 @@ struct FileCheckpoint {
 }
 
 /// Events and checkpoints waiting for the next transaction.
+#[derive(Default)]
 struct Pending {
     emits: Vec<Emit>,
+    /// Where each of `emits` came from (same length).
+    origins: Vec<Origin>,
     records: usize,
+}
+
+impl Pending {
+    fn push(&mut self, emit: Emit, origin: Origin) {
+        self.emits.push(emit);
+        self.origins.push(origin);
+    }
+
+    fn clear(&mut self) {
+        self.emits.clear();
+        self.origins.clear();
+        self.records = 0;
+    }
+}
+
+const SERVICE: &str = "grantwatch-ingest";
+
+/// Where a pending record came from, so that a dead letter of it can say; cheap to keep for every
+/// record (a file's path is shared).
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// Checkpoints and dead letters: no source record.
+    None,
+    /// A CloudTrail or IAM file and the index of the record in it.
+    File(Arc<str>, u64),
+    Stdin(u64),
+    /// LookupEvents: region and event id.
+    Lookup(Arc<str>, Box<str>),
+}
+
+impl Origin {
+    fn source(&self) -> Option<DeadLetterSource> {
+        Some(match self {
+            Origin::None => return None,
+            Origin::File(path, record) => DeadLetterSource::File { path: path.to_string(), record: *record },
+            Origin::Stdin(line) => DeadLetterSource::Stdin { line: *line },
+            Origin::Lookup(region, id) => {
+                DeadLetterSource::LookupEvents { region: region.to_string(), event_id: id.to_string() }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::None => f.write_str("no source record"),
+            Origin::File(path, record) => write!(f, "file {path}, record {record}"),
+            Origin::Stdin(line) => write!(f, "stdin, line {line}"),
+            Origin::Lookup(region, id) => write!(f, "LookupEvents in {region}, event {id}"),
+        }
+    }
+}
+
+/// What one raw CloudTrail record becomes: its event, or why it is a dead letter (naming `origin`),
+/// or nothing (a well-formed record that is not an API call). An event larger than `max_bytes` is a
+/// dead letter: its transaction would fail, and with it every retry after a restart.
+fn convert(
+    normalizer: &Normalizer,
+    topic: &str,
+    max_bytes: usize,
+    raw: &[u8],
+    origin: &Origin,
+) -> Option<Result<Emit, String>> {
+    let ev = match normalizer.normalize(raw) {
+        Ok(ev) => ev,
+        Err(NormalizeError::NotApiActivity(_)) => return None,
+        Err(e) => return Some(Err(format!("{e} ({origin})"))),
+    };
+    let payload = match serde_json::to_vec(&ev) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(format!("cannot serialize: {e} ({origin})"))),
+    };
+    let emit = Emit { topic: topic.to_string(), key: Some(ev.actor.uid.into_bytes()), payload, kind: "event" };
+    let bytes = record_bytes(&emit);
+    if bytes > max_bytes {
+        return Some(Err(format!(
+            "event of {bytes} bytes after normalization, over ingest.max_event_bytes ({max_bytes}) ({origin})"
+        )));
+    }
+    Some(Ok(emit))
+}
+
+/// The dead-letter record of `raw`: redacted and cut to a bounded size (see `runner::dead_letter`).
+fn dead_letter_record(dlq_topic: &str, origin: &Origin, error: String, raw: &[u8]) -> Option<Emit> {
+    // Every caller has a source record; the fallback only keeps this function total.
+    let source = origin.source().unwrap_or(DeadLetterSource::Stdin { line: 0 });
+    dead_letter_emit(dlq_topic, None, &dead_letter(SERVICE, source, error, raw))
 }
 
 struct Ingest {
@@ -99,38 +193,28 @@ struct Ingest {
 impl Ingest {
     fn checkpoint_emit(&mut self, key: String, value: Vec<u8>) {
         self.checkpoints.insert(key.clone(), value.clone());
-        self.pending.emits.push(Emit {
-            topic: self.cfg.topics.ingest_checkpoints.name.clone(),
-            key: Some(key.into_bytes()),
-            payload: value,
-            kind: "checkpoint",
-        });
+        let topic = self.cfg.topics.ingest_checkpoints.name.clone();
+        self.pending
+            .push(Emit { topic, key: Some(key.into_bytes()), payload: value, kind: "checkpoint" }, Origin::None);
     }
 
-    fn dead_letter(&mut self, source: DeadLetterSource, error: String, raw: &[u8]) {
-        tracing::warn!(?source, %error, "unusable record sent to the dead-letter topic");
+    /// Queues a dead letter of `raw` (redacted, cut to a bounded size) from `origin`.
+    fn dead_letter(&mut self, origin: Origin, error: String, raw: &[u8]) {
+        tracing::warn!(%origin, %error, "unusable record sent to the dead-letter topic");
         self.metrics.dead_letters.inc();
-        let dl = DeadLetter::new("grantwatch-ingest", source, error, raw);
-        if let Ok(payload) = serde_json::to_vec(&dl) {
-            self.pending.emits.push(Emit { topic: self.cfg.topics.dlq.name.clone(), key: None, payload, kind: "dlq" });
+        if let Some(emit) = dead_letter_record(&self.cfg.topics.dlq.name, &origin, error, raw) {
+            self.pending.push(emit, origin);
         }
     }
 
     /// Normalizes one raw CloudTrail record into `pending`.
-    fn record(&mut self, raw: &[u8], source: impl FnOnce() -> DeadLetterSource) {
+    fn record(&mut self, raw: &[u8], origin: Origin) {
         self.pending.records += 1;
-        match self.normalizer.normalize(raw) {
-            Ok(ev) => match serde_json::to_vec(&ev) {
-                Ok(payload) => self.pending.emits.push(Emit {
-                    topic: self.cfg.topics.events.name.clone(),
-                    key: Some(ev.actor.uid.into_bytes()),
-                    payload,
-                    kind: "event",
-                }),
-                Err(e) => self.dead_letter(source(), format!("cannot serialize: {e}"), raw),
-            },
-            Err(NormalizeError::NotApiActivity(_)) => {}
-            Err(e) => self.dead_letter(source(), e.to_string(), raw),
+        let events = &self.cfg.topics.events.name;
+        match convert(&self.normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
+            Some(Ok(emit)) => self.pending.push(emit, origin),
+            Some(Err(error)) => self.dead_letter(origin, error, raw),
+            None => {}
         }
     }
 
@@ -139,23 +223,56 @@ impl Ingest {
         if self.pending.emits.is_empty() {
             return Ok(());
         }
-        match self.producer.transact(&self.pending.emits, None)? {
-            TxnOutcome::Committed => {
-                self.metrics.commits.inc();
-                for e in &self.pending.emits {
-                    self.metrics.out(e.kind).inc();
+        loop {
+            match self.producer.transact(&self.pending.emits, None)? {
+                TxnOutcome::Committed => {
+                    self.metrics.commits.inc();
+                    for e in &self.pending.emits {
+                        self.metrics.out(e.kind).inc();
+                    }
+                    self.pending.clear();
+                    return Ok(());
                 }
-                self.pending.emits.clear();
-                self.pending.records = 0;
-                Ok(())
-            }
-            // Nothing else writes with this transactional id, so an abort means the broker lost the
-            // transaction (e.g. it timed out while unreachable). The checkpoints in memory are ahead of
-            // what was committed: start over from the committed ones (crash-only).
-            TxnOutcome::Aborted(why) => {
-                anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit")
+                // Nothing else writes with this transactional id, so an abort means the broker lost the
+                // transaction (e.g. it timed out while unreachable). The checkpoints in memory are ahead of
+                // what was committed: start over from the committed ones (crash-only).
+                TxnOutcome::Aborted(why) => {
+                    anyhow::bail!("transaction aborted ({why}); restart to resume from the last commit")
+                }
+                // A restart would meet the same record again: dead-letter it and go on.
+                TxnOutcome::Refused(refused) => self.set_aside(&refused)?,
             }
         }
+    }
+
+    /// Replaces a record Kafka refused by its dead letter (see `set_aside_refused`).
+    fn set_aside(&mut self, refused: &[Refusal]) -> Result<()> {
+        let dlq = &self.cfg.topics.dlq.name;
+        let origins = &self.pending.origins;
+        let set = set_aside_refused(&mut self.pending.emits, refused, |index, e, error| {
+            let origin = origins.get(index)?;
+            // A refused dead letter or checkpoint (both small) has nothing to fall back to.
+            if matches!(e.kind, "dlq" | "checkpoint") {
+                return None;
+            }
+            let error = format!("{} of {} bytes refused by Kafka: {error} ({origin})", e.kind, record_bytes(e));
+            origin.source()?; // no source record: nothing to dead-letter it as
+            dead_letter_record(dlq, origin, error, &e.payload)
+        });
+        let Some(set) = set else {
+            anyhow::bail!("Kafka refused records that are not in the transaction: {refused:?}");
+        };
+        let (e, origin) = (&set.record, self.pending.origins.get(set.index).cloned().unwrap_or(Origin::None));
+        if set.replaced {
+            self.metrics.dead_letters.inc();
+            tracing::warn!(kind = e.kind, bytes = record_bytes(e), %origin, "record refused by Kafka; dead-lettered");
+        } else {
+            tracing::error!(kind = e.kind, bytes = record_bytes(e), %origin, "record refused by Kafka; dropped");
+            if set.index < self.pending.origins.len() {
+                self.pending.origins.remove(set.index);
+            }
+        }
+        Ok(())
     }
 
     fn ingest_iam(&mut self, files: &[PathBuf]) -> Result<()> {
@@ -183,14 +300,26 @@ impl Ingest {
         }
         let grants = evaluate(&snapshot, &self.catalog);
         tracing::info!(identities = grants.len(), files = found.len(), "entitlements evaluated");
-        for g in &grants {
+        let files: Arc<str> = found.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(",").into();
+        for (i, g) in grants.iter().enumerate() {
             let record = g.to_record(&self.catalog);
-            self.pending.emits.push(Emit {
+            let emit = Emit {
                 topic: self.cfg.topics.entitlements.name.clone(),
                 key: Some(g.arn.clone().into_bytes()),
                 payload: serde_json::to_vec(&record)?,
                 kind: "entitlements",
-            });
+            };
+            let origin = Origin::File(files.clone(), i as u64);
+            let bytes = record_bytes(&emit);
+            if bytes > MAX_RECORD_BYTES {
+                let error = format!(
+                    "entitlements of {} are {bytes} bytes, over the largest record ({MAX_RECORD_BYTES}); record = identity index",
+                    g.arn
+                );
+                self.dead_letter(origin, error, &emit.payload);
+            } else {
+                self.pending.push(emit, origin);
+            }
         }
         for (key, fp) in fingerprints {
             self.checkpoint_emit(key, fp.into_bytes());
@@ -223,17 +352,27 @@ impl Ingest {
     }
 
     fn ingest_file(&mut self, file: &SourceFile, key: &str, skip: u64, buf: &mut Vec<u8>) -> Result<()> {
-        let path = file.path.display().to_string();
+        let path: Arc<str> = file.path.display().to_string().into();
         let batch_records = self.cfg.ingest.batch_records;
         let mut failure: Option<anyhow::Error> = None;
         let mut done = skip;
-        let result = grantwatch_files::read_records(file, buf, &mut |rec| {
-            if failure.is_some() || rec.index < skip {
+        let result = grantwatch_files::read_records(file, buf, &mut |item| {
+            let index = item.index();
+            if failure.is_some() || index < skip {
                 return;
             }
             self.metrics.input("file").inc();
-            self.record(rec.raw, || DeadLetterSource::File { path: path.clone(), record: rec.index });
-            done = rec.index + 1;
+            let origin = Origin::File(path.clone(), index);
+            match item {
+                Item::Record(rec) => self.record(rec.raw, origin),
+                // Over the reader's record cap: never buffered, so there is no payload to keep.
+                Item::Oversized(o) => {
+                    self.pending.records += 1;
+                    let error = format!("{o} ({origin})");
+                    self.dead_letter(origin, error, b"");
+                }
+            }
+            done = index + 1;
             if self.pending.records >= batch_records {
                 let cp = FileCheckpoint { size: file.size, records: done, complete: false };
                 if let Ok(v) = serde_json::to_vec(&cp) {
@@ -249,7 +388,7 @@ impl Ingest {
         }
         if let Err(e) = result {
             // The whole file is unusable (corrupt gzip, not JSON): one dead letter names it.
-            self.dead_letter(DeadLetterSource::File { path: path.clone(), record: done }, e.to_string(), b"");
+            self.dead_letter(Origin::File(path.clone(), done), e.to_string(), b"");
         }
         let cp = FileCheckpoint { size: file.size, records: done, complete: true };
         self.checkpoint_emit(key.to_string(), serde_json::to_vec(&cp)?);
@@ -296,8 +435,7 @@ impl Ingest {
                         continue;
                     }
                     self.metrics.input("stdin").inc();
-                    let n = line_no;
-                    self.record(raw, || DeadLetterSource::Stdin { line: n });
+                    self.record(raw, Origin::Stdin(line_no));
                     oldest_pending.get_or_insert_with(Instant::now);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -348,15 +486,7 @@ fn run_ingest(cfg: Config, args: RunArgs) -> Result<()> {
     let poll = Duration::from_secs(cfg.ingest.poll_interval_secs);
     let lookup_sources = cfg.ingest.lookup_events.clone();
     let lookup_lag = cfg.ingest.lookup_lag_secs;
-    let mut ingest = Ingest {
-        cfg,
-        producer,
-        normalizer,
-        catalog,
-        checkpoints,
-        pending: Pending { emits: Vec::new(), records: 0 },
-        metrics,
-    };
+    let mut ingest = Ingest { cfg, producer, normalizer, catalog, checkpoints, pending: Pending::default(), metrics };
     if args.stdin {
         return ingest.ingest_stdin(&stop);
     }
@@ -409,4 +539,53 @@ fn real_main() -> Result<()> {
 fn main() -> ExitCode {
     grantwatch_stream::init_tracing();
     grantwatch_stream::exit_code(real_main())
+}
+
+#[cfg(test)]
+mod tests {
+    use grantwatch_types::DeadLetter;
+
+    use super::*;
+
+    fn record(user_agent_bytes: usize) -> String {
+        format!(
+            r#"{{"eventID":"e1","eventTime":"2024-01-02T03:04:05Z","eventSource":"iam.amazonaws.com","eventName":"CreateLoginProfile","readOnly":false,"userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice"}},"userAgent":"{}","requestParameters":{{"userName":"bob","password":"Hunter2-secret"}},"responseElements":{{"credentials":{{"accessKeyId":"ASIAKEEP","sessionToken":"FwoGZX-session"}}}}}}"#,
+            "u".repeat(user_agent_bytes)
+        )
+    }
+
+    #[test]
+    fn an_oversized_event_becomes_a_bounded_dead_letter_naming_its_source() {
+        let normalizer = Normalizer::aws().unwrap();
+        let origin = Origin::File(Arc::from("trail/x.json.gz"), 7);
+        let small = record(10);
+        let event = convert(&normalizer, "events", 100_000, small.as_bytes(), &origin).unwrap().unwrap();
+        assert_eq!(event.kind, "event");
+        let shown = String::from_utf8_lossy(&event.payload);
+        assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
+
+        let big = record(200_000);
+        let error = convert(&normalizer, "events", 100_000, big.as_bytes(), &origin).unwrap().unwrap_err();
+        assert!(error.contains("over ingest.max_event_bytes (100000)"), "{error}");
+        assert!(error.contains("file trail/x.json.gz, record 7"), "{error}");
+        let dlq = dead_letter_record("dlq", &origin, error, big.as_bytes()).unwrap();
+        assert_eq!((dlq.topic.as_str(), dlq.kind), ("dlq", "dlq"));
+        let dl: DeadLetter = serde_json::from_slice(&dlq.payload).unwrap();
+        assert_eq!(dl.source, DeadLetterSource::File { path: "trail/x.json.gz".into(), record: 7 });
+        assert!(dl.payload_truncated && dl.payload.len() <= DeadLetter::MAX_PAYLOAD);
+        assert!(dlq.payload.len() < 80_000, "{} bytes", dlq.payload.len());
+    }
+
+    #[test]
+    fn dead_letters_of_unusable_records_carry_no_credentials() {
+        let normalizer = Normalizer::aws().unwrap();
+        let origin = Origin::Stdin(3);
+        let broken = record(10).replace(r#""eventTime":"2024-01-02T03:04:05Z","#, "");
+        let error = convert(&normalizer, "events", 100_000, broken.as_bytes(), &origin).unwrap().unwrap_err();
+        assert!(error.contains("eventTime") && error.contains("stdin, line 3"), "{error}");
+        let dlq = dead_letter_record("dlq", &origin, error, broken.as_bytes()).unwrap();
+        let shown = String::from_utf8(dlq.payload).unwrap();
+        assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
+        assert!(shown.contains("ASIAKEEP"), "{shown}");
+    }
 }

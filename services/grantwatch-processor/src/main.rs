@@ -91,9 +91,10 @@ fn run() -> Result<()> {
         topics: cfg.topics.clone(),
         catalog: Arc::new(Catalog::aws()?),
         cfg: ProcessorConfig {
-            window_ms: p.window_secs * 1000,
+            window_ms: p.window_ms(),
             lookback_days: p.lookback_days,
             over_provisioned_ratio: p.over_provisioned_ratio,
+            emit_windows: true,
         },
     };
     let runner_cfg = RunnerConfig {
@@ -101,11 +102,12 @@ fn run() -> Result<()> {
         group_id: p.group_id.clone(),
         instance_id: p.instance_id.clone(),
         state_dir: p.state_dir.clone(),
-        max_out_of_orderness_ms: p.max_out_of_orderness_secs * 1000,
+        max_out_of_orderness_ms: p.max_out_of_orderness_ms(),
         commit_interval: Duration::from_millis(p.commit_interval_ms),
         late_topic: cfg.topics.late.name.clone(),
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 200_000,
+        max_record_bytes: grantwatch_stream::kafka::MAX_RECORD_BYTES,
     };
     serve_and_run(app, runner_cfg, &p.http_listen)
 }

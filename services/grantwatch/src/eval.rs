@@ -9,15 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use grantwatch_core::processor::ProcessorConfig;
 use grantwatch_detect::ml::TrainParams;
 use grantwatch_detect::stage::Detection;
 use grantwatch_synth::scenario::ScenarioSummary;
 use grantwatch_synth::scenario::eval::{EvalReport, Labels, score};
 use grantwatch_types::DetectionFinding;
 
-use crate::analyze::{DETECT_OUT_OF_ORDERNESS_MS, load_grants};
-use crate::detect::{PassOptions, PassOutcome, run_pass};
+use crate::analyze::{PassOutcome, load_grants};
+use crate::detect::{PassOptions, run_pass};
 
 pub struct EvalOptions {
     pub scenario: PathBuf,
@@ -56,12 +55,9 @@ pub fn run(opts: &EvalOptions) -> Result<EvalOutcome> {
     let (grants, _) = load_grants(&[dir.join("iam")], &catalog)?;
     let alerts_path = dir.join("alerts.jsonl");
     let pass = run_pass(&PassOptions {
-        catalog,
         detection,
         cloudtrail: &[history, dir.join("detect")],
         grants: &grants,
-        processor: ProcessorConfig::default(),
-        max_out_of_orderness_ms: DETECT_OUT_OF_ORDERNESS_MS,
         collect_windows: false,
         alerts_path: Some(&alerts_path),
     })?;

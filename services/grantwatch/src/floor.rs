@@ -80,14 +80,15 @@ pub fn run(paths: &[PathBuf], threads: Option<usize>) -> Result<FloorOutcome> {
         files.par_iter().for_each_init(Vec::new, |buf, f| {
             let mut n = 0u64;
             let mut bad = 0u64;
-            let r = grantwatch_files::read_records(f, buf, &mut |rec| match serde_json::from_slice::<FloorRecord<'_>>(
-                rec.raw,
-            ) {
-                Ok(r) => {
-                    std::hint::black_box(&r);
-                    n += 1;
-                }
-                Err(_) => bad += 1,
+            let r = grantwatch_files::read_records(f, buf, &mut |item| match item {
+                grantwatch_files::Item::Record(rec) => match serde_json::from_slice::<FloorRecord<'_>>(rec.raw) {
+                    Ok(r) => {
+                        std::hint::black_box(&r);
+                        n += 1;
+                    }
+                    Err(_) => bad += 1,
+                },
+                grantwatch_files::Item::Oversized(_) => bad += 1,
             });
             if r.is_err() {
                 bad += 1;

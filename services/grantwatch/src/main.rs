@@ -92,6 +92,34 @@ struct AnalyzeArgs {
     /// Skip detection (no alerts.jsonl).
     #[arg(long)]
     no_detect: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What bad or hostile input may cost, and how far event times may stray (defaults in the help).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Quarantine a record whose event time is more than this many hours after its delivery (the
+    /// time in a CloudTrail S3 object's name, else the file's modification time).
+    #[arg(long, default_value_t = 24)]
+    max_clock_skew_hours: u32,
+    /// Quarantine a record whose event time is more than this many days before the delivery time in
+    /// its CloudTrail S3 object's name.
+    #[arg(long, default_value_t = 30)]
+    max_delivery_delay_days: u32,
+    /// Quarantine a record (a Records element or a JSON Lines line) longer than this many bytes; the
+    /// rest of its file is still read.
+    #[arg(long, default_value_t = grantwatch_files::DEFAULT_MAX_RECORD)]
+    max_record_bytes: u64,
+    /// Stop reading a file (and quarantine it) when it inflates past this many bytes.
+    #[arg(long, default_value_t = grantwatch_files::DEFAULT_MAX_DECOMPRESSED)]
+    max_file_bytes: u64,
+    /// Events held for event-time reordering at most (memory bound); beyond, events count as late.
+    #[arg(long, default_value_t = grantwatch_runtime::DEFAULT_REORDER_CAPACITY)]
+    reorder_capacity: usize,
+    /// Quarantined records copied into quarantine.jsonl per input file, at most (all are counted).
+    #[arg(long, default_value_t = 100)]
+    quarantine_copies_per_file: u64,
 }
 
 #[derive(clap::Args)]
@@ -252,6 +280,13 @@ fn real_main() -> Result<ExitCode> {
             opts.progress = !a.quiet;
             opts.flush_budget = a.flush_budget.max(1);
             opts.crash_after_flushes = a.crash_after_flushes;
+            let l = &a.limits;
+            opts.time_bounds.max_ahead_ms = i64::from(l.max_clock_skew_hours) * 3_600_000;
+            opts.time_bounds.max_behind_ms = i64::from(l.max_delivery_delay_days) * 86_400_000;
+            opts.read.max_record = l.max_record_bytes.max(1);
+            opts.read.max_decompressed = l.max_file_bytes.max(1);
+            opts.reorder_capacity = l.reorder_capacity.max(1);
+            opts.quarantine_copies_per_file = l.quarantine_copies_per_file;
             if !a.no_detect {
                 opts.detection = Some(load_detection(&a.detect, &mut stdout)?);
             }

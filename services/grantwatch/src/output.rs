@@ -5,7 +5,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use grantwatch_types::IdentityFinding;
+use grantwatch_runtime::file_run::AlertSink;
+use grantwatch_state::{StateRead, Table, WriteBatch};
+use grantwatch_types::{DetectionFinding, IdentityFinding};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::analyze::AnalyzeOutcome;
@@ -34,12 +36,108 @@ impl Outputs {
         JsonLinesWriter::create(&self.identities)
     }
 
+    /// Writes `value` as pretty JSON through a temporary file renamed into place: a reader never sees
+    /// half a report, and a symlink planted at `path` is replaced, never written through.
     pub fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut w = BufWriter::new(f);
-        serde_json::to_writer_pretty(&mut w, value).with_context(|| format!("writing {}", path.display()))?;
+        let tmp = tmp_path(path);
+        let mut w = BufWriter::new(create_fresh(&tmp)?);
+        serde_json::to_writer_pretty(&mut w, value).with_context(|| format!("writing {}", tmp.display()))?;
         w.write_all(b"\n")?;
-        w.flush().with_context(|| format!("writing {}", path.display()))
+        w.flush().with_context(|| format!("writing {}", tmp.display()))?;
+        drop(w);
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    }
+}
+
+/// Creates the output directory (and its parents).
+pub fn create_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating output dir {}", dir.display()))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Creates `path` as a new regular file: whatever is there (a stale file, a symlink pointing
+/// elsewhere) is removed first, and the create refuses to follow a link that appears meanwhile.
+fn create_fresh(path: &Path) -> Result<File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// `alerts.jsonl`, appended as alerts are made, with exactly-once in effect across crashes: every
+/// state commit records how many bytes of it are durable (after an fsync), and opening the file with
+/// the same state cuts whatever a killed run wrote after its last commit. Those alerts are made again,
+/// because the events behind them were not committed either.
+pub struct AlertFile {
+    path: PathBuf,
+    key: Vec<u8>,
+    w: BufWriter<File>,
+    len: u64,
+}
+
+impl AlertFile {
+    pub fn open(path: &Path, state: &dyn StateRead) -> Result<AlertFile> {
+        let mut key = b"out\0alerts\0".to_vec();
+        key.extend_from_slice(path.display().to_string().as_bytes());
+        let committed =
+            state.get(Table::Meta, &key)?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(u64::from_be_bytes);
+        let regular = std::fs::symlink_metadata(path).map(|m| m.file_type().is_file()).unwrap_or(false);
+        let (file, len) = match committed {
+            Some(len) if regular && std::fs::metadata(path).map(|m| m.len() >= len).unwrap_or(false) => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                f.set_len(len).with_context(|| format!("truncating {}", path.display()))?;
+                (f, len)
+            }
+            Some(len) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    committed_bytes = len,
+                    "The alert file of this state is missing or shorter than committed: starting a new one."
+                );
+                (create_fresh(path)?, 0)
+            }
+            None => (create_fresh(path)?, 0),
+        };
+        let mut w = BufWriter::with_capacity(1 << 16, file);
+        std::io::Seek::seek(&mut w, std::io::SeekFrom::Start(len))?;
+        Ok(AlertFile { path: path.to_path_buf(), key, w, len })
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        self.w.flush().with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+impl AlertSink for AlertFile {
+    fn write(&mut self, alerts: &[DetectionFinding]) -> std::io::Result<()> {
+        for a in alerts {
+            let mut line = serde_json::to_vec(a)?;
+            line.push(b'\n');
+            self.w.write_all(&line)?;
+            self.len += line.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, batch: &mut WriteBatch) -> std::io::Result<()> {
+        self.w.flush()?;
+        self.w.get_ref().sync_data()?;
+        batch.put(Table::Meta, self.key.clone(), self.len.to_be_bytes().to_vec());
+        Ok(())
     }
 }
 
@@ -53,8 +151,8 @@ pub struct JsonLinesWriter {
 
 impl JsonLinesWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let tmp = path.with_extension("jsonl.tmp");
-        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let tmp = tmp_path(path);
+        let f = create_fresh(&tmp)?;
         Ok(Self { tmp, path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, f) })
     }
 

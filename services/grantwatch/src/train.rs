@@ -6,23 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use grantwatch_core::processor::ProcessorConfig;
 use grantwatch_detect::ml::{MANIFEST_FILE, MODEL_FILE, Manifest, TrainParams, train as fit};
 use grantwatch_detect::stage::Detection;
 use grantwatch_types::EventTime;
 
-use crate::analyze::DETECT_OUT_OF_ORDERNESS_MS;
 use crate::detect::{PassOptions, run_pass};
 
 /// Trains on `cloudtrail` and writes `manifest.json` and `model.json` into `out`.
 pub fn train(detection: Arc<Detection>, cloudtrail: &[PathBuf], params: &TrainParams, out: &Path) -> Result<Manifest> {
     let pass = run_pass(&PassOptions {
-        catalog: detection.catalog.clone(),
         detection: detection.clone(),
         cloudtrail,
         grants: &[],
-        processor: ProcessorConfig::default(),
-        max_out_of_orderness_ms: DETECT_OUT_OF_ORDERNESS_MS,
         collect_windows: true,
         alerts_path: None,
     })?;

@@ -1,5 +1,6 @@
-//! A killed `grantwatch analyze` restarts from its last committed batch: the final state and findings
-//! equal those of an uninterrupted run, with no usage lost and no event counted twice.
+//! A killed `grantwatch analyze` restarts from its last committed batch: the final state, findings and
+//! alerts equal those of an uninterrupted run, with no usage lost, no event counted twice and no alert
+//! written twice.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 use std::path::Path;
@@ -28,6 +29,15 @@ fn analyze(org: &Path, out: &Path, state: &Path, extra: &[&str]) -> Command {
 
 fn identities(out: &Path) -> String {
     std::fs::read_to_string(out.join("identities.jsonl")).unwrap()
+}
+
+/// The alerts of a run, one line each, sorted (the order of lines written by one run is kept by
+/// comparing sorted copies, which a duplicate or a lost alert still changes).
+fn alerts(out: &Path) -> Vec<String> {
+    let mut lines: Vec<String> =
+        std::fs::read_to_string(out.join("alerts.jsonl")).unwrap().lines().map(str::to_string).collect();
+    lines.sort();
+    lines
 }
 
 fn report(out: &Path) -> serde_json::Value {
@@ -62,6 +72,9 @@ fn killed_runs_resume_to_the_uninterrupted_result() {
     let status = analyze(&org, &out, &state, &[]).status().unwrap();
     assert!(status.success());
     assert_eq!(identities(&out), clean, "findings after crashes equal the uninterrupted run's");
+    let clean_alerts = alerts(&clean_out);
+    assert!(!clean_alerts.is_empty(), "the generated organization raises alerts");
+    assert_eq!(alerts(&out), clean_alerts, "alerts after crashes: none lost, none twice");
 
     // Event counts too: over all runs, each distinct event was counted exactly once.
     let per_identity = |text: &str| -> u64 {

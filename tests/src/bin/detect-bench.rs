@@ -44,8 +44,10 @@ fn main() -> Result<()> {
         let files = grantwatch_files::discover(&[a.scenario.join(part)])?.files;
         let mut buf = Vec::new();
         for f in &files {
-            grantwatch_files::read_records(f, &mut buf, &mut |rec| {
-                if let Ok(ev) = normalizer.normalize(rec.raw) {
+            grantwatch_files::read_records(f, &mut buf, &mut |item| {
+                if let grantwatch_files::Item::Record(rec) = item
+                    && let Ok(ev) = normalizer.normalize(rec.raw)
+                {
                     events.push(ev);
                 }
             })

@@ -4,13 +4,15 @@
 //! `requestParameters` is kept as a raw slice and parsed only when the record has no `resources` and
 //! the service has rules in [`super::resources`].
 
+use std::borrow::Cow;
+
 use grantwatch_types::{Actor, Api, Cloud, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::action_map::ActionMap;
 use super::lenient::{Flag, Str};
-use super::resources;
+use super::{redact, resources};
 
 /// Region and account used when the record names none.
 pub const UNKNOWN: &str = "unknown";
@@ -186,12 +188,19 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
 
 /// The request or response document an event keeps: only for calls that may change something (the
 /// ones detection rules inspect; reads are most of the volume), and only up to [`RAW_DETAIL_MAX`].
+/// Credentials CloudTrail left unmasked are redacted ([`redact`]): the event travels on to Kafka,
+/// alerts and files.
 fn detail(rec: &RawRecord<'_>, doc: Option<&RawValue>) -> Option<RawJson> {
     let doc = doc?.get();
     if rec.read_only.0 == Some(true) || doc == "null" || doc.len() > RAW_DETAIL_MAX {
         return None;
     }
-    RawJson::from_text(doc)
+    match redact::redact_json_str(doc) {
+        Cow::Borrowed(doc) => RawJson::from_text(doc),
+        // A short secret replaced by the marker can push the document just past the limit.
+        Cow::Owned(doc) if doc.len() <= RAW_DETAIL_MAX => RawValue::from_string(doc).ok().map(RawJson),
+        Cow::Owned(_) => None,
+    }
 }
 
 /// `arn:aws:sts::111122223333:assumed-role/R/s` → `111122223333`.
@@ -347,6 +356,27 @@ mod tests {
         assert_eq!(n(bad_time).unwrap_err().to_string(), "eventTime not RFC 3339: \"yesterday\"");
         assert!(matches!(n("[1]"), Err(NormalizeError::Json(_))));
         assert!(matches!(n(&format!("{{{BASE},\"userIdentity\":\"x\"}}")), Err(NormalizeError::Json(_))));
+    }
+
+    #[test]
+    fn kept_documents_carry_no_credentials() {
+        let rec = r#"{"eventID":"e2","eventTime":"2024-01-02T03:04:05Z","eventSource":"iam.amazonaws.com","eventName":"ChangePassword","readOnly":false,
+            "userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice","accessKeyId":"AKIAEXAMPLEKEY"},
+            "requestParameters":{"userName":"alice","password":"Hunter2-request","details":{"NewPassword":"Hunter3-new"}},
+            "responseElements":{"credentials":{"accessKeyId":"ASIAEXAMPLEKEY","sessionToken":"FwoGZXIvYXdzEXAMPLE","secretAccessKey":"wJalrXUtnFEMIEXAMPLE","expiration":"2024-01-02T04:04:05Z"}}}"#;
+        let e = n(rec).unwrap();
+        let shown = serde_json::to_string(&e).unwrap();
+        for secret in ["Hunter2-request", "Hunter3-new", "FwoGZXIvYXdzEXAMPLE", "wJalrXUtnFEMIEXAMPLE"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // What detection reads is still there.
+        let req = e.request.as_ref().and_then(RawJson::parse).unwrap();
+        assert_eq!(req["userName"], "alice");
+        assert_eq!(req["password"], redact::REDACTED);
+        let resp = e.response.as_ref().and_then(RawJson::parse).unwrap();
+        assert_eq!(resp["credentials"]["accessKeyId"], "ASIAEXAMPLEKEY");
+        assert_eq!(resp["credentials"]["expiration"], "2024-01-02T04:04:05Z");
+        assert_eq!(e.actor.access_key_id.as_deref(), Some("AKIAEXAMPLEKEY"));
     }
 
     #[test]

@@ -1,0 +1,668 @@
+//! The file runner: CloudTrail files in, one read pass, every stage fed, state committed atomically.
+//!
+//! 1. Files are discovered and put in read order ([`crate::order`]); files the state already holds
+//!    (same path and fingerprint) are skipped.
+//! 2. Reader threads take files in that order, decompress and split them, normalize each record once,
+//!    check its time against the file's delivery ([`grantwatch_core::time_guard`]) and send the events
+//!    to the coordinator through a bounded channel. A big JSON Lines file is split into chunks that
+//!    other threads normalize, so one file uses every core. Bad records and files are quarantined
+//!    (a copy capped per file, every one counted) and the run goes on.
+//! 3. The coordinator (the calling thread) feeds the [`Pipeline`]: reorder buffer, usage + PCI,
+//!    detection. Alerts go to the caller's [`AlertSink`] as they are made.
+//! 4. When the pipeline's pending writes pass the flush budget, and at the end, the coordinator writes
+//!    **one batch**: the stages' state, the "file ingested" marks of the files whose every event the
+//!    stages have processed, and the alert sink's committed position. A killed run restarts from there:
+//!    finished files are skipped, the others are read again, and the stages' dedup makes each event
+//!    count once and alert once.
+//!
+//! Memory is bounded by settings: the channel (chunks in flight), the reorder buffer (events), the
+//! flush budget (pending writes), the per-record cap of the reader.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use grantwatch_core::catalog::Catalog;
+use grantwatch_core::cloudtrail::{NormalizeError, Normalizer};
+use grantwatch_core::policy::IdentityGrants;
+use grantwatch_core::stage::StageError;
+use grantwatch_core::time_guard::{Delivery, TimeBounds};
+use grantwatch_detect::ml::TrainingWindow;
+use grantwatch_detect::stage::{DetectCounts, Detection};
+use grantwatch_files::{Format, Item, QuarantineWriter, ReadOptions, SourceFile};
+use grantwatch_state::{StateError, StateStore, Table, WriteBatch};
+use grantwatch_types::{DetectionFinding, Event, Quarantined};
+
+use crate::order::{ReadOrder, delivery_of};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineCounts};
+
+/// Records a reader normalizes before sending them on.
+const CHUNK: usize = 1024;
+/// Chunks of one JSON Lines file being normalized by other threads at once, at most.
+const MAX_IN_FLIGHT: usize = 4;
+/// Chunks waiting for the coordinator, at most (back-pressure on the readers).
+const CHANNEL_CHUNKS: usize = 16;
+/// Quarantined inputs listed in the report, at most (the counts are complete).
+const QUARANTINE_LIST_CAP: usize = 1000;
+
+/// Where alerts go. Written as they are made; made durable before the batch that records them.
+pub trait AlertSink {
+    fn write(&mut self, alerts: &[DetectionFinding]) -> std::io::Result<()>;
+    /// Makes everything written so far durable and records in `batch` how far that is, so that a
+    /// restart can drop what a crash left after it.
+    fn sync(&mut self, batch: &mut WriteBatch) -> std::io::Result<()>;
+}
+
+/// A sink that drops alerts (usage only, or training).
+pub struct NoAlerts;
+
+impl AlertSink for NoAlerts {
+    fn write(&mut self, _: &[DetectionFinding]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync(&mut self, _: &mut WriteBatch) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a run stopped. Bad input never stops a run; these are the runner's own failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("finding CloudTrail files: {0}")]
+    Discover(#[from] grantwatch_files::FilesError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("writing alerts: {0}")]
+    Alerts(std::io::Error),
+    #[error("starting reader threads: {0}")]
+    Threads(String),
+    #[error("a reader thread panicked")]
+    ReaderPanicked,
+}
+
+/// Settings of one file run.
+pub struct FileRunOptions<'a> {
+    pub cloudtrail: &'a [PathBuf],
+    pub catalog: Arc<Catalog>,
+    pub normalizer: &'a Normalizer,
+    pub detection: Option<Arc<Detection>>,
+    /// Entitlements evaluated from IAM snapshots, for PCI and the permission analytics.
+    pub grants: Vec<Arc<IdentityGrants>>,
+    pub pipeline: PipelineConfig,
+    pub time_bounds: TimeBounds,
+    pub read: ReadOptions,
+    /// Pending state writes that trigger a commit (bounds memory).
+    pub flush_budget: usize,
+    /// Reader threads (0: one per core).
+    pub threads: usize,
+    /// Quarantined records copied into the quarantine file per input file, at most (all are counted).
+    pub quarantine_copies_per_file: u64,
+    /// Skip files the state marks as ingested with the same fingerprint.
+    pub skip_ingested: bool,
+    /// Fault injection for the crash-restart tests: abort (as `kill -9` would end the process) right
+    /// after this many commits.
+    pub crash_after_commits: Option<u32>,
+    /// Told the bytes to read, then the bytes of each file as it is taken (progress bars).
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+/// What the runner tells a progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Bytes of the files to read (after skipping those already ingested).
+    Total(u64),
+    /// A file of this many bytes is being read.
+    File(u64),
+}
+
+impl<'a> FileRunOptions<'a> {
+    /// The defaults: detection as given, no entitlements, every core, no crash hook.
+    pub fn new(catalog: Arc<Catalog>, normalizer: &'a Normalizer, detection: Option<Arc<Detection>>) -> Self {
+        FileRunOptions {
+            cloudtrail: &[],
+            catalog,
+            normalizer,
+            detection,
+            grants: Vec::new(),
+            pipeline: PipelineConfig::default(),
+            time_bounds: TimeBounds::default(),
+            read: ReadOptions::default(),
+            flush_budget: 250_000,
+            threads: 0,
+            quarantine_copies_per_file: 100,
+            skip_ingested: true,
+            crash_after_commits: None,
+            progress: &|_| {},
+        }
+    }
+}
+
+/// What a file run did.
+#[derive(Debug, Default)]
+pub struct FileRunOutcome {
+    pub files_found: u64,
+    pub files_already_ingested: u64,
+    pub files_read: u64,
+    pub files_quarantined: u64,
+    pub records: u64,
+    pub records_quarantined: u64,
+    /// Records refused for their event time (also in `records_quarantined`).
+    pub records_time_refused: u64,
+    pub non_api_records: u64,
+    /// Quarantined records not copied into the quarantine file (per-file cap).
+    pub quarantine_copies_left_out: u64,
+    pub quarantined: Vec<Quarantined>,
+    pub counts: PipelineCounts,
+    pub detect: Option<DetectCounts>,
+    pub alerts_written: u64,
+    pub commits: u32,
+    pub windows: Vec<TrainingWindow>,
+    /// Files found that could not be listed or are named in a way grantwatch cannot show (see discovery).
+    pub skipped_paths: Vec<(String, String)>,
+}
+
+/// The state key marking a file ingested (value: its fingerprint).
+pub fn file_meta_key(path: &str) -> Vec<u8> {
+    let mut k = b"file\0".to_vec();
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+enum Msg {
+    /// The `seq`-th chunk of events of file `tag` (chunks of one file may arrive out of order).
+    Events {
+        tag: u32,
+        seq: u32,
+        events: Vec<Event>,
+    },
+    FileDone {
+        tag: u32,
+        fingerprint: Option<String>,
+    },
+}
+
+#[derive(Default)]
+struct FileProgress {
+    /// Events sent and not yet processed by the pipeline.
+    outstanding: u64,
+    /// The reader is done with the file: `Some(fingerprint)` if read to its end, `Some(None)` if it failed.
+    /// Taken by the commit that marks the file.
+    done: Option<Option<String>>,
+    /// The reader is done with the file (stays true).
+    read: bool,
+    /// The next chunk to hand to the pipeline, and chunks that arrived ahead of it (at most the
+    /// chunks a file has in flight): events of one file enter the pipeline in file order.
+    next_chunk: u32,
+    early: std::collections::BTreeMap<u32, Vec<Event>>,
+}
+
+#[derive(Default)]
+struct Tally {
+    records: AtomicU64,
+    records_quarantined: AtomicU64,
+    time_refused: AtomicU64,
+    non_api: AtomicU64,
+    files_quarantined: AtomicU64,
+    copies_left_out: AtomicU64,
+}
+
+/// Runs the stages over `opts.cloudtrail`, committing into `store`.
+pub fn run<S: StateStore>(
+    opts: &FileRunOptions<'_>,
+    store: &S,
+    quarantine: &QuarantineWriter,
+    alerts: &mut dyn AlertSink,
+) -> Result<FileRunOutcome, RunError> {
+    let order = ReadOrder::of(opts.cloudtrail)?;
+    let mut outcome = FileRunOutcome {
+        files_found: order.files.len() as u64,
+        skipped_paths: order.skipped.clone(),
+        ..Default::default()
+    };
+    let mut todo: Vec<SourceFile> = Vec::with_capacity(order.files.len());
+    for f in order.files {
+        if opts.skip_ingested {
+            let key = file_meta_key(&f.path.display().to_string());
+            if let Some(known) = store.get(Table::Meta, &key)?
+                && let Ok(fp) = grantwatch_files::fingerprint_file(&f)
+                && known == fp.to_string().as_bytes()
+            {
+                outcome.files_already_ingested += 1;
+                continue;
+            }
+        }
+        todo.push(f);
+    }
+
+    (opts.progress)(Progress::Total(todo.iter().map(|f| f.size).sum()));
+    let mut pipeline = Pipeline::open(opts.catalog.clone(), opts.detection.clone(), &opts.pipeline, store)?;
+    for g in &opts.grants {
+        pipeline.supply_grants(g.clone());
+    }
+    let tally = Tally::default();
+    let quarantined = Mutex::new(Vec::<Quarantined>::new());
+    let n_plain = todo.iter().position(|f| crate::order::delivery_stamp(f).is_some()).unwrap_or(todo.len());
+    let next = AtomicUsize::new(n_plain);
+    let (tx, rx) = sync_channel::<Msg>(CHANNEL_CHUNKS);
+    let readers = Readers { files: &todo, next: &next, opts, quarantine, tally: &tally, quarantined: &quarantined };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    } else {
+        opts.threads
+    };
+    let pool = rayon_pool(threads)?;
+    let coordinated = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            pool.install(|| {
+                rayon::scope(|s| {
+                    let readers = &readers;
+                    let tx = tx.clone();
+                    s.spawn(move |s| {
+                        // Files without a delivery time (exports, JSON Lines) say nothing about the
+                        // time they cover, so they are read one after another, in the order given;
+                        // a big one still spreads its chunks over every core. Then the delivered
+                        // files, several at once, oldest delivery first.
+                        let mut buf = Vec::new();
+                        for (i, file) in readers.files.iter().enumerate().take(n_plain) {
+                            (readers.opts.progress)(Progress::File(file.size));
+                            if readers.read_file(i as u32, file, &mut buf, &tx).is_err() {
+                                return;
+                            }
+                        }
+                        for _ in 0..threads {
+                            let tx = tx.clone();
+                            s.spawn(move |_| readers.pull(&tx));
+                        }
+                    });
+                });
+            });
+            drop(tx);
+        });
+        let r = coordinate(opts, store, &mut pipeline, rx, &todo, alerts, &mut outcome);
+        let joined = reading.join();
+        match (r, joined) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(_)) => Err(RunError::ReaderPanicked),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    });
+    coordinated?;
+
+    outcome.files_quarantined = tally.files_quarantined.load(Ordering::Relaxed);
+    outcome.files_read = todo.len() as u64 - outcome.files_quarantined;
+    outcome.records = tally.records.load(Ordering::Relaxed);
+    outcome.records_quarantined = tally.records_quarantined.load(Ordering::Relaxed);
+    outcome.records_time_refused = tally.time_refused.load(Ordering::Relaxed);
+    outcome.non_api_records = tally.non_api.load(Ordering::Relaxed);
+    outcome.quarantine_copies_left_out = tally.copies_left_out.load(Ordering::Relaxed);
+    let mut q = quarantined.into_inner().unwrap_or_default();
+    q.sort_by(|a, b| (&a.file, a.record).cmp(&(&b.file, b.record)));
+    outcome.quarantined = q;
+    outcome.counts = pipeline.counts().clone();
+    outcome.detect = pipeline.detect_counts().cloned();
+    outcome.windows = pipeline.take_windows();
+    Ok(outcome)
+}
+
+fn rayon_pool(threads: usize) -> Result<rayon::ThreadPool, RunError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("gw-read-{i}"))
+        .build()
+        .map_err(|e| RunError::Threads(e.to_string()))
+}
+
+/// The coordinator: feeds the pipeline, writes alerts, commits.
+fn coordinate<S: StateStore>(
+    opts: &FileRunOptions<'_>,
+    store: &S,
+    pipeline: &mut Pipeline,
+    rx: Receiver<Msg>,
+    files: &[SourceFile],
+    alerts: &mut dyn AlertSink,
+    outcome: &mut FileRunOutcome,
+) -> Result<(), RunError> {
+    let mut progress: Vec<FileProgress> = Vec::new();
+    progress.resize_with(files.len(), FileProgress::default);
+    let budget = opts.flush_budget.max(1);
+    // The delivery-time frontier. Files with a CloudTrail delivery time come last in read order,
+    // oldest delivery first, and a file holds the events since its trail's previous delivery. So while
+    // a file delivered at D is unread, events up to the delivery before D are all that is safe to
+    // release: the watermark is capped there. Files spanning hours (daily exports) then still come
+    // out in event-time order, as 5-minute files do.
+    let stamps: Vec<Option<i64>> = files.iter().map(|f| crate::order::delivery_stamp(f).map(|t| t.millis())).collect();
+    let first_stamped = stamps.iter().position(Option::is_some).unwrap_or(files.len());
+    let limit_at = |frontier: usize| -> Option<i64> {
+        let s = stamps.get(frontier).copied().flatten()?;
+        let mut i = frontier;
+        while i > first_stamped && stamps.get(i - 1).copied().flatten() == Some(s) {
+            i -= 1;
+        }
+        if i == first_stamped { Some(i64::MIN / 2) } else { stamps.get(i - 1).copied().flatten() }
+    };
+    let mut frontier = first_stamped;
+    pipeline.set_limit(limit_at(frontier), store)?;
+    for msg in rx {
+        match msg {
+            Msg::Events { tag, seq, events } => {
+                let Some(p) = progress.get_mut(tag as usize) else { continue };
+                p.outstanding += events.len() as u64;
+                p.early.insert(seq, events);
+                while let Some(events) = p.early.remove(&p.next_chunk) {
+                    p.next_chunk += 1;
+                    for ev in events {
+                        pipeline.push(Box::new(ev), tag, store)?;
+                    }
+                }
+            }
+            Msg::FileDone { tag, fingerprint } => {
+                if let Some(p) = progress.get_mut(tag as usize) {
+                    p.done = Some(fingerprint);
+                    p.read = true;
+                }
+                let before = frontier;
+                while progress.get(frontier).is_some_and(|p| p.read) {
+                    frontier += 1;
+                }
+                if frontier != before {
+                    pipeline.set_limit(limit_at(frontier), store)?;
+                }
+            }
+        }
+        settle(pipeline, &mut progress, alerts, outcome)?;
+        if pipeline.pending() >= budget {
+            commit(opts, store, pipeline, &mut progress, files, alerts, outcome)?;
+        }
+    }
+    pipeline.finish(store)?;
+    settle(pipeline, &mut progress, alerts, outcome)?;
+    commit(opts, store, pipeline, &mut progress, files, alerts, outcome)
+}
+
+/// Hands new alerts to the sink and counts processed events against their files.
+fn settle(
+    pipeline: &mut Pipeline,
+    progress: &mut [FileProgress],
+    alerts: &mut dyn AlertSink,
+    outcome: &mut FileRunOutcome,
+) -> Result<(), RunError> {
+    for tag in pipeline.take_released() {
+        if let Some(p) = progress.get_mut(tag as usize) {
+            p.outstanding = p.outstanding.saturating_sub(1);
+        }
+    }
+    let new = pipeline.take_alerts();
+    if !new.is_empty() {
+        alerts.write(&new).map_err(RunError::Alerts)?;
+        outcome.alerts_written += new.len() as u64;
+    }
+    Ok(())
+}
+
+/// One atomic batch: stage state, finished files, the alert sink's position.
+fn commit<S: StateStore>(
+    opts: &FileRunOptions<'_>,
+    store: &S,
+    pipeline: &mut Pipeline,
+    progress: &mut [FileProgress],
+    files: &[SourceFile],
+    alerts: &mut dyn AlertSink,
+    outcome: &mut FileRunOutcome,
+) -> Result<(), RunError> {
+    let mut batch = WriteBatch::new();
+    pipeline.snapshot(&mut batch)?;
+    for (p, f) in progress.iter_mut().zip(files) {
+        if p.outstanding == 0
+            && let Some(done) = p.done.take()
+            && let Some(fp) = done
+        {
+            batch.put(Table::Meta, file_meta_key(&f.path.display().to_string()), fp.into_bytes());
+        }
+    }
+    alerts.sync(&mut batch).map_err(RunError::Alerts)?;
+    store.write(batch)?;
+    pipeline.committed();
+    outcome.commits += 1;
+    tracing::debug!(commits = outcome.commits, "State committed.");
+    if opts.crash_after_commits == Some(outcome.commits) {
+        // Fault injection for the crash-restart tests: end like `kill -9` right after a commit.
+        std::process::abort();
+    }
+    Ok(())
+}
+
+/// What every reader shares.
+struct Readers<'r, 'o> {
+    files: &'r [SourceFile],
+    next: &'r AtomicUsize,
+    opts: &'r FileRunOptions<'o>,
+    quarantine: &'r QuarantineWriter,
+    tally: &'r Tally,
+    quarantined: &'r Mutex<Vec<Quarantined>>,
+}
+
+/// Quarantine bookkeeping of one file.
+struct FileQuarantine {
+    copied: u64,
+    left_out: u64,
+    first_reason: Option<String>,
+}
+
+impl Readers<'_, '_> {
+    /// Takes files in read order until none is left.
+    fn pull(&self, tx: &SyncSender<Msg>) {
+        let mut buf = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(file) = self.files.get(i) else { return };
+            (self.opts.progress)(Progress::File(file.size));
+            if self.read_file(i as u32, file, &mut buf, tx).is_err() {
+                // The coordinator stopped (it failed and returns its error): stop reading.
+                return;
+            }
+        }
+    }
+
+    fn note(&self, file: &str, record: Option<u64>, reason: String) {
+        if let Ok(mut l) = self.quarantined.lock()
+            && l.len() < QUARANTINE_LIST_CAP
+        {
+            l.push(Quarantined { file: file.to_string(), record, reason });
+        }
+    }
+
+    /// Reads one file; `Err` only when the coordinator hung up.
+    fn read_file(&self, tag: u32, file: &SourceFile, buf: &mut Vec<u8>, tx: &SyncSender<Msg>) -> Result<(), ()> {
+        let name = file.path.display().to_string();
+        let delivery = delivery_of(file);
+        let fq = Mutex::new(FileQuarantine { copied: 0, left_out: 0, first_reason: None });
+        let ctx = RecordCx { readers: self, file, name: &name, delivery, fq: &fq };
+        let mut records = 0u64;
+        let mut hung_up = false;
+        let mut seq = 0u32;
+        let mut next_seq = || {
+            seq += 1;
+            seq - 1
+        };
+        let result = if file.format == Format::JsonLines {
+            // A JSON Lines file can hold millions of records: this thread only splits lines and hands
+            // chunks to idle threads (at most MAX_IN_FLIGHT at once), so one big file uses every core.
+            let in_flight = AtomicUsize::new(0);
+            rayon::scope(|scope| {
+                let mut chunk = RawChunk::default();
+                let r = grantwatch_files::read_records_with(file, &self.opts.read, buf, &mut |item| {
+                    records += 1;
+                    match item {
+                        Item::Record(rec) => chunk.push(rec.index, rec.raw),
+                        Item::Oversized(o) => ctx.quarantine(o.index, None, o.to_string()),
+                    }
+                    if chunk.spans.len() < CHUNK || hung_up {
+                        return;
+                    }
+                    let full = std::mem::take(&mut chunk);
+                    let seq = next_seq();
+                    // At most MAX_IN_FLIGHT chunks of this file out at once, so the coordinator,
+                    // which hands chunks on in file order, holds few early ones. While the limit
+                    // is reached, this thread runs its own queued chunks (or lets another finish).
+                    while in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+                        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                            std::thread::yield_now();
+                        }
+                    }
+                    in_flight.fetch_add(1, Ordering::AcqRel);
+                    let (in_flight, tx, ctx) = (&in_flight, tx.clone(), &ctx);
+                    scope.spawn(move |_| {
+                        let events = ctx.normalize_chunk(&full);
+                        let _ = tx.send(Msg::Events { tag, seq, events });
+                        in_flight.fetch_sub(1, Ordering::AcqRel);
+                    });
+                });
+                let events = ctx.normalize_chunk(&chunk);
+                hung_up |= tx.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
+                r
+            })
+        } else {
+            let mut events = Vec::with_capacity(CHUNK);
+            let r = grantwatch_files::read_records_with(file, &self.opts.read, buf, &mut |item| {
+                records += 1;
+                match item {
+                    Item::Record(rec) => ctx.record(rec.index, rec.raw, &mut events),
+                    Item::Oversized(o) => ctx.quarantine(o.index, None, o.to_string()),
+                }
+                if events.len() >= CHUNK && !hung_up {
+                    let events = std::mem::take(&mut events);
+                    hung_up |= tx.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
+                }
+            });
+            hung_up |= tx.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
+            r
+        };
+        self.tally.records.fetch_add(records, Ordering::Relaxed);
+        let fingerprint = match result {
+            Ok(summary) => Some(summary.fingerprint.to_string()),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(file = %name, error = %reason, records_before_error = records, "File quarantined.");
+                if let Err(e) = self.quarantine.file(&file.path, &reason) {
+                    tracing::error!(file = %name, error = %e, "Could not write the quarantine file.");
+                }
+                self.tally.files_quarantined.fetch_add(1, Ordering::Relaxed);
+                self.note(&name, None, reason);
+                None
+            }
+        };
+        if let Ok(fq) = fq.into_inner()
+            && let Some(reason) = fq.first_reason
+        {
+            // One line per file, not one per record: a hostile file must not flood the log.
+            tracing::warn!(
+                file = %name,
+                records_quarantined = fq.copied + fq.left_out,
+                copies_left_out = fq.left_out,
+                first_reason = %reason,
+                "Records quarantined."
+            );
+        }
+        hung_up |= tx.send(Msg::FileDone { tag, fingerprint }).is_err();
+        if hung_up { Err(()) } else { Ok(()) }
+    }
+}
+
+/// What normalizing a record of one file needs.
+struct RecordCx<'r, 'o, 'f> {
+    readers: &'f Readers<'r, 'o>,
+    file: &'f SourceFile,
+    name: &'f str,
+    delivery: Delivery,
+    fq: &'f Mutex<FileQuarantine>,
+}
+
+impl RecordCx<'_, '_, '_> {
+    fn normalize_chunk(&self, chunk: &RawChunk) -> Vec<Event> {
+        let mut events = Vec::with_capacity(chunk.spans.len());
+        for (index, range) in &chunk.spans {
+            if let Some(raw) = chunk.data.get(range.clone()) {
+                self.record(*index, raw, &mut events);
+            }
+        }
+        events
+    }
+
+    /// Normalizes one record into `events`, or skips or quarantines it.
+    fn record(&self, index: u64, raw: &[u8], events: &mut Vec<Event>) {
+        let tally = self.readers.tally;
+        match self.readers.opts.normalizer.normalize(raw) {
+            Ok(ev) => match self.readers.opts.time_bounds.check(ev.time, self.delivery) {
+                Ok(()) => events.push(ev),
+                Err(e) => {
+                    tally.time_refused.fetch_add(1, Ordering::Relaxed);
+                    self.quarantine(index, Some(raw), e.to_string());
+                }
+            },
+            Err(NormalizeError::NotApiActivity(_)) => {
+                tally.non_api.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.quarantine(index, Some(raw), e.to_string()),
+        }
+    }
+
+    /// Counts a bad record; copies it (redacted) into the quarantine file while its file is under the
+    /// per-file cap. `raw` is `None` for a record that was never buffered (over the record cap).
+    fn quarantine(&self, index: u64, raw: Option<&[u8]>, reason: String) {
+        let readers = self.readers;
+        readers.tally.records_quarantined.fetch_add(1, Ordering::Relaxed);
+        let copy = match self.fq.lock() {
+            Ok(mut fq) => {
+                if fq.first_reason.is_none() {
+                    fq.first_reason = Some(reason.clone());
+                }
+                if fq.copied < readers.opts.quarantine_copies_per_file {
+                    fq.copied += 1;
+                    true
+                } else {
+                    fq.left_out += 1;
+                    readers.tally.copies_left_out.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if copy {
+            // A quarantined record is kept for an analyst, never its credentials.
+            let written = match raw {
+                Some(raw) => {
+                    let raw = grantwatch_core::cloudtrail::redact::redact_json(raw);
+                    readers.quarantine.record(&self.file.path, index, &reason, &raw)
+                }
+                None => readers.quarantine.record_without_raw(&self.file.path, index, &reason),
+            };
+            if let Err(e) = written {
+                tracing::error!(file = %self.name, error = %e, "Could not write the quarantine file.");
+            }
+            readers.note(self.name, Some(index), reason);
+        }
+    }
+}
+
+/// Raw records copied out of a file's read buffer, so that other threads can normalize them.
+#[derive(Default)]
+struct RawChunk {
+    data: Vec<u8>,
+    spans: Vec<(u64, std::ops::Range<usize>)>,
+}
+
+impl RawChunk {
+    fn push(&mut self, index: u64, raw: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(raw);
+        self.spans.push((index, start..self.data.len()));
+    }
+}
+
+/// A path for messages.
+pub fn show(path: &Path) -> String {
+    path.display().to_string()
+}
