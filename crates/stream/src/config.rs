@@ -439,7 +439,7 @@ impl Default for ProcessorSection {
             window_secs: 24 * 3600,
             lookback_days: 90,
             over_provisioned_ratio: 0.10,
-            max_out_of_orderness_secs: 300,
+            max_out_of_orderness_secs: 1200,
             commit_interval_ms: 1000,
             http_listen: "127.0.0.1:9465".into(),
         }
@@ -483,7 +483,7 @@ impl Default for DetectorSection {
             group_id: "grantwatch-detector".into(),
             instance_id: "detector-1".into(),
             state_dir: PathBuf::from("state/detector"),
-            max_out_of_orderness_secs: 300,
+            max_out_of_orderness_secs: 1200,
             commit_interval_ms: 200,
             rules_dir: PathBuf::from("rules"),
             models_dir: PathBuf::new(),
