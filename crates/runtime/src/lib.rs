@@ -21,4 +21,4 @@ pub const DEFAULT_MAX_OUT_OF_ORDERNESS_MS: i64 = 20 * 60 * 1000;
 
 /// Events the reorder buffer holds at most. At CloudTrail's busiest (thousands of events a second in
 /// one organization) this is minutes of events; past it, events are processed early, counted late.
-pub const DEFAULT_REORDER_CAPACITY: usize = 500_000;
+pub const DEFAULT_REORDER_CAPACITY: usize = 100_000;
