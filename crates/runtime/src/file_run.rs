@@ -18,7 +18,7 @@
 //! Memory is bounded by settings: the channel (chunks in flight), the reorder buffer (events), the
 //! flush budget (pending writes), the per-record cap of the reader.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -660,9 +660,4 @@ impl RawChunk {
         self.data.extend_from_slice(raw);
         self.spans.push((index, start..self.data.len()));
     }
-}
-
-/// A path for messages.
-pub fn show(path: &Path) -> String {
-    path.display().to_string()
 }
