@@ -91,10 +91,25 @@ pub struct ProcessorStage {
 impl ProcessorStage {
     /// The stage over a task's state (restores the dirty set and the last boundary closed).
     pub fn open(catalog: Arc<Catalog>, cfg: ProcessorConfig, state: &dyn StateRead) -> Result<Self, StageError> {
+        Self::open_shard(catalog, cfg, state, &|_| true)
+    }
+
+    /// The stage of one shard of identities: restores only the identities `owns` accepts (by ARN)
+    /// awaiting a re-score. Every shard keeps the same window clock (`LAST_CLOSE`), since every shard
+    /// sees every watermark.
+    pub fn open_shard(
+        catalog: Arc<Catalog>,
+        cfg: ProcessorConfig,
+        state: &dyn StateRead,
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, StageError> {
         let mut dirty = FxHashMap::default();
         state.scan_prefix(Table::Meta, DIRTY, &mut |k, v| {
             if let (Some(arn), Ok(meta)) = (k.get(DIRTY.len()..), serde_json::from_slice::<IdentityMeta>(v)) {
-                dirty.insert(String::from_utf8_lossy(arn).into_owned(), (meta, true));
+                let arn = String::from_utf8_lossy(arn).into_owned();
+                if owns(&arn) {
+                    dirty.insert(arn, (meta, true));
+                }
             }
             true
         })?;

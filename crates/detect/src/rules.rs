@@ -528,6 +528,16 @@ pub fn passed_role(ev: &Event, request: Option<&serde_json::Value>) -> Option<St
 
 /// For a successful call that grants permissions to an identity: who (as `user/NAME` or `role/NAME`
 /// within the event's account) and what.
+/// Whether `ev` may be a grant [`grant_target`] recognizes (a cheap test on names only).
+pub fn may_grant(ev: &Event) -> bool {
+    ev.status == Status::Success
+        && ev.api.service == "iam.amazonaws.com"
+        && matches!(
+            ev.api.operation.as_str(),
+            "AttachUserPolicy" | "PutUserPolicy" | "AddUserToGroup" | "AttachRolePolicy" | "PutRolePolicy"
+        )
+}
+
 pub fn grant_target(ev: &Event, request: Option<&serde_json::Value>) -> Option<(String, String)> {
     if ev.status != Status::Success || ev.api.service != "iam.amazonaws.com" {
         return None;

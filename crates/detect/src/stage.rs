@@ -129,6 +129,40 @@ struct Pending {
     by: String,
 }
 
+/// A grant one identity made to another (`AttachUserPolicy`, `AddUserToGroup`, ...), remembered on the
+/// grantee so that its first use of the new permission can be told apart. It is the one piece of
+/// detection state that crosses identities: a runner that shards identities hands it to the grantee's
+/// shard ([`DetectStage::apply_grant`]) instead of letting the granting event record it
+/// ([`DetectStage::route_grants`]).
+#[derive(Debug, Clone)]
+pub struct GrantNotice {
+    grantee: String,
+    pending: Pending,
+    /// The granting event's seen key: a re-delivered grant is remembered once.
+    seen: SeenKey,
+}
+
+impl GrantNotice {
+    /// The grant `ev` makes, if it is one. Cheap for every other event (no request parsing).
+    pub fn of(ev: &Event) -> Option<GrantNotice> {
+        if !rules::may_grant(ev) {
+            return None;
+        }
+        let request = ev.request.as_ref().and_then(|r| r.parse());
+        let (target, what) = rules::grant_target(ev, request.as_ref())?;
+        Some(GrantNotice {
+            grantee: format!("arn:aws:iam::{}:{target}", ev.account_uid),
+            pending: Pending { what, event: related(ev), by: ev.actor.uid.clone() },
+            seen: detect_seen_key(ev),
+        })
+    }
+
+    /// The identity granted to (its ARN, as events name their actor).
+    pub fn grantee(&self) -> &str {
+        &self.grantee
+    }
+}
+
 /// Counts the runner reports.
 #[derive(Debug, Clone, Default)]
 pub struct DetectCounts {
@@ -158,6 +192,11 @@ pub struct DetectStage {
     closed_incidents: Vec<String>,
     seen: FxHashSet<SeenKey>,
     in_flight: FxHashSet<SeenKey>,
+    /// Set when the caller hands over each event once only (it deduplicated them with the same notion
+    /// of "same event", in the same atomic commits): the stage then keeps no seen keys of its own.
+    deduplicated_upstream: bool,
+    /// Set when the caller routes [`GrantNotice`]s to the grantee's stage itself.
+    grants_routed: bool,
     collect: Option<Vec<TrainingWindow>>,
     /// Alerts of the current input, before analytics on the same event are merged.
     drafts: Vec<Draft>,
@@ -179,6 +218,16 @@ struct Draft {
 impl DetectStage {
     /// The stage over a task's state (restores open windows and incidents).
     pub fn open(det: Arc<Detection>, state: &dyn StateRead) -> Result<Self, StageError> {
+        Self::open_shard(det, state, &|_| true)
+    }
+
+    /// The stage of one shard of identities: restores the open windows and incidents of the identities
+    /// `owns` accepts (by ARN), and leaves the others to their own shards.
+    pub fn open_shard(
+        det: Arc<Detection>,
+        state: &dyn StateRead,
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, StageError> {
         let mut policies = FxHashMap::default();
         let infos = Builtin::ALL.iter().map(|b| b.info()).chain(det.sigma.rules().iter().map(|r| AnalyticInfo {
             id: sigma_id(&r.id),
@@ -200,7 +249,10 @@ impl DetectStage {
                 && rest.len() > 8
                 && let Ok(end) = <[u8; 8]>::try_from(&rest[..8])
             {
-                windows.insert((i64::from_be_bytes(end), String::from_utf8_lossy(&rest[8..]).into_owned()));
+                let arn = String::from_utf8_lossy(&rest[8..]).into_owned();
+                if owns(&arn) {
+                    windows.insert((i64::from_be_bytes(end), arn));
+                }
             }
             true
         })?;
@@ -209,8 +261,11 @@ impl DetectStage {
         state.scan_prefix(Table::Meta, INCIDENT, &mut |k, v| {
             if let (Some(key), Ok(inc)) = (k.get(INCIDENT.len()..), serde_json::from_slice::<Incident>(v)) {
                 let key = String::from_utf8_lossy(key).into_owned();
-                expiries.insert((inc.expires_ms(), key.clone()));
-                incidents.insert(key, inc);
+                // Keyed "<analytic>\0<subject ARN>".
+                if owns(key.split_once('\0').map_or(key.as_str(), |(_, subject)| subject)) {
+                    expiries.insert((inc.expires_ms(), key.clone()));
+                    incidents.insert(key, inc);
+                }
             }
             true
         })?;
@@ -227,6 +282,8 @@ impl DetectStage {
             closed_incidents: Vec::new(),
             seen: FxHashSet::default(),
             in_flight: FxHashSet::default(),
+            deduplicated_upstream: false,
+            grants_routed: false,
             collect: None,
             drafts: Vec::new(),
             counts: DetectCounts::default(),
@@ -262,7 +319,43 @@ impl DetectStage {
         Ok(profiles.entry(arn.to_string()).or_default())
     }
 
+    /// The caller guarantees every event reaches the stage once (see `deduplicated_upstream`): the
+    /// embedded pipeline, whose usage stage already drops re-deliveries and commits its seen keys in
+    /// the same batch as this stage's state. Saves a state lookup and a key write per event.
+    pub fn trust_upstream_dedup(&mut self) {
+        self.deduplicated_upstream = true;
+    }
+
+    /// The caller hands each [`GrantNotice`] to the grantee's stage ([`Self::apply_grant`]); granting
+    /// events then no longer record grants themselves.
+    pub fn route_grants(&mut self) {
+        self.grants_routed = true;
+    }
+
+    /// Remembers a grant on its grantee (once per granting event, whatever the re-deliveries).
+    pub fn apply_grant(&mut self, notice: GrantNotice, state: &dyn StateRead) -> Result<(), StageError> {
+        let GrantNotice { grantee, pending, seen } = notice;
+        if self.seen.contains(&seen) || self.in_flight.contains(&seen) || state.get(Table::Seen, &seen)?.is_some() {
+            return Ok(());
+        }
+        self.seen.insert(seen);
+        self.record_grant(grantee, pending, state)
+    }
+
+    fn record_grant(&mut self, grantee: String, pending: Pending, state: &dyn StateRead) -> Result<(), StageError> {
+        let p = Self::profile(&mut self.profiles, state, &grantee)?;
+        p.grants.push(pending);
+        if p.grants.len() > PENDING_MAX {
+            p.grants.remove(0);
+        }
+        self.dirty_profiles.insert(grantee);
+        Ok(())
+    }
+
     fn already_seen(&mut self, ev: &Event, state: &dyn StateRead) -> Result<bool, StageError> {
+        if self.deduplicated_upstream {
+            return Ok(false);
+        }
         let key = detect_seen_key(ev);
         if self.seen.contains(&key) || self.in_flight.contains(&key) || state.get(Table::Seen, &key)?.is_some() {
             return Ok(true);
@@ -309,14 +402,11 @@ impl DetectStage {
         }
 
         // Grants are remembered on the grantee (same account, by name), whichever identity made them.
-        if let Some((target, what)) = rules::grant_target(ev, request.as_ref()) {
+        if !self.grants_routed
+            && let Some((target, what)) = rules::grant_target(ev, request.as_ref())
+        {
             let arn = format!("arn:aws:iam::{}:{target}", ev.account_uid);
-            let p = Self::profile(&mut self.profiles, cx.state, &arn)?;
-            p.grants.push(Pending { what, event: related(ev), by: ev.actor.uid.clone() });
-            if p.grants.len() > PENDING_MAX {
-                p.grants.remove(0);
-            }
-            self.dirty_profiles.insert(arn);
+            self.record_grant(arn, Pending { what, event: related(ev), by: ev.actor.uid.clone() }, cx.state)?;
         }
 
         // AWS services acting for themselves have no behavior of their own to learn.
@@ -894,10 +984,9 @@ impl Stage for DetectStage {
 
     fn on_watermark(&mut self, watermark: EventTime, cx: &mut Cx<'_, DetectionFinding>) -> Result<(), StageError> {
         let w = watermark.millis();
-        while let Some((end, arn)) = self.windows.first().cloned() {
-            if end > w {
-                break;
-            }
+        while self.windows.first().is_some_and(|(end, _)| *end <= w) {
+            // Cloned only when due: this runs on every watermark tick.
+            let Some((end, arn)) = self.windows.first().cloned() else { break };
             let profile = Self::profile(&mut self.profiles, cx.state, &arn)?;
             match profile.window.take() {
                 Some(win) if win.end_ms() == end => self.window_closed(&arn, win, cx)?,
@@ -909,10 +998,8 @@ impl Stage for DetectStage {
                 }
             }
         }
-        while let Some((expiry, key)) = self.expiries.first().cloned() {
-            if expiry >= w {
-                break;
-            }
+        while self.expiries.first().is_some_and(|(expiry, _)| *expiry < w) {
+            let Some((_, key)) = self.expiries.first().cloned() else { break };
             self.close_incident(&key, cx);
         }
         self.flush_drafts(cx);

@@ -35,6 +35,6 @@ pub use error::{FileError, FileErrorKind, FilesError};
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_file};
 pub use quarantine::{QuarantineCounts, QuarantineWriter, RAW_STRING_LIMIT};
 pub use read::{
-    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, Item, Oversized, ReadOptions, Record, read_records,
-    read_records_with,
+    DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_RECORD, FileSummary, Item, Oversized, ReadBuffers, ReadOptions, Record,
+    read_records, read_records_with,
 };

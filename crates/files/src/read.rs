@@ -37,7 +37,7 @@ use std::{
     cell::{Cell, RefCell},
     fmt,
     fs::File,
-    io::{self, BufRead, BufReader, Read},
+    io::{self, BufRead, Read},
 };
 
 use xxhash_rust::xxh3::Xxh3;
@@ -74,6 +74,39 @@ pub struct ReadOptions {
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions { max_decompressed: DEFAULT_MAX_DECOMPRESSED, max_record: DEFAULT_MAX_RECORD }
+    }
+}
+
+/// The buffers one reader thread reuses from file to file: the record buffer and two IO windows (the
+/// file as stored, and its decompressed content). Keep one per thread: allocating and zeroing fresh
+/// windows per file cost more than reading a small file (an S3-layout trail is mostly 2-10 KB files).
+pub struct ReadBuffers {
+    /// The current record (at most [`ReadOptions::max_record`] bytes).
+    record: Vec<u8>,
+    disk: Box<[u8]>,
+    decoded: Box<[u8]>,
+}
+
+impl Default for ReadBuffers {
+    fn default() -> Self {
+        ReadBuffers {
+            record: Vec::new(),
+            disk: vec![0; IO_BUF].into_boxed_slice(),
+            decoded: vec![0; IO_BUF].into_boxed_slice(),
+        }
+    }
+}
+
+impl ReadBuffers {
+    /// The record buffer's capacity: at most about twice [`ReadOptions::max_record`].
+    pub fn record_capacity(&self) -> usize {
+        self.record.capacity()
+    }
+}
+
+impl fmt::Debug for ReadBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadBuffers").field("record_capacity", &self.record.capacity()).finish_non_exhaustive()
     }
 }
 
@@ -142,19 +175,19 @@ pub struct FileSummary {
 /// [`read_records_with`] with [`ReadOptions::default`].
 pub fn read_records(
     file: &SourceFile,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffers,
     visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<FileSummary, FileError> {
     read_records_with(file, &ReadOptions::default(), buf, visit)
 }
 
-/// Reads `file` and calls `visit` for each record (or oversized record), in order. `buf` is cleared
-/// and reused (keep one per thread to avoid reallocations); it holds at most `opts.max_record` bytes.
+/// Reads `file` and calls `visit` for each record (or oversized record), in order. `buf` is reused
+/// (keep one per thread); its record buffer holds at most `opts.max_record` bytes.
 /// On `Err` the items already yielded stay yielded; the caller quarantines the file.
 pub fn read_records_with(
     file: &SourceFile,
     opts: &ReadOptions,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffers,
     visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<FileSummary, FileError> {
     let path = &file.path;
@@ -278,10 +311,11 @@ fn run(
     opts: &ReadOptions,
     state: &State,
     gzip: &mut bool,
-    buf: &mut Vec<u8>,
+    bufs: &mut ReadBuffers,
     visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<scan::Counts, Failure> {
-    let mut disk = BufReader::with_capacity(IO_BUF, DiskReader { inner: f, state });
+    let ReadBuffers { record: buf, disk: disk_window, decoded: window } = bufs;
+    let mut disk = Buffered::new(DiskReader { inner: f, state }, disk_window);
     let (head, got) = read_head::<2, _>(&mut disk)?;
     let head = head.get(..got).unwrap_or_default();
     *gzip = head == [0x1f, 0x8b];
@@ -291,8 +325,8 @@ fn run(
     let mut capped = CapReader { inner: decoded, cap: opts.max_decompressed, state };
     let res = match format {
         // The scanner has its own read window.
-        Format::RecordsJson => scan::records_json(&mut capped, opts.max_record, buf, visit),
-        Format::JsonLines => json_lines(BufReader::with_capacity(IO_BUF, &mut capped), opts.max_record, buf, visit),
+        Format::RecordsJson => scan::records_json(&mut capped, opts.max_record, buf, window, visit),
+        Format::JsonLines => json_lines(Buffered::new(&mut capped, window), opts.max_record, buf, visit),
     };
     match res {
         // A corrupt gzip stream can inflate to garbage before the decoder notices: if it fails soon
@@ -323,6 +357,51 @@ fn read_head<const N: usize, R: Read>(r: &mut R) -> io::Result<([u8; N], usize)>
         }
     }
     Ok((head, got))
+}
+
+/// `BufReader` over a window the caller keeps: `std`'s `BufReader` owns its buffer and zeroes all of
+/// it on every fill of a reader without `read_buf`, which is most of the cost of a small file.
+struct Buffered<'w, R> {
+    inner: R,
+    window: &'w mut [u8],
+    pos: usize,
+    filled: usize,
+}
+
+impl<'w, R: Read> Buffered<'w, R> {
+    fn new(inner: R, window: &'w mut [u8]) -> Self {
+        Buffered { inner, window, pos: 0, filled: 0 }
+    }
+}
+
+impl<R: Read> Read for Buffered<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // A read at least as large as the window goes straight through, as `BufReader` does.
+        if self.pos >= self.filled && out.len() >= self.window.len() {
+            return self.inner.read(out);
+        }
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), avail.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for Buffered<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.filled {
+            self.filled = self.inner.read(self.window)?.min(self.window.len());
+            self.pos = 0;
+        }
+        Ok(self.window.get(self.pos..self.filled).unwrap_or_default())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.filled);
+    }
 }
 
 fn json_lines<R: BufRead>(

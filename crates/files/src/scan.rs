@@ -25,9 +25,6 @@ use crate::{
 /// of one bit per level stays fixed whatever the input.
 pub(crate) const MAX_DEPTH: usize = 1 << 16;
 
-/// The read window.
-const IO_BUF: usize = 256 << 10;
-
 /// A `"Records"` key is at most 7 characters, each written with at most 6 bytes (`\u0052`).
 const KEY_CAPTURE: u64 = 2 + 7 * 6;
 
@@ -64,9 +61,10 @@ pub(crate) fn records_json<R: Read>(
     r: R,
     max_record: u64,
     buf: &mut Vec<u8>,
+    window: &mut [u8],
     visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<Counts, Failure> {
-    let mut s = Scanner::new(r, buf, max_record);
+    let mut s = Scanner::new(r, buf, window, max_record);
     let mut counts = Counts::default();
     s.bom()?;
     match s.ws()? {
@@ -90,7 +88,7 @@ pub(crate) fn records_json<R: Read>(
 struct Scanner<'b, R> {
     r: R,
     /// The read window: `data[start..end]` is read and not yet consumed; `data[..start]` is consumed.
-    data: Box<[u8]>,
+    data: &'b mut [u8],
     start: usize,
     end: usize,
     /// Content offset of `data[0]`.
@@ -116,11 +114,11 @@ struct Scanner<'b, R> {
 }
 
 impl<'b, R: Read> Scanner<'b, R> {
-    fn new(r: R, buf: &'b mut Vec<u8>, max_record: u64) -> Self {
+    fn new(r: R, buf: &'b mut Vec<u8>, data: &'b mut [u8], max_record: u64) -> Self {
         buf.clear();
         Scanner {
             r,
-            data: vec![0; IO_BUF].into_boxed_slice(),
+            data,
             start: 0,
             end: 0,
             base: 0,
@@ -162,7 +160,7 @@ impl<'b, R: Read> Scanner<'b, R> {
             return Ok(());
         }
         loop {
-            match self.r.read(&mut self.data) {
+            match self.r.read(self.data) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end = n.min(self.data.len()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -700,7 +698,7 @@ mod tests {
         let mut buf = Vec::new();
         // Tiny reads split every token across refills.
         let r = Trickle { data: doc, step: 3 };
-        let res = records_json(r, max_record, &mut buf, &mut |item| match item {
+        let res = records_json(r, max_record, &mut buf, &mut [0; 256 << 10], &mut |item| match item {
             Item::Record(r) => out.push((r.index, Ok(String::from_utf8_lossy(r.raw).into_owned()))),
             Item::Oversized(o) => out.push((o.index, Err(o.len))),
         });
@@ -828,7 +826,8 @@ mod tests {
         let mut items = Vec::new();
         let mut buf = Vec::new();
         let r = Trickle { data: doc, step: io_buf };
-        let res = records_json(r, max_record, &mut buf, &mut |item| match item {
+        // A window as small as the reads: every token may straddle a refill.
+        let res = records_json(r, max_record, &mut buf, &mut vec![0; io_buf.max(1)], &mut |item| match item {
             Item::Record(r) => items.push((r.index, Ok(String::from_utf8_lossy(r.raw).into_owned()))),
             Item::Oversized(o) => items.push((o.index, Err(o.len))),
         });

@@ -46,12 +46,16 @@ fn read_items(path: &Path, format: Format, opts: &ReadOptions) -> (Items, Result
     let mut sf = source_file(path).unwrap();
     sf.format = format;
     let mut out = Vec::new();
-    let mut buf = Vec::new();
+    let mut buf = grantwatch_files::ReadBuffers::default();
     let res = read_records_with(&sf, opts, &mut buf, &mut |item| match item {
         Item::Record(r) => out.push((r.index, Ok(String::from_utf8_lossy(r.raw).into_owned()))),
         Item::Oversized(o) => out.push((o.index, Err(o))),
     });
-    assert!(buf.capacity() as u64 <= 2 * opts.max_record.saturating_add(1), "{} bytes held", buf.capacity());
+    assert!(
+        buf.record_capacity() as u64 <= 2 * opts.max_record.saturating_add(1),
+        "{} bytes held",
+        buf.record_capacity()
+    );
     if let Ok(s) = &res {
         let oversized = out.iter().filter(|(_, r)| r.is_err()).count() as u64;
         assert_eq!((s.records, s.oversized), (out.len() as u64 - oversized, oversized));

@@ -265,7 +265,7 @@ pub fn run<S: StateStore>(
                         // time they cover, so they are read one after another, in the order given;
                         // a big one still spreads its chunks over every core. Then the delivered
                         // files, several at once, oldest delivery first.
-                        let mut buf = Vec::new();
+                        let mut buf = grantwatch_files::ReadBuffers::default();
                         for (i, file) in readers.files.iter().enumerate().take(n_plain) {
                             (readers.opts.progress)(Progress::File(file.size));
                             if readers.read_file(i as u32, file, &mut buf, &tx).is_err() {
@@ -301,8 +301,8 @@ pub fn run<S: StateStore>(
     let mut q = quarantined.into_inner().unwrap_or_default();
     q.sort_by(|a, b| (&a.file, a.record).cmp(&(&b.file, b.record)));
     outcome.quarantined = q;
-    outcome.counts = pipeline.counts().clone();
-    outcome.detect = pipeline.detect_counts().cloned();
+    outcome.counts = pipeline.counts();
+    outcome.detect = pipeline.detect_counts();
     outcome.windows = pipeline.take_windows();
     Ok(outcome)
 }
@@ -412,8 +412,14 @@ fn commit<S: StateStore>(
     alerts: &mut dyn AlertSink,
     outcome: &mut FileRunOutcome,
 ) -> Result<(), RunError> {
-    let mut batch = WriteBatch::new();
-    pipeline.snapshot(&mut batch)?;
+    let mut batch = WriteBatch::with_capacity(pipeline.pending() + 1024);
+    pipeline.snapshot(&mut batch, store)?;
+    // The snapshot processed the events still batched: their alerts belong to this commit.
+    let new = pipeline.take_alerts();
+    if !new.is_empty() {
+        alerts.write(&new).map_err(RunError::Alerts)?;
+        outcome.alerts_written += new.len() as u64;
+    }
     for (p, f) in progress.iter_mut().zip(files) {
         if p.outstanding == 0
             && let Some(done) = p.done.take()
@@ -454,7 +460,7 @@ struct FileQuarantine {
 impl Readers<'_, '_> {
     /// Takes files in read order until none is left.
     fn pull(&self, tx: &SyncSender<Msg>) {
-        let mut buf = Vec::new();
+        let mut buf = grantwatch_files::ReadBuffers::default();
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(file) = self.files.get(i) else { return };
@@ -475,7 +481,13 @@ impl Readers<'_, '_> {
     }
 
     /// Reads one file; `Err` only when the coordinator hung up.
-    fn read_file(&self, tag: u32, file: &SourceFile, buf: &mut Vec<u8>, tx: &SyncSender<Msg>) -> Result<(), ()> {
+    fn read_file(
+        &self,
+        tag: u32,
+        file: &SourceFile,
+        buf: &mut grantwatch_files::ReadBuffers,
+        tx: &SyncSender<Msg>,
+    ) -> Result<(), ()> {
         let name = file.path.display().to_string();
         let delivery = delivery_of(file);
         let fq = Mutex::new(FileQuarantine { copied: 0, left_out: 0, first_reason: None });

@@ -332,7 +332,7 @@ impl Ingest {
         // Oldest delivery first, across accounts and regions: events then reach Kafka roughly in event
         // time order, which is what the consumers' watermarks assume.
         grantwatch_files::sort_by_delivery(&mut files);
-        let mut buf = Vec::new();
+        let mut buf = grantwatch_files::ReadBuffers::default();
         for file in files {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -351,7 +351,13 @@ impl Ingest {
         self.flush()
     }
 
-    fn ingest_file(&mut self, file: &SourceFile, key: &str, skip: u64, buf: &mut Vec<u8>) -> Result<()> {
+    fn ingest_file(
+        &mut self,
+        file: &SourceFile,
+        key: &str,
+        skip: u64,
+        buf: &mut grantwatch_files::ReadBuffers,
+    ) -> Result<()> {
         let path: Arc<str> = file.path.display().to_string().into();
         let batch_records = self.cfg.ingest.batch_records;
         let mut failure: Option<anyhow::Error> = None;

@@ -47,6 +47,8 @@ pub struct AnalyzeOptions {
     /// Pending state writes that trigger a commit (bounds memory).
     pub flush_budget: usize,
     pub threads: Option<usize>,
+    /// Identity shards (default: one per core).
+    pub shards: Option<usize>,
     pub progress: bool,
     /// Fault injection for the crash-restart test: abort the process (as `kill -9` would end it) right
     /// after this many state commits.
@@ -75,6 +77,7 @@ impl AnalyzeOptions {
             over_provisioned_ratio: 0.10,
             flush_budget: 250_000,
             threads: None,
+            shards: None,
             progress: true,
             crash_after_flushes: None,
             detection: None,
@@ -198,6 +201,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
                 // Usage alone does not care about order (spans merge by min/max): no need to hold
                 // events back when nothing downstream needs event-time order.
                 reorder_capacity: if opts.detection.is_some() { opts.reorder_capacity } else { 1 },
+                shards: opts.shards.unwrap_or(0),
                 ..PipelineConfig::default()
             },
             time_bounds: opts.time_bounds,

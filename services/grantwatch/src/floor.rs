@@ -77,7 +77,7 @@ pub fn run(paths: &[PathBuf], threads: Option<usize>) -> Result<FloorOutcome> {
     let errors = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?;
     pool.install(|| {
-        files.par_iter().for_each_init(Vec::new, |buf, f| {
+        files.par_iter().for_each_init(grantwatch_files::ReadBuffers::default, |buf, f| {
             let mut n = 0u64;
             let mut bad = 0u64;
             let r = grantwatch_files::read_records(f, buf, &mut |item| match item {

@@ -78,6 +78,10 @@ struct AnalyzeArgs {
     /// Reader threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Identity shards: threads running usage, PCI and detection, each for its share of identities
+    /// (default: one per core). The output is the same whatever the number.
+    #[arg(long)]
+    shards: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -277,6 +281,7 @@ fn real_main() -> Result<ExitCode> {
             opts.state = a.state;
             opts.over_provisioned_ratio = a.over_provisioned_threshold;
             opts.threads = a.threads;
+            opts.shards = a.shards;
             opts.progress = !a.quiet;
             opts.flush_budget = a.flush_budget.max(1);
             opts.crash_after_flushes = a.crash_after_flushes;

@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     let mut events: Vec<Event> = Vec::new();
     for part in ["history", "detect"] {
         let files = grantwatch_files::discover(&[a.scenario.join(part)])?.files;
-        let mut buf = Vec::new();
+        let mut buf = grantwatch_files::ReadBuffers::default();
         for f in &files {
             grantwatch_files::read_records(f, &mut buf, &mut |item| {
                 if let grantwatch_files::Item::Record(rec) = item
