@@ -21,7 +21,7 @@
 //!   U+FFFD for the bytes that are not UTF-8), so two names that differ only in those bytes display
 //!   alike: do not key state by the displayed path alone. S3 hints and delivery times are read from
 //!   the components that are UTF-8.
-//! - The result is sorted by path and de-duplicated (overlapping arguments yield each file once;
+//! - The result is sorted by path (its bytes) and de-duplicated (overlapping arguments yield each file once;
 //!   [`Ignored`] counts are per walk, so overlapping directories count their skipped entries twice).
 
 use std::{
@@ -130,7 +130,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, FilesError> {
         }
         walk(root, &mut out)?;
     }
-    out.files.sort_by(|a, b| a.path.cmp(&b.path));
+    // By the path's bytes: comparing paths component by component costs more than the walk's stats
+    // on an organization trail (hundreds of thousands of files), for no better order.
+    out.files.sort_unstable_by(|a, b| a.path.as_os_str().as_encoded_bytes().cmp(b.path.as_os_str().as_encoded_bytes()));
     out.files.dedup_by(|a, b| a.path == b.path);
     out.unreadable.sort();
     out.unreadable.dedup_by(|a, b| a.0 == b.0);

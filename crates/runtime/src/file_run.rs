@@ -32,7 +32,7 @@ use grantwatch_detect::ml::TrainingWindow;
 use grantwatch_detect::stage::{DetectCounts, Detection};
 use grantwatch_files::{Format, Item, QuarantineWriter, ReadOptions, SourceFile};
 use grantwatch_state::{StateError, StateStore, Table, WriteBatch};
-use grantwatch_types::{DetectionFinding, Event, Quarantined};
+use grantwatch_types::{DetectionFinding, Event, EventTime, Quarantined};
 
 use crate::order::{ReadOrder, delivery_of};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineCounts};
@@ -43,6 +43,8 @@ const CHUNK: usize = 1024;
 const MAX_IN_FLIGHT: usize = 4;
 /// Chunks waiting for the coordinator, at most (back-pressure on the readers).
 const CHANNEL_CHUNKS: usize = 16;
+/// Messages a reader gathers before handing them over (see [`Outbox`]).
+const OUTBOX_MSGS: usize = 256;
 /// Quarantined inputs listed in the report, at most (the counts are complete).
 const QUARANTINE_LIST_CAP: usize = 1000;
 
@@ -184,6 +186,38 @@ enum Msg {
     },
 }
 
+/// A reader's messages on their way to the coordinator, sent together: an S3-layout trail is mostly
+/// files of a few events, and one channel hand-off (a wake-up of the coordinator) per file cost more
+/// than reading it. Holds at most about a chunk of events.
+struct Outbox<'t> {
+    tx: &'t SyncSender<Vec<Msg>>,
+    msgs: Vec<Msg>,
+    events: usize,
+}
+
+impl<'t> Outbox<'t> {
+    fn new(tx: &'t SyncSender<Vec<Msg>>) -> Self {
+        Outbox { tx, msgs: Vec::new(), events: 0 }
+    }
+
+    /// `Err`: the coordinator hung up.
+    fn send(&mut self, msg: Msg) -> Result<(), ()> {
+        if let Msg::Events { events, .. } = &msg {
+            self.events += events.len();
+        }
+        self.msgs.push(msg);
+        if self.events >= CHUNK || self.msgs.len() >= OUTBOX_MSGS { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> Result<(), ()> {
+        self.events = 0;
+        if self.msgs.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(std::mem::take(&mut self.msgs)).map_err(|_| ())
+    }
+}
+
 #[derive(Default)]
 struct FileProgress {
     /// Events sent and not yet processed by the pipeline.
@@ -223,7 +257,8 @@ pub fn run<S: StateStore>(
         ..Default::default()
     };
     let mut todo: Vec<SourceFile> = Vec::with_capacity(order.files.len());
-    for f in order.files {
+    let mut stamps: Vec<Option<EventTime>> = Vec::with_capacity(order.files.len());
+    for (f, stamp) in order.files.into_iter().zip(order.stamps) {
         if opts.skip_ingested {
             let key = file_meta_key(&f.path.display().to_string());
             if let Some(known) = store.get(Table::Meta, &key)?
@@ -235,6 +270,7 @@ pub fn run<S: StateStore>(
             }
         }
         todo.push(f);
+        stamps.push(stamp);
     }
 
     (opts.progress)(Progress::Total(todo.iter().map(|f| f.size).sum()));
@@ -244,10 +280,18 @@ pub fn run<S: StateStore>(
     }
     let tally = Tally::default();
     let quarantined = Mutex::new(Vec::<Quarantined>::new());
-    let n_plain = todo.iter().position(|f| crate::order::delivery_stamp(f).is_some()).unwrap_or(todo.len());
+    let n_plain = stamps.iter().position(Option::is_some).unwrap_or(todo.len());
     let next = AtomicUsize::new(n_plain);
-    let (tx, rx) = sync_channel::<Msg>(CHANNEL_CHUNKS);
-    let readers = Readers { files: &todo, next: &next, opts, quarantine, tally: &tally, quarantined: &quarantined };
+    let (tx, rx) = sync_channel::<Vec<Msg>>(CHANNEL_CHUNKS);
+    let readers = Readers {
+        files: &todo,
+        stamps: &stamps,
+        next: &next,
+        opts,
+        quarantine,
+        tally: &tally,
+        quarantined: &quarantined,
+    };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     } else {
@@ -266,11 +310,15 @@ pub fn run<S: StateStore>(
                         // a big one still spreads its chunks over every core. Then the delivered
                         // files, several at once, oldest delivery first.
                         let mut buf = grantwatch_files::ReadBuffers::default();
+                        let mut out = Outbox::new(&tx);
                         for (i, file) in readers.files.iter().enumerate().take(n_plain) {
                             (readers.opts.progress)(Progress::File(file.size));
-                            if readers.read_file(i as u32, file, &mut buf, &tx).is_err() {
+                            if readers.read_file(i as u32, file, &mut buf, &mut out).is_err() {
                                 return;
                             }
+                        }
+                        if out.flush().is_err() {
+                            return;
                         }
                         for _ in 0..threads {
                             let tx = tx.clone();
@@ -281,7 +329,7 @@ pub fn run<S: StateStore>(
             });
             drop(tx);
         });
-        let r = coordinate(opts, store, &mut pipeline, rx, &todo, alerts, &mut outcome);
+        let r = coordinate(opts, store, &mut pipeline, rx, &readers, alerts, &mut outcome);
         let joined = reading.join();
         match (r, joined) {
             (Err(e), _) => Err(e),
@@ -320,11 +368,12 @@ fn coordinate<S: StateStore>(
     opts: &FileRunOptions<'_>,
     store: &S,
     pipeline: &mut Pipeline,
-    rx: Receiver<Msg>,
-    files: &[SourceFile],
+    rx: Receiver<Vec<Msg>>,
+    readers: &Readers<'_, '_>,
     alerts: &mut dyn AlertSink,
     outcome: &mut FileRunOutcome,
 ) -> Result<(), RunError> {
+    let (files, stamps) = (readers.files, readers.stamps);
     let mut progress: Vec<FileProgress> = Vec::new();
     progress.resize_with(files.len(), FileProgress::default);
     let budget = opts.flush_budget.max(1);
@@ -333,7 +382,7 @@ fn coordinate<S: StateStore>(
     // a file delivered at D is unread, events up to the delivery before D are all that is safe to
     // release: the watermark is capped there. Files spanning hours (daily exports) then still come
     // out in event-time order, as 5-minute files do.
-    let stamps: Vec<Option<i64>> = files.iter().map(|f| crate::order::delivery_stamp(f).map(|t| t.millis())).collect();
+    let stamps: Vec<Option<i64>> = stamps.iter().map(|s| s.map(EventTime::millis)).collect();
     let first_stamped = stamps.iter().position(Option::is_some).unwrap_or(files.len());
     let limit_at = |frontier: usize| -> Option<i64> {
         let s = stamps.get(frontier).copied().flatten()?;
@@ -345,7 +394,7 @@ fn coordinate<S: StateStore>(
     };
     let mut frontier = first_stamped;
     pipeline.set_limit(limit_at(frontier), store)?;
-    for msg in rx {
+    for msg in rx.into_iter().flatten() {
         match msg {
             Msg::Events { tag, seq, events } => {
                 let Some(p) = progress.get_mut(tag as usize) else { continue };
@@ -443,6 +492,7 @@ fn commit<S: StateStore>(
 /// What every reader shares.
 struct Readers<'r, 'o> {
     files: &'r [SourceFile],
+    stamps: &'r [Option<EventTime>],
     next: &'r AtomicUsize,
     opts: &'r FileRunOptions<'o>,
     quarantine: &'r QuarantineWriter,
@@ -459,17 +509,19 @@ struct FileQuarantine {
 
 impl Readers<'_, '_> {
     /// Takes files in read order until none is left.
-    fn pull(&self, tx: &SyncSender<Msg>) {
+    fn pull(&self, tx: &SyncSender<Vec<Msg>>) {
         let mut buf = grantwatch_files::ReadBuffers::default();
+        let mut out = Outbox::new(tx);
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(file) = self.files.get(i) else { return };
+            let Some(file) = self.files.get(i) else { break };
             (self.opts.progress)(Progress::File(file.size));
-            if self.read_file(i as u32, file, &mut buf, tx).is_err() {
+            if self.read_file(i as u32, file, &mut buf, &mut out).is_err() {
                 // The coordinator stopped (it failed and returns its error): stop reading.
                 return;
             }
         }
+        let _ = out.flush();
     }
 
     fn note(&self, file: &str, record: Option<u64>, reason: String) {
@@ -486,10 +538,11 @@ impl Readers<'_, '_> {
         tag: u32,
         file: &SourceFile,
         buf: &mut grantwatch_files::ReadBuffers,
-        tx: &SyncSender<Msg>,
+        out: &mut Outbox<'_>,
     ) -> Result<(), ()> {
+        let tx = out.tx;
         let name = file.path.display().to_string();
-        let delivery = delivery_of(file);
+        let delivery = delivery_of(file, self.stamps.get(tag as usize).copied().flatten());
         let fq = Mutex::new(FileQuarantine { copied: 0, left_out: 0, first_reason: None });
         let ctx = RecordCx { readers: self, file, name: &name, delivery, fq: &fq };
         let mut records = 0u64;
@@ -528,16 +581,17 @@ impl Readers<'_, '_> {
                     let (in_flight, tx, ctx) = (&in_flight, tx.clone(), &ctx);
                     scope.spawn(move |_| {
                         let events = ctx.normalize_chunk(&full);
-                        let _ = tx.send(Msg::Events { tag, seq, events });
+                        let _ = tx.send(vec![Msg::Events { tag, seq, events }]);
                         in_flight.fetch_sub(1, Ordering::AcqRel);
                     });
                 });
                 let events = ctx.normalize_chunk(&chunk);
-                hung_up |= tx.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
+                hung_up |= out.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
                 r
             })
         } else {
-            let mut events = Vec::with_capacity(CHUNK);
+            // Not reserved up front: most files hold a few events, and the outbox keeps many of them.
+            let mut events = Vec::new();
             let r = grantwatch_files::read_records_with(file, &self.opts.read, buf, &mut |item| {
                 records += 1;
                 match item {
@@ -546,10 +600,10 @@ impl Readers<'_, '_> {
                 }
                 if events.len() >= CHUNK && !hung_up {
                     let events = std::mem::take(&mut events);
-                    hung_up |= tx.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
+                    hung_up |= out.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
                 }
             });
-            hung_up |= tx.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
+            hung_up |= out.send(Msg::Events { tag, seq: next_seq(), events }).is_err();
             r
         };
         self.tally.records.fetch_add(records, Ordering::Relaxed);
@@ -578,7 +632,7 @@ impl Readers<'_, '_> {
                 "Records quarantined."
             );
         }
-        hung_up |= tx.send(Msg::FileDone { tag, fingerprint }).is_err();
+        hung_up |= out.send(Msg::FileDone { tag, fingerprint }).is_err();
         if hung_up { Err(()) } else { Ok(()) }
     }
 }
