@@ -18,7 +18,7 @@ fn store_with(table: Table, key: Vec<u8>, value: &[u8]) -> MemStore {
     let store = MemStore::new();
     let mut b = WriteBatch::new();
     b.put(table, key, value.to_vec());
-    store.write(b).unwrap();
+    store.write(b).expect("in-memory write");
     store
 }
 
@@ -30,7 +30,7 @@ fn corrupt(e: StateError) -> (&'static str, String) {
 }
 
 fn open(store: &MemStore) -> Result<ProcessorStage, StageError> {
-    ProcessorStage::open(Arc::new(Catalog::aws().unwrap()), ProcessorConfig::default(), store)
+    ProcessorStage::open(Arc::new(Catalog::aws().expect("embedded catalog")), ProcessorConfig::default(), store)
 }
 
 #[test]

@@ -15,7 +15,7 @@ use grantwatch_types::EventTime;
 
 fn detection() -> Arc<Detection> {
     Arc::new(Detection {
-        catalog: Arc::new(Catalog::aws().unwrap()),
+        catalog: Arc::new(Catalog::aws().expect("embedded catalog")),
         config: RulesConfig::default(),
         sigma: SigmaSet::load(&[]).0,
         model: None,
@@ -26,7 +26,7 @@ fn store_with(table: Table, key: Vec<u8>, value: &[u8]) -> MemStore {
     let store = MemStore::new();
     let mut b = WriteBatch::new();
     b.put(table, key, value.to_vec());
-    store.write(b).unwrap();
+    store.write(b).expect("in-memory write");
     store
 }
 
@@ -59,6 +59,6 @@ fn a_corrupt_profile_fails_the_event_that_needs_it() {
     let mut stage = DetectStage::open(detection(), &store).unwrap();
     let input = DetectInput::Event(Box::new(event("e1", EventTime(1_767_571_200_000))));
     let mut out = Vec::new();
-    let e = stage.process(&input, &mut Cx { state: &store, out: &mut out }).err().expect("process must fail");
+    let e = stage.process(&input, &mut Cx { state: &store, out: &mut out }).expect_err("process must fail");
     assert_eq!(corrupt_key(e), format!("det-prof\\u{{0}}{ALICE}"));
 }
