@@ -281,8 +281,7 @@ impl Stack {
     pub fn processor_usage(&self, state_dirs: &[PathBuf]) -> BTreeMap<String, IdentityUsage> {
         let events = &self.cfg.topics.events;
         let committed = self.committed(&self.cfg.processor.group_id, &events.name, events.partitions);
-        let mut key = b"rt:offset\0".to_vec();
-        key.extend_from_slice(events.name.as_bytes());
+        let key = grantwatch_state::keys::RUNNER_OFFSET.key_str(&events.name);
         let mut out = BTreeMap::new();
         for p in 0..events.partitions {
             let Some(&want) = committed.get(&p) else { continue };

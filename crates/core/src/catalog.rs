@@ -10,6 +10,8 @@ use fixedbitset::FixedBitSet;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::glob::Glob;
+
 const CATALOG_GZ: &[u8] = include_bytes!("../../../data/aws/iam-catalog.json.gz");
 const RISK_TAGS_JSON: &[u8] = include_bytes!("../../../data/aws/risk-tags.json");
 
@@ -236,14 +238,14 @@ impl Catalog {
             for id in range {
                 let a = &self.actions[id as usize];
                 let action_name = &a.name[a.prefix_len + 1..];
-                if wildcard_match_ci(name, action_name) {
+                if Glob::IAM_ACTION.matches(name, action_name) {
                     out.0.insert(id as usize);
                 }
             }
         };
         if prefix.contains(['*', '?']) {
             for (p, range) in &self.prefixes {
-                if wildcard_match_ci(prefix, p) {
+                if Glob::IAM_ACTION.matches(prefix, p) {
                     visit(range.clone());
                 }
             }
@@ -252,34 +254,6 @@ impl Catalog {
         }
         out
     }
-}
-
-/// Case-insensitive glob match with `*` (any run) and `?` (one character). `pattern` must be lower-case.
-pub fn wildcard_match_ci(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while ti < t.len() {
-        let tc = t[ti].to_ascii_lowercase();
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == tc) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// A set of actions of one [`Catalog`].
@@ -357,15 +331,5 @@ mod tests {
         assert!(c.expand("not-an-action").is_empty());
         let star_prefix = c.expand("*:GetObject");
         assert!(star_prefix.contains(c.lookup("s3:GetObject").unwrap()));
-    }
-
-    #[test]
-    fn wildcard_matcher() {
-        assert!(wildcard_match_ci("get*", "GetObject"));
-        assert!(wildcard_match_ci("*object", "GetObject"));
-        assert!(wildcard_match_ci("g?t*t", "GetObject"));
-        assert!(!wildcard_match_ci("put*", "GetObject"));
-        assert!(wildcard_match_ci("*", ""));
-        assert!(!wildcard_match_ci("?", ""));
     }
 }

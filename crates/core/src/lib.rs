@@ -6,6 +6,7 @@
 //! the same modules therefore serve `grantwatch analyze` and the streaming services.
 //!
 //! * [`catalog`]: the AWS IAM action catalog, wildcard expansion, access levels, risk tags.
+//! * [`glob`]: the one wildcard (`*`, `?`) matcher, in the dialects IAM actions, resources and allowlists use.
 //! * [`iam`]: parsing `aws iam get-account-authorization-details` (and `list-access-keys`) output.
 //! * [`policy`]: effective permissions per identity (Allow/Deny, NotAction, boundaries, groups, resources).
 //! * [`cloudtrail`]: one CloudTrail record to one [`grantwatch_types::Event`], with its IAM actions.
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod cloudtrail;
 pub mod findings;
+pub mod glob;
 pub mod iam;
 pub mod pci;
 pub mod policy;

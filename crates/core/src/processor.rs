@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use grantwatch_state::keys;
 use grantwatch_state::{StateRead, Table, WriteBatch};
 use grantwatch_types::{
     AnalyticKind, DetectionFinding, EntitlementRecord, Event, EventTime, FindingSpec, IdentityKind, PciUpdate,
@@ -20,7 +21,7 @@ use rustc_hash::FxHashMap;
 use crate::catalog::Catalog;
 use crate::findings::{FindingsConfig, identity_finding, identity_score};
 use crate::policy::IdentityGrants;
-use crate::stage::{Cx, Stage, StageError};
+use crate::stage::{Cx, Stage, StageError, decode_json};
 use crate::usage::{IdentityMeta, IdentityUsage, Observed, UsageStage};
 
 /// What the processor consumes.
@@ -55,10 +56,10 @@ impl Default for ProcessorConfig {
     }
 }
 
-const DIRTY: &[u8] = b"dirty\0";
-const ENTITLEMENTS: &[u8] = b"ent\0";
-const FLAGS: &[u8] = b"flags\0";
-const LAST_CLOSE: &[u8] = b"last-close";
+const DIRTY: &[u8] = keys::PROCESSOR_DIRTY.prefix;
+const ENTITLEMENTS: &[u8] = keys::PROCESSOR_ENTITLEMENTS.prefix;
+const FLAGS: &[u8] = keys::PROCESSOR_FLAGS.prefix;
+const LAST_CLOSE: &[u8] = keys::PROCESSOR_LAST_CLOSE.prefix;
 /// Entries of the parsed-entitlements cache before it is emptied (~8 KB each).
 const GRANTS_CACHE_MAX: usize = 2_000;
 
@@ -104,19 +105,26 @@ impl ProcessorStage {
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<Self, StageError> {
         let mut dirty = FxHashMap::default();
+        let mut corrupt = None;
         state.scan_prefix(Table::Meta, DIRTY, &mut |k, v| {
-            if let (Some(arn), Ok(meta)) = (k.get(DIRTY.len()..), serde_json::from_slice::<IdentityMeta>(v)) {
-                let arn = String::from_utf8_lossy(arn).into_owned();
-                if owns(&arn) {
-                    dirty.insert(arn, (meta, true));
+            match decode_json::<IdentityMeta>(&keys::PROCESSOR_DIRTY, k, v) {
+                Ok(meta) => {
+                    let arn = String::from_utf8_lossy(k.get(DIRTY.len()..).unwrap_or_default()).into_owned();
+                    if owns(&arn) {
+                        dirty.insert(arn, (meta, true));
+                    }
                 }
+                Err(e) => corrupt = Some(e),
             }
-            true
+            corrupt.is_none()
         })?;
-        let last_close = state
-            .get(Table::Meta, LAST_CLOSE)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(i64::from_be_bytes);
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
+        let last_close = match state.get(Table::Meta, LAST_CLOSE)? {
+            Some(v) => Some(keys::PROCESSOR_LAST_CLOSE.decode_i64(LAST_CLOSE, &v)?),
+            None => None,
+        };
         Ok(Self {
             catalog,
             cfg,
@@ -179,7 +187,13 @@ impl ProcessorStage {
         }
         let record: Option<EntitlementRecord> = match self.entitlements.get(arn) {
             Some(r) => Some(r.clone()),
-            None => state.get(Table::Meta, &key(ENTITLEMENTS, arn))?.and_then(|v| serde_json::from_slice(&v).ok()),
+            None => {
+                let k = key(ENTITLEMENTS, arn);
+                match state.get(Table::Meta, &k)? {
+                    Some(v) => Some(decode_json(&keys::PROCESSOR_ENTITLEMENTS, &k, &v)?),
+                    None => None,
+                }
+            }
         };
         let Some(record) = record else { return Ok(None) };
         let grants = Arc::new(IdentityGrants::from_record(&self.catalog, &record));
@@ -194,7 +208,11 @@ impl ProcessorStage {
         if let Some(f) = self.flags.get(arn) {
             return Ok(f.clone());
         }
-        Ok(state.get(Table::Meta, &key(FLAGS, arn))?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
+        let k = key(FLAGS, arn);
+        match state.get(Table::Meta, &k)? {
+            Some(v) => Ok(decode_json(&keys::PROCESSOR_FLAGS, &k, &v)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Computes the update of one identity as of `as_of`, and the findings it newly raises.

@@ -6,6 +6,7 @@
 //! its own progress marker (ingested files for `grantwatch analyze`, consumed offsets for the Kafka
 //! services), so state and progress never disagree after a crash.
 
+use grantwatch_state::keys::KeySpace;
 use grantwatch_state::{StateError, StateRead, WriteBatch};
 use grantwatch_types::EventTime;
 
@@ -20,6 +21,28 @@ pub struct Cx<'a, O> {
 pub enum StageError {
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Decodes a JSON value stored under `key` of `space`; one that does not decode is
+/// [`StateError::Corrupt`], never a default. The reason gives serde's category and position, not its
+/// message, which would quote the stored text.
+pub fn decode_json<T: serde::de::DeserializeOwned>(
+    space: &KeySpace,
+    key: &[u8],
+    value: &[u8],
+) -> Result<T, StateError> {
+    serde_json::from_slice(value).map_err(|e| {
+        space.corrupt(
+            key,
+            format!(
+                "{} does not decode ({:?} error at line {}, column {})",
+                space.value,
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }
 
 /// One pipeline step: no IO, no clock, no globals.

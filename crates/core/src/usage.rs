@@ -14,7 +14,8 @@
 //! Memory is bounded by what is pending, not by the number of events: the runner calls
 //! [`Stage::snapshot`] whenever [`Stage::pending`] grows past its budget.
 
-use grantwatch_state::{SeenSpan, StateRead, Table, WriteBatch, decode_counter, encode_counter};
+use grantwatch_state::keys::{self, KeySpace};
+use grantwatch_state::{SeenSpan, StateRead, Table, WriteBatch, encode_counter};
 use grantwatch_types::{ActionMapping, Event, EventTime, IdentityKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -23,22 +24,34 @@ use crate::stage::{Cx, Stage, StageError};
 
 const SEP: u8 = 0;
 
-/// Kinds of usage keys; the first byte of every key in [`Table::Usage`].
+/// Kinds of usage keys; each is a key space of [`Table::Usage`] in the registry ([`UsageKind::space`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum UsageKind {
-    Action = b'a',
-    Resource = b'r',
-    AccessKey = b'k',
-    Session = b's',
+    Action,
+    Resource,
+    AccessKey,
+    Session,
     /// Any activity of the identity (key: just the identity).
-    Identity = b'i',
+    Identity,
+}
+
+impl UsageKind {
+    pub fn space(self) -> &'static KeySpace {
+        match self {
+            UsageKind::Action => &keys::USAGE_ACTION,
+            UsageKind::Resource => &keys::USAGE_RESOURCE,
+            UsageKind::AccessKey => &keys::USAGE_ACCESS_KEY,
+            UsageKind::Session => &keys::USAGE_SESSION,
+            UsageKind::Identity => &keys::USAGE_IDENTITY,
+        }
+    }
 }
 
 /// Key of a usage span: `kind identity \0 item`.
 pub fn usage_key(kind: UsageKind, identity: &str, item: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + identity.len() + item.len());
-    k.push(kind as u8);
+    let prefix = kind.space().prefix;
+    let mut k = Vec::with_capacity(prefix.len() + 1 + identity.len() + item.len());
+    k.extend_from_slice(prefix);
     k.extend_from_slice(identity.as_bytes());
     k.push(SEP);
     k.extend_from_slice(item.as_bytes());
@@ -46,12 +59,12 @@ pub fn usage_key(kind: UsageKind, identity: &str, item: &str) -> Vec<u8> {
 }
 
 /// The key of the span covering all events (first and latest event time seen).
-pub const ALL_EVENTS_KEY: &[u8] = b"g";
+pub const ALL_EVENTS_KEY: &[u8] = keys::USAGE_ALL_EVENTS.prefix;
 
 /// Key of an identity's event counter for one UTC day.
 pub fn day_counter_key(identity: &str, day: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(10 + identity.len());
-    k.push(b'd');
+    let mut k = Vec::with_capacity(keys::DAY_COUNTER.prefix.len() + 9 + identity.len());
+    k.extend_from_slice(keys::DAY_COUNTER.prefix);
     k.extend_from_slice(identity.as_bytes());
     k.push(SEP);
     k.extend_from_slice(&day.to_be_bytes());
@@ -66,7 +79,7 @@ pub type SeenKey = [u8; 24];
 
 /// Usage's seen key of an event; see [`event_seen_key_with_seed`].
 pub fn event_seen_key(ev: &Event) -> SeenKey {
-    event_seen_key_with_seed(ev, 0)
+    event_seen_key_with_seed(ev, keys::SEEN_SEED_USAGE)
 }
 
 /// The seen key of an event: its day, then a hash of (eventID, identity, event time, service,
@@ -87,9 +100,7 @@ pub fn event_seen_key_with_seed(ev: &Event, seed: u64) -> SeenKey {
 
 /// Key of an identity's descriptive record in [`Table::Meta`].
 pub fn identity_meta_key(identity: &str) -> Vec<u8> {
-    let mut k = b"id\0".to_vec();
-    k.extend_from_slice(identity.as_bytes());
-    k
+    keys::IDENTITY_META.key_str(identity)
 }
 
 /// What the logs say about an identity that may not be in any IAM snapshot (root, other accounts).
@@ -361,37 +372,54 @@ impl IdentityUsage {
                 continue;
             }
             prefix.clear();
-            prefix.push(kind as u8);
+            prefix.extend_from_slice(kind.space().prefix);
             prefix.extend_from_slice(identity.as_bytes());
             prefix.push(SEP);
             let plen = prefix.len();
+            let mut corrupt = None;
             state.scan_prefix(Table::Usage, &prefix, &mut |k, v| {
-                if let (Some(span), Some(item)) = (SeenSpan::decode(v), k.get(plen..)) {
-                    let item = String::from_utf8_lossy(item).into_owned();
-                    match kind {
-                        UsageKind::Identity => u.activity = Some(span),
-                        UsageKind::Action => u.actions.push((item, span)),
-                        UsageKind::Resource => u.resources.push((item, span)),
-                        UsageKind::AccessKey => u.access_keys.push((item, span)),
-                        UsageKind::Session => u.sessions.push((item, span)),
+                let span = match kind.space().decode_span(k, v) {
+                    Ok(span) => span,
+                    Err(e) => {
+                        corrupt = Some(e);
+                        return false;
                     }
+                };
+                let item = String::from_utf8_lossy(k.get(plen..).unwrap_or_default()).into_owned();
+                match kind {
+                    UsageKind::Identity => u.activity = Some(span),
+                    UsageKind::Action => u.actions.push((item, span)),
+                    UsageKind::Resource => u.resources.push((item, span)),
+                    UsageKind::AccessKey => u.access_keys.push((item, span)),
+                    UsageKind::Session => u.sessions.push((item, span)),
                 }
                 true
             })?;
+            if let Some(e) = corrupt {
+                return Err(e);
+            }
         }
         prefix.clear();
-        prefix.push(b'd');
+        prefix.extend_from_slice(keys::DAY_COUNTER.prefix);
         prefix.extend_from_slice(identity.as_bytes());
         prefix.push(SEP);
         let plen = prefix.len();
+        let mut corrupt = None;
         state.scan_prefix(Table::Counters, &prefix, &mut |k, v| {
             let day = k.get(plen..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
-            if let (Some(day), Some(n)) = (day, decode_counter(v)) {
-                u.days.push((day, n));
+            let decoded = day
+                .ok_or_else(|| keys::DAY_COUNTER.corrupt(k, "key does not end in an 8-byte day"))
+                .and_then(|day| Ok((day, keys::DAY_COUNTER.decode_u64(k, v)?)));
+            match decoded {
+                Ok(d) => u.days.push(d),
+                Err(e) => corrupt = Some(e),
             }
-            true
+            corrupt.is_none()
         })?;
-        Ok(u)
+        match corrupt {
+            Some(e) => Err(e),
+            None => Ok(u),
+        }
     }
 
     /// Events in the `[from, to]` window, by day granularity.
@@ -403,19 +431,28 @@ impl IdentityUsage {
 
 /// The time span of all events in state, if any.
 pub fn all_events_span(state: &dyn StateRead) -> Result<Option<SeenSpan>, grantwatch_state::StateError> {
-    Ok(state.get(Table::Usage, ALL_EVENTS_KEY)?.as_deref().and_then(SeenSpan::decode))
+    match state.get(Table::Usage, ALL_EVENTS_KEY)? {
+        Some(v) => Ok(Some(keys::USAGE_ALL_EVENTS.decode_span(ALL_EVENTS_KEY, &v)?)),
+        None => Ok(None),
+    }
 }
 
 /// Every identity the logs have named, with what they say about it.
 pub fn identities_in_logs(state: &dyn StateRead) -> Result<Vec<(String, IdentityMeta)>, grantwatch_state::StateError> {
     let mut out = Vec::new();
-    state.scan_prefix(Table::Meta, b"id\0", &mut |k, v| {
-        if let (Some(id), Ok(meta)) = (k.get(3..), serde_json::from_slice::<IdentityMeta>(v)) {
-            out.push((String::from_utf8_lossy(id).into_owned(), meta));
+    let mut corrupt = None;
+    let space = &keys::IDENTITY_META;
+    state.scan_prefix(Table::Meta, space.prefix, &mut |k, v| {
+        match crate::stage::decode_json::<IdentityMeta>(space, k, v) {
+            Ok(meta) => out.push((String::from_utf8_lossy(space.suffix_of(k).unwrap_or_default()).into_owned(), meta)),
+            Err(e) => corrupt = Some(e),
         }
-        true
+        corrupt.is_none()
     })?;
-    Ok(out)
+    match corrupt {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 #[cfg(test)]

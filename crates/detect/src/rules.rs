@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use grantwatch_core::glob::Glob;
 use grantwatch_types::{AnalyticKind, Event, IdentityKind, Severity, Status};
 use serde::Deserialize;
 
@@ -203,7 +204,8 @@ pub struct Allowlist {
 
 impl Allowlist {
     fn allows(&self, account: &str, identity: &str) -> bool {
-        self.accounts.iter().any(|a| a == account) || self.identities.iter().any(|p| glob(p, identity))
+        self.accounts.iter().any(|a| a == account)
+            || self.identities.iter().any(|p| Glob::STAR_ONLY.matches(p, identity))
     }
 }
 
@@ -281,24 +283,6 @@ impl RulePolicy {
     pub fn allows(&self, account: &str, identity: &str) -> bool {
         self.allowlist.allows(account, identity)
     }
-}
-
-/// `*` matches any run of characters; everything else literally.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else { return pattern == text };
-    let Some(mut rest) = text.strip_prefix(first) else { return false };
-    let parts: Vec<&str> = parts.collect();
-    for (i, part) in parts.iter().enumerate() {
-        if i + 1 == parts.len() {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.is_empty()
 }
 
 // ---- Single-event rules -------------------------------------------------------------------------
@@ -557,12 +541,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glob_matches_stars_only() {
-        assert!(glob("arn:aws:iam::*:role/ci-*", "arn:aws:iam::1:role/ci-deploy"));
-        assert!(!glob("arn:aws:iam::*:role/ci-*", "arn:aws:iam::1:user/ci-deploy"));
-        assert!(glob("exact", "exact"));
-        assert!(!glob("exact", "exactly"));
-        assert!(glob("*", "anything"));
+    fn allowlisted_identities_match_stars_only() {
+        let list = |p: &str| Allowlist { accounts: vec!["9".into()], identities: vec![p.into()] };
+        assert!(list("arn:aws:iam::*:role/ci-*").allows("1", "arn:aws:iam::1:role/ci-deploy"));
+        assert!(!list("arn:aws:iam::*:role/ci-*").allows("1", "arn:aws:iam::1:user/ci-deploy"));
+        assert!(list("exact").allows("1", "exact") && !list("exact").allows("1", "exactly"));
+        assert!(list("*").allows("1", "anything") && list("nobody").allows("9", "anything"));
+        // `?` is literal in allowlists, and ARNs compare with case.
+        assert!(!list("role/?").allows("1", "role/x") && !list("ROLE/*").allows("1", "role/x"));
     }
 
     #[test]

@@ -42,9 +42,9 @@ const PENDING_MAX: usize = 16;
 /// Profiles kept in memory between snapshots; past this, clean ones are dropped after a commit.
 const PROFILE_CACHE_MAX: usize = 50_000;
 
-const PROFILE: &[u8] = b"det-prof\0";
-const INCIDENT: &[u8] = b"det-inc\0";
-const WINDOW: &[u8] = b"det-win\0";
+const PROFILE: &[u8] = grantwatch_state::keys::DETECT_PROFILE.prefix;
+const INCIDENT: &[u8] = grantwatch_state::keys::DETECT_INCIDENT.prefix;
+const WINDOW: &[u8] = grantwatch_state::keys::DETECT_WINDOW.prefix;
 /// Reads from data stores first touched within the hour that make a bulk read.
 const BULK_READS: u32 = 100;
 
@@ -244,6 +244,7 @@ impl DetectStage {
             }
         }
         let mut windows = BTreeSet::new();
+        let mut corrupt = None;
         state.scan_prefix(Table::Meta, WINDOW, &mut |k, _| {
             if let Some(rest) = k.get(WINDOW.len()..)
                 && rest.len() > 8
@@ -253,22 +254,31 @@ impl DetectStage {
                 if owns(&arn) {
                     windows.insert((i64::from_be_bytes(end), arn));
                 }
+            } else {
+                let why = "key is not an 8-byte window end and an identity";
+                corrupt = Some(grantwatch_state::keys::DETECT_WINDOW.corrupt(k, why));
             }
-            true
+            corrupt.is_none()
         })?;
         let mut incidents = FxHashMap::default();
         let mut expiries = BTreeSet::new();
         state.scan_prefix(Table::Meta, INCIDENT, &mut |k, v| {
-            if let (Some(key), Ok(inc)) = (k.get(INCIDENT.len()..), serde_json::from_slice::<Incident>(v)) {
-                let key = String::from_utf8_lossy(key).into_owned();
-                // Keyed "<analytic>\0<subject ARN>".
-                if owns(key.split_once('\0').map_or(key.as_str(), |(_, subject)| subject)) {
-                    expiries.insert((inc.expires_ms(), key.clone()));
-                    incidents.insert(key, inc);
+            match grantwatch_core::stage::decode_json::<Incident>(&grantwatch_state::keys::DETECT_INCIDENT, k, v) {
+                Ok(inc) => {
+                    let key = String::from_utf8_lossy(k.get(INCIDENT.len()..).unwrap_or_default()).into_owned();
+                    // Keyed "<analytic>\0<subject ARN>".
+                    if owns(key.split_once('\0').map_or(key.as_str(), |(_, subject)| subject)) {
+                        expiries.insert((inc.expires_ms(), key.clone()));
+                        incidents.insert(key, inc);
+                    }
                 }
+                Err(e) => corrupt = Some(e),
             }
-            true
+            corrupt.is_none()
         })?;
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
         Ok(Self {
             det,
             policies,
@@ -309,10 +319,13 @@ impl DetectStage {
         arn: &str,
     ) -> Result<&'a mut Profile, StageError> {
         if !profiles.contains_key(arn) {
-            let p = state
-                .get(Table::Meta, &meta_key(PROFILE, arn))?
-                .and_then(|v| serde_json::from_slice::<Profile>(&v).ok())
-                .unwrap_or_default();
+            let key = meta_key(PROFILE, arn);
+            let p = match state.get(Table::Meta, &key)? {
+                Some(v) => {
+                    grantwatch_core::stage::decode_json::<Profile>(&grantwatch_state::keys::DETECT_PROFILE, &key, &v)?
+                }
+                None => Profile::default(),
+            };
             profiles.insert(arn.to_string(), p);
         }
         // Inserted just above when absent.
@@ -1095,7 +1108,7 @@ fn meta_key(prefix: &[u8], id: &str) -> Vec<u8> {
 /// runner keeps usage and detection in one store, and an event counted by one must not look processed to
 /// the other.
 fn detect_seen_key(ev: &Event) -> SeenKey {
-    grantwatch_core::usage::event_seen_key_with_seed(ev, 0x6465_7465_6374)
+    grantwatch_core::usage::event_seen_key_with_seed(ev, grantwatch_state::keys::SEEN_SEED_DETECT)
 }
 
 fn related(ev: &Event) -> RelatedEvent {

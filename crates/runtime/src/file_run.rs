@@ -168,9 +168,16 @@ pub struct FileRunOutcome {
 
 /// The state key marking a file ingested (value: its fingerprint).
 pub fn file_meta_key(path: &str) -> Vec<u8> {
-    let mut k = b"file\0".to_vec();
-    k.extend_from_slice(path.as_bytes());
-    k
+    grantwatch_state::keys::FILE_INGESTED.key_str(path)
+}
+
+/// A stored fingerprint; one that does not parse is corrupt state, not a file to read again.
+fn decode_fingerprint(key: &[u8], value: &[u8]) -> Result<grantwatch_files::Fingerprint, StateError> {
+    let text =
+        std::str::from_utf8(value).map_err(|_| grantwatch_state::keys::FILE_INGESTED.corrupt(key, "not UTF-8"))?;
+    text.parse().map_err(|_| {
+        grantwatch_state::keys::FILE_INGESTED.corrupt(key, "not a fingerprint (want xxh3:<size>:<16 hex digits>)")
+    })
 }
 
 enum Msg {
@@ -263,7 +270,7 @@ pub fn run<S: StateStore>(
             let key = file_meta_key(&f.path.display().to_string());
             if let Some(known) = store.get(Table::Meta, &key)?
                 && let Ok(fp) = grantwatch_files::fingerprint_file(&f)
-                && known == fp.to_string().as_bytes()
+                && decode_fingerprint(&key, &known)? == fp
             {
                 outcome.files_already_ingested += 1;
                 continue;

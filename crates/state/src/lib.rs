@@ -12,6 +12,9 @@
 //!   the batch that also records the event id in [`Table::Seen`] (exactly-once by dedup).
 //! * [`Table::Seen`] and [`Table::Meta`] are plain key/value: a merge overwrites.
 //!
+//! Which keys live in which table, who owns them and how their values are encoded is [`keys`], the one
+//! registry every owner builds its keys from.
+//!
 //! This crate deliberately does not depend on RocksDB; `grantwatch-state-rocks` is the durable engine.
 //! [`MemStore`] is the in-memory engine for tests and throwaway runs.
 
@@ -19,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 mod conformance;
+pub mod keys;
 pub use conformance::run_conformance_suite;
 
 /// The tables (RocksDB column families) grantwatch keeps.
@@ -52,8 +56,11 @@ impl Table {
 pub enum StateError {
     #[error("state engine error: {0}")]
     Engine(String),
-    #[error("corrupt value in table {table} (key {key:?}): {reason}")]
-    Corrupt { table: &'static str, key: String, reason: &'static str },
+    /// A stored value (or key) that does not decode as its owner wrote it. Never treated as absent: a
+    /// default in its place would silently reset what it held (an identity's history, an offset).
+    /// `key` is printable and bounded ([`keys::printable_key`]).
+    #[error("corrupt value in table {table} (key \"{key}\"): {reason}")]
+    Corrupt { table: &'static str, key: String, reason: String },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;

@@ -48,7 +48,7 @@ impl Default for KafkaConfig {
 }
 
 /// Property names whose values are secrets: never printed.
-fn is_secret(name: &str) -> bool {
+pub(crate) fn is_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     ["password", "secret", "token", "key", "credential"].iter().any(|s| n.contains(s)) && !n.ends_with(".location")
 }

@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::error::StreamError;
 use crate::metrics::Health;
 
 /// One record to produce.
@@ -235,7 +236,7 @@ pub struct SetAside {
 impl TxnProducer {
     /// A producer with `transactional.id`, initialized (which fences any older instance of that id and
     /// aborts its open transaction). Waits, with backoff, for the broker to become reachable.
-    pub fn new(kafka: &KafkaConfig, transactional_id: &str, health: Arc<Health>) -> anyhow::Result<TxnProducer> {
+    pub fn new(kafka: &KafkaConfig, transactional_id: &str, health: Arc<Health>) -> Result<TxnProducer, StreamError> {
         let mut cfg = client_config(kafka);
         cfg.set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
@@ -248,7 +249,9 @@ impl TxnProducer {
             // An administrator's entitlements list ~20,000 action names (over 1 MB before compression).
             .set("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES.to_string());
         let context = ProducerHealth { health: health.clone(), refused: Mutex::default() };
-        let producer: BaseProducer<ProducerHealth> = cfg.create_with_context(context)?;
+        let producer: BaseProducer<ProducerHealth> = cfg
+            .create_with_context(context)
+            .map_err(|e| StreamError::client(kafka, "creating the transactional producer", e))?;
         let mut backoff = Backoff::new();
         loop {
             // Short, so a stop request is noticed while the broker is unreachable.
@@ -259,7 +262,9 @@ impl TxnProducer {
                     tracing::warn!(error = %e, "init_transactions failed; retrying");
                     backoff.sleep()?;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    return Err(StreamError::kafka(format!("initializing transactions of {transactional_id}"), e));
+                }
             }
         }
         health.broker_ok();
@@ -271,7 +276,7 @@ impl TxnProducer {
         &self,
         emits: &[Emit],
         offsets: Option<(&TopicPartitionList, &rdkafka::consumer::ConsumerGroupMetadata)>,
-    ) -> anyhow::Result<TxnOutcome> {
+    ) -> Result<TxnOutcome, StreamError> {
         // Delivery reports of earlier transactions, so a refusal noted below belongs to this one.
         self.serve_delivery_reports();
         self.take_refused();
@@ -330,13 +335,15 @@ impl TxnProducer {
         }
     }
 
-    fn fail(&self, e: KafkaError) -> anyhow::Result<TxnOutcome> {
+    fn fail(&self, e: KafkaError) -> Result<TxnOutcome, StreamError> {
         if requires_abort(&e) || retriable(&e) {
             tracing::warn!(error = %e, "aborting transaction");
             match self.abort() {
                 Ok(()) => {}
-                Err(a) if a.is::<crate::Stopped>() => return Err(a),
-                Err(a) => return Err(anyhow::anyhow!("abort after {e} failed: {a}")),
+                Err(StreamError::Kafka { source, .. }) => {
+                    return Err(StreamError::kafka(format!("aborting the transaction after \"{e}\""), source));
+                }
+                Err(a) => return Err(a),
             }
             // The broker refusing a record makes the commit fail as abortable: the caller must leave
             // that record out, not just retry. Its delivery report may still wait in the queue.
@@ -347,16 +354,16 @@ impl TxnProducer {
             }
             return Ok(TxnOutcome::Aborted(e.to_string()));
         }
-        Err(anyhow::anyhow!("kafka transaction failed: {e}"))
+        Err(StreamError::kafka("kafka transaction", e))
     }
 
-    fn abort(&self) -> anyhow::Result<()> {
+    fn abort(&self) -> Result<(), StreamError> {
         let mut backoff = Backoff::new();
         loop {
             match self.producer.abort_transaction(self.timeout) {
                 Ok(()) => return Ok(()),
                 Err(a) if retriable(&a) => backoff.sleep()?,
-                Err(a) => return Err(a.into()),
+                Err(a) => return Err(StreamError::kafka("aborting the transaction", a)),
             }
         }
     }
@@ -388,7 +395,7 @@ fn rd_error(e: &KafkaError) -> Option<&rdkafka::error::RDKafkaError> {
     }
 }
 
-fn retriable(e: &KafkaError) -> bool {
+pub(crate) fn retriable(e: &KafkaError) -> bool {
     rd_error(e).is_some_and(|r| r.is_retriable())
         || matches!(
             e.rdkafka_error_code(),
@@ -434,7 +441,7 @@ impl Default for Backoff {
 }
 
 /// Called with `(partition, offset, key, payload)` of each record read.
-pub type RecordVisitor<'a> = dyn FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> anyhow::Result<()> + 'a;
+pub type RecordVisitor<'a> = dyn FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), StreamError> + 'a;
 
 /// Reads a whole topic partition set from its beginning to its current end with read_committed
 /// isolation, outside any consumer group (checkpoint topics, state rebuilds).
@@ -445,7 +452,7 @@ pub fn read_to_end(
     from: Offset,
     until: Option<i64>,
     visit: &mut RecordVisitor<'_>,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
     let consumer: BaseConsumer = client_config(kafka)
@@ -453,25 +460,31 @@ pub fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
-        .create()?;
+        .create()
+        .map_err(|e| StreamError::client(kafka, format!("creating a reader of {topic}"), e))?;
+    let fail = |what: &str| {
+        let what = format!("{what} of {topic}");
+        move |e| StreamError::kafka(what, e)
+    };
     let mut tpl = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
     for &p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        let (low, high) =
+            consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).map_err(fail("fetching the watermarks"))?;
         let end = until.map_or(high, |u| u.min(high));
         let start = match from {
             Offset::Offset(o) => o.max(low),
             _ => low,
         };
         if start < end {
-            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(start)).map_err(fail("positioning the reader"))?;
             ends.insert(p, end);
         }
     }
     if ends.is_empty() {
         return Ok(());
     }
-    consumer.assign(&tpl)?;
+    consumer.assign(&tpl).map_err(fail("assigning the partitions"))?;
     while !ends.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
@@ -485,10 +498,10 @@ pub fn read_to_end(
                     }
                 }
             }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => return Err(fail("reading")(e)),
             None => {
                 // Transaction markers occupy offsets but are never delivered: the position tells.
-                for e in consumer.position()?.elements() {
+                for e in consumer.position().map_err(fail("reading the position"))?.elements() {
                     if let (Offset::Offset(pos), Some(&end)) = (e.offset(), ends.get(&e.partition()))
                         && pos >= end
                     {

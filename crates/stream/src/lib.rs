@@ -3,9 +3,11 @@
 //! The services' logic lives in `grantwatch-core` stages, the same ones `grantwatch analyze` runs; this
 //! crate only moves records between Kafka and those stages: [`runner`] (consume–process–produce,
 //! exactly-once in effect), [`kafka`] (clients, transactions), [`config`] (file + environment),
-//! [`metrics`] (Prometheus and health over HTTP), [`topics`] (creating the topics).
+//! [`metrics`] (Prometheus and health over HTTP), [`topics`] (creating the topics), [`error`] (one error
+//! type, classified in one place: configuration, transient broker trouble, state, fatal).
 
 pub mod config;
+pub mod error;
 pub mod kafka;
 pub mod metrics;
 pub mod runner;
@@ -14,16 +16,19 @@ pub mod topics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+pub use error::{ErrorClass, Stopped, StreamError};
+
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 /// A flag set by SIGTERM or SIGINT: services finish and commit in-flight work, then exit.
-pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+pub fn stop_flag() -> Result<Arc<AtomicBool>, StreamError> {
     if let Some(stop) = STOP.get() {
         return Ok(stop.clone());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(StreamError::io("installing signal handlers"))?;
+    }
     Ok(STOP.get_or_init(|| stop).clone())
 }
 
@@ -32,17 +37,16 @@ pub fn stopping() -> bool {
     STOP.get().is_some_and(|s| s.load(Ordering::Relaxed))
 }
 
-/// Asked to stop while waiting for the broker: nothing uncommitted is lost (it is redone on restart),
-/// so services treat this as a clean exit.
-#[derive(Debug, thiserror::Error)]
-#[error("stopped while waiting for the Kafka broker")]
-pub struct Stopped;
-
-/// Exit status of a service: success for a clean stop, 1 otherwise.
-pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+/// Exit status of a service: success for a clean stop (a [`Stopped`] anywhere in the error's chain),
+/// 1 otherwise. Generic so a binary's own error type (anyhow, with its context) passes straight in;
+/// the alternate form (`{:#}`) prints such an error with its causes.
+pub fn exit_code<E>(result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static> + std::fmt::Display,
+{
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Stopped>().is_some() => {
+        Err(e) if error::is_stop(e.as_ref()) => {
             tracing::info!("{e}");
             std::process::ExitCode::SUCCESS
         }

@@ -172,37 +172,46 @@ async fn health_handler(State(s): State<Shared>) -> impl IntoResponse {
 
 /// Serves `/metrics` and `/health` on `listen` from a background thread (its own small runtime), so
 /// the service's processing loop stays synchronous. An empty address disables the endpoint.
-pub fn serve(listen: &str, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Option<SocketAddr>> {
+pub fn serve(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<Option<SocketAddr>, crate::StreamError> {
+    use crate::StreamError;
     if listen.is_empty() {
         return Ok(None);
     }
-    let addr: SocketAddr = listen.parse()?;
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
+    let addr: SocketAddr =
+        listen.parse().map_err(|source| StreamError::ListenAddress { addr: listen.to_string(), source })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(StreamError::io(format!("listening on {addr}")))?;
+    listener.set_nonblocking(true).map_err(StreamError::io(format!("listening on {addr}")))?;
+    let bound = listener.local_addr().map_err(StreamError::io(format!("listening on {addr}")))?;
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health_handler))
         .with_state(Shared { metrics, health });
-    std::thread::Builder::new().name("http".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "metrics endpoint: no runtime");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => {
-                    if let Err(e) = axum::serve(l, app).await {
-                        tracing::error!(error = %e, "metrics endpoint stopped");
-                    }
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics endpoint: no runtime");
+                    return;
                 }
-                Err(e) => tracing::error!(error = %e, "metrics endpoint: bad listener"),
-            }
-        });
-    })?;
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!(error = %e, "metrics endpoint stopped");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "metrics endpoint: bad listener"),
+                }
+            });
+        })
+        .map_err(StreamError::io("starting the metrics thread"))?;
     tracing::info!(%bound, "serving /metrics and /health");
     Ok(Some(bound))
 }

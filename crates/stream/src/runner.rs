@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use grantwatch_core::stage::{Cx, Stage};
-use grantwatch_state::{StateRead, StateStore, Table, WriteBatch};
+use grantwatch_core::stage::{Cx, Stage, StageError};
+use grantwatch_state::keys;
+use grantwatch_state::{StateError, StateRead, StateStore, Table, WriteBatch};
 use grantwatch_state_rocks::RocksStore;
 use grantwatch_types::{DeadLetter, DeadLetterSource, EventTime};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -34,6 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::error::{Result, StreamError};
 use crate::kafka::{
     Emit, Refusal, ServiceContext, TxnOutcome, TxnProducer, client_config, read_to_end, record_bytes, set_aside_refused,
 };
@@ -50,7 +51,9 @@ pub trait App {
     fn name(&self) -> &'static str;
     /// Input topics; partition `p` of each is read by task `p`.
     fn inputs(&self) -> Vec<String>;
-    fn open_stage(&self, state: &dyn StateRead) -> Result<Self::Stage>;
+    /// The stage over a task's state; a value there that does not decode fails the task
+    /// ([`grantwatch_state::StateError::Corrupt`]), it is never read as empty.
+    fn open_stage(&self, state: &dyn StateRead) -> Result<Self::Stage, StageError>;
     /// Decodes a record of input `input`; an error sends it to the dead-letter topic.
     fn decode(&self, input: usize, key: Option<&[u8]>, payload: &[u8]) -> Result<In<Self>, String>;
     /// The event time of an input, if it has one (it then drives the watermark).
@@ -113,19 +116,19 @@ pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_listen: &str) -> Re
     Ok(())
 }
 
-const OFFSET: &[u8] = b"rt:offset\0";
-const OUTBOX: &[u8] = b"rt:outbox";
-const OUTBOX_FROM: &[u8] = b"rt:outbox-from\0";
-const MAX_TIME: &[u8] = b"rt:max-time";
+const OFFSET: &keys::KeySpace = &keys::RUNNER_OFFSET;
+const OUTBOX: &[u8] = keys::RUNNER_OUTBOX.prefix;
+const OUTBOX_FROM: &keys::KeySpace = &keys::RUNNER_OUTBOX_FROM;
+const MAX_TIME: &keys::KeySpace = &keys::RUNNER_MAX_TIME;
 
-fn offset_key(prefix: &[u8], topic: &str) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(topic.as_bytes());
-    k
+fn offset_key(space: &keys::KeySpace, topic: &str) -> Vec<u8> {
+    space.key_str(topic)
 }
 
-fn read_i64(state: &dyn StateRead, key: &[u8]) -> Result<Option<i64>> {
-    Ok(state.get(Table::Meta, key)?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(i64::from_be_bytes))
+/// An offset or time of `space` at `key`; one that is not 8 bytes is corrupt state, never "none":
+/// a missing offset would re-apply a partition from its start, a missing time move the watermark back.
+fn read_i64(state: &dyn StateRead, space: &keys::KeySpace, key: &[u8]) -> Result<Option<i64>, StateError> {
+    state.get(Table::Meta, key)?.map(|v| space.decode_i64(key, &v)).transpose()
 }
 
 struct Task<S> {
@@ -162,7 +165,7 @@ pub struct Runner<A: App> {
 impl<A: App> Runner<A> {
     pub fn new(app: A, cfg: RunnerConfig, metrics: Arc<Metrics>, health: Arc<Health>) -> Result<Self> {
         std::fs::create_dir_all(&cfg.state_dir)
-            .with_context(|| format!("cannot create state directory {}", cfg.state_dir.display()))?;
+            .map_err(StreamError::io(format!("creating state directory {}", cfg.state_dir.display())))?;
         let inputs = app.inputs();
         let consumer: BaseConsumer<ServiceContext> = client_config(&cfg.kafka)
             .set("group.id", &cfg.group_id)
@@ -181,9 +184,10 @@ impl<A: App> Runner<A> {
             // Records become readable only when their transaction commits; a short fetch wait lets
             // the consumer see them promptly (the default 500 ms dominates produce-to-alert latency).
             .set("fetch.wait.max.ms", "50")
-            .create_with_context(ServiceContext::new(health.clone()))?;
+            .create_with_context(ServiceContext::new(health.clone()))
+            .map_err(|e| StreamError::client(&cfg.kafka, "creating the consumer", e))?;
         let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        consumer.subscribe(&names)?;
+        consumer.subscribe(&names).map_err(|e| StreamError::kafka(format!("subscribing to {names:?}"), e))?;
         let txn_id = format!("{}-{}", cfg.group_id, cfg.instance_id);
         let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
         Ok(Self { app, cfg, inputs, consumer, producer, tasks: BTreeMap::new(), metrics, health })
@@ -234,7 +238,7 @@ impl<A: App> Runner<A> {
                 }
                 Some(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) => {
                     // Crash-only: a restart reconciles every task from state and the group's offsets.
-                    anyhow::bail!("fatal consumer error: {e}")
+                    return Err(StreamError::kafka("consuming (fatal)", e));
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
@@ -329,22 +333,33 @@ impl<A: App> Runner<A> {
 
     fn open_task(&mut self, p: i32) -> Result<()> {
         let dir = self.task_dir(p);
-        let mut store = RocksStore::open(&dir).with_context(|| format!("opening state {}", dir.display()))?;
+        let open = |dir: &std::path::Path| {
+            RocksStore::open(dir).map_err(|source| StreamError::OpenState { dir: dir.to_path_buf(), source })
+        };
+        let mut store = open(&dir)?;
         let committed = self.group_offsets(p)?;
         let local: Vec<Option<i64>> =
-            self.inputs.iter().map(|t| read_i64(&store, &offset_key(OFFSET, t))).collect::<Result<_>>()?;
+            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
         if let Some(outbox) = store.get(Table::Meta, OUTBOX)? {
-            let from: Vec<Option<i64>> =
-                self.inputs.iter().map(|t| read_i64(&store, &offset_key(OUTBOX_FROM, t))).collect::<Result<_>>()?;
+            let from: Vec<Option<i64>> = self
+                .inputs
+                .iter()
+                .map(|t| read_i64(&store, OUTBOX_FROM, &offset_key(OUTBOX_FROM, t)))
+                .collect::<Result<_, _>>()?;
             if committed == from {
                 let mut emits = decode_outbox(&outbox)?;
                 tracing::info!(partition = p, records = emits.len(), "sending the outbox of an interrupted commit");
                 let tpl = self.offsets_tpl(p, &local)?;
-                let group = self.consumer.group_metadata().context("no consumer group metadata")?;
+                let group = self.group_metadata()?;
                 loop {
                     match self.producer.transact(&emits, Some((&tpl, &group)))? {
                         TxnOutcome::Committed => break,
-                        TxnOutcome::Aborted(why) => anyhow::bail!("could not send the outbox of partition {p}: {why}"),
+                        TxnOutcome::Aborted(why) => {
+                            return Err(StreamError::Transaction {
+                                what: format!("sending the outbox of partition {p}"),
+                                why,
+                            });
+                        }
                         TxnOutcome::Refused(refused) => {
                             self.set_aside(&mut emits, &refused, |_| (p, from.first().copied().flatten()))?
                         }
@@ -357,14 +372,14 @@ impl<A: App> Runner<A> {
             } else {
                 tracing::warn!(partition = p, ?local, ?committed, "local state diverged from the group; rebuilding");
                 drop(store);
-                std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-                store = RocksStore::open(&dir)?;
+                std::fs::remove_dir_all(&dir).map_err(StreamError::io(format!("removing {}", dir.display())))?;
+                store = open(&dir)?;
             }
         }
         let local: Vec<Option<i64>> =
-            self.inputs.iter().map(|t| read_i64(&store, &offset_key(OFFSET, t))).collect::<Result<_>>()?;
+            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
         let stage = self.app.open_stage(&store)?;
-        let max_time = read_i64(&store, MAX_TIME)?;
+        let max_time = read_i64(&store, MAX_TIME, MAX_TIME.prefix)?;
         let mut task = Task {
             partition: p,
             store,
@@ -433,7 +448,7 @@ impl<A: App> Runner<A> {
             }
         }
         if let Some(m) = task.max_time {
-            batch.put(Table::Meta, MAX_TIME.to_vec(), m.to_be_bytes().to_vec());
+            batch.put(Table::Meta, MAX_TIME.prefix.to_vec(), m.to_be_bytes().to_vec());
         }
         if let Some((emits, from)) = outbox {
             batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(emits));
@@ -449,11 +464,18 @@ impl<A: App> Runner<A> {
         Ok(())
     }
 
+    fn group_metadata(&self) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer
+            .group_metadata()
+            .ok_or_else(|| StreamError::Inconsistent("no consumer group metadata while consuming in a group".into()))
+    }
+
     fn offsets_tpl(&self, p: i32, next: &[Option<i64>]) -> Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for (i, t) in self.inputs.iter().enumerate() {
             if let Some(n) = next[i] {
-                tpl.add_partition_offset(t, p, Offset::Offset(n))?;
+                tpl.add_partition_offset(t, p, Offset::Offset(n))
+                    .map_err(|e| StreamError::kafka(format!("offsets of {t} partition {p}"), e))?;
             }
         }
         Ok(tpl)
@@ -487,7 +509,9 @@ impl<A: App> Runner<A> {
             dead_letter_emit(dlq, e.key.clone(), &dead_letter(service, source, error, &e.payload))
         });
         let Some(set) = set else {
-            anyhow::bail!("Kafka refused records that are not in the transaction: {refused:?}");
+            return Err(StreamError::Inconsistent(format!(
+                "Kafka refused records that are not in the transaction: {refused:?}"
+            )));
         };
         let e = &set.record;
         if set.replaced {
@@ -532,7 +556,8 @@ impl<A: App> Runner<A> {
             let written = self.write_task_state(&mut task, outbox);
             for (i, t) in self.inputs.iter().enumerate() {
                 if let Some(n) = task.next[i] {
-                    tpl.add_partition_offset(t, *p, Offset::Offset(n))?;
+                    tpl.add_partition_offset(t, *p, Offset::Offset(n))
+                        .map_err(|e| StreamError::kafka(format!("offsets of {t} partition {p}"), e))?;
                 }
             }
             task.dirty = false;
@@ -544,7 +569,7 @@ impl<A: App> Runner<A> {
             }
             all_emits.extend(emits);
         }
-        let group = self.consumer.group_metadata().context("no consumer group metadata")?;
+        let group = self.group_metadata()?;
         let aborted = loop {
             match self.producer.transact(&all_emits, Some((&tpl, &group)))? {
                 TxnOutcome::Committed => break None,
@@ -702,25 +727,28 @@ fn encode_outbox(emits: &[Emit]) -> Vec<u8> {
     out
 }
 
-fn decode_outbox(mut b: &[u8]) -> Result<Vec<Emit>> {
-    fn part<'a>(b: &mut &'a [u8]) -> Result<Option<&'a [u8]>> {
-        let (&flag, rest) = b.split_first().context("truncated outbox")?;
+/// Decodes the stored outbox; a malformed one is corrupt state (its records cannot be sent, and
+/// dropping them would lose outputs whose offsets are committed with them).
+fn decode_outbox(mut b: &[u8]) -> Result<Vec<Emit>, StateError> {
+    let corrupt = |why: &str| keys::RUNNER_OUTBOX.corrupt(OUTBOX, why);
+    fn part<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+        let (&flag, rest) = b.split_first()?;
         *b = rest;
         if flag == 0 {
-            return Ok(None);
+            return Some(None);
         }
-        let len = b.get(..4).context("truncated outbox")?;
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let data = b.get(4..4 + len).context("truncated outbox")?;
-        *b = &b[4 + len..];
-        Ok(Some(data))
+        let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let data = b.get(4..4usize.checked_add(len)?)?;
+        *b = b.get(4 + len..)?;
+        Some(Some(data))
     }
     let mut out = Vec::new();
     while let Some((&kind, rest)) = b.split_first() {
         b = rest;
-        let topic = part(&mut b)?.context("outbox record without topic")?;
-        let key = part(&mut b)?.map(<[u8]>::to_vec);
-        let payload = part(&mut b)?.unwrap_or_default().to_vec();
+        let topic = part(&mut b).ok_or_else(|| corrupt("truncated outbox"))?;
+        let topic = topic.ok_or_else(|| corrupt("outbox record without topic"))?;
+        let key = part(&mut b).ok_or_else(|| corrupt("truncated outbox"))?.map(<[u8]>::to_vec);
+        let payload = part(&mut b).ok_or_else(|| corrupt("truncated outbox"))?.unwrap_or_default().to_vec();
         out.push(Emit {
             topic: String::from_utf8_lossy(topic).into_owned(),
             key,
@@ -752,7 +780,28 @@ mod tests {
             Emit { topic: "b.c".into(), key: None, payload: Vec::new(), kind: "dlq" },
         ];
         assert_eq!(decode_outbox(&encode_outbox(&emits)).unwrap(), emits);
-        assert!(decode_outbox(&encode_outbox(&emits)[..5]).is_err());
+        for cut in [1, 5, 9] {
+            let e = decode_outbox(&encode_outbox(&emits)[..cut]).unwrap_err();
+            assert!(matches!(&e, StateError::Corrupt { table: "meta", key, .. } if key == "rt:outbox"), "{e}");
+        }
+        // A length past the end (or near usize::MAX) is corrupt, not a panic.
+        assert!(decode_outbox(&[0, 1, 0xff, 0xff, 0xff, 0xff, b'x']).is_err());
+    }
+
+    #[test]
+    fn corrupt_offsets_and_times_are_errors_not_a_fresh_start() {
+        use grantwatch_state::MemStore;
+        let store = MemStore::new();
+        let key = offset_key(OFFSET, "grantwatch.events");
+        assert_eq!(read_i64(&store, OFFSET, &key).unwrap(), None);
+        let mut b = WriteBatch::new();
+        b.put(Table::Meta, key.clone(), 42i64.to_be_bytes().to_vec());
+        b.put(Table::Meta, MAX_TIME.prefix.to_vec(), b"soon".to_vec());
+        store.write(b).unwrap();
+        assert_eq!(read_i64(&store, OFFSET, &key).unwrap(), Some(42));
+        let e = StreamError::from(read_i64(&store, MAX_TIME, MAX_TIME.prefix).unwrap_err());
+        assert_eq!(e.class(), crate::ErrorClass::State);
+        assert!(e.to_string().contains("rt:max-time"), "{e}");
     }
 
     /// A CloudTrail record with credentials CloudTrail did not mask.
@@ -815,7 +864,7 @@ mod tests {
         fn inputs(&self) -> Vec<String> {
             vec!["in".into()]
         }
-        fn open_stage(&self, _: &dyn StateRead) -> Result<EchoStage> {
+        fn open_stage(&self, _: &dyn StateRead) -> Result<EchoStage, StageError> {
             Ok(EchoStage)
         }
         fn decode(&self, _: usize, _: Option<&[u8]>, payload: &[u8]) -> Result<Vec<u8>, String> {

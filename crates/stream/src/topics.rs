@@ -7,10 +7,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, TopicSpec, Topics};
+use crate::error::StreamError;
 
 /// Creates every topic of `topics` that does not exist yet; returns `(name, created)` per topic.
-pub async fn create_topics(kafka: &KafkaConfig, topics: &Topics) -> anyhow::Result<Vec<(String, bool)>> {
-    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(kafka).create()?;
+pub async fn create_topics(kafka: &KafkaConfig, topics: &Topics) -> Result<Vec<(String, bool)>, StreamError> {
+    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(kafka)
+        .create()
+        .map_err(|e| StreamError::client(kafka, "creating the admin client", e))?;
     let specs: Vec<&TopicSpec> = topics.all().into_iter().collect();
     let retention: Vec<String> = specs.iter().map(|t| t.retention_ms.to_string()).collect();
     let new: Vec<NewTopic<'_>> = specs
@@ -25,13 +28,13 @@ pub async fn create_topics(kafka: &KafkaConfig, topics: &Topics) -> anyhow::Resu
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(&new, &opts).await?;
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| StreamError::kafka("creating topics", e))?;
     let mut out = Vec::new();
     for r in results {
         match r {
             Ok(name) => out.push((name, true)),
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((name, false)),
-            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+            Err((name, code)) => return Err(StreamError::Topic { name, code }),
         }
     }
     Ok(out)

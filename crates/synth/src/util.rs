@@ -200,6 +200,10 @@ impl Gz {
 }
 
 /// Glob match with `*` and `?`, ASCII case-insensitive (IAM action matching).
+///
+/// Deliberately not `grantwatch_core::glob`: this crate does not depend on core, and the ground truth it
+/// writes (which actions a wildcard policy grants) is what the end-to-end tests check core's policy
+/// evaluation against. An independent implementation keeps it a test oracle, not a copy of the code under test.
 pub(crate) fn glob_match(pat: &str, s: &str) -> bool {
     let (p, t) = (pat.as_bytes(), s.as_bytes());
     let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, usize::MAX, 0usize);

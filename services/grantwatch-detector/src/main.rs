@@ -47,8 +47,8 @@ impl App for DetectorApp {
         vec![self.topics.events.name.clone(), self.topics.pci.name.clone()]
     }
 
-    fn open_stage(&self, state: &dyn StateRead) -> Result<DetectStage> {
-        Ok(DetectStage::open(self.detection.clone(), state)?)
+    fn open_stage(&self, state: &dyn StateRead) -> Result<DetectStage, grantwatch_core::stage::StageError> {
+        DetectStage::open(self.detection.clone(), state)
     }
 
     fn decode(&self, input: usize, _key: Option<&[u8]>, payload: &[u8]) -> Result<DetectInput, String> {
@@ -112,7 +112,7 @@ fn run() -> Result<()> {
         max_record_bytes: grantwatch_stream::kafka::MAX_RECORD_BYTES,
     };
     let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection) };
-    serve_and_run(app, runner_cfg, &d.http_listen)
+    Ok(serve_and_run(app, runner_cfg, &d.http_listen)?)
 }
 
 fn main() -> ExitCode {

@@ -45,8 +45,8 @@ impl App for ProcessorApp {
         vec![self.topics.events.name.clone(), self.topics.entitlements.name.clone()]
     }
 
-    fn open_stage(&self, state: &dyn StateRead) -> Result<ProcessorStage> {
-        Ok(ProcessorStage::open(self.catalog.clone(), self.cfg.clone(), state)?)
+    fn open_stage(&self, state: &dyn StateRead) -> Result<ProcessorStage, grantwatch_core::stage::StageError> {
+        ProcessorStage::open(self.catalog.clone(), self.cfg.clone(), state)
     }
 
     fn decode(&self, input: usize, _key: Option<&[u8]>, payload: &[u8]) -> Result<ProcessorInput, String> {
@@ -109,7 +109,7 @@ fn run() -> Result<()> {
         max_pending: 200_000,
         max_record_bytes: grantwatch_stream::kafka::MAX_RECORD_BYTES,
     };
-    serve_and_run(app, runner_cfg, &p.http_listen)
+    Ok(serve_and_run(app, runner_cfg, &p.http_listen)?)
 }
 
 fn main() -> ExitCode {

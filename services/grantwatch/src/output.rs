@@ -88,10 +88,14 @@ pub struct AlertFile {
 
 impl AlertFile {
     pub fn open(path: &Path, state: &dyn StateRead) -> Result<AlertFile> {
-        let mut key = b"out\0alerts\0".to_vec();
-        key.extend_from_slice(path.display().to_string().as_bytes());
-        let committed =
-            state.get(Table::Meta, &key)?.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(u64::from_be_bytes);
+        let space = &grantwatch_state::keys::ALERTS_LENGTH;
+        let key = space.key_str(&path.display().to_string());
+        // A length that does not decode is corrupt state: treating it as absent would keep alerts a
+        // killed run wrote after its last commit, and they would be written twice.
+        let committed = match state.get(Table::Meta, &key)? {
+            Some(v) => Some(space.decode_u64(&key, &v)?),
+            None => None,
+        };
         let regular = std::fs::symlink_metadata(path).map(|m| m.file_type().is_file()).unwrap_or(false);
         let (file, len) = match committed {
             Some(len) if regular && std::fs::metadata(path).map(|m| m.len() >= len).unwrap_or(false) => {

@@ -100,35 +100,15 @@ fn intersects(a: &[Tok], b: &[Tok]) -> bool {
 }
 
 /// Does pattern `p` match every string of template `t`? `t`'s wildcards are opaque symbols only a `*` of `p`
-/// can absorb: sound (never claims coverage wrongly), not complete.
+/// can absorb: sound (never claims coverage wrongly), not complete. This is plain glob matching with the
+/// template as the text, so it is [`crate::glob::match_by`]'s.
 fn covers(p: &[Tok], t: &[Tok]) -> bool {
-    let step = |pt: Option<&Tok>, tt: Option<&Tok>| match (pt, tt) {
-        (Some(Tok::Lit(c)), Some(Tok::Lit(d))) => c == d,
-        (Some(Tok::One), Some(Tok::Lit(_))) => true,
+    let single = |pt: &Tok, tt: &Tok| match (pt, tt) {
+        (Tok::Lit(c), Tok::Lit(d)) => c == d,
+        (Tok::One, Tok::Lit(_)) => true,
         _ => false,
     };
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while ti < t.len() {
-        if step(p.get(pi), t.get(ti)) {
-            pi += 1;
-            ti += 1;
-        } else if p.get(pi) == Some(&Tok::Any) {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while p.get(pi) == Some(&Tok::Any) {
-        pi += 1;
-    }
-    pi == p.len()
+    crate::glob::match_by(p, t, |pt| *pt == Tok::Any, single)
 }
 
 /// A catalog ARN template, pre-tokenized.
