@@ -64,8 +64,9 @@ fn counts(r: &IngestReport) -> serde_json::Value {
 fn org(dir: &Path, seed: u64) -> PathBuf {
     let org = dir.join("org");
     let mut spec = OrgSpec::new(seed, 2, 8, 20, 4_000, Layout::S3);
-    // Hourly files: a realistic layout with fewer objects to upload.
-    spec.file_minutes = 60;
+    // Two regions and a file every two hours: the real layout, with a few hundred objects to upload.
+    spec.regions = vec!["us-east-1".into(), "eu-west-1".into()];
+    spec.file_minutes = 120;
     generate(&spec, &org).unwrap();
     org
 }
@@ -184,8 +185,11 @@ fn a_missing_bucket_or_an_empty_prefix_stops_the_run_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let iam = dir.path().join("iam");
     std::fs::create_dir_all(&iam).unwrap();
-    std::fs::write(iam.join("a.json"), br#"{"UserDetailList":[],"GroupDetailList":[],"RoleDetailList":[],"Policies":[]}"#)
-        .unwrap();
+    std::fs::write(
+        iam.join("a.json"),
+        br#"{"UserDetailList":[],"GroupDetailList":[],"RoleDetailList":[],"Policies":[]}"#,
+    )
+    .unwrap();
     let missing = bucket("missing");
     let url = format!("s3://{missing}/AWSLogs/");
     let o = analyze(&iam, &[url.clone()], &dir.path().join("out"), &["--s3-endpoint-url", &endpoint]);

@@ -9,8 +9,8 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::{
     discover::SourceFile,
-    read::not_local,
     error::{FileError, FileErrorKind},
+    read::not_local,
 };
 
 /// A file's fingerprint. Its string form, `xxh3:<size>:<16 hex digits>`, is what to store.

@@ -92,8 +92,7 @@ impl S3Prefix {
         if bucket.is_empty() {
             return Err(format!("no bucket in {url:?} (want s3://bucket[/prefix])"));
         }
-        if bucket.len() > 255 || !bucket.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        {
+        if bucket.len() > 255 || !bucket.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
             return Err(format!("not an S3 bucket name: {bucket:?}"));
         }
         if prefix.chars().any(char::is_control) {
@@ -250,9 +249,18 @@ mod tests {
         let d = discover_objects(
             &root,
             [
-                obj("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_b.json.gz", 9),
-                obj("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0000Z_a.json.gz", 8),
-                obj("AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2024/01/02/111122223333_CloudTrail-Digest_x.json.gz", 1),
+                obj(
+                    "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0005Z_b.json.gz",
+                    9,
+                ),
+                obj(
+                    "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/02/111122223333_CloudTrail_us-east-1_20240102T0000Z_a.json.gz",
+                    8,
+                ),
+                obj(
+                    "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2024/01/02/111122223333_CloudTrail-Digest_x.json.gz",
+                    1,
+                ),
                 obj("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/02/", 0),
                 obj("AWSLogs/.tmp/x.json", 1),
                 obj("AWSLogs/1/notes.txt", 1),
@@ -281,7 +289,10 @@ mod tests {
     #[test]
     fn an_object_named_whole_is_taken_whatever_its_name() {
         let root = S3Prefix { bucket: "trail".into(), prefix: "x/CloudTrail-Digest/notes.txt".into() };
-        let d = discover_objects(&root, [obj("x/CloudTrail-Digest/notes.txt", 4), obj("x/CloudTrail-Digest/notes.txt.1", 4)]);
+        let d = discover_objects(
+            &root,
+            [obj("x/CloudTrail-Digest/notes.txt", 4), obj("x/CloudTrail-Digest/notes.txt.1", 4)],
+        );
         assert_eq!(d.files.len(), 1);
         assert_eq!(d.files[0].format, Format::RecordsJson);
         assert_eq!(d.ignored.digest, 1);

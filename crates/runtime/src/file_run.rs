@@ -33,7 +33,9 @@ use grantwatch_core::stage::StageError;
 use grantwatch_core::time_guard::{Delivery, TimeBounds};
 use grantwatch_detect::ml::TrainingWindow;
 use grantwatch_detect::stage::{DetectCounts, Detection};
-use grantwatch_files::{FileError, FileErrorKind, Format, Input, Item, Location, QuarantineWriter, ReadOptions, SourceFile};
+use grantwatch_files::{
+    FileError, FileErrorKind, Format, Input, Item, Location, QuarantineWriter, ReadOptions, SourceFile,
+};
 use grantwatch_s3::{S3Config, S3Error, S3Source};
 use grantwatch_state::{StateError, StateStore, Table, WriteBatch};
 use grantwatch_types::{DetectionFinding, Event, Quarantined};
@@ -627,7 +629,9 @@ impl Readers<'_, '_> {
         visit: &mut dyn FnMut(Item<'_>),
     ) -> Result<grantwatch_files::FileSummary, Failed> {
         match &file.location {
-            Location::Local(_) => grantwatch_files::read_records_with(file, &self.opts.read, buf, visit).map_err(Failed::File),
+            Location::Local(_) => {
+                grantwatch_files::read_records_with(file, &self.opts.read, buf, visit).map_err(Failed::File)
+            }
             Location::S3(object) => {
                 let Some(s3) = self.s3 else {
                     let e = std::io::Error::other("no S3 client");

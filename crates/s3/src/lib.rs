@@ -220,11 +220,7 @@ impl S3Source {
         // S3-compatible endpoints (moto, MinIO) serve buckets by path, not by host name.
         let custom_endpoint = sdk.endpoint_url().is_some();
         let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(custom_endpoint).build();
-        tracing::info!(
-            region = sdk.region().map_or("", |r| r.as_ref()),
-            custom_endpoint,
-            "S3 client ready."
-        );
+        tracing::info!(region = sdk.region().map_or("", |r| r.as_ref()), custom_endpoint, "S3 client ready.");
         Ok(S3Source { client: aws_sdk_s3::Client::from_conf(conf), runtime })
     }
 
