@@ -192,7 +192,7 @@ fn a_missing_bucket_or_an_empty_prefix_stops_the_run_with_a_clear_error() {
     .unwrap();
     let missing = bucket("missing");
     let url = format!("s3://{missing}/AWSLogs/");
-    let o = analyze(&iam, &[url.clone()], &dir.path().join("out"), &["--s3-endpoint-url", &endpoint]);
+    let o = analyze(&iam, std::slice::from_ref(&url), &dir.path().join("out"), &["--s3-endpoint-url", &endpoint]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&url) && err.contains("does not exist") && err.contains("NoSuchBucket"), "{err}");
@@ -201,7 +201,7 @@ fn a_missing_bucket_or_an_empty_prefix_stops_the_run_with_a_clear_error() {
     let b = bucket("empty");
     moto::put(&s3, &b, "other/x.json", b"{}".to_vec());
     let url = format!("s3://{b}/AWSLogs/");
-    let o = analyze(&iam, &[url.clone()], &dir.path().join("out2"), &["--s3-endpoint-url", &endpoint]);
+    let o = analyze(&iam, std::slice::from_ref(&url), &dir.path().join("out2"), &["--s3-endpoint-url", &endpoint]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&url) && err.contains("no objects"), "{err}");

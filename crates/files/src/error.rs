@@ -26,13 +26,14 @@ pub enum FilesError {
 #[derive(Debug, thiserror::Error)]
 #[error("{location}: {kind}")]
 pub struct FileError {
-    pub location: Location,
+    /// Boxed: an S3 location is several strings, and errors travel in every `Result` of the reader.
+    pub location: Box<Location>,
     pub kind: FileErrorKind,
 }
 
 impl FileError {
     pub fn new(location: &Location, kind: FileErrorKind) -> FileError {
-        FileError { location: location.clone(), kind }
+        FileError { location: Box::new(location.clone()), kind }
     }
 }
 

@@ -297,7 +297,7 @@ fn corrupt_gzip_is_an_error_naming_the_file() {
     }
     let p = put(t.path(), "bad.json.gz", &data);
     let e = read(&p, Format::RecordsJson).1.unwrap_err();
-    assert_eq!(e.location, Location::Local(p.clone()));
+    assert_eq!(*e.location, Location::Local(p.clone()));
     assert!(matches!(e.kind, FileErrorKind::CorruptGzip(_)), "{e}");
     assert!(e.to_string().contains("bad.json.gz") && e.to_string().contains("corrupt gzip"), "{e}");
 }

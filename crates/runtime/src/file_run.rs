@@ -75,8 +75,9 @@ impl AlertSink for NoAlerts {
 /// Why a run stopped. Bad input never stops a run; these are the runner's own failures.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    // Not `#[from]`: that would also make it the `source`, and `{:#}` would print it twice.
     #[error("finding CloudTrail files: {0}")]
-    Discover(#[from] OrderError),
+    Discover(OrderError),
     /// Reading from S3 failed in a way no later object can get past.
     #[error(transparent)]
     S3(S3Error),
@@ -90,6 +91,12 @@ pub enum RunError {
     Threads(String),
     #[error("a reader thread panicked")]
     ReaderPanicked,
+}
+
+impl From<OrderError> for RunError {
+    fn from(e: OrderError) -> Self {
+        RunError::Discover(e)
+    }
 }
 
 /// Settings of one file run.
