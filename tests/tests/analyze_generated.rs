@@ -18,7 +18,7 @@ fn spec(layout: Layout) -> OrgSpec {
 fn analyze(org: &Path, out: &Path, state: Option<&Path>, cloudtrail: Vec<PathBuf>) -> AnalyzeOutcome {
     let mut o = AnalyzeOptions::new(out.to_path_buf());
     o.iam = vec![org.join("iam")];
-    o.cloudtrail = cloudtrail;
+    o.cloudtrail = cloudtrail.into_iter().map(Into::into).collect();
     o.state = state.map(Path::to_path_buf);
     o.progress = false;
     o.flush_budget = 5_000; // many flushes: exercises the batch boundaries

@@ -46,7 +46,7 @@ fn corrupt_files_and_records_are_quarantined_and_the_run_goes_on() {
     let out = dir.path().join("out");
     let mut o = AnalyzeOptions::new(out.clone());
     o.iam = vec![org.join("iam")];
-    o.cloudtrail = vec![trail.clone()];
+    o.cloudtrail = vec![trail.clone().into()];
     o.progress = false;
     let outcome = run(&o).unwrap();
     let r = &outcome.ingest;

@@ -14,7 +14,7 @@ use grantwatch_synth::{Layout, OrgSpec, generate};
 fn options(org: &Path, out: &Path) -> AnalyzeOptions {
     let mut o = AnalyzeOptions::new(out.to_path_buf());
     o.iam = vec![org.join("iam")];
-    o.cloudtrail = vec![org.join("cloudtrail")];
+    o.cloudtrail = vec![org.join("cloudtrail").into()];
     o.progress = false;
     o
 }
@@ -103,7 +103,7 @@ fn one_event_id_shared_by_many_identities_hides_none_of_them() {
     std::fs::write(&iam, r#"{"UserDetailList":[],"GroupDetailList":[],"RoleDetailList":[],"Policies":[]}"#).unwrap();
     let mut o = AnalyzeOptions::new(dir.path().join("out"));
     o.iam = vec![iam];
-    o.cloudtrail = vec![trail];
+    o.cloudtrail = vec![trail.into()];
     o.progress = false;
     let r = run(&o).unwrap().ingest;
     assert_eq!(r.events_counted, 20);

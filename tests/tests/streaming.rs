@@ -75,7 +75,7 @@ fn embedded_state(org: &Path, extra: &Extra, work: &Path) -> PathBuf {
     let state = work.join("embedded-state");
     let mut o = AnalyzeOptions::new(work.join("embedded-out"));
     o.iam = vec![org.join("iam")];
-    o.cloudtrail = vec![org.join("cloudtrail"), extra_file];
+    o.cloudtrail = vec![org.join("cloudtrail").into(), extra_file.into()];
     o.state = Some(state.clone());
     o.progress = false;
     let catalog = std::sync::Arc::new(grantwatch_core::catalog::Catalog::aws().unwrap());

@@ -30,7 +30,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use crate::error::FilesError;
+use crate::{error::FilesError, location::Location};
 
 /// How a file's records are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,11 +61,11 @@ pub struct S3Hints {
     pub date: Option<YearMonthDay>,
 }
 
-/// One input file.
+/// One input file: a local file or an S3 object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceFile {
-    pub path: PathBuf,
-    /// Size on disk at discovery time.
+    pub location: Location,
+    /// Size at discovery time (on disk, or as listed).
     pub size: u64,
     pub format: Format,
     /// The name ends in `.gz`. Informational: the reader detects gzip by its magic bytes.
@@ -76,7 +76,21 @@ impl SourceFile {
     /// Account, region and date, parsed from an S3 delivery path. Computed on request rather than kept:
     /// an organization trail has millions of files, and the reader does not need them.
     pub fn hints(&self) -> S3Hints {
-        s3_hints(&self.path)
+        match &self.location {
+            Location::Local(p) => s3_hints(p),
+            // A key's `/`-separated components read as a relative path's.
+            Location::S3(o) => s3_hints(Path::new(&o.key)),
+        }
+    }
+
+    /// The CloudTrail delivery time in the file's name (see [`delivery_time`]).
+    pub fn delivery_time(&self) -> Option<String> {
+        delivery_time_in_name(&self.location.file_name())
+    }
+
+    /// The file's local path; `None` for an S3 object.
+    pub fn local_path(&self) -> Option<&Path> {
+        self.location.local_path()
     }
 }
 
@@ -130,10 +144,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovery, FilesError> {
         }
         walk(root, &mut out)?;
     }
-    // By the path's bytes: comparing paths component by component costs more than the walk's stats
-    // on an organization trail (hundreds of thousands of files), for no better order.
-    out.files.sort_unstable_by(|a, b| a.path.as_os_str().as_encoded_bytes().cmp(b.path.as_os_str().as_encoded_bytes()));
-    out.files.dedup_by(|a, b| a.path == b.path);
+    // Local paths by their bytes: comparing paths component by component costs more than the walk's
+    // stats on an organization trail (hundreds of thousands of files), for no better order.
+    out.files.sort_unstable_by(|a, b| a.location.cmp_quick(&b.location));
+    out.files.dedup_by(|a, b| a.location == b.location);
     out.unreadable.sort();
     out.unreadable.dedup_by(|a, b| a.0 == b.0);
     Ok(out)
@@ -227,7 +241,7 @@ impl WalkIter for walkdir::IntoIter {
 
 fn make(path: PathBuf, size: u64, format: Format) -> SourceFile {
     let compressed = path.file_name().is_some_and(|n| ends_with_ignore_case(n.as_encoded_bytes(), b".gz"));
-    SourceFile { path, size, format, compressed }
+    SourceFile { location: Location::Local(path), size, format, compressed }
 }
 
 fn ends_with_ignore_case(name: &[u8], suffix: &[u8]) -> bool {
@@ -247,7 +261,7 @@ fn is_digest(path: &Path) -> bool {
 
 /// The format implied by a file name (its bytes: it need not be UTF-8), or `None` if the name is not
 /// taken.
-fn format_of(name: &OsStr) -> Option<Format> {
+pub(crate) fn format_of(name: &OsStr) -> Option<Format> {
     let name = name.as_encoded_bytes();
     let base = if ends_with_ignore_case(name, b".gz") { name.get(..name.len() - 3)? } else { name };
     if ends_with_ignore_case(base, b".json") {
@@ -315,7 +329,10 @@ fn parse_date(y: &str, m: &str, d: &str) -> Option<YearMonthDay> {
 /// The delivery time CloudTrail writes into its file names
 /// (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`), if the name has one.
 pub fn delivery_time(path: &std::path::Path) -> Option<String> {
-    let name = path.file_name()?.to_string_lossy();
+    delivery_time_in_name(&path.file_name()?.to_string_lossy())
+}
+
+fn delivery_time_in_name(name: &str) -> Option<String> {
     name.split('_')
         .find(|part| {
             let b = part.as_bytes();
@@ -327,7 +344,7 @@ pub fn delivery_time(path: &std::path::Path) -> Option<String> {
 /// Sorts files oldest delivery first (across accounts and regions), then by path: events then come
 /// roughly in event time, which is what readers that must see time in order need.
 pub fn sort_by_delivery(files: &mut [SourceFile]) {
-    files.sort_by_cached_key(|f| (delivery_time(&f.path).unwrap_or_default(), f.path.clone()));
+    files.sort_by_cached_key(|f| (f.delivery_time().unwrap_or_default(), f.location.clone()));
 }
 
 #[cfg(test)]
@@ -419,7 +436,7 @@ mod tests {
         let mut out = Discovery::default();
         walk_entries(root, it, &mut out).unwrap();
         let (other, kept) = gone.unwrap();
-        let files: Vec<PathBuf> = out.files.iter().map(|f| f.path.clone()).collect();
+        let files: Vec<PathBuf> = out.files.iter().filter_map(|f| f.local_path().map(Path::to_path_buf)).collect();
         assert_eq!(files, vec![root.join(&kept).join("x.json")]);
         assert_eq!(out.unreadable.len(), 1, "{:?}", out.unreadable);
         assert_eq!(out.unreadable[0].0, root.join(&other));

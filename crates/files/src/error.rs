@@ -2,6 +2,8 @@
 
 use std::{fmt, io, path::PathBuf};
 
+use crate::location::Location;
+
 /// Discovery failed: a path the caller named is missing or cannot be inspected or listed. (A path
 /// found *below* a named directory that cannot be read is not an error: it is listed in
 /// [`crate::Discovery::unreadable`].)
@@ -19,17 +21,19 @@ pub enum FilesError {
     },
 }
 
-/// Reading one file failed; the caller quarantines the whole file. `Display` names the file.
+/// Reading one file failed; the caller quarantines the whole file. `Display` names the file (its
+/// path, or `s3://bucket/key`).
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {kind}", path.display())]
+#[error("{location}: {kind}")]
 pub struct FileError {
-    pub path: PathBuf,
+    /// Boxed: an S3 location is several strings, and errors travel in every `Result` of the reader.
+    pub location: Box<Location>,
     pub kind: FileErrorKind,
 }
 
 impl FileError {
-    pub(crate) fn new(path: impl Into<PathBuf>, kind: FileErrorKind) -> FileError {
-        FileError { path: path.into(), kind }
+    pub fn new(location: &Location, kind: FileErrorKind) -> FileError {
+        FileError { location: Box::new(location.clone()), kind }
     }
 }
 
@@ -37,7 +41,7 @@ impl FileError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FileErrorKind {
-    /// The file could not be opened or read.
+    /// The file could not be opened or read (for an S3 object: GetObject failed, or its body broke off).
     Io(io::Error),
     /// The gzip stream is corrupt.
     CorruptGzip(String),

@@ -10,6 +10,7 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 use crate::{
     discover::SourceFile,
     error::{FileError, FileErrorKind},
+    read::not_local,
 };
 
 /// A file's fingerprint. Its string form, `xxh3:<size>:<16 hex digits>`, is what to store.
@@ -49,11 +50,13 @@ pub fn fingerprint(raw_bytes: &[u8]) -> Fingerprint {
     Fingerprint { size: raw_bytes.len() as u64, xxh3: xxh3_64(raw_bytes) }
 }
 
-/// The fingerprint of a file, streamed from disk. [`crate::read_records`] computes the same value in
-/// its [`crate::FileSummary`] without a second read.
+/// The fingerprint of a local file, streamed from disk. [`crate::read_records`] computes the same
+/// value in its [`crate::FileSummary`] without a second read. An S3 object is not read here (that
+/// would download it): it fails with [`std::io::ErrorKind::Unsupported`].
 pub fn fingerprint_file(file: &SourceFile) -> Result<Fingerprint, FileError> {
-    let err = |e| FileError::new(&file.path, FileErrorKind::Io(e));
-    let mut f = File::open(&file.path).map_err(err)?;
+    let err = |e| FileError::new(&file.location, FileErrorKind::Io(e));
+    let path = file.local_path().ok_or_else(|| err(not_local()))?;
+    let mut f = File::open(path).map_err(err)?;
     let mut hasher = Xxh3::new();
     let mut chunk = vec![0u8; 256 << 10];
     let mut size = 0u64;

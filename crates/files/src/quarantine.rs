@@ -5,8 +5,8 @@
 //! only whitespace outside strings is dropped), else a string of its bytes decoded lossily and cut to
 //! [`RAW_STRING_LIMIT`] bytes, or `null` for a whole-file entry (the file is not copied) and for a
 //! record written without its bytes ([`QuarantineWriter::record_without_raw`], e.g. one over the
-//! record cap, which the reader never held whole). File paths are written lossily (U+FFFD for bytes
-//! that are not UTF-8). Nothing else is written, and nothing is logged. The file is created (truncated)
+//! record cap, which the reader never held whole). Files are named as [`crate::Location`] displays
+//! them: local paths lossily (U+FFFD for bytes that are not UTF-8), S3 objects as `s3://bucket/key`. Nothing else is written, and nothing is logged. The file is created (truncated)
 //! on the first entry, with its parent directories; each entry is written with one `write_all` and
 //! flushed, under a mutex, so lines from parallel readers never interleave.
 
@@ -69,14 +69,15 @@ impl QuarantineWriter {
         &self.path
     }
 
-    /// Quarantines a whole file (`record: null`, `raw: null`).
-    pub fn file(&self, file: &Path, reason: &str) -> io::Result<()> {
-        let entry = Entry { file: &file.to_string_lossy(), record: None, reason, raw: Raw::None(None) };
+    /// Quarantines a whole file (`record: null`, `raw: null`). `file` is its name (a path or an
+    /// `s3://` URL, as [`crate::Location`] displays it).
+    pub fn file(&self, file: &str, reason: &str) -> io::Result<()> {
+        let entry = Entry { file, record: None, reason, raw: Raw::None(None) };
         self.write(&entry, true)
     }
 
     /// Quarantines one record of `file`.
-    pub fn record(&self, file: &Path, index: u64, reason: &str, raw: &[u8]) -> io::Result<()> {
+    pub fn record(&self, file: &str, index: u64, reason: &str, raw: &[u8]) -> io::Result<()> {
         let compact;
         let raw = match serde_json::from_slice::<&RawValue>(raw) {
             Ok(v) if memchr::memchr2(b'\n', b'\r', v.get().as_bytes()).is_none() => Raw::Json(v),
@@ -89,14 +90,14 @@ impl QuarantineWriter {
             }
             Err(_) => Raw::Text(lossy_prefix(raw)),
         };
-        let entry = Entry { file: &file.to_string_lossy(), record: Some(index), reason, raw };
+        let entry = Entry { file, record: Some(index), reason, raw };
         self.write(&entry, false)
     }
 
     /// Quarantines one record of `file` without its bytes (`raw: null`): for a record that was not
     /// kept, such as one over [`crate::ReadOptions::max_record`] ([`crate::Oversized`]).
-    pub fn record_without_raw(&self, file: &Path, index: u64, reason: &str) -> io::Result<()> {
-        let entry = Entry { file: &file.to_string_lossy(), record: Some(index), reason, raw: Raw::None(None) };
+    pub fn record_without_raw(&self, file: &str, index: u64, reason: &str) -> io::Result<()> {
+        let entry = Entry { file, record: Some(index), reason, raw: Raw::None(None) };
         self.write(&entry, false)
     }
 

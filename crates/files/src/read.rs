@@ -181,17 +181,35 @@ pub fn read_records(
     read_records_with(file, &ReadOptions::default(), buf, visit)
 }
 
-/// Reads `file` and calls `visit` for each record (or oversized record), in order. `buf` is reused
-/// (keep one per thread); its record buffer holds at most `opts.max_record` bytes.
-/// On `Err` the items already yielded stay yielded; the caller quarantines the file.
+/// Reads the local `file` and calls `visit` for each record (or oversized record), in order. `buf` is
+/// reused (keep one per thread); its record buffer holds at most `opts.max_record` bytes. On `Err` the
+/// items already yielded stay yielded; the caller quarantines the file. An S3 object fails with
+/// [`io::ErrorKind::Unsupported`]: open it with `grantwatch-s3` and read it with [`read_records_from`].
 pub fn read_records_with(
     file: &SourceFile,
     opts: &ReadOptions,
     buf: &mut ReadBuffers,
     visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<FileSummary, FileError> {
-    let path = &file.path;
-    let f = File::open(path).map_err(|e| FileError::new(path, FileErrorKind::Io(e)))?;
+    let io_err = |e| FileError::new(&file.location, FileErrorKind::Io(e));
+    let path = file.local_path().ok_or_else(|| io_err(not_local()))?;
+    let f = File::open(path).map_err(io_err)?;
+    read_records_from(f, file, opts, buf, visit)
+}
+
+/// [`read_records_with`] over bytes already opened: `stored` yields `file`'s bytes as stored (gzip
+/// or not), e.g. an S3 object's body. Everything else is the same: gzip detection, the streaming
+/// scanner, both caps, the fingerprint of the bytes read; errors name `file`. An error of `stored`
+/// itself is [`FileErrorKind::Io`].
+pub fn read_records_from<R: Read>(
+    stored: R,
+    file: &SourceFile,
+    opts: &ReadOptions,
+    buf: &mut ReadBuffers,
+    visit: &mut dyn FnMut(Item<'_>),
+) -> Result<FileSummary, FileError> {
+    let path = &file.location;
+    let f = stored;
     let state = State::default();
     let mut gzip = false;
     let res = run(f, file.format, opts, &state, &mut gzip, buf, visit);
@@ -240,13 +258,18 @@ impl From<io::Error> for Failure {
     }
 }
 
+/// The error of reading an S3 object as a local file.
+pub(crate) fn not_local() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "an S3 object is not a local file")
+}
+
 /// The file as stored: counts and hashes what passes.
-struct DiskReader<'s> {
-    inner: File,
+struct DiskReader<'s, R> {
+    inner: R,
     state: &'s State,
 }
 
-impl Read for DiskReader<'_> {
+impl<R: Read> Read for DiskReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(out) {
             Ok(n) => {
@@ -305,8 +328,8 @@ fn read_retrying<R: Read>(r: &mut R, out: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-fn run(
-    f: File,
+fn run<R: Read>(
+    f: R,
     format: Format,
     opts: &ReadOptions,
     state: &State,

@@ -118,7 +118,7 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     // Overlapping arguments yield each file once; explicitly named files are taken whatever their name.
     let named = put(r, "elsewhere/.explicit", b"x");
     let d = discover(&[r.to_path_buf(), r.join("export"), named.clone()]).unwrap();
-    let paths: Vec<&Path> = d.files.iter().map(|f| f.path.as_path()).collect();
+    let paths: Vec<&Path> = d.files.iter().map(|f| f.local_path().unwrap()).collect();
     let mut want = vec![a.as_path(), o.as_path(), l.as_path(), n.as_path(), p.as_path(), named.as_path()];
     want.sort();
     assert_eq!(paths, want);
@@ -128,7 +128,7 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     #[cfg(unix)]
     assert_eq!(d.ignored.symlinks, 2, "once per walk that reaches it");
 
-    let fa = d.files.iter().find(|f| f.path == a).unwrap();
+    let fa = d.files.iter().find(|f| f.location == Location::Local(a.clone())).unwrap();
     assert_eq!(fa.format, Format::RecordsJson);
     assert!(fa.compressed);
     assert_eq!(fa.size, 1);
@@ -136,15 +136,15 @@ fn discovers_s3_layout_org_trails_and_ignores_digests_and_hidden() {
     assert_eq!(fa.hints().region.as_deref(), Some("us-east-1"));
     assert_eq!(fa.hints().date, Some(YearMonthDay { year: 2024, month: 1, day: 2 }));
     assert_eq!(fa.hints().org_id, None);
-    let fo = d.files.iter().find(|f| f.path == o).unwrap();
+    let fo = d.files.iter().find(|f| f.location == Location::Local(o.clone())).unwrap();
     assert_eq!(fo.hints().org_id.as_deref(), Some("o-abcdef1234"));
     assert_eq!(fo.hints().account.as_deref(), Some("210987654321"));
     assert_eq!(fo.hints().region.as_deref(), Some("eu-west-1"));
     assert_eq!(fo.hints().date, Some(YearMonthDay { year: 2024, month: 12, day: 31 }));
-    let fl = d.files.iter().find(|f| f.path == l).unwrap();
+    let fl = d.files.iter().find(|f| f.location == Location::Local(l.clone())).unwrap();
     assert_eq!((fl.format, fl.compressed), (Format::JsonLines, false));
     assert_eq!(fl.hints(), S3Hints::default());
-    let fn_ = d.files.iter().find(|f| f.path == n).unwrap();
+    let fn_ = d.files.iter().find(|f| f.location == Location::Local(n.clone())).unwrap();
     assert_eq!((fn_.format, fn_.compressed), (Format::JsonLines, true));
 
     assert!(d.unreadable.is_empty());
@@ -171,7 +171,7 @@ fn an_unlistable_subdirectory_is_listed_and_the_walk_goes_on() {
     }
     fs::rename(r.join("chain"), r.join("deep")).unwrap();
     let d = discover(&[r.to_path_buf()]).unwrap();
-    let files: Vec<&Path> = d.files.iter().map(|f| f.path.as_path()).collect();
+    let files: Vec<&Path> = d.files.iter().map(|f| f.local_path().unwrap()).collect();
     assert_eq!(files, vec![a.as_path(), z.as_path()]);
     assert_eq!(d.unreadable.len(), 1, "{:?}", d.unreadable);
     let (path, why) = &d.unreadable[0];
@@ -195,7 +195,7 @@ fn names_that_are_not_utf8_are_taken_by_their_extension() {
     fs::write(dir.join(OsStr::from_bytes(b"\xff-CloudTrail-Digest.json.gz")), b"x").unwrap();
     let d = discover(&[t.path().to_path_buf()]).unwrap();
     let files: Vec<(&Path, Format, bool)> =
-        d.files.iter().map(|f| (f.path.as_path(), f.format, f.compressed)).collect();
+        d.files.iter().map(|f| (f.local_path().unwrap(), f.format, f.compressed)).collect();
     assert_eq!(files, vec![(taken.as_path(), Format::RecordsJson, true), (lines.as_path(), Format::JsonLines, false)]);
     assert_eq!((d.ignored.other, d.ignored.hidden, d.ignored.digest), (1, 1, 1));
     assert!(d.unreadable.is_empty());
@@ -301,7 +301,7 @@ fn corrupt_gzip_is_an_error_naming_the_file() {
     }
     let p = put(t.path(), "bad.json.gz", &data);
     let e = read(&p, Format::RecordsJson).1.unwrap_err();
-    assert_eq!(e.path, p);
+    assert_eq!(*e.location, Location::Local(p.clone()));
     assert!(matches!(e.kind, FileErrorKind::CorruptGzip(_)), "{e}");
     assert!(e.to_string().contains("bad.json.gz") && e.to_string().contains("corrupt gzip"), "{e}");
 }
@@ -575,19 +575,19 @@ fn quarantine_writes_jsonl_lazily_and_counts() {
     assert!(!qp.exists(), "created lazily");
     assert_eq!(q.counts(), QuarantineCounts::default());
 
-    q.file(Path::new("logs/bad.json.gz"), "corrupt gzip").unwrap();
-    q.record(Path::new("logs/a.jsonl"), 3, "not JSON", b"{not json").unwrap();
-    q.record(Path::new("logs/a.json"), 12, "no eventName", b"{\n  \"a\" : \"x y\",\n  \"b\": [1, 2]\n}").unwrap();
+    q.file("logs/bad.json.gz", "corrupt gzip").unwrap();
+    q.record("logs/a.jsonl", 3, "not JSON", b"{not json").unwrap();
+    q.record("logs/a.json", 12, "no eventName", b"{\n  \"a\" : \"x y\",\n  \"b\": [1, 2]\n}").unwrap();
     let huge = vec![b'x'; RAW_STRING_LIMIT + 100];
-    q.record(Path::new("logs/b.jsonl"), 0, "not JSON", &huge).unwrap();
-    q.record(Path::new("logs/c.jsonl"), 1, "not UTF-8", b"\xff\xfe").unwrap();
+    q.record("logs/b.jsonl", 0, "not JSON", &huge).unwrap();
+    q.record("logs/c.jsonl", 1, "not UTF-8", b"\xff\xfe").unwrap();
     // Parallel writers never interleave lines.
     std::thread::scope(|s| {
         for i in 0..4u64 {
             let q = Arc::clone(&q);
             s.spawn(move || {
                 for j in 0..50 {
-                    q.record(Path::new("logs/p.jsonl"), i * 100 + j, "bad", b"{\"k\":1}").unwrap();
+                    q.record("logs/p.jsonl", i * 100 + j, "bad", b"{\"k\":1}").unwrap();
                 }
             });
         }

@@ -1,12 +1,16 @@
 //! The file runner: CloudTrail files in, one read pass, every stage fed, state committed atomically.
 //!
-//! 1. Files are discovered and put in read order ([`crate::order`]); files the state already holds
-//!    (same path and fingerprint) are skipped.
-//! 2. Reader threads take files in that order, decompress and split them, normalize each record once,
+//! 1. Files are discovered and put in read order ([`crate::order`]): local paths walked, `s3://`
+//!    prefixes listed (`grantwatch-s3`). Files the state already holds are skipped: a local file with
+//!    the same path and content fingerprint, an S3 object with the same name, size and ETag (known from
+//!    the listing, so nothing is downloaded to skip it; see [`crate::order::listed_version`]).
+//! 2. Reader threads take files in that order (an S3 object's body streamed as it is read, through
+//!    the same reader as a local file), decompress and split them, normalize each record once,
 //!    check its time against the file's delivery ([`grantwatch_core::time_guard`]) and send the events
 //!    to the coordinator through a bounded channel. A big JSON Lines file is split into chunks that
 //!    other threads normalize, so one file uses every core. Bad records and files are quarantined
-//!    (a copy capped per file, every one counted) and the run goes on.
+//!    (a copy capped per file, every one counted) and the run goes on. An S3 error that no object
+//!    can get past (missing bucket, access or credentials refused) stops the run instead.
 //! 3. The coordinator (the calling thread) feeds the [`Pipeline`]: reorder buffer, usage + PCI,
 //!    detection. Alerts go to the caller's [`AlertSink`] as they are made.
 //! 4. When the pipeline's pending writes pass the flush budget, and at the end, the coordinator writes
@@ -18,7 +22,6 @@
 //! Memory is bounded by settings: the channel (chunks in flight), the reorder buffer (events), the
 //! flush budget (pending writes), the per-record cap of the reader.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -30,11 +33,14 @@ use grantwatch_core::stage::StageError;
 use grantwatch_core::time_guard::{Delivery, TimeBounds};
 use grantwatch_detect::ml::TrainingWindow;
 use grantwatch_detect::stage::{DetectCounts, Detection};
-use grantwatch_files::{Format, Item, QuarantineWriter, ReadOptions, SourceFile};
+use grantwatch_files::{
+    FileError, FileErrorKind, Format, Input, Item, Location, QuarantineWriter, ReadOptions, SourceFile,
+};
+use grantwatch_s3::{S3Config, S3Error, S3Source};
 use grantwatch_state::{StateError, StateStore, Table, WriteBatch};
 use grantwatch_types::{DetectionFinding, Event, EventTime, Quarantined};
 
-use crate::order::{ReadOrder, delivery_of};
+use crate::order::{OrderError, ReadOrder, delivery_of, listed_version};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineCounts};
 
 /// Records a reader normalizes before sending them on.
@@ -71,8 +77,12 @@ impl AlertSink for NoAlerts {
 /// Why a run stopped. Bad input never stops a run; these are the runner's own failures.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    // Not `#[from]`: that would also make it the `source`, and `{:#}` would print it twice.
     #[error("finding CloudTrail files: {0}")]
-    Discover(#[from] grantwatch_files::FilesError),
+    Discover(OrderError),
+    /// Reading from S3 failed in a way no later object can get past.
+    #[error(transparent)]
+    S3(S3Error),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -85,9 +95,18 @@ pub enum RunError {
     ReaderPanicked,
 }
 
+impl From<OrderError> for RunError {
+    fn from(e: OrderError) -> Self {
+        RunError::Discover(e)
+    }
+}
+
 /// Settings of one file run.
 pub struct FileRunOptions<'a> {
-    pub cloudtrail: &'a [PathBuf],
+    /// Local paths and `s3://` prefixes.
+    pub cloudtrail: &'a [Input],
+    /// How to reach S3, when an input is an `s3://` prefix.
+    pub s3: S3Config,
     pub catalog: Arc<Catalog>,
     pub normalizer: &'a Normalizer,
     pub detection: Option<Arc<Detection>>,
@@ -125,6 +144,7 @@ impl<'a> FileRunOptions<'a> {
     pub fn new(catalog: Arc<Catalog>, normalizer: &'a Normalizer, detection: Option<Arc<Detection>>) -> Self {
         FileRunOptions {
             cloudtrail: &[],
+            s3: S3Config::default(),
             catalog,
             normalizer,
             detection,
@@ -166,18 +186,22 @@ pub struct FileRunOutcome {
     pub skipped_paths: Vec<(String, String)>,
 }
 
-/// The state key marking a file ingested (value: its fingerprint).
+/// The state key marking a file ingested: its name (a path, or `s3://bucket/key`); the value is its
+/// fingerprint (local) or its listed version (S3).
 pub fn file_meta_key(path: &str) -> Vec<u8> {
     grantwatch_state::keys::FILE_INGESTED.key_str(path)
 }
 
 /// A stored fingerprint; one that does not parse is corrupt state, not a file to read again.
-fn decode_fingerprint(key: &[u8], value: &[u8]) -> Result<grantwatch_files::Fingerprint, StateError> {
-    let text =
-        std::str::from_utf8(value).map_err(|_| grantwatch_state::keys::FILE_INGESTED.corrupt(key, "not UTF-8"))?;
-    text.parse().map_err(|_| {
-        grantwatch_state::keys::FILE_INGESTED.corrupt(key, "not a fingerprint (want xxh3:<size>:<16 hex digits>)")
-    })
+fn decode_ingested_mark<'v>(key: &[u8], value: &'v [u8]) -> Result<&'v str, StateError> {
+    let corrupt = |why| grantwatch_state::keys::FILE_INGESTED.corrupt(key, why);
+    let text = std::str::from_utf8(value).map_err(|_| corrupt("not UTF-8"))?;
+    // A local file's content fingerprint, or an S3 object's listed version (see `listed_version`).
+    if text.starts_with("s3-") || text.parse::<grantwatch_files::Fingerprint>().is_ok() {
+        Ok(text)
+    } else {
+        Err(corrupt("neither a fingerprint (xxh3:<size>:<16 hex digits>) nor an S3 object version"))
+    }
 }
 
 enum Msg {
@@ -191,6 +215,8 @@ enum Msg {
         tag: u32,
         fingerprint: Option<String>,
     },
+    /// S3 refused a request in a way no later object can get past: the run stops.
+    Fatal(S3Error),
 }
 
 /// A reader's messages on their way to the coordinator, sent together: an S3-layout trail is mostly
@@ -257,7 +283,11 @@ pub fn run<S: StateStore>(
     quarantine: &QuarantineWriter,
     alerts: &mut dyn AlertSink,
 ) -> Result<FileRunOutcome, RunError> {
-    let order = ReadOrder::of(opts.cloudtrail)?;
+    let s3 = match opts.cloudtrail.iter().any(|i| matches!(i, Input::S3(_))) {
+        true => Some(S3Source::connect(&opts.s3).map_err(RunError::S3)?),
+        false => None,
+    };
+    let order = ReadOrder::of(opts.cloudtrail, s3.as_ref())?;
     let mut outcome = FileRunOutcome {
         files_found: order.files.len() as u64,
         skipped_paths: order.skipped.clone(),
@@ -267,10 +297,11 @@ pub fn run<S: StateStore>(
     let mut stamps: Vec<Option<EventTime>> = Vec::with_capacity(order.files.len());
     for (f, stamp) in order.files.into_iter().zip(order.stamps) {
         if opts.skip_ingested {
-            let key = file_meta_key(&f.path.display().to_string());
+            let key = file_meta_key(&f.location.to_string());
             if let Some(known) = store.get(Table::Meta, &key)?
-                && let Ok(fp) = grantwatch_files::fingerprint_file(&f)
-                && decode_fingerprint(&key, &known)? == fp
+                && let Some(version) =
+                    listed_version(&f).or_else(|| grantwatch_files::fingerprint_file(&f).ok().map(|fp| fp.to_string()))
+                && decode_ingested_mark(&key, &known)? == version
             {
                 outcome.files_already_ingested += 1;
                 continue;
@@ -295,6 +326,7 @@ pub fn run<S: StateStore>(
         stamps: &stamps,
         next: &next,
         opts,
+        s3: s3.as_ref(),
         quarantine,
         tally: &tally,
         quarantined: &quarantined,
@@ -414,6 +446,7 @@ fn coordinate<S: StateStore>(
                     }
                 }
             }
+            Msg::Fatal(e) => return Err(RunError::S3(e)),
             Msg::FileDone { tag, fingerprint } => {
                 if let Some(p) = progress.get_mut(tag as usize) {
                     p.done = Some(fingerprint);
@@ -481,7 +514,10 @@ fn commit<S: StateStore>(
             && let Some(done) = p.done.take()
             && let Some(fp) = done
         {
-            batch.put(Table::Meta, file_meta_key(&f.path.display().to_string()), fp.into_bytes());
+            // An S3 object is marked by its listed version, which the next run can compare without
+            // reading it; a local file by the fingerprint of the bytes just read.
+            let mark = listed_version(f).unwrap_or(fp);
+            batch.put(Table::Meta, file_meta_key(&f.location.to_string()), mark.into_bytes());
         }
     }
     alerts.sync(&mut batch).map_err(RunError::Alerts)?;
@@ -502,6 +538,7 @@ struct Readers<'r, 'o> {
     stamps: &'r [Option<EventTime>],
     next: &'r AtomicUsize,
     opts: &'r FileRunOptions<'o>,
+    s3: Option<&'r S3Source>,
     quarantine: &'r QuarantineWriter,
     tally: &'r Tally,
     quarantined: &'r Mutex<Vec<Quarantined>>,
@@ -548,10 +585,10 @@ impl Readers<'_, '_> {
         out: &mut Outbox<'_>,
     ) -> Result<(), ()> {
         let tx = out.tx;
-        let name = file.path.display().to_string();
+        let name = file.location.to_string();
         let delivery = delivery_of(file, self.stamps.get(tag as usize).copied().flatten());
         let fq = Mutex::new(FileQuarantine { copied: 0, left_out: 0, first_reason: None });
-        let ctx = RecordCx { readers: self, file, name: &name, delivery, fq: &fq };
+        let ctx = RecordCx { readers: self, name: &name, delivery, fq: &fq };
         let mut records = 0u64;
         let mut hung_up = false;
         let mut seq = 0u32;
@@ -565,7 +602,7 @@ impl Readers<'_, '_> {
             let in_flight = AtomicUsize::new(0);
             rayon::scope(|scope| {
                 let mut chunk = RawChunk::default();
-                let r = grantwatch_files::read_records_with(file, &self.opts.read, buf, &mut |item| {
+                let r = self.read_records(file, buf, &mut |item| {
                     records += 1;
                     match item {
                         Item::Record(rec) => chunk.push(rec.index, rec.raw),
@@ -599,7 +636,7 @@ impl Readers<'_, '_> {
         } else {
             // Not reserved up front: most files hold a few events, and the outbox keeps many of them.
             let mut events = Vec::new();
-            let r = grantwatch_files::read_records_with(file, &self.opts.read, buf, &mut |item| {
+            let r = self.read_records(file, buf, &mut |item| {
                 records += 1;
                 match item {
                     Item::Record(rec) => ctx.record(rec.index, rec.raw, &mut events),
@@ -616,10 +653,17 @@ impl Readers<'_, '_> {
         self.tally.records.fetch_add(records, Ordering::Relaxed);
         let fingerprint = match result {
             Ok(summary) => Some(summary.fingerprint.to_string()),
-            Err(e) => {
+            Err(Failed::Fatal(e)) => {
+                // Not the object's fault (the bucket is gone, access or credentials are refused):
+                // quarantining every object would hide it, so the run stops with it.
+                let _ = out.send(Msg::Fatal(e));
+                let _ = out.flush();
+                return Err(());
+            }
+            Err(Failed::File(e)) => {
                 let reason = e.to_string();
                 tracing::warn!(file = %name, error = %reason, records_before_error = records, "File quarantined.");
-                if let Err(e) = self.quarantine.file(&file.path, &reason) {
+                if let Err(e) = self.quarantine.file(&name, &reason) {
                     tracing::error!(file = %name, error = %e, "Could not write the quarantine file.");
                 }
                 self.tally.files_quarantined.fetch_add(1, Ordering::Relaxed);
@@ -644,10 +688,54 @@ impl Readers<'_, '_> {
     }
 }
 
+/// Why reading a file stopped.
+enum Failed {
+    /// The file is bad, or could not be read: it is quarantined and the run goes on.
+    File(FileError),
+    /// S3 refused in a way that concerns every object: the run stops.
+    Fatal(S3Error),
+}
+
+impl Readers<'_, '_> {
+    /// Reads a local file or an S3 object through the same reader (gzip detection, scanner, caps,
+    /// fingerprint).
+    fn read_records(
+        &self,
+        file: &SourceFile,
+        buf: &mut grantwatch_files::ReadBuffers,
+        visit: &mut dyn FnMut(Item<'_>),
+    ) -> Result<grantwatch_files::FileSummary, Failed> {
+        match &file.location {
+            Location::Local(_) => {
+                grantwatch_files::read_records_with(file, &self.opts.read, buf, visit).map_err(Failed::File)
+            }
+            Location::S3(object) => {
+                let Some(s3) = self.s3 else {
+                    let e = std::io::Error::other("no S3 client");
+                    return Err(Failed::File(FileError::new(&file.location, FileErrorKind::Io(e))));
+                };
+                let body = match s3.open(object) {
+                    Ok(body) => body,
+                    Err(e) if e.is_fatal() => return Err(Failed::Fatal(e)),
+                    Err(e) => {
+                        // The FileError names the object already: keep only what S3 said.
+                        let why = match e {
+                            S3Error::Request { kind, .. } => kind.to_string(),
+                            other => other.to_string(),
+                        };
+                        let e = std::io::Error::other(why);
+                        return Err(Failed::File(FileError::new(&file.location, FileErrorKind::Io(e))));
+                    }
+                };
+                grantwatch_files::read_records_from(body, file, &self.opts.read, buf, visit).map_err(Failed::File)
+            }
+        }
+    }
+}
+
 /// What normalizing a record of one file needs.
 struct RecordCx<'r, 'o, 'f> {
     readers: &'f Readers<'r, 'o>,
-    file: &'f SourceFile,
     name: &'f str,
     delivery: Delivery,
     fq: &'f Mutex<FileQuarantine>,
@@ -708,9 +796,9 @@ impl RecordCx<'_, '_, '_> {
             let written = match raw {
                 Some(raw) => {
                     let raw = grantwatch_core::cloudtrail::redact::redact_json(raw);
-                    readers.quarantine.record(&self.file.path, index, &reason, &raw)
+                    readers.quarantine.record(self.name, index, &reason, &raw)
                 }
-                None => readers.quarantine.record_without_raw(&self.file.path, index, &reason),
+                None => readers.quarantine.record_without_raw(self.name, index, &reason),
             };
             if let Err(e) = written {
                 tracing::error!(file = %self.name, error = %e, "Could not write the quarantine file.");

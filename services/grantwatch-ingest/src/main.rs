@@ -280,8 +280,8 @@ impl Ingest {
         let mut changed = false;
         let mut fingerprints = Vec::new();
         for f in &found {
-            let fp = grantwatch_files::fingerprint_file(f).with_context(|| format!("reading {}", f.path.display()))?;
-            let key = format!("iam:{}", f.path.display());
+            let fp = grantwatch_files::fingerprint_file(f).with_context(|| format!("reading {}", f.location))?;
+            let key = format!("iam:{}", f.location);
             if self.checkpoints.get(&key).map(Vec::as_slice) != Some(fp.to_string().as_bytes()) {
                 changed = true;
             }
@@ -293,14 +293,15 @@ impl Ingest {
         // The snapshot is evaluated as a whole (policies and groups span files).
         let mut snapshot = IamSnapshot::default();
         for f in &found {
-            let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-            let doc = grantwatch_core::iam::parse_iam_json(&bytes, &f.path.display().to_string())
-                .with_context(|| format!("parsing IAM snapshot {}", f.path.display()))?;
+            let path = f.local_path().context("IAM snapshots are local files")?;
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let doc = grantwatch_core::iam::parse_iam_json(&bytes, &path.display().to_string())
+                .with_context(|| format!("parsing IAM snapshot {}", path.display()))?;
             snapshot.merge(doc);
         }
         let grants = evaluate(&snapshot, &self.catalog);
         tracing::info!(identities = grants.len(), files = found.len(), "entitlements evaluated");
-        let files: Arc<str> = found.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(",").into();
+        let files: Arc<str> = found.iter().map(|f| f.location.to_string()).collect::<Vec<_>>().join(",").into();
         for (i, g) in grants.iter().enumerate() {
             let record = g.to_record(&self.catalog);
             let emit = Emit {
@@ -337,7 +338,7 @@ impl Ingest {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let key = format!("file:{}", file.path.display());
+            let key = format!("file:{}", file.location);
             let cp: FileCheckpoint =
                 self.checkpoints.get(&key).and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
             if cp.complete && cp.size == file.size {
@@ -358,7 +359,7 @@ impl Ingest {
         skip: u64,
         buf: &mut grantwatch_files::ReadBuffers,
     ) -> Result<()> {
-        let path: Arc<str> = file.path.display().to_string().into();
+        let path: Arc<str> = file.location.to_string().into();
         let batch_records = self.cfg.ingest.batch_records;
         let mut failure: Option<anyhow::Error> = None;
         let mut done = skip;

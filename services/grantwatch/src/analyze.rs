@@ -24,9 +24,10 @@ use grantwatch_core::processor::ProcessorConfig;
 use grantwatch_core::time_guard::TimeBounds;
 use grantwatch_core::usage::all_events_span;
 use grantwatch_detect::stage::{DetectCounts, Detection};
-use grantwatch_files::{QuarantineWriter, ReadOptions};
+use grantwatch_files::{Input, QuarantineWriter, ReadOptions};
 use grantwatch_runtime::file_run::{self, AlertSink, FileRunOptions, FileRunOutcome, NoAlerts, Progress};
 use grantwatch_runtime::pipeline::PipelineConfig;
+use grantwatch_s3::S3Config;
 use grantwatch_state::StateRead;
 use grantwatch_state_rocks::RocksStore;
 use grantwatch_types::{AccountsReport, EventTime, IdentityFinding, IngestReport, Quarantined, UnmappedCall};
@@ -37,7 +38,10 @@ use crate::output::{AlertFile, Outputs};
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
     pub iam: Vec<PathBuf>,
-    pub cloudtrail: Vec<PathBuf>,
+    /// Local paths and `s3://bucket[/prefix]`s, mixed as the user likes.
+    pub cloudtrail: Vec<Input>,
+    /// How to reach S3 for the `s3://` inputs (credentials: the SDK's default chain only).
+    pub s3: S3Config,
     pub as_of: Option<EventTime>,
     pub lookback_days: u32,
     /// Keep usage state here between runs; a temporary directory when absent.
@@ -70,6 +74,7 @@ impl AnalyzeOptions {
         Self {
             iam: Vec::new(),
             cloudtrail: Vec::new(),
+            s3: S3Config::default(),
             as_of: None,
             lookback_days: 90,
             state: None,
@@ -187,6 +192,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         };
         let run_opts = FileRunOptions {
             cloudtrail: &opts.cloudtrail,
+            s3: opts.s3.clone(),
             catalog: catalog.clone(),
             normalizer: &normalizer,
             detection: opts.detection.clone(),
@@ -346,9 +352,10 @@ pub fn load_iam(iam: &[PathBuf], catalog: &Catalog) -> Result<Iam> {
         bail!("cannot read IAM snapshot path {}: {why}", path.display());
     }
     for f in found.files {
-        let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-        let doc = grantwatch_core::iam::parse_iam_json(&bytes, &f.path.display().to_string())
-            .with_context(|| format!("parsing IAM snapshot {}", f.path.display()))?;
+        let path = f.local_path().context("IAM snapshots are local files")?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc = grantwatch_core::iam::parse_iam_json(&bytes, &path.display().to_string())
+            .with_context(|| format!("parsing IAM snapshot {}", path.display()))?;
         snapshot.merge(doc);
         iam_files += 1;
     }

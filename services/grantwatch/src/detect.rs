@@ -2,16 +2,17 @@
 //! pass always covers its whole input. `analyze` runs the very same runner (with usage findings and,
 //! with `--state`, persistent state); training windows come from the same feature code that scores.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use grantwatch_core::cloudtrail::{ActionMap, Normalizer};
 use grantwatch_core::policy::IdentityGrants;
 use grantwatch_detect::stage::Detection;
-use grantwatch_files::QuarantineWriter;
+use grantwatch_files::{Input, QuarantineWriter};
 use grantwatch_runtime::file_run::{self, AlertSink, FileRunOptions, NoAlerts};
 use grantwatch_runtime::pipeline::PipelineConfig;
+use grantwatch_s3::S3Config;
 use grantwatch_state_rocks::RocksStore;
 
 use crate::analyze::PassOutcome;
@@ -19,7 +20,9 @@ use crate::output::AlertFile;
 
 pub struct PassOptions<'a> {
     pub detection: Arc<Detection>,
-    pub cloudtrail: &'a [PathBuf],
+    pub cloudtrail: &'a [Input],
+    /// How to reach S3 for the `s3://` inputs.
+    pub s3: S3Config,
     /// Entitlements, for PCI updates (empty: no permission analytics).
     pub grants: &'a [IdentityGrants],
     /// Keep every closed identity-hour window (for `grantwatch train`).
@@ -46,6 +49,7 @@ pub fn run_pass(opts: &PassOptions<'_>) -> Result<PassOutcome> {
     };
     let run_opts = FileRunOptions {
         cloudtrail: opts.cloudtrail,
+        s3: opts.s3.clone(),
         grants: opts.grants.iter().cloned().map(Arc::new).collect(),
         pipeline: PipelineConfig { collect_windows: opts.collect_windows, ..PipelineConfig::default() },
         skip_ingested: false,

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use grantwatch_detect::ml::TrainParams;
 use grantwatch_detect::stage::Detection;
+use grantwatch_files::Input;
+use grantwatch_s3::S3Config;
 use grantwatch_synth::scenario::ScenarioSummary;
 use grantwatch_synth::scenario::eval::{EvalReport, Labels, score};
 use grantwatch_types::DetectionFinding;
@@ -45,7 +47,8 @@ pub fn run(opts: &EvalOptions) -> Result<EvalOutcome> {
         None => {
             let out = dir.join("models");
             let (det, _) = grantwatch_detect::load::load_detection(catalog.clone(), &opts.rules, None)?;
-            let manifest = crate::train::train(Arc::new(det), std::slice::from_ref(&history), &opts.train, &out)?;
+            let inputs = [Input::Local(history.clone())];
+            let manifest = crate::train::train(Arc::new(det), &inputs, &S3Config::default(), &opts.train, &out)?;
             (out, Some(manifest))
         }
     };
@@ -56,7 +59,8 @@ pub fn run(opts: &EvalOptions) -> Result<EvalOutcome> {
     let alerts_path = dir.join("alerts.jsonl");
     let pass = run_pass(&PassOptions {
         detection,
-        cloudtrail: &[history, dir.join("detect")],
+        cloudtrail: &[Input::Local(history), Input::Local(dir.join("detect"))],
+        s3: S3Config::default(),
         grants: &grants,
         collect_windows: false,
         alerts_path: Some(&alerts_path),

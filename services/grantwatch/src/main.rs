@@ -12,6 +12,8 @@ use grantwatch::analyze::{AnalyzeOptions, run};
 use grantwatch_core::catalog::Catalog;
 use grantwatch_detect::ml::TrainParams;
 use grantwatch_detect::stage::Detection;
+use grantwatch_files::Input;
+use grantwatch_s3::S3Config;
 use grantwatch_types::EventTime;
 
 /// mimalloc instead of glibc's allocator: with many reader threads allocating and freeing events and
@@ -57,9 +59,12 @@ struct AnalyzeArgs {
     /// and optionally `aws iam list-access-keys` output.
     #[arg(long, required = true, num_args = 1..)]
     iam: Vec<PathBuf>,
-    /// CloudTrail: S3-layout directory trees, `{"Records":[...]}` files (.json/.json.gz), or JSON Lines.
-    #[arg(long, num_args = 1..)]
-    cloudtrail: Vec<PathBuf>,
+    /// CloudTrail: S3-layout directory trees, `{"Records":[...]}` files (.json/.json.gz), JSON Lines,
+    /// or `s3://bucket[/prefix]` to read the trail's bucket directly (local and S3 may be mixed).
+    #[arg(long, num_args = 1.., value_parser = InputParser)]
+    cloudtrail: Vec<Input>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Evaluate as of this time (RFC 3339). Default: the latest event time in state.
     #[arg(long, value_parser = parse_time)]
     as_of: Option<EventTime>,
@@ -126,6 +131,25 @@ struct LimitArgs {
     quarantine_copies_per_file: u64,
 }
 
+/// How to reach S3 for `s3://` inputs. Credentials come only from the AWS SDK's default chain
+/// (environment, profile, web identity, ECS/EC2 metadata); they are never logged.
+#[derive(clap::Args)]
+struct S3Args {
+    /// An S3-compatible endpoint instead of AWS's (e.g. http://127.0.0.1:9000); AWS_ENDPOINT_URL is
+    /// honoured too. Buckets are then addressed by path.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint_url: Option<String>,
+    /// The bucket's region. Default: the SDK's chain (AWS_REGION, the profile).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+}
+
+impl S3Args {
+    fn config(&self) -> S3Config {
+        S3Config { endpoint_url: self.s3_endpoint_url.clone(), region: self.s3_region.clone() }
+    }
+}
+
 #[derive(clap::Args)]
 struct DetectArgs {
     /// Rules directory: Sigma rules (*.yml, any depth) and grantwatch.toml (per-analytic settings).
@@ -175,9 +199,11 @@ struct EvalArgs {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// CloudTrail history to learn from (same forms as `analyze --cloudtrail`).
-    #[arg(long, required = true, num_args = 1..)]
-    cloudtrail: Vec<PathBuf>,
+    /// CloudTrail history to learn from (same forms as `analyze --cloudtrail`, `s3://` included).
+    #[arg(long, required = true, num_args = 1.., value_parser = InputParser)]
+    cloudtrail: Vec<Input>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Where to write manifest.json and model.json.
     #[arg(long, default_value = "models")]
     out: PathBuf,
@@ -247,6 +273,24 @@ fn load_detection(args: &DetectArgs, out: &mut impl Write) -> Result<Arc<Detecti
     Ok(Arc::new(detection))
 }
 
+/// `s3://bucket[/prefix]`, or a local path (taken as given, even when not UTF-8, which a `&str`
+/// parser could not do).
+#[derive(Clone)]
+struct InputParser;
+
+impl clap::builder::TypedValueParser for InputParser {
+    type Value = Input;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Input, clap::Error> {
+        Input::parse(value).map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
+    }
+}
+
 fn parse_time(s: &str) -> Result<EventTime, String> {
     EventTime::parse_rfc3339(s).ok_or_else(|| format!("not an RFC 3339 time: {s:?} (e.g. 2026-11-01T00:00:00Z)"))
 }
@@ -276,6 +320,7 @@ fn real_main() -> Result<ExitCode> {
             let mut opts = AnalyzeOptions::new(a.out);
             opts.iam = a.iam;
             opts.cloudtrail = a.cloudtrail;
+            opts.s3 = a.s3.config();
             opts.as_of = a.as_of;
             opts.lookback_days = a.lookback_days;
             opts.state = a.state;
@@ -311,7 +356,7 @@ fn real_main() -> Result<ExitCode> {
             let started = std::time::Instant::now();
             let detection = load_detection(&DetectArgs { rules: t.detect.rules.clone(), models: None }, &mut stdout)?;
             let params = TrainParams { peer_groups: t.peer_groups, seed: t.seed, ..TrainParams::default() };
-            let manifest = grantwatch::train::train(detection, &t.cloudtrail, &params, &t.out)?;
+            let manifest = grantwatch::train::train(detection, &t.cloudtrail, &t.s3.config(), &params, &t.out)?;
             grantwatch::train::write_manifest_summary(&mut stdout, &manifest, &t.out)?;
             writeln!(stdout, "Took {:.1} s", started.elapsed().as_secs_f64())?;
             Ok(ExitCode::SUCCESS)

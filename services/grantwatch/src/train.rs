@@ -2,21 +2,31 @@
 //! scoring them, then the models fitted on them and written with their manifest.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use grantwatch_detect::ml::{MANIFEST_FILE, MODEL_FILE, Manifest, TrainParams, train as fit};
 use grantwatch_detect::stage::Detection;
+use grantwatch_files::Input;
+use grantwatch_s3::S3Config;
 use grantwatch_types::EventTime;
 
 use crate::detect::{PassOptions, run_pass};
 
-/// Trains on `cloudtrail` and writes `manifest.json` and `model.json` into `out`.
-pub fn train(detection: Arc<Detection>, cloudtrail: &[PathBuf], params: &TrainParams, out: &Path) -> Result<Manifest> {
+/// Trains on `cloudtrail` (local paths and `s3://` prefixes, S3 reached with `s3`) and writes
+/// `manifest.json` and `model.json` into `out`.
+pub fn train(
+    detection: Arc<Detection>,
+    cloudtrail: &[Input],
+    s3: &S3Config,
+    params: &TrainParams,
+    out: &Path,
+) -> Result<Manifest> {
     let pass = run_pass(&PassOptions {
         detection: detection.clone(),
         cloudtrail,
+        s3: s3.clone(),
         grants: &[],
         collect_windows: true,
         alerts_path: None,
@@ -24,11 +34,11 @@ pub fn train(detection: Arc<Detection>, cloudtrail: &[PathBuf], params: &TrainPa
     if pass.windows.is_empty() {
         bail!(
             "no events to learn from in {}",
-            cloudtrail.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            cloudtrail.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
     }
     let mut model = fit(&pass.windows, params).context("fitting the models")?;
-    let inputs: Vec<String> = cloudtrail.iter().map(|p| p.display().to_string()).collect();
+    let inputs: Vec<String> = cloudtrail.iter().map(ToString::to_string).collect();
     model.set_created_from(format!("grantwatch train --cloudtrail {} ({} events)", inputs.join(" "), pass.events));
     let (manifest_json, model_json) = model.split_for_files()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -51,7 +51,7 @@ fn main() -> Result<()> {
                     events.push(ev);
                 }
             })
-            .with_context(|| format!("reading {}", f.path.display()))?;
+            .with_context(|| format!("reading {}", f.location))?;
         }
     }
     let inputs: Vec<DetectInput> = events.into_iter().map(|e| DetectInput::Event(Box::new(e))).collect();

@@ -1,0 +1,93 @@
+//! moto's S3 server (started by `scripts/moto`, the project's own script) for the tests of
+//! `--cloudtrail s3://...`, and a client to fill its buckets.
+#![allow(clippy::unwrap_used)] // test support: a panic is a failed test
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Once;
+
+use aws_sdk_s3::config::{Credentials, Region};
+
+use crate::stack::repo;
+
+static MOTO: Once = Once::new();
+
+/// moto's fixed test credentials: the server accepts any, and grantwatch takes them from the
+/// environment like any other (the default chain).
+pub const ACCESS_KEY: &str = "AKIAGRANTWATCHTEST01";
+/// Distinctive, so that a test can check that it is never printed.
+pub const SECRET_KEY: &str = "gw-moto-secret-never-printed-7Qx2";
+pub const REGION: &str = "us-east-1";
+
+/// Starts moto's S3 server if it is not running (idempotent; installs moto from PyPI into its venv on
+/// first use) and returns its endpoint URL. A server that cannot start fails the test, loudly.
+pub fn endpoint() -> String {
+    MOTO.call_once(|| {
+        let status = Command::new(repo().join("scripts/moto")).arg("start").status().unwrap();
+        assert!(status.success(), "scripts/moto start failed");
+    });
+    let out = Command::new(repo().join("scripts/moto")).arg("endpoint").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A client of the moto server (path-style, fixed credentials).
+pub fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "grantwatch-e2e"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Creates `bucket` and uploads every file below `dir`, keyed by its path relative to `dir` (with
+/// `/`), under `prefix`. Returns the number of objects.
+pub fn upload_tree(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) -> usize {
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        if client.head_bucket().bucket(bucket).send().await.is_err() {
+            client.create_bucket().bucket(bucket).send().await.unwrap();
+        }
+        // A few uploads at a time: moto answers each in milliseconds, but there are hundreds.
+        for batch in files.chunks(16) {
+            let mut set = tokio::task::JoinSet::new();
+            for path in batch {
+                let rel = path.strip_prefix(dir).unwrap().to_str().unwrap().replace('\\', "/");
+                let key = format!("{prefix}{rel}");
+                let body = std::fs::read(path).unwrap();
+                let (client, bucket) = (client.clone(), bucket.to_string());
+                set.spawn(async move { client.put_object().bucket(bucket).key(key).body(body.into()).send().await });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap().unwrap();
+            }
+        }
+    });
+    files.len()
+}
+
+/// Uploads one object (creating the bucket if needed).
+pub fn put(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        if client.head_bucket().bucket(bucket).send().await.is_err() {
+            client.create_bucket().bucket(bucket).send().await.unwrap();
+        }
+        client.put_object().bucket(bucket).key(key).body(body.into()).send().await.unwrap();
+    });
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
