@@ -385,11 +385,6 @@ impl Pipeline {
         self.alerts.extend(out.into_iter().map(|(_, _, a)| a));
     }
 
-    /// Events held in the reorder buffer and the batch.
-    pub fn held(&self) -> usize {
-        self.reorder.len() + self.times.len()
-    }
-
     /// Pending state writes of every shard.
     pub fn pending(&self) -> usize {
         self.shards.iter().map(Shard::pending).sum()
