@@ -10,10 +10,10 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use grantwatch_core::usage::{IdentityUsage, identities_in_logs};
+use grantwatch_runtime::kafka::client::read_to_end;
+use grantwatch_runtime::kafka::config::Config;
 use grantwatch_state::{StateRead, Table};
 use grantwatch_state_rocks::RocksStore;
-use grantwatch_stream::config::Config;
-use grantwatch_stream::kafka::read_to_end;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};

@@ -7,10 +7,12 @@
 //! * [`file_run`]: the file runner of `analyze`, `train` and `eval`: one read pass over the files,
 //!   records normalized on every core, one atomic commit of state, progress and alert position.
 //!
-//! The Kafka services' runner lives in `grantwatch-stream` and drives the same stages; it takes its
-//! watermark bound from here.
+//! * [`kafka`] (feature `kafka`): the Kafka driver of the services (tasks per partition, outbox,
+//!   transactions), which drives the same stages and takes its watermark bound from here.
 
 pub mod file_run;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod order;
 pub mod pipeline;
 pub mod reorder;

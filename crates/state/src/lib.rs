@@ -125,6 +125,23 @@ pub trait StateStore: StateRead + Send + Sync {
     fn write(&self, batch: WriteBatch) -> Result<()>;
 }
 
+/// A shared store reads and writes as the store itself (tests hand one store to a runner and keep
+/// a handle to look inside it, or to open it again as a restarted process would).
+impl<T: StateRead + ?Sized> StateRead for std::sync::Arc<T> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(table, key)
+    }
+    fn scan_prefix(&self, table: Table, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        (**self).scan_prefix(table, prefix, visit)
+    }
+}
+
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        (**self).write(batch)
+    }
+}
+
 /// A `(first_seen, last_seen)` pair of event times in milliseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeenSpan {

@@ -1,5 +1,6 @@
 //! `grantwatch-detector`: events and PCI updates in, alerts (OCSF Detection Findings) out. The logic
-//! is `grantwatch_detect::stage::DetectStage`; this binary wires it to Kafka through the shared runner.
+//! is `grantwatch_detect::stage::DetectStage`; this binary wires it to Kafka through the runtime's
+//! runner (`grantwatch_runtime::kafka::apps::DetectorApp`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,12 +11,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use grantwatch_core::catalog::Catalog;
 use grantwatch_detect::load::load_detection;
-use grantwatch_detect::stage::{DetectInput, DetectStage, Detection};
-use grantwatch_state::StateRead;
-use grantwatch_stream::config::{Config, Topics};
-use grantwatch_stream::kafka::Emit;
-use grantwatch_stream::runner::{App, RunnerConfig, serve_and_run};
-use grantwatch_types::{DetectionFinding, EventTime};
+use grantwatch_runtime::kafka::apps::DetectorApp;
+use grantwatch_runtime::kafka::config::Config;
+use grantwatch_runtime::kafka::runner::{RunnerConfig, serve_and_run};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,60 +27,6 @@ struct Cli {
     /// Configuration file (TOML); `GRANTWATCH_*` environment variables override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
-}
-
-struct DetectorApp {
-    topics: Topics,
-    detection: Arc<Detection>,
-}
-
-impl App for DetectorApp {
-    type Stage = DetectStage;
-
-    fn name(&self) -> &'static str {
-        "grantwatch-detector"
-    }
-
-    fn inputs(&self) -> Vec<String> {
-        vec![self.topics.events.name.clone(), self.topics.pci.name.clone()]
-    }
-
-    fn open_stage(&self, state: &dyn StateRead) -> Result<DetectStage, grantwatch_core::stage::StageError> {
-        DetectStage::open(self.detection.clone(), state)
-    }
-
-    fn decode(&self, input: usize, _key: Option<&[u8]>, payload: &[u8]) -> Result<DetectInput, String> {
-        if input == 0 {
-            serde_json::from_slice(payload)
-                .map(|e| DetectInput::Event(Box::new(e)))
-                .map_err(|e| format!("not an event: {e}"))
-        } else {
-            serde_json::from_slice(payload)
-                .map(|u| DetectInput::Pci(Box::new(u)))
-                .map_err(|e| format!("not a PCI update: {e}"))
-        }
-    }
-
-    fn event_time(&self, input: &DetectInput) -> Option<EventTime> {
-        match input {
-            DetectInput::Event(e) => Some(e.time),
-            // PCI updates are stamped with the window boundary they close, which is behind the events
-            // that caused them: they must not hold the watermark back or move it.
-            DetectInput::Pci(_) => None,
-        }
-    }
-
-    fn encode(&self, out: DetectionFinding, emits: &mut Vec<Emit>) {
-        match serde_json::to_vec(&out) {
-            Ok(payload) => emits.push(Emit {
-                topic: self.topics.alerts.name.clone(),
-                key: Some(out.actor.user.uid.into_bytes()),
-                payload,
-                kind: "alert",
-            }),
-            Err(e) => tracing::error!(error = %e, "cannot serialize an alert"),
-        }
-    }
 }
 
 fn run() -> Result<()> {
@@ -109,13 +53,13 @@ fn run() -> Result<()> {
         late_topic: cfg.topics.late.name.clone(),
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 100_000,
-        max_record_bytes: grantwatch_stream::kafka::MAX_RECORD_BYTES,
+        max_record_bytes: grantwatch_runtime::kafka::client::MAX_RECORD_BYTES,
     };
     let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection) };
     Ok(serve_and_run(app, runner_cfg, &d.http_listen)?)
 }
 
 fn main() -> ExitCode {
-    grantwatch_stream::init_tracing();
-    grantwatch_stream::exit_code(run())
+    grantwatch_runtime::kafka::init_tracing();
+    grantwatch_runtime::kafka::exit_code(run())
 }

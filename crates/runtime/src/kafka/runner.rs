@@ -20,25 +20,25 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use grantwatch_core::stage::{Cx, Stage, StageError};
 use grantwatch_state::keys;
-use grantwatch_state::{StateError, StateRead, StateStore, Table, WriteBatch};
+use grantwatch_state::{MemStore, StateError, StateRead, StateStore, Table, WriteBatch};
 use grantwatch_state_rocks::RocksStore;
 use grantwatch_types::{DeadLetter, DeadLetterSource, EventTime};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
-use crate::error::{Result, StreamError};
-use crate::kafka::{
+use crate::kafka::client::{
     Emit, Refusal, ServiceContext, TxnOutcome, TxnProducer, client_config, read_to_end, record_bytes, set_aside_refused,
 };
-use crate::metrics::{Health, Metrics};
+use crate::kafka::config::KafkaConfig;
+use crate::kafka::error::{Result, StreamError};
+use crate::kafka::metrics::{Health, Metrics};
 
 type In<A> = <<A as App>::Stage as Stage>::In;
 type Out<A> = <<A as App>::Stage as Stage>::Out;
@@ -75,7 +75,7 @@ pub struct RunnerConfig {
     /// Pending stage writes that force an early commit (bounds memory).
     pub max_pending: usize,
     /// Largest output record (payload and key); a larger one becomes a dead letter instead of
-    /// failing every commit. [`crate::kafka::MAX_RECORD_BYTES`] unless testing.
+    /// failing every commit. [`crate::kafka::client::MAX_RECORD_BYTES`] unless testing.
     pub max_record_bytes: usize,
 }
 
@@ -103,14 +103,97 @@ pub fn dead_letter_emit(dlq_topic: &str, key: Option<Vec<u8>>, dl: &DeadLetter) 
     }
 }
 
+/// Where the runner keeps each task's state. The services keep a RocksDB directory per partition
+/// ([`RocksDirs`]); tests keep [`MemStore`]s that outlive a runner, as a disk outlives a process.
+pub trait TaskStores {
+    type Store: StateStore;
+    /// Partition `p`'s state as its last write left it (empty the first time).
+    fn open(&self, partition: i32) -> Result<Self::Store>;
+    /// Discards partition `p`'s state (local state diverged from the group) and opens it empty.
+    fn reset(&self, partition: i32, store: Self::Store) -> Result<Self::Store>;
+    /// Bytes the store takes on disk, for the `state_bytes` gauge.
+    fn disk_bytes(&self, _store: &Self::Store) -> u64 {
+        0
+    }
+}
+
+/// One RocksDB directory per partition, `p<partition>` under one state directory.
+#[derive(Debug, Clone)]
+pub struct RocksDirs {
+    dir: PathBuf,
+}
+
+impl RocksDirs {
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(StreamError::io(format!("creating state directory {}", dir.display())))?;
+        Ok(Self { dir })
+    }
+
+    fn task_dir(&self, partition: i32) -> PathBuf {
+        self.dir.join(format!("p{partition}"))
+    }
+}
+
+impl TaskStores for RocksDirs {
+    type Store = RocksStore;
+
+    fn open(&self, partition: i32) -> Result<RocksStore> {
+        let dir = self.task_dir(partition);
+        RocksStore::open(&dir).map_err(|source| StreamError::OpenState { dir, source })
+    }
+
+    fn reset(&self, partition: i32, store: RocksStore) -> Result<RocksStore> {
+        drop(store); // closes the database before its files go
+        let dir = self.task_dir(partition);
+        std::fs::remove_dir_all(&dir).map_err(StreamError::io(format!("removing {}", dir.display())))?;
+        self.open(partition)
+    }
+
+    fn disk_bytes(&self, store: &RocksStore) -> u64 {
+        store.disk_bytes()
+    }
+}
+
+/// In-memory stores, one per partition, kept across runners: what a test restarts a runner on.
+#[derive(Debug, Default, Clone)]
+pub struct MemStores {
+    stores: Arc<Mutex<BTreeMap<i32, Arc<MemStore>>>>,
+}
+
+impl MemStores {
+    /// Partition `p`'s store, created empty if need be (tests look inside or prepare it).
+    pub fn get(&self, partition: i32) -> Arc<MemStore> {
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stores.entry(partition).or_default().clone()
+    }
+}
+
+impl TaskStores for MemStores {
+    type Store = Arc<MemStore>;
+
+    fn open(&self, partition: i32) -> Result<Arc<MemStore>> {
+        Ok(self.get(partition))
+    }
+
+    fn reset(&self, partition: i32, _store: Arc<MemStore>) -> Result<Arc<MemStore>> {
+        let fresh = Arc::new(MemStore::new());
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stores.insert(partition, fresh.clone());
+        Ok(fresh)
+    }
+}
+
 /// What every consuming service does around its app: serve `/metrics` and `/health` on `http_listen`,
 /// run until SIGTERM or SIGINT, commit, return.
 pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_listen: &str) -> Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
-    crate::metrics::serve(http_listen, metrics.clone(), health.clone())?;
-    let stop = crate::stop_flag()?;
-    let mut runner = Runner::new(app, cfg, metrics, health)?;
+    crate::kafka::metrics::serve(http_listen, metrics.clone(), health.clone())?;
+    let stop = crate::kafka::stop_flag()?;
+    let stores = RocksDirs::new(&cfg.state_dir)?;
+    let mut runner = Runner::new(app, cfg, stores, metrics, health)?;
     runner.run(&stop)?;
     tracing::info!("stopped");
     Ok(())
@@ -131,9 +214,9 @@ fn read_i64(state: &dyn StateRead, space: &keys::KeySpace, key: &[u8]) -> Result
     state.get(Table::Meta, key)?.map(|v| space.decode_i64(key, &v)).transpose()
 }
 
-struct Task<S> {
+struct Task<S, St> {
     partition: i32,
-    store: RocksStore,
+    store: St,
     stage: S,
     /// Next offset to apply, per input; `None`: nothing applied yet.
     next: Vec<Option<i64>>,
@@ -144,28 +227,27 @@ struct Task<S> {
     dirty: bool,
 }
 
-impl<S> Task<S> {
+impl<S, St> Task<S, St> {
     fn watermark(&self, bound: i64) -> Option<i64> {
         self.max_time.map(|t| t.saturating_sub(bound))
     }
 }
 
 /// The runner: one consumer, one transactional producer, the tasks of the assigned partitions.
-pub struct Runner<A: App> {
+pub struct Runner<A: App, T: TaskStores = RocksDirs> {
     app: A,
     cfg: RunnerConfig,
+    stores: T,
     inputs: Vec<String>,
     consumer: BaseConsumer<ServiceContext>,
     producer: TxnProducer,
-    tasks: BTreeMap<i32, Task<A::Stage>>,
+    tasks: BTreeMap<i32, Task<A::Stage, T::Store>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
 
-impl<A: App> Runner<A> {
-    pub fn new(app: A, cfg: RunnerConfig, metrics: Arc<Metrics>, health: Arc<Health>) -> Result<Self> {
-        std::fs::create_dir_all(&cfg.state_dir)
-            .map_err(StreamError::io(format!("creating state directory {}", cfg.state_dir.display())))?;
+impl<A: App, T: TaskStores> Runner<A, T> {
+    pub fn new(app: A, cfg: RunnerConfig, stores: T, metrics: Arc<Metrics>, health: Arc<Health>) -> Result<Self> {
         let inputs = app.inputs();
         let consumer: BaseConsumer<ServiceContext> = client_config(&cfg.kafka)
             .set("group.id", &cfg.group_id)
@@ -190,11 +272,7 @@ impl<A: App> Runner<A> {
         consumer.subscribe(&names).map_err(|e| StreamError::kafka(format!("subscribing to {names:?}"), e))?;
         let txn_id = format!("{}-{}", cfg.group_id, cfg.instance_id);
         let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
-        Ok(Self { app, cfg, inputs, consumer, producer, tasks: BTreeMap::new(), metrics, health })
-    }
-
-    fn task_dir(&self, partition: i32) -> PathBuf {
-        self.cfg.state_dir.join(format!("p{partition}"))
+        Ok(Self { app, cfg, stores, inputs, consumer, producer, tasks: BTreeMap::new(), metrics, health })
     }
 
     /// Runs until `stop` is set, then commits what is in flight and returns.
@@ -274,11 +352,13 @@ impl<A: App> Runner<A> {
         let ends = self.consumer.context().end_offsets.lock().map(|e| e.clone()).unwrap_or_default();
         let mut bytes = 0u64;
         for task in self.tasks.values() {
-            bytes += task.store.disk_bytes();
+            bytes += self.stores.disk_bytes(&task.store);
             for (i, topic) in self.inputs.iter().enumerate() {
                 if let Some(end) = ends.get(&(topic.clone(), task.partition)) {
-                    let label =
-                        crate::metrics::PartitionLabel { topic: topic.clone(), partition: task.partition.to_string() };
+                    let label = crate::kafka::metrics::PartitionLabel {
+                        topic: topic.clone(),
+                        partition: task.partition.to_string(),
+                    };
                     self.metrics.consumer_lag.get_or_create(&label).set((end - task.next[i].unwrap_or(0)).max(0));
                 }
             }
@@ -310,7 +390,7 @@ impl<A: App> Runner<A> {
         for t in &self.inputs {
             tpl.add_partition(t, p);
         }
-        let mut backoff = crate::kafka::Backoff::new();
+        let mut backoff = crate::kafka::client::Backoff::new();
         let committed = loop {
             match self.consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
                 Ok(c) => break c,
@@ -332,11 +412,7 @@ impl<A: App> Runner<A> {
     }
 
     fn open_task(&mut self, p: i32) -> Result<()> {
-        let dir = self.task_dir(p);
-        let open = |dir: &std::path::Path| {
-            RocksStore::open(dir).map_err(|source| StreamError::OpenState { dir: dir.to_path_buf(), source })
-        };
-        let mut store = open(&dir)?;
+        let mut store = self.stores.open(p)?;
         let committed = self.group_offsets(p)?;
         let local: Vec<Option<i64>> =
             self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
@@ -371,9 +447,7 @@ impl<A: App> Runner<A> {
                 clear_outbox(&store, &self.inputs)?;
             } else {
                 tracing::warn!(partition = p, ?local, ?committed, "local state diverged from the group; rebuilding");
-                drop(store);
-                std::fs::remove_dir_all(&dir).map_err(StreamError::io(format!("removing {}", dir.display())))?;
-                store = open(&dir)?;
+                store = self.stores.reset(p, store)?;
             }
         }
         let local: Vec<Option<i64>> =
@@ -408,7 +482,7 @@ impl<A: App> Runner<A> {
 
     /// Applies input records `[from, until)` of one input to a task's state; their outputs were
     /// produced by whoever processed them first, so they are dropped.
-    fn catch_up(&self, task: &mut Task<A::Stage>, input: usize, from: i64, until: i64) -> Result<()> {
+    fn catch_up(&self, task: &mut Task<A::Stage, T::Store>, input: usize, from: i64, until: i64) -> Result<()> {
         let bound = self.cfg.max_out_of_orderness_ms;
         let topic = self.inputs[input].clone();
         let mut outs = Vec::new();
@@ -439,7 +513,11 @@ impl<A: App> Runner<A> {
     }
 
     /// Writes a task's pending state, offsets and watermark, plus `outbox` if given, in one batch.
-    fn write_task_state(&self, task: &mut Task<A::Stage>, outbox: Option<(&[Emit], &[Option<i64>])>) -> Result<()> {
+    fn write_task_state(
+        &self,
+        task: &mut Task<A::Stage, T::Store>,
+        outbox: Option<(&[Emit], &[Option<i64>])>,
+    ) -> Result<()> {
         let mut batch = WriteBatch::new();
         task.stage.snapshot(&mut batch)?;
         for (i, t) in self.inputs.iter().enumerate() {
@@ -611,12 +689,12 @@ impl<A: App> Runner<A> {
 
 /// Handles one consumed record for its task: skips it if already applied, else decodes and applies it
 /// (or turns it into a dead letter), queueing outputs and late copies in the task's outbox.
-fn handle<A: App, M: Message>(
+fn handle<A: App, St: StateStore, M: Message>(
     app: &A,
     cfg: &RunnerConfig,
     metrics: &Metrics,
     input: usize,
-    task: &mut Task<A::Stage>,
+    task: &mut Task<A::Stage, St>,
     m: &M,
 ) -> Result<()> {
     let (partition, offset) = (m.partition(), m.offset());
@@ -683,9 +761,9 @@ fn handle<A: App, M: Message>(
 /// Offers one decoded input to a task's stage, advancing its watermark (and letting the stage close
 /// what the new watermark closes). Returns whether the input was late: older than the watermark
 /// before it arrived. Late inputs are still processed: they count in usage.
-fn apply<A: App>(
+fn apply<A: App, St: StateStore>(
     app: &A,
-    task: &mut Task<A::Stage>,
+    task: &mut Task<A::Stage, St>,
     bound: i64,
     value: &In<A>,
     outs: &mut Vec<Out<A>>,
@@ -759,7 +837,7 @@ fn decode_outbox(mut b: &[u8]) -> Result<Vec<Emit>, StateError> {
     Ok(out)
 }
 
-fn clear_outbox(store: &RocksStore, inputs: &[String]) -> Result<()> {
+fn clear_outbox(store: &dyn StateStore, inputs: &[String]) -> Result<()> {
     let mut batch = WriteBatch::new();
     batch.delete(Table::Meta, OUTBOX.to_vec());
     for t in inputs {
@@ -768,6 +846,9 @@ fn clear_outbox(store: &RocksStore, inputs: &[String]) -> Result<()> {
     store.write(batch)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod mock_tests;
 
 #[cfg(test)]
 mod tests {
@@ -800,7 +881,7 @@ mod tests {
         store.write(b).unwrap();
         assert_eq!(read_i64(&store, OFFSET, &key).unwrap(), Some(42));
         let e = StreamError::from(read_i64(&store, MAX_TIME, MAX_TIME.prefix).unwrap_err());
-        assert_eq!(e.class(), crate::ErrorClass::State);
+        assert_eq!(e.class(), crate::kafka::ErrorClass::State);
         assert!(e.to_string().contains("rt:max-time"), "{e}");
     }
 

@@ -1,14 +1,19 @@
-//! The Kafka runtime of the grantwatch services.
+//! The Kafka driver of the grantwatch services (feature `kafka`).
 //!
-//! The services' logic lives in `grantwatch-core` stages, the same ones `grantwatch analyze` runs; this
-//! crate only moves records between Kafka and those stages: [`runner`] (consume–process–produce,
-//! exactly-once in effect), [`kafka`] (clients, transactions), [`config`] (file + environment),
-//! [`metrics`] (Prometheus and health over HTTP), [`topics`] (creating the topics), [`error`] (one error
-//! type, classified in one place: configuration, transient broker trouble, state, fatal).
+//! The services' logic lives in `grantwatch-core` and `grantwatch-detect` stages, the same ones
+//! `grantwatch analyze` runs; this module only moves records between Kafka and those stages:
+//! [`runner`] (consume–process–produce, exactly-once in effect), [`apps`] (the processor and the
+//! detector as apps of the runner), [`client`] (clients, transactions),
+//! [`config`] (file + environment), [`metrics`] (Prometheus and health over HTTP), [`topics`] (creating
+//! the topics), [`error`] (one error type, classified in one place: configuration, transient broker
+//! trouble, state, fatal).
 
+pub mod apps;
+pub mod client;
 pub mod config;
 pub mod error;
-pub mod kafka;
+pub mod ingest;
+mod lookup;
 pub mod metrics;
 pub mod runner;
 pub mod topics;

@@ -7,13 +7,13 @@
 //! event that becomes visible more than `lag` after a newer one was produced is missed: the lag is
 //! configurable (`ingest.lookup_lag_secs`, default 15 minutes).
 
-use anyhow::{Context, Result};
 use aws_config::BehaviorVersion;
 use aws_sdk_cloudtrail::primitives::DateTime;
-use grantwatch_stream::config::LookupEventsSource;
 use serde::{Deserialize, Serialize};
 
-use crate::{Ingest, Origin};
+use crate::kafka::config::LookupEventsSource;
+use crate::kafka::error::{Result, StreamError};
+use crate::kafka::ingest::{Ingest, Origin};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct LookupCheckpoint {
@@ -59,10 +59,10 @@ impl LookupSource {
             if let Some(tok) = &next_token {
                 req = req.next_token(tok);
             }
-            let out = req
-                .send()
-                .await
-                .with_context(|| format!("LookupEvents in {} (account {})", self.source.region, self.source.account))?;
+            let out = req.send().await.map_err(|e| StreamError::Source {
+                what: format!("LookupEvents in {} (account {})", self.source.region, self.source.account),
+                source: aws_sdk_cloudtrail::error::DisplayErrorContext(e).to_string().into(),
+            })?;
             for e in out.events() {
                 let (Some(id), Some(raw)) = (e.event_id(), e.cloud_trail_event()) else { continue };
                 // An event without a time cannot be placed: it is left out (LookupEvents always sets one).
@@ -98,7 +98,10 @@ impl LookupSource {
         new_cp.recent.dedup();
         if produced > 0 {
             tracing::info!(region = %self.source.region, produced, "LookupEvents polled");
-            ingest.checkpoint_emit(key, serde_json::to_vec(&new_cp)?);
+            ingest.checkpoint_emit(
+                key,
+                serde_json::to_vec(&new_cp).map_err(StreamError::source("serializing a checkpoint"))?,
+            );
             ingest.flush()?;
         }
         Ok(())

@@ -176,8 +176,8 @@ pub fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-) -> Result<Option<SocketAddr>, crate::StreamError> {
-    use crate::StreamError;
+) -> Result<Option<SocketAddr>, crate::kafka::StreamError> {
+    use crate::kafka::StreamError;
     if listen.is_empty() {
         return Ok(None);
     }

@@ -6,12 +6,12 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::{KafkaConfig, TopicSpec, Topics};
-use crate::error::StreamError;
+use crate::kafka::config::{KafkaConfig, TopicSpec, Topics};
+use crate::kafka::error::StreamError;
 
 /// Creates every topic of `topics` that does not exist yet; returns `(name, created)` per topic.
 pub async fn create_topics(kafka: &KafkaConfig, topics: &Topics) -> Result<Vec<(String, bool)>, StreamError> {
-    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(kafka)
+    let admin: AdminClient<DefaultClientContext> = crate::kafka::client::client_config(kafka)
         .create()
         .map_err(|e| StreamError::client(kafka, "creating the admin client", e))?;
     let specs: Vec<&TopicSpec> = topics.all().into_iter().collect();

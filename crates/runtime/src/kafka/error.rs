@@ -14,7 +14,7 @@ use grantwatch_state::StateError;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::{ConfigError, KafkaConfig};
+use crate::kafka::config::{ConfigError, KafkaConfig};
 
 /// What to do about a [`StreamError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,14 @@ pub enum StreamError {
     /// metadata while consuming in a group).
     #[error("{0}")]
     Inconsistent(String),
+    /// A source of input could not be read (a watched directory, an IAM snapshot, stdin,
+    /// LookupEvents), or the catalog it is normalized with could not be loaded.
+    #[error("{what}: {source}")]
+    Source {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("metrics listen address {addr:?}: {source}")]
     ListenAddress {
         addr: String,
@@ -110,12 +118,22 @@ impl StreamError {
                 _ => ErrorClass::Fatal,
             },
             StreamError::State(_) | StreamError::OpenState { .. } | StreamError::Stage(_) => ErrorClass::State,
+            // Crash-only: a restart resumes from the last committed checkpoint and reads it again.
+            StreamError::Source { .. } => ErrorClass::Transient,
             StreamError::Io { .. } | StreamError::Inconsistent(_) => ErrorClass::Fatal,
         }
     }
 
     pub fn kafka(what: impl Into<String>, source: KafkaError) -> StreamError {
         StreamError::Kafka { what: what.into(), source }
+    }
+
+    pub fn source<E>(what: impl Into<String>) -> impl FnOnce(E) -> StreamError
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let what = what.into();
+        move |source| StreamError::Source { what, source: source.into() }
     }
 
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StreamError {
@@ -128,7 +146,7 @@ impl StreamError {
     pub fn client(kafka: &KafkaConfig, what: impl Into<String>, source: KafkaError) -> StreamError {
         let mut message = source.to_string();
         for (name, value) in &kafka.properties {
-            if crate::config::is_secret(name) && !value.is_empty() {
+            if crate::kafka::config::is_secret(name) && !value.is_empty() {
                 message = message.replace(value.as_str(), "<hidden>");
             }
         }
@@ -142,7 +160,7 @@ fn kafka_class(e: &KafkaError) -> ErrorClass {
     if let KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) = e {
         return ErrorClass::Config;
     }
-    if crate::kafka::retriable(e) {
+    if crate::kafka::client::retriable(e) {
         return ErrorClass::Transient;
     }
     match e.rdkafka_error_code() {
@@ -187,7 +205,7 @@ mod tests {
         // An invalid value librdkafka quotes back: the same text as the secret.
         kafka.properties.insert("security.protocol".into(), "hunter2-secret".into());
         let made: std::result::Result<rdkafka::producer::BaseProducer, _> =
-            crate::kafka::client_config(&kafka).create();
+            crate::kafka::client::client_config(&kafka).create();
         let Err(e) = made else { panic!("librdkafka accepted security.protocol=hunter2-secret") };
         let e = StreamError::client(&kafka, "creating the producer", e);
         let shown = format!("{e} {e:?}");

@@ -376,8 +376,8 @@ pub struct IngestConfig {
 }
 
 /// Upper bound of `ingest.max_event_bytes`: below the `max.message.bytes` of the topics
-/// `create-topics` makes (8 MiB) and the producer's ([`crate::kafka::PRODUCER_MESSAGE_MAX_BYTES`]).
-pub const MAX_EVENT_BYTES_LIMIT: usize = crate::kafka::MAX_RECORD_BYTES;
+/// `create-topics` makes (8 MiB) and the producer's ([`crate::kafka::client::PRODUCER_MESSAGE_MAX_BYTES`]).
+pub const MAX_EVENT_BYTES_LIMIT: usize = crate::kafka::client::MAX_RECORD_BYTES;
 
 /// Upper bound of `processor.window_secs` and `*.max_out_of_orderness_secs`: a year and a day.
 /// Bounded so that converting to milliseconds cannot overflow, and a typo does not go unnoticed.

@@ -13,9 +13,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
-use crate::error::StreamError;
-use crate::metrics::Health;
+use crate::kafka::config::KafkaConfig;
+use crate::kafka::error::StreamError;
+use crate::kafka::metrics::Health;
 
 /// One record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,12 +420,12 @@ impl Backoff {
     pub fn new() -> Self {
         Self { next: Duration::from_millis(100) }
     }
-    /// Sleeps the next delay; fails with [`crate::Stopped`] if a stop is requested meanwhile.
-    pub fn sleep(&mut self) -> Result<(), crate::Stopped> {
+    /// Sleeps the next delay; fails with [`crate::kafka::Stopped`] if a stop is requested meanwhile.
+    pub fn sleep(&mut self) -> Result<(), crate::kafka::Stopped> {
         let until = std::time::Instant::now() + self.next;
         while std::time::Instant::now() < until {
-            if crate::stopping() {
-                return Err(crate::Stopped);
+            if crate::kafka::stopping() {
+                return Err(crate::kafka::Stopped);
             }
             std::thread::sleep(Duration::from_millis(50).min(self.next));
         }

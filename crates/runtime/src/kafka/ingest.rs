@@ -1,0 +1,571 @@
+//! The ingest driver: CloudTrail (watched S3-layout directories, the LookupEvents API, JSON Lines on
+//! stdin) and IAM snapshots in; normalized events (keyed by identity) and entitlements out.
+//!
+//! Exactly-once: every Kafka transaction carries, with the events it produces, the checkpoint of the
+//! sources they came from (`file path → records done`, `LookupEvents region → last event time and ids`)
+//! on the compacted checkpoints topic. A restarted ingest reads that topic back and resumes where its
+//! last committed transaction ended; an interrupted transaction is aborted by the broker and its events
+//! are never seen by `read_committed` consumers.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use grantwatch_core::catalog::Catalog;
+use grantwatch_core::cloudtrail::{ActionMap, NormalizeError, Normalizer};
+use grantwatch_core::iam::IamSnapshot;
+use grantwatch_core::policy::evaluate;
+use grantwatch_files::{Item, SourceFile};
+use grantwatch_types::DeadLetterSource;
+use rdkafka::Offset;
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::client::{
+    Emit, MAX_RECORD_BYTES, Refusal, TxnOutcome, TxnProducer, read_to_end, record_bytes, set_aside_refused,
+};
+use crate::kafka::config::Config;
+use crate::kafka::error::{Result, StreamError};
+use crate::kafka::lookup;
+use crate::kafka::metrics::{Health, Metrics, serve};
+use crate::kafka::runner::{dead_letter, dead_letter_emit};
+
+/// What to ingest (the `run` command of `grantwatch-ingest`).
+#[derive(Debug, Clone, Default)]
+pub struct IngestArgs {
+    /// CloudTrail directories (S3 delivery layout, .json(.gz) or .jsonl files) watched for new files.
+    pub watch: Vec<PathBuf>,
+    /// IAM snapshot files (`aws iam get-account-authorization-details` output), re-read when changed.
+    pub iam: Vec<PathBuf>,
+    /// Read CloudTrail records as JSON Lines from stdin until end of input, then stop.
+    pub stdin: bool,
+    /// Poll the LookupEvents sources of the configuration (`[[ingest.lookup_events]]`).
+    pub lookup_events: bool,
+    /// Process what is there now, then stop (instead of watching).
+    pub once: bool,
+}
+
+/// Progress through one source, as stored on the checkpoints topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct FileCheckpoint {
+    size: u64,
+    /// Records of the file already produced.
+    records: u64,
+    complete: bool,
+}
+
+/// Events and checkpoints waiting for the next transaction.
+#[derive(Default)]
+struct Pending {
+    emits: Vec<Emit>,
+    /// Where each of `emits` came from (same length).
+    origins: Vec<Origin>,
+    records: usize,
+}
+
+impl Pending {
+    fn push(&mut self, emit: Emit, origin: Origin) {
+        self.emits.push(emit);
+        self.origins.push(origin);
+    }
+
+    fn clear(&mut self) {
+        self.emits.clear();
+        self.origins.clear();
+        self.records = 0;
+    }
+}
+
+const SERVICE: &str = "grantwatch-ingest";
+
+/// Where a pending record came from, so that a dead letter of it can say; cheap to keep for every
+/// record (a file's path is shared).
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// Checkpoints and dead letters: no source record.
+    None,
+    /// A CloudTrail or IAM file and the index of the record in it.
+    File(Arc<str>, u64),
+    Stdin(u64),
+    /// LookupEvents: region and event id.
+    Lookup(Arc<str>, Box<str>),
+}
+
+impl Origin {
+    fn source(&self) -> Option<DeadLetterSource> {
+        Some(match self {
+            Origin::None => return None,
+            Origin::File(path, record) => DeadLetterSource::File { path: path.to_string(), record: *record },
+            Origin::Stdin(line) => DeadLetterSource::Stdin { line: *line },
+            Origin::Lookup(region, id) => {
+                DeadLetterSource::LookupEvents { region: region.to_string(), event_id: id.to_string() }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::None => f.write_str("no source record"),
+            Origin::File(path, record) => write!(f, "file {path}, record {record}"),
+            Origin::Stdin(line) => write!(f, "stdin, line {line}"),
+            Origin::Lookup(region, id) => write!(f, "LookupEvents in {region}, event {id}"),
+        }
+    }
+}
+
+/// What one raw CloudTrail record becomes: its event, or why it is a dead letter (naming `origin`),
+/// or nothing (a well-formed record that is not an API call). An event larger than `max_bytes` is a
+/// dead letter: its transaction would fail, and with it every retry after a restart.
+fn convert(
+    normalizer: &Normalizer,
+    topic: &str,
+    max_bytes: usize,
+    raw: &[u8],
+    origin: &Origin,
+) -> Option<Result<Emit, String>> {
+    let ev = match normalizer.normalize(raw) {
+        Ok(ev) => ev,
+        Err(NormalizeError::NotApiActivity(_)) => return None,
+        Err(e) => return Some(Err(format!("{e} ({origin})"))),
+    };
+    let payload = match serde_json::to_vec(&ev) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(format!("cannot serialize: {e} ({origin})"))),
+    };
+    let emit = Emit { topic: topic.to_string(), key: Some(ev.actor.uid.into_bytes()), payload, kind: "event" };
+    let bytes = record_bytes(&emit);
+    if bytes > max_bytes {
+        return Some(Err(format!(
+            "event of {bytes} bytes after normalization, over ingest.max_event_bytes ({max_bytes}) ({origin})"
+        )));
+    }
+    Some(Ok(emit))
+}
+
+/// The dead-letter record of `raw`: redacted and cut to a bounded size (see `runner::dead_letter`).
+fn dead_letter_record(dlq_topic: &str, origin: &Origin, error: String, raw: &[u8]) -> Option<Emit> {
+    // Every caller has a source record; the fallback only keeps this function total.
+    let source = origin.source().unwrap_or(DeadLetterSource::Stdin { line: 0 });
+    dead_letter_emit(dlq_topic, None, &dead_letter(SERVICE, source, error, raw))
+}
+
+pub(crate) struct Ingest {
+    cfg: Config,
+    producer: TxnProducer,
+    normalizer: Normalizer,
+    catalog: Arc<Catalog>,
+    pub(crate) checkpoints: HashMap<String, Vec<u8>>,
+    pending: Pending,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    pub(crate) fn checkpoint_emit(&mut self, key: String, value: Vec<u8>) {
+        self.checkpoints.insert(key.clone(), value.clone());
+        let topic = self.cfg.topics.ingest_checkpoints.name.clone();
+        self.pending
+            .push(Emit { topic, key: Some(key.into_bytes()), payload: value, kind: "checkpoint" }, Origin::None);
+    }
+
+    /// Queues a dead letter of `raw` (redacted, cut to a bounded size) from `origin`.
+    fn dead_letter(&mut self, origin: Origin, error: String, raw: &[u8]) {
+        tracing::warn!(%origin, %error, "unusable record sent to the dead-letter topic");
+        self.metrics.dead_letters.inc();
+        if let Some(emit) = dead_letter_record(&self.cfg.topics.dlq.name, &origin, error, raw) {
+            self.pending.push(emit, origin);
+        }
+    }
+
+    /// Normalizes one raw CloudTrail record into `pending`.
+    pub(crate) fn record(&mut self, raw: &[u8], origin: Origin) {
+        self.pending.records += 1;
+        let events = &self.cfg.topics.events.name;
+        match convert(&self.normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
+            Some(Ok(emit)) => self.pending.push(emit, origin),
+            Some(Err(error)) => self.dead_letter(origin, error, raw),
+            None => {}
+        }
+    }
+
+    /// Commits what is pending in one transaction.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.pending.emits.is_empty() {
+            return Ok(());
+        }
+        loop {
+            match self.producer.transact(&self.pending.emits, None)? {
+                TxnOutcome::Committed => {
+                    self.metrics.commits.inc();
+                    for e in &self.pending.emits {
+                        self.metrics.out(e.kind).inc();
+                    }
+                    self.pending.clear();
+                    return Ok(());
+                }
+                // Nothing else writes with this transactional id, so an abort means the broker lost the
+                // transaction (e.g. it timed out while unreachable). The checkpoints in memory are ahead of
+                // what was committed: start over from the committed ones (crash-only).
+                TxnOutcome::Aborted(why) => {
+                    return Err(StreamError::Transaction {
+                        what: "committing ingested records".into(),
+                        why: format!("aborted ({why}); restart to resume from the last commit"),
+                    });
+                }
+                // A restart would meet the same record again: dead-letter it and go on.
+                TxnOutcome::Refused(refused) => self.set_aside(&refused)?,
+            }
+        }
+    }
+
+    /// Replaces a record Kafka refused by its dead letter (see `set_aside_refused`).
+    fn set_aside(&mut self, refused: &[Refusal]) -> Result<()> {
+        let dlq = &self.cfg.topics.dlq.name;
+        let origins = &self.pending.origins;
+        let set = set_aside_refused(&mut self.pending.emits, refused, |index, e, error| {
+            let origin = origins.get(index)?;
+            // A refused dead letter or checkpoint (both small) has nothing to fall back to.
+            if matches!(e.kind, "dlq" | "checkpoint") {
+                return None;
+            }
+            let error = format!("{} of {} bytes refused by Kafka: {error} ({origin})", e.kind, record_bytes(e));
+            origin.source()?; // no source record: nothing to dead-letter it as
+            dead_letter_record(dlq, origin, error, &e.payload)
+        });
+        let Some(set) = set else {
+            return Err(StreamError::Inconsistent(format!(
+                "Kafka refused records that are not in the transaction: {refused:?}"
+            )));
+        };
+        let (e, origin) = (&set.record, self.pending.origins.get(set.index).cloned().unwrap_or(Origin::None));
+        if set.replaced {
+            self.metrics.dead_letters.inc();
+            tracing::warn!(kind = e.kind, bytes = record_bytes(e), %origin, "record refused by Kafka; dead-lettered");
+        } else {
+            tracing::error!(kind = e.kind, bytes = record_bytes(e), %origin, "record refused by Kafka; dropped");
+            if set.index < self.pending.origins.len() {
+                self.pending.origins.remove(set.index);
+            }
+        }
+        Ok(())
+    }
+
+    fn ingest_iam(&mut self, files: &[PathBuf]) -> Result<()> {
+        let found = grantwatch_files::discover(files).map_err(StreamError::source("finding IAM snapshot files"))?.files;
+        let mut changed = false;
+        let mut fingerprints = Vec::new();
+        for f in &found {
+            let fp = grantwatch_files::fingerprint_file(f)
+                .map_err(StreamError::source(format!("reading {}", f.location)))?;
+            let key = format!("iam:{}", f.location);
+            if self.checkpoints.get(&key).map(Vec::as_slice) != Some(fp.to_string().as_bytes()) {
+                changed = true;
+            }
+            fingerprints.push((key, fp.to_string()));
+        }
+        if !changed {
+            return Ok(());
+        }
+        // The snapshot is evaluated as a whole (policies and groups span files).
+        let mut snapshot = IamSnapshot::default();
+        for f in &found {
+            let path = f.local_path().ok_or_else(|| StreamError::Source {
+                what: format!("IAM snapshot {}", f.location),
+                source: "not a local file".into(),
+            })?;
+            let bytes = std::fs::read(path).map_err(StreamError::source(format!("reading {}", path.display())))?;
+            let doc = grantwatch_core::iam::parse_iam_json(&bytes, &path.display().to_string())
+                .map_err(StreamError::source(format!("parsing IAM snapshot {}", path.display())))?;
+            snapshot.merge(doc);
+        }
+        let grants = evaluate(&snapshot, &self.catalog);
+        tracing::info!(identities = grants.len(), files = found.len(), "entitlements evaluated");
+        let files: Arc<str> = found.iter().map(|f| f.location.to_string()).collect::<Vec<_>>().join(",").into();
+        for (i, g) in grants.iter().enumerate() {
+            let record = g.to_record(&self.catalog);
+            let emit = Emit {
+                topic: self.cfg.topics.entitlements.name.clone(),
+                key: Some(g.arn.clone().into_bytes()),
+                payload: serde_json::to_vec(&record).map_err(StreamError::source("serializing entitlements"))?,
+                kind: "entitlements",
+            };
+            let origin = Origin::File(files.clone(), i as u64);
+            let bytes = record_bytes(&emit);
+            if bytes > MAX_RECORD_BYTES {
+                let error = format!(
+                    "entitlements of {} are {bytes} bytes, over the largest record ({MAX_RECORD_BYTES}); record = identity index",
+                    g.arn
+                );
+                self.dead_letter(origin, error, &emit.payload);
+            } else {
+                self.pending.push(emit, origin);
+            }
+        }
+        for (key, fp) in fingerprints {
+            self.checkpoint_emit(key, fp.into_bytes());
+        }
+        self.flush()
+    }
+
+    fn ingest_dirs(&mut self, dirs: &[PathBuf], stop: &AtomicBool) -> Result<()> {
+        let mut files =
+            grantwatch_files::discover(dirs).map_err(StreamError::source("finding CloudTrail files"))?.files;
+        // Oldest delivery first, across accounts and regions: events then reach Kafka roughly in event
+        // time order, which is what the consumers' watermarks assume.
+        grantwatch_files::sort_by_delivery(&mut files);
+        let mut buf = grantwatch_files::ReadBuffers::default();
+        for file in files {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let key = format!("file:{}", file.location);
+            let cp: FileCheckpoint =
+                self.checkpoints.get(&key).and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+            if cp.complete && cp.size == file.size {
+                continue;
+            }
+            // A file that changed size since its checkpoint is read again whole (downstream dedup by
+            // event id keeps the counts exact); an unfinished one resumes after its last record.
+            let skip = if cp.size == file.size { cp.records } else { 0 };
+            self.ingest_file(&file, &key, skip, &mut buf)?;
+        }
+        self.flush()
+    }
+
+    fn ingest_file(
+        &mut self,
+        file: &SourceFile,
+        key: &str,
+        skip: u64,
+        buf: &mut grantwatch_files::ReadBuffers,
+    ) -> Result<()> {
+        let path: Arc<str> = file.location.to_string().into();
+        let batch_records = self.cfg.ingest.batch_records;
+        let mut failure: Option<StreamError> = None;
+        let mut done = skip;
+        let result = grantwatch_files::read_records(file, buf, &mut |item| {
+            let index = item.index();
+            if failure.is_some() || index < skip {
+                return;
+            }
+            self.metrics.input("file").inc();
+            let origin = Origin::File(path.clone(), index);
+            match item {
+                Item::Record(rec) => self.record(rec.raw, origin),
+                // Over the reader's record cap: never buffered, so there is no payload to keep.
+                Item::Oversized(o) => {
+                    self.pending.records += 1;
+                    let error = format!("{o} ({origin})");
+                    self.dead_letter(origin, error, b"");
+                }
+            }
+            done = index + 1;
+            if self.pending.records >= batch_records {
+                let cp = FileCheckpoint { size: file.size, records: done, complete: false };
+                if let Ok(v) = serde_json::to_vec(&cp) {
+                    self.checkpoint_emit(key.to_string(), v);
+                }
+                if let Err(e) = self.flush() {
+                    failure = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Err(e) = result {
+            // The whole file is unusable (corrupt gzip, not JSON): one dead letter names it.
+            self.dead_letter(Origin::File(path.clone(), done), e.to_string(), b"");
+        }
+        let cp = FileCheckpoint { size: file.size, records: done, complete: true };
+        self.checkpoint_emit(
+            key.to_string(),
+            serde_json::to_vec(&cp).map_err(StreamError::source("serializing a checkpoint"))?,
+        );
+        if self.pending.records >= batch_records {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// JSON Lines from stdin; a transaction commits every `batch_records` records, or after
+    /// `flush_interval_ms` without a full batch, so a slow trickle still reaches Kafka promptly.
+    fn ingest_stdin(&mut self, stop: &AtomicBool) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8192);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                let mut reader = std::io::BufReader::new(std::io::stdin().lock());
+                loop {
+                    let mut line = Vec::new();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => return,
+                        Ok(_) => {
+                            if tx.send(Ok(line)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(StreamError::io("starting the stdin reader"))?;
+        let batch_records = self.cfg.ingest.batch_records;
+        let interval = Duration::from_millis(self.cfg.ingest.flush_interval_ms);
+        let mut line_no = 0u64;
+        let mut oldest_pending: Option<Instant> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let wait = oldest_pending.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            match rx.recv_timeout(wait) {
+                Ok(line) => {
+                    let line = line.map_err(StreamError::io("reading stdin"))?;
+                    line_no += 1;
+                    let raw = line.trim_ascii();
+                    if raw.is_empty() {
+                        continue;
+                    }
+                    self.metrics.input("stdin").inc();
+                    self.record(raw, Origin::Stdin(line_no));
+                    oldest_pending.get_or_insert_with(Instant::now);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if self.pending.records >= batch_records || oldest_pending.is_some_and(|t| t.elapsed() >= interval) {
+                self.flush()?;
+                oldest_pending = None;
+            }
+        }
+        self.flush()
+    }
+}
+
+/// Reads the checkpoints topic back (latest value per key).
+fn load_checkpoints(cfg: &Config) -> Result<HashMap<String, Vec<u8>>> {
+    let topic = &cfg.topics.ingest_checkpoints;
+    let mut out = HashMap::new();
+    let partitions: Vec<i32> = (0..topic.partitions).collect();
+    read_to_end(&cfg.kafka, &topic.name, &partitions, Offset::Beginning, None, &mut |_, _, key, value| {
+        if let (Some(k), Some(v)) = (key, value) {
+            out.insert(String::from_utf8_lossy(k).into_owned(), v.to_vec());
+        }
+        Ok(())
+    })
+    .map_err(|e| StreamError::Source { what: format!("reading checkpoints from {}", topic.name), source: e.into() })?;
+    Ok(out)
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ingests until a stop is requested (SIGTERM), or once with `args.once`, serving `/metrics` and
+/// `/health` on `ingest.http_listen`.
+pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    serve(&cfg.ingest.http_listen, metrics.clone(), health.clone())?;
+    let stop = crate::kafka::stop_flag()?;
+    let catalog = Arc::new(Catalog::aws().map_err(StreamError::source("loading the AWS action catalog"))?);
+    let normalizer = Normalizer::new(
+        ActionMap::new(catalog.clone()).map_err(StreamError::source("loading the CloudTrail action map"))?,
+    );
+    let txn_id = format!("grantwatch-ingest-{}", cfg.ingest.instance_id);
+    let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
+    let checkpoints = load_checkpoints(&cfg)?;
+    tracing::info!(checkpoints = checkpoints.len(), "resuming from committed checkpoints");
+    let poll = Duration::from_secs(cfg.ingest.poll_interval_secs);
+    let lookup_sources = cfg.ingest.lookup_events.clone();
+    let lookup_lag = cfg.ingest.lookup_lag_secs;
+    let mut ingest = Ingest { cfg, producer, normalizer, catalog, checkpoints, pending: Pending::default(), metrics };
+    if args.stdin {
+        return ingest.ingest_stdin(&stop);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StreamError::io("starting the LookupEvents runtime"))?;
+    let mut lookups = Vec::new();
+    if args.lookup_events {
+        for s in &lookup_sources {
+            lookups.push(runtime.block_on(lookup::LookupSource::new(s.clone(), lookup_lag)));
+        }
+    }
+    while !stop.load(Ordering::Relaxed) {
+        if !args.iam.is_empty() {
+            ingest.ingest_iam(&args.iam)?;
+        }
+        if !args.watch.is_empty() {
+            ingest.ingest_dirs(&args.watch, &stop)?;
+        }
+        for source in &mut lookups {
+            runtime.block_on(source.poll(&mut ingest))?;
+        }
+        if args.once {
+            break;
+        }
+        sleep_unless_stopped(poll, &stop);
+    }
+    health.draining();
+    ingest.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use grantwatch_types::DeadLetter;
+
+    use super::*;
+
+    fn record(user_agent_bytes: usize) -> String {
+        format!(
+            r#"{{"eventID":"e1","eventTime":"2024-01-02T03:04:05Z","eventSource":"iam.amazonaws.com","eventName":"CreateLoginProfile","readOnly":false,"userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice"}},"userAgent":"{}","requestParameters":{{"userName":"bob","password":"Hunter2-secret"}},"responseElements":{{"credentials":{{"accessKeyId":"ASIAKEEP","sessionToken":"FwoGZX-session"}}}}}}"#,
+            "u".repeat(user_agent_bytes)
+        )
+    }
+
+    #[test]
+    fn an_oversized_event_becomes_a_bounded_dead_letter_naming_its_source() {
+        let normalizer = Normalizer::aws().unwrap();
+        let origin = Origin::File(Arc::from("trail/x.json.gz"), 7);
+        let small = record(10);
+        let event = convert(&normalizer, "events", 100_000, small.as_bytes(), &origin).unwrap().unwrap();
+        assert_eq!(event.kind, "event");
+        let shown = String::from_utf8_lossy(&event.payload);
+        assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
+
+        let big = record(200_000);
+        let error = convert(&normalizer, "events", 100_000, big.as_bytes(), &origin).unwrap().unwrap_err();
+        assert!(error.contains("over ingest.max_event_bytes (100000)"), "{error}");
+        assert!(error.contains("file trail/x.json.gz, record 7"), "{error}");
+        let dlq = dead_letter_record("dlq", &origin, error, big.as_bytes()).unwrap();
+        assert_eq!((dlq.topic.as_str(), dlq.kind), ("dlq", "dlq"));
+        let dl: DeadLetter = serde_json::from_slice(&dlq.payload).unwrap();
+        assert_eq!(dl.source, DeadLetterSource::File { path: "trail/x.json.gz".into(), record: 7 });
+        assert!(dl.payload_truncated && dl.payload.len() <= DeadLetter::MAX_PAYLOAD);
+        assert!(dlq.payload.len() < 80_000, "{} bytes", dlq.payload.len());
+    }
+
+    #[test]
+    fn dead_letters_of_unusable_records_carry_no_credentials() {
+        let normalizer = Normalizer::aws().unwrap();
+        let origin = Origin::Stdin(3);
+        let broken = record(10).replace(r#""eventTime":"2024-01-02T03:04:05Z","#, "");
+        let error = convert(&normalizer, "events", 100_000, broken.as_bytes(), &origin).unwrap().unwrap_err();
+        assert!(error.contains("eventTime") && error.contains("stdin, line 3"), "{error}");
+        let dlq = dead_letter_record("dlq", &origin, error, broken.as_bytes()).unwrap();
+        let shown = String::from_utf8(dlq.payload).unwrap();
+        assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
+        assert!(shown.contains("ASIAKEEP"), "{shown}");
+    }
+}

@@ -1,0 +1,281 @@
+//! The runner against librdkafka's mock cluster, over in-memory task stores: consume, process,
+//! produce and commit in transactions; a restart resumes from the committed state; an interrupted
+//! commit's outbox is sent exactly once, or dropped when the group already has it.
+//!
+//! The mock cluster speaks the real protocol (consumer groups, transactions, read_committed) inside the
+//! test process, with one gap: it acknowledges the offsets a transaction commits for the group
+//! (`TxnOffsetCommit`) without storing them (librdkafka 2.12). Where a case turns on the group's
+//! offsets, the test sets them with a plain commit first. The end-to-end tests in `tests/` run the
+//! services, transactional offsets included, against a real broker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use grantwatch_core::stage::{Cx, Stage, StageError};
+use grantwatch_state::{MemStore, StateRead, StateStore, Table, WriteBatch};
+use grantwatch_types::EventTime;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+
+use super::*;
+
+const IN: &str = "in";
+const OUT: &str = "out";
+const PARTITIONS: i32 = 2;
+
+/// Counts records per key, in state: output `key=n` for the n-th record of `key`. A record applied
+/// twice, or a count lost across a restart, shows in the outputs.
+struct Counting;
+
+struct CountingStage {
+    counts: BTreeMap<Vec<u8>, u64>,
+    dirty: BTreeMap<Vec<u8>, u64>,
+}
+
+fn count_key(key: &[u8]) -> Vec<u8> {
+    [b"test:count:".as_slice(), key].concat()
+}
+
+impl Stage for CountingStage {
+    type In = (Vec<u8>, i64);
+    type Out = String;
+
+    fn process(&mut self, (key, _): &(Vec<u8>, i64), cx: &mut Cx<'_, String>) -> Result<(), StageError> {
+        let n = match self.counts.get(key) {
+            Some(n) => *n,
+            None => cx
+                .state
+                .get(Table::Meta, &count_key(key))?
+                .map(|v| u64::from_be_bytes(v.try_into().unwrap_or_default()))
+                .unwrap_or(0),
+        } + 1;
+        self.counts.insert(key.clone(), n);
+        self.dirty.insert(key.clone(), n);
+        cx.out.push(format!("{}={n}", String::from_utf8_lossy(key)));
+        Ok(())
+    }
+
+    fn snapshot(&mut self, batch: &mut WriteBatch) -> Result<(), StageError> {
+        for (k, n) in std::mem::take(&mut self.dirty) {
+            batch.put(Table::Meta, count_key(&k), n.to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+}
+
+impl App for Counting {
+    type Stage = CountingStage;
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec![IN.into()]
+    }
+    fn open_stage(&self, _: &dyn StateRead) -> Result<CountingStage, StageError> {
+        Ok(CountingStage { counts: BTreeMap::new(), dirty: BTreeMap::new() })
+    }
+    fn decode(&self, _: usize, key: Option<&[u8]>, payload: &[u8]) -> Result<(Vec<u8>, i64), String> {
+        let time = std::str::from_utf8(payload).ok().and_then(|p| p.parse().ok()).ok_or("not a time")?;
+        Ok((key.unwrap_or_default().to_vec(), time))
+    }
+    fn event_time(&self, (_, t): &(Vec<u8>, i64)) -> Option<EventTime> {
+        Some(EventTime(*t))
+    }
+    fn encode(&self, out: String, emits: &mut Vec<Emit>) {
+        emits.push(Emit { topic: OUT.into(), key: None, payload: out.into_bytes(), kind: "alert" });
+    }
+}
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [(IN, PARTITIONS), (OUT, 1), ("late", 1), ("dlq", 1)] {
+        mock.create_topic(topic, partitions, 1).expect("mock topic");
+    }
+    mock
+}
+
+fn config(mock: &MockCluster<'static, impl ProducerContext>, group: &str) -> RunnerConfig {
+    RunnerConfig {
+        kafka: KafkaConfig { bootstrap_servers: mock.bootstrap_servers(), properties: Default::default() },
+        group_id: group.into(),
+        instance_id: "0".into(),
+        state_dir: std::env::temp_dir(), // unused: the stores are in memory
+        max_out_of_orderness_ms: 1_000,
+        commit_interval: Duration::from_millis(50),
+        late_topic: "late".into(),
+        dlq_topic: "dlq".into(),
+        max_pending: 1_000,
+        max_record_bytes: 1 << 20,
+    }
+}
+
+/// Produces `(key, payload)` records to partition `p` of the input.
+fn produce(mock: &MockCluster<'static, impl ProducerContext>, p: i32, records: &[(&str, String)]) {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().expect("producer");
+    for (key, payload) in records {
+        producer.send(BaseRecord::to(IN).partition(p).key(*key).payload(payload)).expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// Sets the group's committed offset of input partition `p`, as a transaction that went through would.
+fn commit_group(mock: &MockCluster<'static, impl ProducerContext>, group: &str, p: i32, next: i64) {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(IN, p, Offset::Offset(next)).expect("offset");
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit the group's offset");
+}
+
+/// Every committed record of `topic`, as text.
+fn committed(mock: &MockCluster<'static, impl ProducerContext>, topic: &str) -> Vec<String> {
+    let kafka = KafkaConfig { bootstrap_servers: mock.bootstrap_servers(), properties: Default::default() };
+    let mut out = Vec::new();
+    read_to_end(&kafka, topic, &[0], Offset::Beginning, None, &mut |_, _, _, payload| {
+        out.push(String::from_utf8_lossy(payload.unwrap_or_default()).into_owned());
+        Ok(())
+    })
+    .expect("read output");
+    out
+}
+
+/// Runs a runner over `stores` until `done` holds for the committed outputs (or 60 s pass), then
+/// stops it the way SIGTERM does.
+fn run_until(
+    mock: &MockCluster<'static, impl ProducerContext>,
+    group: &str,
+    stores: &MemStores,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (cfg, stores, stop) = (config(mock, group), stores.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runner = Runner::new(Counting, cfg, stores, Metrics::new(), Health::new())?;
+            runner.run(&stop)
+        })
+    };
+    let started = Instant::now();
+    let mut out = committed(mock, OUT);
+    while !done(&out) && started.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        out = committed(mock, OUT);
+    }
+    stop.store(true, Ordering::Relaxed);
+    runner.join().expect("runner thread").expect("runner");
+    committed(mock, OUT)
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn expected(counts: &[(&str, u64)]) -> Vec<String> {
+    sorted(counts.iter().flat_map(|(k, n)| (1..=*n).map(move |i| format!("{k}={i}"))).collect())
+}
+
+#[test]
+fn outputs_are_exactly_once_across_a_restart_and_bad_records_are_dead_letters() {
+    let mock = cluster();
+    let stores = MemStores::default();
+    let batch = |key: &'static str, from: i64, n: i64| -> Vec<(&'static str, String)> {
+        (from..from + n).map(|t| (key, (t * 1000).to_string())).collect()
+    };
+    produce(&mock, 0, &batch("a", 0, 30));
+    produce(&mock, 1, &[batch("b", 0, 20), vec![("b", "not a number".to_string())]].concat());
+
+    let first = run_until(&mock, "g", &stores, |out| out.len() >= 50);
+    assert_eq!(sorted(first), expected(&[("a", 30), ("b", 20)]));
+    let dead = committed(&mock, "dlq");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains("not a time") && dead[0].contains("\"partition\":1"), "{}", dead[0]);
+    // The offsets and counts are in the task's state, committed with the outputs.
+    let p0 = stores.get(0);
+    assert_eq!(read_i64(&p0, OFFSET, &offset_key(OFFSET, IN)).unwrap(), Some(30));
+    assert!(p0.get(Table::Meta, OUTBOX).unwrap().is_none(), "outbox cleared after the commit");
+
+    // Restarted on the same state: counting goes on where it stopped, nothing is produced twice.
+    produce(&mock, 0, &batch("a", 30, 5));
+    produce(&mock, 1, &batch("c", 20, 3));
+    let second = run_until(&mock, "g", &stores, |out| out.len() >= 58);
+    assert_eq!(sorted(second), expected(&[("a", 35), ("b", 20), ("c", 3)]));
+    assert_eq!(committed(&mock, "dlq").len(), 1);
+}
+
+/// A commit interrupted after step 1 (state and outbox written) and before step 2 (the transaction):
+/// the restarted task sends the outbox with the offsets it goes with. If the group already has those
+/// offsets (the crash came after step 2), the outbox is dropped instead.
+#[test]
+fn an_interrupted_commit_is_completed_once_on_restart() {
+    let mock = cluster();
+    let stores = MemStores::default();
+    produce(&mock, 0, &(0..5).map(|t| ("a", t.to_string())).collect::<Vec<_>>());
+    // State as a crash between steps 1 and 2 leaves it: records 0..3 applied (counted 3), their
+    // outputs in the outbox, which starts from the group's offsets (none committed yet).
+    let p0: Arc<MemStore> = stores.get(0);
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Meta, count_key(b"a"), 3u64.to_be_bytes().to_vec());
+    batch.put(Table::Meta, offset_key(OFFSET, IN), 3i64.to_be_bytes().to_vec());
+    // Marked, so that outputs sent from the outbox differ from outputs computed again.
+    let outbox: Vec<Emit> = (1..=3)
+        .map(|n| Emit { topic: OUT.into(), key: None, payload: format!("a={n} outbox").into_bytes(), kind: "alert" })
+        .collect();
+    batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&outbox));
+    p0.write(batch).unwrap();
+
+    let out = run_until(&mock, "g", &stores, |out| out.len() >= 5);
+    assert_eq!(out, ["a=1 outbox", "a=2 outbox", "a=3 outbox", "a=4", "a=5"], "outbox sent once, then records 3 and 4");
+
+    // Crash after step 2: an outbox left behind whose offsets the group has. It must not be sent,
+    // and the state is kept (a count no recomputation gives shows it was not rebuilt).
+    let stale = vec![Emit { topic: OUT.into(), key: None, payload: b"a=stale".to_vec(), kind: "alert" }];
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Meta, count_key(b"a"), 50u64.to_be_bytes().to_vec());
+    batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&stale));
+    batch.put(Table::Meta, offset_key(OUTBOX_FROM, IN), 3i64.to_be_bytes().to_vec());
+    p0.write(batch).unwrap();
+    // A fresh group name: the mock refuses a plain commit to a group that had members.
+    commit_group(&mock, "g2", 0, 5);
+    produce(&mock, 0, &[("a", "9".to_string())]);
+    let out = run_until(&mock, "g2", &stores, |out| out.len() >= 6);
+    assert_eq!(out[5..], ["a=51"]);
+    assert!(stores.get(0).get(Table::Meta, OUTBOX).unwrap().is_none());
+}
+
+/// Local state behind the group's offsets by more than an outbox explains (another instance went on
+/// from here): the task rebuilds from the start of the input, and outputs are not produced again.
+#[test]
+fn state_that_diverged_from_the_group_is_rebuilt_without_producing_again() {
+    let mock = cluster();
+    let stores = MemStores::default();
+    produce(&mock, 0, &(0..4).map(|t| ("a", t.to_string())).collect::<Vec<_>>());
+    let out = run_until(&mock, "g", &stores, |out| out.len() >= 4);
+    assert_eq!(sorted(out), expected(&[("a", 4)]));
+    // Replace the local state by an older one with an outbox the group never saw at these offsets.
+    let p0 = stores.reset(0, stores.get(0)).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Meta, count_key(b"a"), 1u64.to_be_bytes().to_vec());
+    batch.put(Table::Meta, offset_key(OFFSET, IN), 2i64.to_be_bytes().to_vec());
+    batch.put(Table::Meta, offset_key(OUTBOX_FROM, IN), 1i64.to_be_bytes().to_vec());
+    let lost = vec![Emit { topic: OUT.into(), key: None, payload: b"a=lost".to_vec(), kind: "alert" }];
+    batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&lost));
+    p0.write(batch).unwrap();
+    commit_group(&mock, "g2", 0, 4);
+
+    produce(&mock, 0, &[("a", "9".to_string())]);
+    let out = run_until(&mock, "g2", &stores, |out| out.len() >= 5);
+    assert_eq!(sorted(out), expected(&[("a", 5)]), "rebuilt from offset 0: the fifth record counts 5");
+}
