@@ -7,13 +7,23 @@
 //!   hours), kept in state: first-time anomalies and the novelty features of the models.
 //! - [`features`] and [`ml`]: per identity-hour behavior features, and linfa models (per identity and
 //!   per peer group) trained by `grantwatch train`.
-//! - [`alert`] and [`incident`]: the explained alert every analytic raises, and its grouping into one
-//!   incident per (analytic, identity) with a count.
+//! - `analytics` (crate-private): what is alert-worthy. Each analytic (single-event and Sigma rules,
+//!   first-time and dormancy, bulk reads, sequences and grants, model scoring of a closed hour, PCI
+//!   transitions) looks at one input against the identity's profile and returns what it raises; the
+//!   rule configuration then turns what passes into drafts. No stage, no OCSF.
+//! - `build` (crate-private): drafts to OCSF Detection Findings: analytics that fired on one event
+//!   merged into one alert, the explanation (descriptions, evidence, ATT&CK), and the grouping into
+//!   incidents.
+//! - [`alert`] and [`incident`]: the evidence that explains every alert, and an incident: one analytic
+//!   firing on one identity, its repeats counted, emitted as a Create and (if it grew) an Update.
 //! - [`load`]: reading the rules and model directories (this crate's only IO).
-//! - [`stage`]: the detection stage that runs all of the above, driven by the file runner
-//!   (`grantwatch analyze`) or the Kafka runner (`grantwatch-detector`).
+//! - [`stage`]: the detection stage, driven by the file runner (`grantwatch analyze`) or the Kafka
+//!   runner (`grantwatch-detector`): runs the analytics on each input, hands their drafts to `build`,
+//!   and keeps the state (profiles, open incidents and windows, seen events) in the task's store.
 
 pub mod alert;
+mod analytics;
+mod build;
 pub mod features;
 pub mod history;
 pub mod incident;

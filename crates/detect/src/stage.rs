@@ -1,12 +1,14 @@
 //! The detection stage: events and PCI updates in, explained alerts out, grouped into incidents.
 //!
-//! Per event: Sigma rules and the built-in single-event rules; then, against the identity's
-//! [`History`], first-time anomalies, dormancy, roles passed to compute for the first time, the
-//! two-step policy-version escalation, and "granted and used within minutes". Per identity-hour (event
-//! time): the window's behavior features, scored by the trained models ([`ModelSet`]). Per PCI update:
-//! a new super identity, or a sharp PCI rise. Every alert goes through [`DetectStage::raise`], which
-//! applies the rule configuration (enabled, severity, allowlists), explains it, and groups it into an
-//! incident.
+//! The stage orchestrates and persists: what is alert-worthy is the `analytics` module's to decide,
+//! and the findings are the `build` module's to write. Per event: the single-event and Sigma rules;
+//! then, once [`History`](crate::history::History) has compared the event with the identity's past,
+//! the stateful analytics. An event that starts a later hour first closes the identity's previous hour
+//! window, which the trained models ([`ModelSet`]) score. A grant is recorded on its grantee
+//! ([`GrantNotice`]). Per PCI update: the PCI transitions. Every alert an analytic raises goes through
+//! `DetectStage::raise`, which applies the rule configuration and keeps what passes as a draft; at the
+//! end of each input, `build` merges the drafts into OCSF Detection Findings and groups them into
+//! incidents.
 //!
 //! State (in [`Table::Meta`], JSON): one profile per identity (history, open hour window, PCI, pending
 //! grants and sequence steps), open incidents, and an index of open windows by end time so the
@@ -17,36 +19,27 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use grantwatch_core::catalog::{AccessLevel, Catalog};
+use grantwatch_core::catalog::Catalog;
 use grantwatch_core::stage::{Cx, Stage, StageError};
 use grantwatch_core::usage::SeenKey;
 use grantwatch_state::{StateRead, Table, WriteBatch};
-use grantwatch_types::{
-    Cloud, DetectionFinding, Event, EventTime, FindingSpec, IdentityKind, PciUpdate, RelatedEvent, StatusFlag,
-};
+use grantwatch_types::{Cloud, DetectionFinding, Event, EventTime, IdentityKind, PciUpdate};
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::{Deserialize, Serialize};
 
-use crate::alert::Evidence;
-use crate::features::{FeatureMean, HOUR_MS, HourWindow, Novelty, hour_start};
-use crate::history::{History, Novel};
-use crate::incident::{Incident, MAX_EVENTS};
-use crate::ml::{BaselineKind, ModelSet, TrainingWindow};
-use crate::rules::{self, AnalyticInfo, Builtin, RuleHit, RulePolicy, RulesConfig};
+use crate::analytics::{self, PENDING_MAX, Pending, Policies, Profile, Raised, sigma_id};
+use crate::build::{self, Draft, OpenIncidents, Subject, related};
+use crate::features::{HOUR_MS, HourWindow, Novelty, hour_start};
+use crate::incident::Incident;
+use crate::ml::{ModelSet, TrainingWindow};
+use crate::rules::{self, Builtin, RulesConfig};
 use crate::sigma::SigmaSet;
 
-/// A two-step sequence (policy version created, then made default) must complete within this time.
-const SEQUENCE_WINDOW_MS: i64 = HOUR_MS;
-/// Grants and sequence steps remembered per identity.
-const PENDING_MAX: usize = 16;
 /// Profiles kept in memory between snapshots; past this, clean ones are dropped after a commit.
 const PROFILE_CACHE_MAX: usize = 50_000;
 
 const PROFILE: &[u8] = grantwatch_state::keys::DETECT_PROFILE.prefix;
 const INCIDENT: &[u8] = grantwatch_state::keys::DETECT_INCIDENT.prefix;
 const WINDOW: &[u8] = grantwatch_state::keys::DETECT_WINDOW.prefix;
-/// Reads from data stores first touched within the hour that make a bulk read.
-const BULK_READS: u32 = 100;
 
 /// What the detector consumes.
 #[derive(Debug, Clone)]
@@ -78,55 +71,6 @@ impl Detection {
     pub fn knows(sigma: &SigmaSet, id: &str) -> bool {
         Builtin::ALL.iter().any(|b| b.id() == id) || sigma.rules().iter().any(|r| sigma_id(&r.id) == id)
     }
-}
-
-fn sigma_id(rule_id: &str) -> String {
-    format!("sigma/{rule_id}")
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Profile {
-    kind: Option<IdentityKind>,
-    name: Option<String>,
-    account: String,
-    history: History,
-    window: Option<HourWindow>,
-    /// Mean of the identity's closed windows' features: its running profile, which places an identity
-    /// the model has never seen into a peer group.
-    #[serde(default)]
-    running: FeatureMean,
-    pci: Option<u8>,
-    super_identity: Option<bool>,
-    /// Permissions granted to this identity recently, waiting for a first use.
-    grants: Vec<Pending>,
-    /// First steps of two-step sequences.
-    steps: Vec<Pending>,
-    /// Data stores first touched in the current hour, and the reads from them so far.
-    #[serde(default)]
-    fresh: FreshData,
-    /// Analytics this identity triggered: first and last UTC day, within the lookback (established
-    /// behavior once the first day is past).
-    #[serde(default)]
-    triggered: FxHashMap<String, (i32, i32)>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct FreshData {
-    hour_ms: i64,
-    stores: Vec<String>,
-    reads: u32,
-    events: Vec<RelatedEvent>,
-    alerted: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
-    /// What was granted, or the sequence step's subject (a policy ARN).
-    what: String,
-    event: RelatedEvent,
-    /// Who made the grant (empty for sequence steps).
-    #[serde(default)]
-    by: String,
 }
 
 /// A grant one identity made to another (`AttachUserPolicy`, `AddUserToGroup`, ...), remembered on the
@@ -178,18 +122,13 @@ pub struct DetectCounts {
 /// The detection stage.
 pub struct DetectStage {
     det: Arc<Detection>,
-    /// Enabled analytics and their effective settings, by id.
-    policies: FxHashMap<String, (AnalyticInfo, RulePolicy)>,
+    policies: Policies,
     profiles: FxHashMap<String, Profile>,
     dirty_profiles: FxHashSet<String>,
     /// Open hour windows by end time, and their changes since the last snapshot (true: opened).
     windows: BTreeSet<(i64, String)>,
     window_changes: FxHashMap<(i64, String), bool>,
-    incidents: FxHashMap<String, Incident>,
-    /// Open incidents by expiry.
-    expiries: BTreeSet<(i64, String)>,
-    dirty_incidents: FxHashSet<String>,
-    closed_incidents: Vec<String>,
+    incidents: OpenIncidents,
     seen: FxHashSet<SeenKey>,
     in_flight: FxHashSet<SeenKey>,
     /// Set when the caller hands over each event once only (it deduplicated them with the same notion
@@ -201,18 +140,6 @@ pub struct DetectStage {
     /// Alerts of the current input, before analytics on the same event are merged.
     drafts: Vec<Draft>,
     pub counts: DetectCounts,
-}
-
-/// An alert that passed the configuration, before it is merged and grouped.
-struct Draft {
-    info: AnalyticInfo,
-    policy: RulePolicy,
-    subject: Subject,
-    time: EventTime,
-    region: Option<String>,
-    events: Vec<RelatedEvent>,
-    evidence: Vec<Evidence>,
-    desc: String,
 }
 
 impl DetectStage {
@@ -228,21 +155,7 @@ impl DetectStage {
         state: &dyn StateRead,
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<Self, StageError> {
-        let mut policies = FxHashMap::default();
-        let infos = Builtin::ALL.iter().map(|b| b.info()).chain(det.sigma.rules().iter().map(|r| AnalyticInfo {
-            id: sigma_id(&r.id),
-            title: r.title.clone(),
-            kind: grantwatch_types::AnalyticKind::Rule,
-            severity: r.level,
-            technique: technique_of(&r.tags),
-            // Community rules of low and medium level flag things that are routine for some identities.
-            suppress_established: r.level < grantwatch_types::Severity::High,
-        }));
-        for info in infos {
-            if let Some(p) = det.config.policy(&info) {
-                policies.insert(info.id.clone(), (info, p));
-            }
-        }
+        let policies = Policies::new(&det.config, &det.sigma);
         let mut windows = BTreeSet::new();
         let mut corrupt = None;
         state.scan_prefix(Table::Meta, WINDOW, &mut |k, _| {
@@ -260,16 +173,14 @@ impl DetectStage {
             }
             corrupt.is_none()
         })?;
-        let mut incidents = FxHashMap::default();
-        let mut expiries = BTreeSet::new();
+        let mut incidents = OpenIncidents::default();
         state.scan_prefix(Table::Meta, INCIDENT, &mut |k, v| {
             match grantwatch_core::stage::decode_json::<Incident>(&grantwatch_state::keys::DETECT_INCIDENT, k, v) {
                 Ok(inc) => {
                     let key = String::from_utf8_lossy(k.get(INCIDENT.len()..).unwrap_or_default()).into_owned();
                     // Keyed "<analytic>\0<subject ARN>".
                     if owns(key.split_once('\0').map_or(key.as_str(), |(_, subject)| subject)) {
-                        expiries.insert((inc.expires_ms(), key.clone()));
-                        incidents.insert(key, inc);
+                        incidents.restore(key, inc);
                     }
                 }
                 Err(e) => corrupt = Some(e),
@@ -287,9 +198,6 @@ impl DetectStage {
             windows,
             window_changes: FxHashMap::default(),
             incidents,
-            expiries,
-            dirty_incidents: FxHashSet::default(),
-            closed_incidents: Vec::new(),
             seen: FxHashSet::default(),
             in_flight: FxHashSet::default(),
             deduplicated_upstream: false,
@@ -389,29 +297,8 @@ impl DetectStage {
         // The profile must be at hand before any analytic raises (established behavior lives there).
         Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
 
-        // Stateless rules.
-        let mut hits = Vec::new();
-        rules::single_event_rules(ev, request.as_ref(), response.as_ref(), &mut hits);
-        let mut sigma_hits = Vec::new();
-        self.det.sigma.matching(ev, &mut sigma_hits);
-        for hit in hits {
-            let evidence = hit.matched.iter().map(|(k, v)| field_evidence(k, v)).collect();
-            let desc = describe_call(&hit.rule.info().title, ev, &hit);
-            self.raise_on(hit.rule, &subject, ev, evidence, desc, cx)?;
-        }
-        for i in sigma_hits {
-            let Some(rule) = self.det.sigma.rules().get(i) else { continue };
-            let id = sigma_id(&rule.id);
-            let desc = format!(
-                "Sigma rule \"{}\" matched {}:{} by {}.",
-                rule.title,
-                short(&ev.api.service),
-                ev.api.operation,
-                subject.display()
-            );
-            let evidence =
-                vec![field_evidence("eventName", &ev.api.operation), field_evidence("eventSource", &ev.api.service)];
-            self.raise(&id, &subject, ev.time, Some(ev.region.clone()), vec![related(ev)], evidence, desc, cx)?;
+        for alert in analytics::single_event(&self.det.sigma, ev, &subject, request.as_ref(), response.as_ref()) {
+            self.raise(alert);
         }
 
         // Grants are remembered on the grantee (same account, by name), whichever identity made them.
@@ -461,237 +348,17 @@ impl DetectStage {
         });
         // A late event for an hour already closed is counted in the current window.
         window.add(ev, &novelty);
-        let grants = std::mem::take(&mut profile.grants);
-        let steps = std::mem::take(&mut profile.steps);
+        let settings = &self.det.config.detection;
+        let raised = analytics::stateful(profile, &self.det.catalog, settings, ev, &subject, &novel, request.as_ref());
         self.dirty_profiles.insert(ev.actor.uid.clone());
         if let Some(end) = opened {
             self.windows.insert((end, ev.actor.uid.clone()));
             self.window_changes.insert((end, ev.actor.uid.clone()), true);
         }
-
-        let (grants, steps) = self.stateful_rules(ev, &subject, &novel, request.as_ref(), grants, steps, cx)?;
-        let profile = Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
-        profile.grants = grants;
-        profile.steps = steps;
+        for alert in raised {
+            self.raise(alert);
+        }
         Ok(())
-    }
-
-    /// The analytics that need the identity's past: first-time, dormancy, sequences, grants.
-    #[allow(clippy::too_many_arguments)]
-    fn stateful_rules(
-        &mut self,
-        ev: &Event,
-        subject: &Subject,
-        novel: &Novel,
-        request: Option<&serde_json::Value>,
-        mut grants: Vec<Pending>,
-        mut steps: Vec<Pending>,
-        cx: &mut Cx<'_, DetectionFinding>,
-    ) -> Result<(Vec<Pending>, Vec<Pending>), StageError> {
-        let t = ev.time.millis();
-        let region = Some(ev.region.clone());
-        if novel.established {
-            let catalog = self.det.catalog.clone();
-            let (mut high_risk, mut sensitive) = (Vec::new(), Vec::new());
-            for a in &novel.actions {
-                let Some(id) = catalog.lookup(a) else { continue };
-                let tags = catalog.risk_tags(id);
-                let level = catalog.access_level(id);
-                if a == "iam:PassRole" {
-                    // What a passed role is used for is the PassRole analytic's question.
-                    continue;
-                }
-                // Permission changes that escalate or expose credentials (iam:AttachUserPolicy,
-                // iam:CreateAccessKey, iam:UpdateAssumeRolePolicy...). Tagged Write or Read actions
-                // (iam:PassRole, ecr:GetAuthorizationToken) are daily work for developers; the
-                // PassRole analytic looks at what a passed role is used for.
-                if level == AccessLevel::PermissionsManagement
-                    && (tags.privilege_escalation || tags.credential_exposure)
-                {
-                    high_risk.push(a.clone());
-                } else if matches!(level, AccessLevel::Write | AccessLevel::PermissionsManagement) {
-                    sensitive.push(a.clone());
-                }
-            }
-            for (rule, actions) in
-                [(Builtin::HighRiskPermissionFirstUse, high_risk), (Builtin::FirstTimeAction, sensitive)]
-            {
-                if actions.is_empty() {
-                    continue;
-                }
-                let desc = format!(
-                    "{} used {} for the first time in {} days.",
-                    subject.display(),
-                    actions.join(", "),
-                    self.settings().first_time_lookback_days
-                );
-                let evidence = actions.iter().map(|a| first_time_evidence("action", a)).collect();
-                self.raise_on(rule, subject, ev, evidence, desc, cx)?;
-            }
-            let sensitive_resources: Vec<&String> = novel.resources.iter().filter(|r| sensitive_resource(r)).collect();
-            if !sensitive_resources.is_empty() {
-                let names: Vec<&str> = sensitive_resources.iter().map(|s| s.as_str()).collect();
-                let desc = format!("{} accessed {} for the first time.", subject.display(), names.join(", "));
-                let evidence = names.iter().map(|r| first_time_evidence("resource", r)).collect();
-                self.raise_on(Builtin::FirstTimeResource, subject, ev, evidence, desc, cx)?;
-            }
-            if novel.region {
-                let desc = format!("{} acted in region {} for the first time.", subject.display(), ev.region);
-                let evidence = vec![first_time_evidence("region", &ev.region)];
-                self.raise_on(Builtin::FirstTimeRegion, subject, ev, evidence, desc, cx)?;
-            }
-            if let Some(idle) = novel.idle_days
-                && idle >= f64::from(self.settings().dormant_after_days)
-            {
-                let desc = format!("{} acted after {:.0} days without activity.", subject.display(), idle);
-                let evidence = vec![Evidence {
-                    name: "idle_days".into(),
-                    value: idle,
-                    baseline: Some(f64::from(self.settings().dormant_after_days)),
-                    spread: None,
-                    score: None,
-                }];
-                self.raise_on(Builtin::DormantIdentityActive, subject, ev, evidence, desc, cx)?;
-            }
-            if let Some(role) = &novel.passed_role {
-                let desc = format!(
-                    "{} passed role {role} to new compute ({}:{}) for the first time.",
-                    subject.display(),
-                    short(&ev.api.service),
-                    ev.api.operation
-                );
-                let evidence = vec![first_time_evidence("passed_role", role)];
-                self.raise_on(Builtin::PassRoleToCompute, subject, ev, evidence, desc, cx)?;
-            }
-        }
-
-        if novel.established {
-            self.bulk_reads(ev, subject, novel, cx)?;
-        }
-
-        // Policy version created, then made default, on the same policy within the sequence window.
-        steps.retain(|s| t - s.event.time <= SEQUENCE_WINDOW_MS);
-        if ev.status == grantwatch_types::Status::Success && ev.api.service == "iam.amazonaws.com" {
-            let policy = request.and_then(|r| r.get("policyArn")).and_then(|v| v.as_str()).map(str::to_string);
-            match (ev.api.operation.as_str(), policy) {
-                ("CreatePolicyVersion", Some(p)) => {
-                    steps.push(Pending { what: p, event: related(ev), by: String::new() });
-                    if steps.len() > PENDING_MAX {
-                        steps.remove(0);
-                    }
-                }
-                ("SetDefaultPolicyVersion", Some(p)) => {
-                    if let Some(at) = steps.iter().position(|s| s.what == p) {
-                        let first = steps.remove(at);
-                        let desc = format!(
-                            "{} created a new version of {p} and made it the default {} minutes later.",
-                            subject.display(),
-                            (t - first.event.time) / 60_000
-                        );
-                        let evidence = vec![field_evidence("policyArn", &p)];
-                        self.raise(
-                            Builtin::PolicyVersionEscalation.id(),
-                            subject,
-                            ev.time,
-                            region.clone(),
-                            vec![first.event, related(ev)],
-                            evidence,
-                            desc,
-                            cx,
-                        )?;
-                    }
-                }
-                _ => {}
-            }
-        }
-
-        // A permission granted to this identity, and used for the first time, within minutes.
-        let within = i64::from(self.settings().granted_used_within_minutes) * 60_000;
-        // A grant to oneself is the self-privilege-grant analytic's, not this one's.
-        grants.retain(|g| t - g.event.time <= within && t >= g.event.time && g.by != ev.actor.uid);
-        if !novel.actions.is_empty()
-            && ev.status == grantwatch_types::Status::Success
-            && let Some(g) = grants.first().cloned()
-            && g.event.uid != ev.uid
-        {
-            grants.remove(0);
-            let desc = format!(
-                "{} was granted {} and used {} for the first time {} minutes later.",
-                subject.display(),
-                g.what,
-                novel.actions.join(", "),
-                (t - g.event.time) / 60_000
-            );
-            let evidence = vec![
-                field_evidence("granted", &g.what),
-                Evidence {
-                    name: "minutes_between_grant_and_use".into(),
-                    value: ((t - g.event.time) as f64 / 60_000.0).round(),
-                    baseline: Some(f64::from(self.settings().granted_used_within_minutes)),
-                    spread: None,
-                    score: None,
-                },
-            ];
-            self.raise(
-                Builtin::GrantedAndUsed.id(),
-                subject,
-                ev.time,
-                region,
-                vec![g.event, related(ev)],
-                evidence,
-                desc,
-                cx,
-            )?;
-        }
-        Ok((grants, steps))
-    }
-
-    /// Many reads, within an hour, from data stores the identity had never read (in the lookback):
-    /// collection before exfiltration, or the exfiltration itself.
-    fn bulk_reads(
-        &mut self,
-        ev: &Event,
-        subject: &Subject,
-        novel: &Novel,
-        cx: &mut Cx<'_, DetectionFinding>,
-    ) -> Result<(), StageError> {
-        let hour = hour_start(ev.time.millis());
-        let profile = Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
-        let fresh = &mut profile.fresh;
-        if fresh.hour_ms != hour {
-            *fresh = FreshData { hour_ms: hour, ..FreshData::default() };
-        }
-        for r in novel.resources.iter().filter(|r| data_store(r)) {
-            if fresh.stores.len() < 16 && !fresh.stores.contains(r) {
-                fresh.stores.push(r.clone());
-            }
-        }
-        let reads_fresh = ev.read_only == Some(true)
-            && ev.resources.iter().any(|r| fresh.stores.iter().any(|s| s == crate::history::resource_key(r)));
-        if !reads_fresh {
-            return Ok(());
-        }
-        fresh.reads += 1;
-        if fresh.events.len() < MAX_EVENTS {
-            fresh.events.push(related(ev));
-        }
-        if fresh.reads < BULK_READS || fresh.alerted {
-            return Ok(());
-        }
-        fresh.alerted = true;
-        let (stores, events, reads) = (fresh.stores.join(", "), fresh.events.clone(), fresh.reads);
-        let desc = format!(
-            "{} made {reads} reads within the hour from data it had never read before: {stores}.",
-            subject.display()
-        );
-        let evidence = vec![Evidence {
-            name: "reads_from_new_data_stores_per_hour".into(),
-            value: f64::from(reads),
-            baseline: Some(0.0),
-            spread: None,
-            score: None,
-        }];
-        self.raise(Builtin::BulkReadNewData.id(), subject, ev.time, Some(ev.region.clone()), events, evidence, desc, cx)
     }
 
     /// An identity-hour is over: score it (or keep it for training).
@@ -717,50 +384,16 @@ impl DetectStage {
             c.push(TrainingWindow { identity: arn.to_string(), start_ms: w.start_ms(), features });
             return Ok(());
         }
-        let det = self.det.clone();
-        let Some(model) = &det.model else { return Ok(()) };
+        let Some(model) = &self.det.model else { return Ok(()) };
         self.counts.windows_scored += 1;
-        let verdict = model.score(arn, &features, running.as_ref());
-        if !verdict.anomalous {
-            return Ok(());
+        if let Some(alert) = analytics::unusual_hour(model, &subject, &w, &features, running.as_ref()) {
+            self.raise(alert);
         }
-        let (rule, baseline) = match verdict.baseline {
-            BaselineKind::Identity => (Builtin::ModelIdentity, "the identity's own history".to_string()),
-            BaselineKind::PeerGroup(g) => (Builtin::ModelPeerGroup, format!("peer group {g}")),
-        };
-        let top: Vec<String> = verdict.evidence.iter().take(3).map(|e| e.name.clone()).collect();
-        let desc = format!(
-            "{} behaved unusually in the hour from {} compared with {baseline} (score {:.1}, threshold {:.1}; most unusual: {}).",
-            subject.display(),
-            EventTime(w.start_ms()),
-            verdict.score,
-            verdict.threshold,
-            top.join(", ")
-        );
-        let events = w
-            .event_ids()
-            .iter()
-            .take(MAX_EVENTS)
-            .map(|id| RelatedEvent { uid: id.clone(), time: w.start_ms(), kind: "hour-window".into() })
-            .collect();
-        let mut evidence = verdict.evidence;
-        evidence.push(Evidence {
-            name: "anomaly_score".into(),
-            value: verdict.score,
-            baseline: Some(verdict.threshold),
-            spread: None,
-            score: Some(verdict.score / verdict.threshold.max(f64::EPSILON)),
-        });
-        self.raise(rule.id(), &subject, EventTime(end - 1), None, events, evidence, desc, cx)
+        Ok(())
     }
 
     fn on_pci(&mut self, u: &PciUpdate, cx: &mut Cx<'_, DetectionFinding>) -> Result<(), StageError> {
         let profile = Self::profile(&mut self.profiles, cx.state, &u.arn)?;
-        let (prev_pci, prev_super) = (profile.pci, profile.super_identity);
-        let is_super = u.status.contains(&StatusFlag::SuperIdentity);
-        profile.pci = Some(u.pci.score);
-        profile.super_identity = Some(is_super);
-        self.dirty_profiles.insert(u.arn.clone());
         let subject = Subject {
             uid: u.arn.clone(),
             name: profile.name.clone(),
@@ -768,217 +401,40 @@ impl DetectStage {
             account: u.account.clone(),
             cloud: Cloud::Aws,
         };
-        let pci_evidence = |prev: Option<u8>| Evidence {
-            name: "pci".into(),
-            value: f64::from(u.pci.score),
-            baseline: prev.map(f64::from),
-            spread: None,
-            score: prev.map(|p| f64::from(u.pci.score) - f64::from(p)),
-        };
-        // Only a transition counts: an identity already super in its first update is a Discover finding
-        // (super identity), not news. Both analytics depend on the sequence of updates alone, so they
-        // do not depend on how the PCI and event topics interleave.
-        if is_super && prev_super == Some(false) {
-            let desc = format!(
-                "{} became a super identity (can do nearly everything, or grant itself anything) in account {}.",
-                subject.display(),
-                u.account
-            );
-            self.raise(
-                Builtin::NewSuperIdentity.id(),
-                &subject,
-                u.as_of,
-                None,
-                vec![],
-                vec![pci_evidence(prev_pci)],
-                desc,
-                cx,
-            )?;
-        }
-        if let Some(p) = prev_pci
-            && u.pci.score >= p.saturating_add(self.settings().pci_rise_points)
-        {
-            let desc = format!("{}'s Permission Creep Index rose from {p} to {}.", subject.display(), u.pci.score);
-            self.raise(Builtin::PciRise.id(), &subject, u.as_of, None, vec![], vec![pci_evidence(prev_pci)], desc, cx)?;
+        let raised = analytics::pci_transitions(profile, &self.det.config.detection, u, &subject);
+        self.dirty_profiles.insert(u.arn.clone());
+        for alert in raised {
+            self.raise(alert);
         }
         Ok(())
     }
 
-    /// Raises an alert of a built-in analytic triggered by the single event `ev`.
-    fn raise_on(
-        &mut self,
-        rule: Builtin,
-        subject: &Subject,
-        ev: &Event,
-        evidence: Vec<Evidence>,
-        desc: String,
-        cx: &mut Cx<'_, DetectionFinding>,
-    ) -> Result<(), StageError> {
-        self.raise(rule.id(), subject, ev.time, Some(ev.region.clone()), vec![related(ev)], evidence, desc, cx)
-    }
-
-    /// Raises one alert of analytic `id`: configuration, explanation, incident grouping.
-    #[allow(clippy::too_many_arguments)]
-    fn raise(
-        &mut self,
-        id: &str,
-        subject: &Subject,
-        time: EventTime,
-        region: Option<String>,
-        events: Vec<RelatedEvent>,
-        evidence: Vec<Evidence>,
-        desc: String,
-        // Alerts leave through `flush_drafts`; `cx` keeps every analytic's call site alike.
-        _cx: &mut Cx<'_, DetectionFinding>,
-    ) -> Result<(), StageError> {
-        // Cloned (small, and alerts are rare): the checks below need the stage mutably.
-        let Some((info, policy)) = self.policies.get(id).cloned() else { return Ok(()) };
-        if policy.severity < self.det.config.detection.min_severity
-            || self.det.config.allowlisted(&subject.account, &subject.uid)
-            || policy.allows(&subject.account, &subject.uid)
-        {
-            return Ok(());
-        }
-        // Established behavior: the identity triggered this analytic on an earlier day in the lookback.
-        let day = crate::history::day_of(time.millis());
-        let lookback = self.det.config.detection.first_time_lookback_days as i32;
-        let suppress = policy.suppress_established;
-        if let Some(profile) = self.profiles.get_mut(&subject.uid) {
-            let (first, last) = match profile.triggered.get(id) {
-                // Lapsed (not seen within the lookback): it starts over.
-                Some(&(first, last)) if day - last <= lookback => (first.min(day), last.max(day)),
-                _ => (day, day),
-            };
-            profile.triggered.insert(id.to_string(), (first, last));
-            self.dirty_profiles.insert(subject.uid.clone());
-            if suppress && first < day {
+    /// Puts an alert an analytic raised through the rule configuration: enabled, severity, allowlists
+    /// ([`Policies::admit`]), then established behavior (the identity triggered this analytic on an
+    /// earlier day in the lookback, [`Profile::triggered_before`]). What passes waits in `drafts` for
+    /// the end of the input.
+    fn raise(&mut self, alert: Raised) {
+        let Some((info, policy)) = self.policies.admit(&self.det.config, &alert) else { return };
+        let lookback = self.det.config.detection.first_time_lookback_days;
+        if let Some(profile) = self.profiles.get_mut(&alert.subject.uid) {
+            let established = profile.triggered_before(&alert.analytic, alert.time, lookback);
+            self.dirty_profiles.insert(alert.subject.uid.clone());
+            if policy.suppress_established && established {
                 self.counts.established += 1;
-                return Ok(());
-            }
-        }
-        self.drafts.push(Draft { info, policy, subject: subject.clone(), time, region, events, evidence, desc });
-        Ok(())
-    }
-
-    /// Turns the drafts of the last input into alerts. Analytics that fired on the same triggering
-    /// event become one alert: the most severe names it, the others are listed with their evidence
-    /// (`explanation.also_matched`). One suspicious call is one thing for an analyst to look at.
-    fn flush_drafts(&mut self, cx: &mut Cx<'_, DetectionFinding>) {
-        let mut drafts = std::mem::take(&mut self.drafts);
-        while !drafts.is_empty() {
-            let trigger = |d: &Draft| (d.subject.uid.clone(), d.events.first().map(|e| e.uid.clone()));
-            let first = trigger(&drafts[0]);
-            let (group, rest): (Vec<Draft>, Vec<Draft>) =
-                drafts.into_iter().partition(|d| first.1.is_some() && trigger(d) == first);
-            drafts = rest;
-            let mut group = if group.is_empty() {
-                // No triggering event (PCI and model analytics): alone.
-                vec![drafts.remove(0)]
-            } else {
-                group
-            };
-            let top = group
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.policy.severity.cmp(&b.1.policy.severity).then(b.0.cmp(&a.0)))
-                .map_or(0, |(i, _)| i);
-            let primary = group.remove(top);
-            self.emit(primary, group, cx);
-        }
-    }
-
-    fn emit(&mut self, d: Draft, also: Vec<Draft>, cx: &mut Cx<'_, DetectionFinding>) {
-        let id = d.info.id.as_str();
-        let key = format!("{id}\0{}", d.subject.uid);
-        let uid_src = format!("{key}\0{}\0{}", d.time.millis(), d.events.first().map_or("", |e| e.uid.as_str()));
-        let pci = self.profiles.get(&d.subject.uid).and_then(|p| p.pci);
-        let mut unmapped = serde_json::Map::new();
-        if !d.info.technique.is_empty() {
-            unmapped.insert("mitre_attack".into(), d.info.technique.clone().into());
-        }
-        let also_matched: Vec<serde_json::Value> = also
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "analytic": a.info.id,
-                    "title": a.info.title,
-                    "severity": a.policy.severity,
-                    "desc": a.desc,
-                    "evidence": a.evidence,
-                })
-            })
-            .collect();
-        let mut explanation = serde_json::json!({
-            "analytic": id,
-            "evidence": d.evidence,
-            "identity_pci": pci,
-        });
-        if !also_matched.is_empty() {
-            explanation["also_matched"] = also_matched.into();
-        }
-        unmapped.insert("explanation".into(), explanation);
-        let mut types = Vec::new();
-        for t in std::iter::once(&d.info.technique).chain(also.iter().map(|a| &a.info.technique)) {
-            let t = format!("MITRE ATT&CK {t}");
-            if !t.ends_with(' ') && !types.contains(&t) {
-                types.push(t);
-            }
-        }
-        let mut events = d.events;
-        for e in also.into_iter().flat_map(|a| a.events) {
-            if events.len() < MAX_EVENTS && !events.iter().any(|x| x.uid == e.uid) {
-                events.push(e);
-            }
-        }
-        let finding = DetectionFinding::new(FindingSpec {
-            uid: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(uid_src.as_bytes())),
-            title: d.info.title.clone(),
-            desc: d.desc,
-            analytic_uid: id.to_string(),
-            analytic_name: d.info.title.clone(),
-            analytic_kind: d.info.kind,
-            types,
-            severity: d.policy.severity,
-            time: d.time,
-            cloud: d.subject.cloud,
-            account: d.subject.account.clone(),
-            region: d.region,
-            actor_uid: d.subject.uid.clone(),
-            actor_name: d.subject.name.clone(),
-            actor_kind: d.subject.kind,
-            related_events: events,
-            unmapped,
-        });
-        let time = d.time;
-        let window_ms = d.policy.incident_window_ms;
-        if let Some(open) = self.incidents.get_mut(&key) {
-            if time.millis() <= open.expires_ms() {
-                self.expiries.remove(&(open.expires_ms(), key.clone()));
-                open.repeat(&finding);
-                self.expiries.insert((open.expires_ms(), key.clone()));
-                self.dirty_incidents.insert(key);
-                self.counts.repeats += 1;
                 return;
             }
-            self.close_incident(&key, cx);
         }
-        self.counts.alerts += 1;
-        let inc = Incident::open(finding.clone(), window_ms);
-        self.expiries.insert((inc.expires_ms(), key.clone()));
-        self.incidents.insert(key.clone(), inc);
-        self.dirty_incidents.insert(key);
-        cx.out.push(finding);
+        self.drafts.push(alert.draft(info, policy));
     }
 
-    fn close_incident(&mut self, key: &str, cx: &mut Cx<'_, DetectionFinding>) {
-        if let Some(inc) = self.incidents.remove(key) {
-            self.expiries.remove(&(inc.expires_ms(), key.to_string()));
-            self.dirty_incidents.remove(key);
-            self.closed_incidents.push(key.to_string());
-            if let Some(update) = inc.close() {
-                cx.out.push(update);
-            }
-        }
+    /// Turns the drafts of the last input into alerts, grouped into incidents.
+    fn flush_drafts(&mut self, cx: &mut Cx<'_, DetectionFinding>) {
+        let drafts = std::mem::take(&mut self.drafts);
+        let profiles = &self.profiles;
+        let pci = |uid: &str| profiles.get(uid).and_then(|p| p.pci);
+        let emitted = build::emit(drafts, &pci, &mut self.incidents, cx.out);
+        self.counts.alerts += emitted.alerts;
+        self.counts.repeats += emitted.repeats;
     }
 }
 
@@ -1011,10 +467,7 @@ impl Stage for DetectStage {
                 }
             }
         }
-        while self.expiries.first().is_some_and(|(expiry, _)| *expiry < w) {
-            let Some((_, key)) = self.expiries.first().cloned() else { break };
-            self.close_incident(&key, cx);
-        }
+        self.incidents.close_expired(w, cx.out);
         self.flush_drafts(cx);
         Ok(())
     }
@@ -1043,13 +496,14 @@ impl Stage for DetectStage {
                 batch.delete(Table::Meta, k);
             }
         }
-        for key in self.closed_incidents.drain(..) {
-            if !self.incidents.contains_key(&key) {
+        let incidents = &mut self.incidents;
+        for key in incidents.closed.drain(..) {
+            if !incidents.by_key.contains_key(&key) {
                 batch.delete(Table::Meta, meta_key(INCIDENT, &key));
             }
         }
-        for key in self.dirty_incidents.drain() {
-            if let Some(inc) = self.incidents.get(&key)
+        for key in incidents.dirty.drain() {
+            if let Some(inc) = incidents.by_key.get(&key)
                 && let Ok(v) = serde_json::to_vec(inc)
             {
                 batch.put(Table::Meta, meta_key(INCIDENT, &key), v);
@@ -1068,33 +522,7 @@ impl Stage for DetectStage {
     }
 
     fn pending(&self) -> usize {
-        self.seen.len() + self.dirty_profiles.len() + self.dirty_incidents.len()
-    }
-}
-
-/// The identity an alert is about.
-#[derive(Debug, Clone)]
-struct Subject {
-    uid: String,
-    name: Option<String>,
-    kind: IdentityKind,
-    account: String,
-    cloud: Cloud,
-}
-
-impl Subject {
-    fn of(ev: &Event) -> Self {
-        Subject {
-            uid: ev.actor.uid.clone(),
-            name: ev.actor.name.clone(),
-            kind: ev.actor.kind,
-            account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
-            cloud: ev.cloud,
-        }
-    }
-
-    fn display(&self) -> &str {
-        self.name.as_deref().filter(|n| !n.is_empty()).unwrap_or(&self.uid)
+        self.seen.len() + self.dirty_profiles.len() + self.incidents.dirty.len()
     }
 }
 
@@ -1111,72 +539,12 @@ fn detect_seen_key(ev: &Event) -> SeenKey {
     grantwatch_core::usage::event_seen_key_with_seed(ev, grantwatch_state::keys::SEEN_SEED_DETECT)
 }
 
-fn related(ev: &Event) -> RelatedEvent {
-    RelatedEvent {
-        uid: ev.uid.clone(),
-        time: ev.time.millis(),
-        kind: format!("{}:{}", ev.api.service, ev.api.operation),
-    }
-}
-
-fn short(service: &str) -> &str {
-    service.trim_end_matches(".amazonaws.com")
-}
-
-/// Evidence naming a matched field (the value is in the name: rules match strings, not numbers).
-fn field_evidence(name: &str, value: &str) -> Evidence {
-    Evidence { name: format!("{name}={value}"), value: 1.0, baseline: None, spread: None, score: None }
-}
-
-/// Evidence of a first-time item: seen now (1), never in the lookback (baseline 0).
-fn first_time_evidence(kind: &str, item: &str) -> Evidence {
-    Evidence { name: format!("first_{kind}={item}"), value: 1.0, baseline: Some(0.0), spread: None, score: None }
-}
-
-fn describe_call(title: &str, ev: &Event, hit: &RuleHit) -> String {
-    let who = ev.actor.name.as_deref().unwrap_or(&ev.actor.uid);
-    let from = ev.src_ip.as_deref().map(|ip| format!(" from {ip}")).unwrap_or_default();
-    let detail: Vec<String> = hit
-        .matched
-        .iter()
-        .filter(|(k, _)| k != "eventName" && k != "eventSource")
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    let detail = if detail.is_empty() { String::new() } else { format!(" ({})", detail.join("; ")) };
-    format!(
-        "{title}: {who} called {}:{} in account {} ({}){from}{detail}.",
-        short(&ev.api.service),
-        ev.api.operation,
-        ev.account_uid,
-        ev.region
-    )
-}
-
-/// Resources that hold data in bulk (objects, items, rows).
-fn data_store(arn: &str) -> bool {
-    ["arn:aws:s3:::", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
-}
-
-/// Resources whose first access is worth an analyst's look: data stores and secrets.
-fn sensitive_resource(arn: &str) -> bool {
-    ["arn:aws:s3:::", ":secretsmanager:", ":kms:", ":ssm:", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
-}
-
-/// `attack.t1562.008` → `T1562.008`.
-fn technique_of(tags: &[String]) -> String {
-    tags.iter()
-        .filter_map(|t| t.strip_prefix("attack.t"))
-        .find(|t| t.starts_with(|c: char| c.is_ascii_digit()))
-        .map(|t| format!("T{}", t.to_uppercase()))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use grantwatch_core::testing::{ALICE, event};
     use grantwatch_state::{MemStore, StateStore};
-    use grantwatch_types::{RawJson, Severity, Status};
+    use grantwatch_types::{RawJson, Severity, Status, StatusFlag};
 
     const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z, a Monday
     const MIN: i64 = 60_000;

@@ -1,0 +1,553 @@
+//! What is alert-worthy: the analytics, and the rule configuration every alert they raise goes through.
+//!
+//! Each analytic looks at one input (an event, a closed identity-hour, a PCI update), against what the
+//! identity's [`Profile`] remembers where it needs the past, and returns what it raises as [`Raised`]
+//! values: plain data, no stage, no OCSF.
+//!
+//! - [`single_event`]: the built-in single-event rules and the Sigma rules.
+//! - [`stateful`]: against the identity's [`crate::history::History`], first-time anomalies, dormancy,
+//!   roles passed to compute for the first time, bulk reads of data never read before, the two-step
+//!   policy-version escalation, and "granted and used within minutes".
+//! - [`unusual_hour`]: a closed identity-hour scored by the trained models.
+//! - [`pci_transitions`]: a new super identity, or a sharp PCI rise.
+//!
+//! [`Policies::admit`] (enabled, severity, allowlists) and [`Profile::triggered_before`] (established
+//! behavior) then apply the rule configuration; an alert that passes is a [`Draft`], which the `build`
+//! module turns into a finding.
+
+use grantwatch_core::catalog::{AccessLevel, Catalog};
+use grantwatch_types::{Event, EventTime, IdentityKind, PciUpdate, RelatedEvent, StatusFlag};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Evidence;
+use crate::build::{Draft, Subject, describe_call, field_evidence, first_time_evidence, related, short, technique_of};
+use crate::features::{FEATURES, FeatureMean, HOUR_MS, HourWindow, hour_start};
+use crate::history::{History, Novel};
+use crate::incident::MAX_EVENTS;
+use crate::ml::{BaselineKind, ModelSet};
+use crate::rules::{self, AnalyticInfo, Builtin, DetectionSettings, RulePolicy, RulesConfig};
+use crate::sigma::SigmaSet;
+
+/// A two-step sequence (policy version created, then made default) must complete within this time.
+const SEQUENCE_WINDOW_MS: i64 = HOUR_MS;
+/// Grants and sequence steps remembered per identity.
+pub(crate) const PENDING_MAX: usize = 16;
+/// Reads from data stores first touched within the hour that make a bulk read.
+const BULK_READS: u32 = 100;
+
+/// What detection remembers about one identity (kept in state by the stage).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Profile {
+    pub(crate) kind: Option<IdentityKind>,
+    pub(crate) name: Option<String>,
+    pub(crate) account: String,
+    pub(crate) history: History,
+    pub(crate) window: Option<HourWindow>,
+    /// Mean of the identity's closed windows' features: its running profile, which places an identity
+    /// the model has never seen into a peer group.
+    #[serde(default)]
+    pub(crate) running: FeatureMean,
+    pub(crate) pci: Option<u8>,
+    pub(crate) super_identity: Option<bool>,
+    /// Permissions granted to this identity recently, waiting for a first use.
+    pub(crate) grants: Vec<Pending>,
+    /// First steps of two-step sequences.
+    pub(crate) steps: Vec<Pending>,
+    /// Data stores first touched in the current hour, and the reads from them so far.
+    #[serde(default)]
+    pub(crate) fresh: FreshData,
+    /// Analytics this identity triggered: first and last UTC day, within the lookback (established
+    /// behavior once the first day is past).
+    #[serde(default)]
+    pub(crate) triggered: FxHashMap<String, (i32, i32)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct FreshData {
+    hour_ms: i64,
+    stores: Vec<String>,
+    reads: u32,
+    events: Vec<RelatedEvent>,
+    alerted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    /// What was granted, or the sequence step's subject (a policy ARN).
+    pub(crate) what: String,
+    pub(crate) event: RelatedEvent,
+    /// Who made the grant (empty for sequence steps).
+    #[serde(default)]
+    pub(crate) by: String,
+}
+
+impl Profile {
+    /// Remembers that analytic `id` fired on this identity at `time`, and tells whether it had already
+    /// fired on an earlier day within the lookback (established behavior). One that lapsed (not seen
+    /// within the lookback) starts over.
+    pub(crate) fn triggered_before(&mut self, id: &str, time: EventTime, lookback_days: u32) -> bool {
+        let day = crate::history::day_of(time.millis());
+        let lookback = lookback_days as i32;
+        let (first, last) = match self.triggered.get(id) {
+            Some(&(first, last)) if day - last <= lookback => (first.min(day), last.max(day)),
+            _ => (day, day),
+        };
+        self.triggered.insert(id.to_string(), (first, last));
+        first < day
+    }
+}
+
+/// An alert as an analytic raises it, before the rule configuration has had its say.
+pub(crate) struct Raised {
+    /// The analytic's id (`grantwatch/root-account-used`, `sigma/<rule id>`).
+    pub(crate) analytic: String,
+    pub(crate) subject: Subject,
+    pub(crate) time: EventTime,
+    pub(crate) region: Option<String>,
+    pub(crate) events: Vec<RelatedEvent>,
+    pub(crate) evidence: Vec<Evidence>,
+    pub(crate) desc: String,
+}
+
+impl Raised {
+    /// An alert of a built-in analytic triggered by the single event `ev`.
+    fn on(rule: Builtin, subject: &Subject, ev: &Event, evidence: Vec<Evidence>, desc: String) -> Self {
+        Self::at(rule.id().to_string(), subject, ev, vec![related(ev)], evidence, desc)
+    }
+
+    /// An alert raised by event `ev` (its time and region) that relates `events`.
+    fn at(
+        analytic: String,
+        subject: &Subject,
+        ev: &Event,
+        events: Vec<RelatedEvent>,
+        evidence: Vec<Evidence>,
+        desc: String,
+    ) -> Self {
+        Raised {
+            analytic,
+            subject: subject.clone(),
+            time: ev.time,
+            region: Some(ev.region.clone()),
+            events,
+            evidence,
+            desc,
+        }
+    }
+
+    /// The draft of this alert, as analytic `info` with its effective settings `policy`.
+    pub(crate) fn draft(self, info: AnalyticInfo, policy: RulePolicy) -> Draft {
+        let Raised { analytic: _, subject, time, region, events, evidence, desc } = self;
+        Draft { info, policy, subject, time, region, events, evidence, desc }
+    }
+}
+
+/// The enabled analytics (built in, loaded Sigma rules) and their effective settings, by id.
+pub(crate) struct Policies(FxHashMap<String, (AnalyticInfo, RulePolicy)>);
+
+impl Policies {
+    pub(crate) fn new(config: &RulesConfig, sigma: &SigmaSet) -> Self {
+        let mut policies = FxHashMap::default();
+        let infos = Builtin::ALL.iter().map(|b| b.info()).chain(sigma.rules().iter().map(|r| AnalyticInfo {
+            id: sigma_id(&r.id),
+            title: r.title.clone(),
+            kind: grantwatch_types::AnalyticKind::Rule,
+            severity: r.level,
+            technique: technique_of(&r.tags),
+            // Community rules of low and medium level flag things that are routine for some identities.
+            suppress_established: r.level < grantwatch_types::Severity::High,
+        }));
+        for info in infos {
+            if let Some(p) = config.policy(&info) {
+                policies.insert(info.id.clone(), (info, p));
+            }
+        }
+        Policies(policies)
+    }
+
+    /// The analytic of `alert` and its effective settings, if the configuration lets the alert through:
+    /// the analytic is enabled, severe enough, and neither the configuration nor the analytic allowlists
+    /// the identity. Established behavior is the profile's to judge ([`Profile::triggered_before`]).
+    pub(crate) fn admit(&self, config: &RulesConfig, alert: &Raised) -> Option<(AnalyticInfo, RulePolicy)> {
+        // Cloned (small, and alerts are rare): the draft owns them.
+        let (info, policy) = self.0.get(&alert.analytic).cloned()?;
+        let subject = &alert.subject;
+        if policy.severity < config.detection.min_severity
+            || config.allowlisted(&subject.account, &subject.uid)
+            || policy.allows(&subject.account, &subject.uid)
+        {
+            return None;
+        }
+        Some((info, policy))
+    }
+}
+
+/// The analytic id of a Sigma rule.
+pub(crate) fn sigma_id(rule_id: &str) -> String {
+    format!("sigma/{rule_id}")
+}
+
+/// The stateless analytics: built-in single-event rules, then Sigma rules (`request`/`response` parsed
+/// once by the caller).
+pub(crate) fn single_event(
+    sigma: &SigmaSet,
+    ev: &Event,
+    subject: &Subject,
+    request: Option<&serde_json::Value>,
+    response: Option<&serde_json::Value>,
+) -> Vec<Raised> {
+    let mut hits = Vec::new();
+    rules::single_event_rules(ev, request, response, &mut hits);
+    let mut sigma_hits = Vec::new();
+    sigma.matching(ev, &mut sigma_hits);
+    let mut raised = Vec::new();
+    for hit in hits {
+        let evidence = hit.matched.iter().map(|(k, v)| field_evidence(k, v)).collect();
+        let desc = describe_call(&hit.rule.info().title, ev, &hit);
+        raised.push(Raised::on(hit.rule, subject, ev, evidence, desc));
+    }
+    for i in sigma_hits {
+        let Some(rule) = sigma.rules().get(i) else { continue };
+        let desc = format!(
+            "Sigma rule \"{}\" matched {}:{} by {}.",
+            rule.title,
+            short(&ev.api.service),
+            ev.api.operation,
+            subject.display()
+        );
+        let evidence =
+            vec![field_evidence("eventName", &ev.api.operation), field_evidence("eventSource", &ev.api.service)];
+        raised.push(Raised::at(sigma_id(&rule.id), subject, ev, vec![related(ev)], evidence, desc));
+    }
+    raised
+}
+
+/// The analytics that need the identity's past, once [`History::observe`] has compared `ev` with it
+/// (`novel`): first-time, dormancy, bulk reads, sequences, grants. Updates the profile's pending
+/// sequence steps, grants and fresh data stores.
+pub(crate) fn stateful(
+    profile: &mut Profile,
+    catalog: &Catalog,
+    settings: &DetectionSettings,
+    ev: &Event,
+    subject: &Subject,
+    novel: &Novel,
+    request: Option<&serde_json::Value>,
+) -> Vec<Raised> {
+    let mut raised = Vec::new();
+    if novel.established {
+        raised.extend(first_time(catalog, settings, ev, subject, novel));
+        raised.extend(bulk_reads(&mut profile.fresh, ev, subject, novel));
+    }
+    raised.extend(policy_version_escalation(&mut profile.steps, ev, subject, request));
+    raised.extend(granted_and_used(&mut profile.grants, settings, ev, subject, novel));
+    raised
+}
+
+/// First use of sensitive actions and resources, first region, dormancy, first role passed to compute.
+fn first_time(
+    catalog: &Catalog,
+    settings: &DetectionSettings,
+    ev: &Event,
+    subject: &Subject,
+    novel: &Novel,
+) -> Vec<Raised> {
+    let mut raised = Vec::new();
+    let (mut high_risk, mut sensitive) = (Vec::new(), Vec::new());
+    for a in &novel.actions {
+        let Some(id) = catalog.lookup(a) else { continue };
+        let tags = catalog.risk_tags(id);
+        let level = catalog.access_level(id);
+        if a == "iam:PassRole" {
+            // What a passed role is used for is the PassRole analytic's question.
+            continue;
+        }
+        // Permission changes that escalate or expose credentials (iam:AttachUserPolicy,
+        // iam:CreateAccessKey, iam:UpdateAssumeRolePolicy...). Tagged Write or Read actions
+        // (iam:PassRole, ecr:GetAuthorizationToken) are daily work for developers; the
+        // PassRole analytic looks at what a passed role is used for.
+        if level == AccessLevel::PermissionsManagement && (tags.privilege_escalation || tags.credential_exposure) {
+            high_risk.push(a.clone());
+        } else if matches!(level, AccessLevel::Write | AccessLevel::PermissionsManagement) {
+            sensitive.push(a.clone());
+        }
+    }
+    for (rule, actions) in [(Builtin::HighRiskPermissionFirstUse, high_risk), (Builtin::FirstTimeAction, sensitive)] {
+        if actions.is_empty() {
+            continue;
+        }
+        let desc = format!(
+            "{} used {} for the first time in {} days.",
+            subject.display(),
+            actions.join(", "),
+            settings.first_time_lookback_days
+        );
+        let evidence = actions.iter().map(|a| first_time_evidence("action", a)).collect();
+        raised.push(Raised::on(rule, subject, ev, evidence, desc));
+    }
+    let sensitive_resources: Vec<&String> = novel.resources.iter().filter(|r| sensitive_resource(r)).collect();
+    if !sensitive_resources.is_empty() {
+        let names: Vec<&str> = sensitive_resources.iter().map(|s| s.as_str()).collect();
+        let desc = format!("{} accessed {} for the first time.", subject.display(), names.join(", "));
+        let evidence = names.iter().map(|r| first_time_evidence("resource", r)).collect();
+        raised.push(Raised::on(Builtin::FirstTimeResource, subject, ev, evidence, desc));
+    }
+    if novel.region {
+        let desc = format!("{} acted in region {} for the first time.", subject.display(), ev.region);
+        let evidence = vec![first_time_evidence("region", &ev.region)];
+        raised.push(Raised::on(Builtin::FirstTimeRegion, subject, ev, evidence, desc));
+    }
+    if let Some(idle) = novel.idle_days
+        && idle >= f64::from(settings.dormant_after_days)
+    {
+        let desc = format!("{} acted after {:.0} days without activity.", subject.display(), idle);
+        let evidence = vec![Evidence {
+            name: "idle_days".into(),
+            value: idle,
+            baseline: Some(f64::from(settings.dormant_after_days)),
+            spread: None,
+            score: None,
+        }];
+        raised.push(Raised::on(Builtin::DormantIdentityActive, subject, ev, evidence, desc));
+    }
+    if let Some(role) = &novel.passed_role {
+        let desc = format!(
+            "{} passed role {role} to new compute ({}:{}) for the first time.",
+            subject.display(),
+            short(&ev.api.service),
+            ev.api.operation
+        );
+        let evidence = vec![first_time_evidence("passed_role", role)];
+        raised.push(Raised::on(Builtin::PassRoleToCompute, subject, ev, evidence, desc));
+    }
+    raised
+}
+
+/// Many reads, within an hour, from data stores the identity had never read (in the lookback):
+/// collection before exfiltration, or the exfiltration itself.
+fn bulk_reads(fresh: &mut FreshData, ev: &Event, subject: &Subject, novel: &Novel) -> Option<Raised> {
+    let hour = hour_start(ev.time.millis());
+    if fresh.hour_ms != hour {
+        *fresh = FreshData { hour_ms: hour, ..FreshData::default() };
+    }
+    for r in novel.resources.iter().filter(|r| data_store(r)) {
+        if fresh.stores.len() < 16 && !fresh.stores.contains(r) {
+            fresh.stores.push(r.clone());
+        }
+    }
+    let reads_fresh = ev.read_only == Some(true)
+        && ev.resources.iter().any(|r| fresh.stores.iter().any(|s| s == crate::history::resource_key(r)));
+    if !reads_fresh {
+        return None;
+    }
+    fresh.reads += 1;
+    if fresh.events.len() < MAX_EVENTS {
+        fresh.events.push(related(ev));
+    }
+    if fresh.reads < BULK_READS || fresh.alerted {
+        return None;
+    }
+    fresh.alerted = true;
+    let (stores, events, reads) = (fresh.stores.join(", "), fresh.events.clone(), fresh.reads);
+    let desc = format!(
+        "{} made {reads} reads within the hour from data it had never read before: {stores}.",
+        subject.display()
+    );
+    let evidence = vec![Evidence {
+        name: "reads_from_new_data_stores_per_hour".into(),
+        value: f64::from(reads),
+        baseline: Some(0.0),
+        spread: None,
+        score: None,
+    }];
+    Some(Raised::at(Builtin::BulkReadNewData.id().to_string(), subject, ev, events, evidence, desc))
+}
+
+/// Policy version created, then made default, on the same policy within the sequence window.
+fn policy_version_escalation(
+    steps: &mut Vec<Pending>,
+    ev: &Event,
+    subject: &Subject,
+    request: Option<&serde_json::Value>,
+) -> Option<Raised> {
+    let t = ev.time.millis();
+    steps.retain(|s| t - s.event.time <= SEQUENCE_WINDOW_MS);
+    if ev.status != grantwatch_types::Status::Success || ev.api.service != "iam.amazonaws.com" {
+        return None;
+    }
+    let policy = request.and_then(|r| r.get("policyArn")).and_then(|v| v.as_str()).map(str::to_string);
+    match (ev.api.operation.as_str(), policy) {
+        ("CreatePolicyVersion", Some(p)) => {
+            steps.push(Pending { what: p, event: related(ev), by: String::new() });
+            if steps.len() > PENDING_MAX {
+                steps.remove(0);
+            }
+            None
+        }
+        ("SetDefaultPolicyVersion", Some(p)) => {
+            let at = steps.iter().position(|s| s.what == p)?;
+            let first = steps.remove(at);
+            let desc = format!(
+                "{} created a new version of {p} and made it the default {} minutes later.",
+                subject.display(),
+                (t - first.event.time) / 60_000
+            );
+            let evidence = vec![field_evidence("policyArn", &p)];
+            let events = vec![first.event, related(ev)];
+            Some(Raised::at(Builtin::PolicyVersionEscalation.id().to_string(), subject, ev, events, evidence, desc))
+        }
+        _ => None,
+    }
+}
+
+/// A permission granted to this identity, and used for the first time, within minutes.
+fn granted_and_used(
+    grants: &mut Vec<Pending>,
+    settings: &DetectionSettings,
+    ev: &Event,
+    subject: &Subject,
+    novel: &Novel,
+) -> Option<Raised> {
+    let t = ev.time.millis();
+    let within = i64::from(settings.granted_used_within_minutes) * 60_000;
+    // A grant to oneself is the self-privilege-grant analytic's, not this one's.
+    grants.retain(|g| t - g.event.time <= within && t >= g.event.time && g.by != ev.actor.uid);
+    if novel.actions.is_empty() || ev.status != grantwatch_types::Status::Success {
+        return None;
+    }
+    let g = grants.first().cloned()?;
+    if g.event.uid == ev.uid {
+        return None;
+    }
+    grants.remove(0);
+    let desc = format!(
+        "{} was granted {} and used {} for the first time {} minutes later.",
+        subject.display(),
+        g.what,
+        novel.actions.join(", "),
+        (t - g.event.time) / 60_000
+    );
+    let evidence = vec![
+        field_evidence("granted", &g.what),
+        Evidence {
+            name: "minutes_between_grant_and_use".into(),
+            value: ((t - g.event.time) as f64 / 60_000.0).round(),
+            baseline: Some(f64::from(settings.granted_used_within_minutes)),
+            spread: None,
+            score: None,
+        },
+    ];
+    let events = vec![g.event, related(ev)];
+    Some(Raised::at(Builtin::GrantedAndUsed.id().to_string(), subject, ev, events, evidence, desc))
+}
+
+/// The trained models' verdict on the closed identity-hour `w` of `subject` (its `features`).
+/// `running` is the identity's running profile before this window, which places an identity the models
+/// do not know into a peer group ([`ModelSet::score`]).
+pub(crate) fn unusual_hour(
+    model: &ModelSet,
+    subject: &Subject,
+    w: &HourWindow,
+    features: &[f64; FEATURES],
+    running: Option<&[f64; FEATURES]>,
+) -> Option<Raised> {
+    let verdict = model.score(&subject.uid, features, running);
+    if !verdict.anomalous {
+        return None;
+    }
+    let (rule, baseline) = match verdict.baseline {
+        BaselineKind::Identity => (Builtin::ModelIdentity, "the identity's own history".to_string()),
+        BaselineKind::PeerGroup(g) => (Builtin::ModelPeerGroup, format!("peer group {g}")),
+    };
+    let top: Vec<String> = verdict.evidence.iter().take(3).map(|e| e.name.clone()).collect();
+    let desc = format!(
+        "{} behaved unusually in the hour from {} compared with {baseline} (score {:.1}, threshold {:.1}; most unusual: {}).",
+        subject.display(),
+        EventTime(w.start_ms()),
+        verdict.score,
+        verdict.threshold,
+        top.join(", ")
+    );
+    let events = w
+        .event_ids()
+        .iter()
+        .take(MAX_EVENTS)
+        .map(|id| RelatedEvent { uid: id.clone(), time: w.start_ms(), kind: "hour-window".into() })
+        .collect();
+    let mut evidence = verdict.evidence;
+    evidence.push(Evidence {
+        name: "anomaly_score".into(),
+        value: verdict.score,
+        baseline: Some(verdict.threshold),
+        spread: None,
+        score: Some(verdict.score / verdict.threshold.max(f64::EPSILON)),
+    });
+    Some(Raised {
+        analytic: rule.id().to_string(),
+        subject: subject.clone(),
+        time: EventTime(w.end_ms() - 1),
+        region: None,
+        events,
+        evidence,
+        desc,
+    })
+}
+
+/// A PCI update of `subject`, recorded on its profile and compared with the previous one. Only a
+/// transition counts: an identity already super in its first update is a Discover finding (super
+/// identity), not news. Both analytics depend on the sequence of updates alone, so they do not depend on
+/// how the PCI and event topics interleave.
+pub(crate) fn pci_transitions(
+    profile: &mut Profile,
+    settings: &DetectionSettings,
+    u: &PciUpdate,
+    subject: &Subject,
+) -> Vec<Raised> {
+    let (prev_pci, prev_super) = (profile.pci, profile.super_identity);
+    let is_super = u.status.contains(&StatusFlag::SuperIdentity);
+    profile.pci = Some(u.pci.score);
+    profile.super_identity = Some(is_super);
+    let pci_evidence = |prev: Option<u8>| Evidence {
+        name: "pci".into(),
+        value: f64::from(u.pci.score),
+        baseline: prev.map(f64::from),
+        spread: None,
+        score: prev.map(|p| f64::from(u.pci.score) - f64::from(p)),
+    };
+    let alert = |rule: Builtin, desc: String| Raised {
+        analytic: rule.id().to_string(),
+        subject: subject.clone(),
+        time: u.as_of,
+        region: None,
+        events: vec![],
+        evidence: vec![pci_evidence(prev_pci)],
+        desc,
+    };
+    let mut raised = Vec::new();
+    if is_super && prev_super == Some(false) {
+        let desc = format!(
+            "{} became a super identity (can do nearly everything, or grant itself anything) in account {}.",
+            subject.display(),
+            u.account
+        );
+        raised.push(alert(Builtin::NewSuperIdentity, desc));
+    }
+    if let Some(p) = prev_pci
+        && u.pci.score >= p.saturating_add(settings.pci_rise_points)
+    {
+        let desc = format!("{}'s Permission Creep Index rose from {p} to {}.", subject.display(), u.pci.score);
+        raised.push(alert(Builtin::PciRise, desc));
+    }
+    raised
+}
+
+/// Resources that hold data in bulk (objects, items, rows).
+fn data_store(arn: &str) -> bool {
+    ["arn:aws:s3:::", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
+}
+
+/// Resources whose first access is worth an analyst's look: data stores and secrets.
+fn sensitive_resource(arn: &str) -> bool {
+    ["arn:aws:s3:::", ":secretsmanager:", ":kms:", ":ssm:", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
+}
