@@ -237,6 +237,48 @@ fn incremental_runs_in_any_order_give_the_same_state() {
     assert_same_findings(&findings(&inc), &findings(&once), "a second copy of the logs changes nothing");
 }
 
+/// With `--state`, a file whose size and modification time are those it had when it was read is
+/// skipped without being read; once its time changes, its content decides. The test swaps a file's
+/// content for garbage of the same size: read, it would be quarantined.
+#[test]
+fn an_unchanged_file_is_not_read_again_and_a_touched_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("org");
+    generate(&spec(Layout::S3), &org).unwrap();
+    let (state, out) = (dir.path().join("state"), dir.path().join("out"));
+    let first = analyze(&org, &out, Some(&state), vec![org.join("cloudtrail")]);
+    assert!(first.ingest.files_read > 1);
+
+    let file = walk(&org.join("cloudtrail")).into_iter().find(|p| p.extension().is_some_and(|e| e == "gz")).unwrap();
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let size = std::fs::metadata(&file).unwrap().len() as usize;
+    std::fs::write(&file, vec![b'x'; size]).unwrap();
+    let set_time = |t: std::time::SystemTime| {
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(t).unwrap();
+    };
+    set_time(modified);
+    let again = analyze(&org, &out, Some(&state), vec![org.join("cloudtrail")]);
+    assert_eq!((again.ingest.files_read, again.ingest.files_quarantined), (0, 0), "nothing read");
+
+    set_time(modified + std::time::Duration::from_secs(1));
+    let touched = analyze(&org, &out, Some(&state), vec![org.join("cloudtrail")]);
+    assert_eq!(touched.ingest.files_quarantined, 1, "the touched file is read (and its garbage quarantined)");
+    assert_eq!(touched.ingest.files_already_ingested, again.ingest.files_already_ingested - 1);
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn region_dirs(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for acct in std::fs::read_dir(root.join("AWSLogs")).unwrap() {

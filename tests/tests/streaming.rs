@@ -69,7 +69,23 @@ fn extra(truth: &GroundTruth) -> Extra {
     }
 }
 
-fn embedded_state(org: &Path, extra: &Extra, work: &Path) -> PathBuf {
+/// A model trained on the organization itself, with a loose false-alert budget so that it fires: the
+/// parity checks then cover the model analytics, not only the rules.
+fn train_model(org: &Path, work: &Path) -> PathBuf {
+    let dir = work.join("models");
+    let catalog = std::sync::Arc::new(grantwatch_core::catalog::Catalog::aws().unwrap());
+    let (detection, _) = grantwatch_detect::load::load_detection(catalog, &repo().join("rules"), None).unwrap();
+    let params = grantwatch_detect::ml::TrainParams {
+        target_false_alerts_per_1000_identity_days: 300.0,
+        min_threshold: 0.0,
+        ..Default::default()
+    };
+    let trail = [org.join("cloudtrail").into()];
+    grantwatch::train::train(std::sync::Arc::new(detection), &trail, &Default::default(), &params, &dir).unwrap();
+    dir
+}
+
+fn embedded_state(org: &Path, extra: &Extra, work: &Path, models: Option<&Path>) -> PathBuf {
     let extra_file = work.join("extra.jsonl");
     std::fs::write(&extra_file, &extra.lines).unwrap();
     let state = work.join("embedded-state");
@@ -79,7 +95,8 @@ fn embedded_state(org: &Path, extra: &Extra, work: &Path) -> PathBuf {
     o.state = Some(state.clone());
     o.progress = false;
     let catalog = std::sync::Arc::new(grantwatch_core::catalog::Catalog::aws().unwrap());
-    let (detection, _) = grantwatch_detect::load::load_detection(catalog, &repo().join("rules"), None).unwrap();
+    let (detection, loaded) = grantwatch_detect::load::load_detection(catalog, &repo().join("rules"), models).unwrap();
+    assert_eq!(loaded.model.is_some(), models.is_some());
     o.detection = Some(std::sync::Arc::new(detection));
     run(&o).unwrap();
     state
@@ -96,10 +113,15 @@ fn alerts_by_uid(stack: &Stack) -> BTreeMap<(String, u8), DetectionFinding> {
     by_uid
 }
 
+/// Analytics driven by PCI updates: when a PCI update reaches the detector relative to the events
+/// still depends on arrival timing in the services (issue 11), so they are left out of parity.
+const PCI_ANALYTICS: [&str; 2] = ["grantwatch/new-super-identity", "grantwatch/pci-rise"];
+
 /// What identifies an alert independently of timing: analytic, identity, first triggering event.
+/// Every analytic (rules, behavioral, models) but the PCI-driven ones.
 fn alert_keys<'a>(alerts: impl Iterator<Item = &'a DetectionFinding>) -> BTreeSet<(String, String, String)> {
     alerts
-        .filter(|a| a.activity_id == 1 && a.finding_info.analytic.type_id == 1)
+        .filter(|a| a.activity_id == 1 && !PCI_ANALYTICS.contains(&a.finding_info.analytic.uid.as_str()))
         .map(|a| {
             let first = a.finding_info.related_events.first().map(|e| e.uid.clone()).unwrap_or_default();
             (a.finding_info.analytic.uid.clone(), a.actor.user.uid.clone(), first)
@@ -148,6 +170,7 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     let org_dir = work.path().join("org");
     let truth = org(&org_dir, 11, 12_000);
     let extra = extra(&truth);
+    let models = train_model(&org_dir, work.path());
     let mut stack = Stack::new("pipeline", 4, work.path());
     let port = free_port();
     stack.start(
@@ -155,7 +178,11 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
         "grantwatch-processor",
         &[("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{port}"))],
     );
-    stack.start("detector", "grantwatch-detector", &[]);
+    stack.start(
+        "detector",
+        "grantwatch-detector",
+        &[("GRANTWATCH_DETECTOR__MODELS_DIR", models.display().to_string())],
+    );
     feed(&mut stack, &org_dir, &extra, &[]);
     // A record that is not an event, straight onto the events topic.
     let events_topic = stack.cfg.topics.events.name.clone();
@@ -171,7 +198,7 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     stack.stop("detector");
 
     // Usage state equals the embedded run's, identity by identity (late and duplicate records included).
-    let embedded = embedded_usage(&embedded_state(&org_dir, &extra, work.path()));
+    let embedded = embedded_usage(&embedded_state(&org_dir, &extra, work.path(), Some(&models)));
     let streamed = stack.processor_usage(&[work.path().join("processor")]);
     assert_same_usage(&streamed, &embedded, "processor vs analyze");
     let late_user = &streamed[&extra.late_identity];
@@ -197,7 +224,24 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
         .collect();
     let (streamed_keys, embedded_keys) = (alert_keys(alerts.values()), alert_keys(embedded_alerts.iter()));
     assert!(embedded_keys.len() >= 2, "{embedded_keys:?}");
-    assert_eq!(streamed_keys, embedded_keys, "detector vs analyze: rule alerts differ");
+    let kinds = |prefix: &str| embedded_keys.iter().filter(|(a, _, _)| a.starts_with(prefix)).count();
+    assert!(kinds("ml/") > 0 && kinds("grantwatch/") > 0, "models and rules both fired: {embedded_keys:?}");
+    // Until the detector aligns its inputs on event time (issue 11), where a late record lands in a
+    // model window depends on when it arrives: model alerts of the identity it belongs to are left out.
+    let comparable = |k: &&(String, String, String)| !(k.0.starts_with("ml/") && k.1 == extra.late_identity);
+    let streamed_keys: BTreeSet<_> = streamed_keys.iter().filter(comparable).cloned().collect();
+    let embedded_keys: BTreeSet<_> = embedded_keys.iter().filter(comparable).cloned().collect();
+    let only_streamed: Vec<_> = streamed_keys.difference(&embedded_keys).collect();
+    assert!(only_streamed.is_empty(), "detector vs analyze: {only_streamed:?} only in the stream");
+    // The models score an identity-hour when the watermark passes its end. The file runner also
+    // closes every window still open at the end of its input; a stream has no end, and a partition's
+    // watermark stops at its last record, so the windows the last records of each partition opened
+    // stay open in the detector. Those few alerts are analyze's alone (closing them on an idle
+    // partition is issue 11's); every alert of the stream is analyze's, and every other alert of
+    // analyze is the stream's.
+    let only_embedded: Vec<_> = embedded_keys.difference(&streamed_keys).collect();
+    assert!(only_embedded.iter().all(|k| k.0.starts_with("ml/")), "detector vs analyze: {only_embedded:?} missing");
+    assert!(only_embedded.len() <= 5, "detector vs analyze: {only_embedded:?} missing");
 
     // Dead letters name where the record came from.
     let dlq: Vec<DeadLetter> = stack.read_json(&stack.cfg.topics.dlq.name);
@@ -337,7 +381,7 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     let reference_usage = reference.processor_usage(&[reference_dir.join("processor")]);
     let chaos_usage = chaos.processor_usage(&[chaos_dir.join("p1"), chaos_dir.join("p2")]);
     assert_same_usage(&chaos_usage, &reference_usage, "killed run vs uninterrupted run");
-    let embedded = embedded_usage(&embedded_state(&org_dir, &extra, work.path()));
+    let embedded = embedded_usage(&embedded_state(&org_dir, &extra, work.path(), None));
     assert_same_usage(&reference_usage, &embedded, "uninterrupted run vs analyze");
 
     let (ra, ca) = (alerts_by_uid(&reference), alerts_by_uid(&chaos));

@@ -231,18 +231,23 @@ pub fn identity_finding(
     }
 }
 
-/// Computes the finding of every identity of the snapshot, plus identities the logs name that no
-/// snapshot holds (the root user, principals of other accounts): those are granted what grantwatch can
-/// know — everything for root, nothing otherwise — and reported, not dropped.
+/// An identity to report, with its usage.
+pub type Subject<'g> = (&'g IdentityGrants, IdentityUsage);
+
+/// The identities to report, sorted by ARN, each with its usage read from `state`: every identity of
+/// the snapshot, plus identities the logs name that no snapshot holds (the root user, principals of
+/// other accounts): those are granted what grantwatch can know — everything for root, nothing
+/// otherwise — and reported, not dropped.
 ///
-/// Findings are handed to `emit` one at a time, in ARN order, so a large organization is never held in
-/// memory whole (an administrator's finding alone lists 20,000 actions).
-pub fn for_each_finding(
+/// They are handed to `emit` in batches of at most `batch`, so a large organization is never held in
+/// memory whole (an administrator's finding alone lists 20,000 actions), and [`identity_finding`],
+/// which is pure, can run on every core over a batch.
+pub fn for_each_subject_batch(
     catalog: &Catalog,
-    cfg: &FindingsConfig,
     grants: &[IdentityGrants],
     state: &dyn StateRead,
-    emit: &mut dyn FnMut(IdentityFinding),
+    batch: usize,
+    emit: &mut dyn FnMut(&[Subject<'_>]),
 ) -> Result<(), grantwatch_state::StateError> {
     let known: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.arn.as_str()).collect();
     let mut from_logs: Vec<IdentityGrants> = Vec::new();
@@ -262,13 +267,18 @@ pub fn for_each_finding(
     let group_usage = group_usage(grants, state)?;
     let mut all: Vec<&IdentityGrants> = grants.iter().chain(from_logs.iter()).collect();
     all.sort_by(|a, b| a.arn.cmp(&b.arn));
-    for g in all {
-        let usage = if g.kind == IdentityKind::Group {
-            group_usage.get(&(g.account.as_str(), g.name.as_str())).cloned().unwrap_or_default()
-        } else {
-            IdentityUsage::load(state, &g.arn, false)?
-        };
-        emit(identity_finding(catalog, cfg, g, &usage));
+    let mut subjects = Vec::with_capacity(batch.min(all.len()));
+    for chunk in all.chunks(batch.max(1)) {
+        subjects.clear();
+        for g in chunk {
+            let usage = if g.kind == IdentityKind::Group {
+                group_usage.get(&(g.account.as_str(), g.name.as_str())).cloned().unwrap_or_default()
+            } else {
+                IdentityUsage::load(state, &g.arn, false)?
+            };
+            subjects.push((*g, usage));
+        }
+        emit(&subjects);
     }
     Ok(())
 }

@@ -2,8 +2,10 @@
 //!
 //! 1. Files are discovered and put in read order ([`crate::order`]): local paths walked, `s3://`
 //!    prefixes listed (`grantwatch-s3`). Files the state already holds are skipped: a local file with
-//!    the same path and content fingerprint, an S3 object with the same name, size and ETag (known from
-//!    the listing, so nothing is downloaded to skip it; see [`crate::order::listed_version`]).
+//!    the same path and content fingerprint (not even read when its size and modification time are
+//!    those it had when it was read, as `make` and `rsync` judge), an S3 object with the same name,
+//!    size and ETag (known from the listing, so nothing is downloaded to skip it; see
+//!    [`crate::order::listed_version`]).
 //! 2. Reader threads take files in that order (an S3 object's body streamed as it is read, through
 //!    the same reader as a local file), decompress and split them, normalize each record once,
 //!    check its time against the file's delivery ([`grantwatch_core::time_guard`]) and send the events
@@ -192,15 +194,62 @@ pub fn file_meta_key(path: &str) -> Vec<u8> {
     grantwatch_state::keys::FILE_INGESTED.key_str(path)
 }
 
-/// A stored fingerprint; one that does not parse is corrupt state, not a file to read again.
-fn decode_ingested_mark<'v>(key: &[u8], value: &'v [u8]) -> Result<&'v str, StateError> {
+/// What the state remembers of an ingested file.
+#[derive(Debug, PartialEq, Eq)]
+enum IngestedMark<'v> {
+    /// A local file: the fingerprint of the content read, and the file's modification time (ns since
+    /// the epoch) as it was before it was read, when known.
+    Local { fingerprint: grantwatch_files::Fingerprint, mtime_ns: Option<u128> },
+    /// An S3 object's listed version (see [`listed_version`]).
+    S3(&'v str),
+}
+
+/// The mark of a local file read to its end: `xxh3:<size>:<hash>`, then `@<mtime ns>` when known.
+fn local_mark(fingerprint: grantwatch_files::Fingerprint, mtime_ns: Option<u128>) -> String {
+    match mtime_ns {
+        Some(ns) => format!("{fingerprint}@{ns}"),
+        None => fingerprint.to_string(),
+    }
+}
+
+/// A stored mark; one that does not parse is corrupt state, not a file to read again.
+fn decode_ingested_mark<'v>(key: &[u8], value: &'v [u8]) -> Result<IngestedMark<'v>, StateError> {
     let corrupt = |why| grantwatch_state::keys::FILE_INGESTED.corrupt(key, why);
     let text = std::str::from_utf8(value).map_err(|_| corrupt("not UTF-8"))?;
-    // A local file's content fingerprint, or an S3 object's listed version (see `listed_version`).
-    if text.starts_with("s3-") || text.parse::<grantwatch_files::Fingerprint>().is_ok() {
-        Ok(text)
-    } else {
-        Err(corrupt("neither a fingerprint (xxh3:<size>:<16 hex digits>) nor an S3 object version"))
+    if text.starts_with("s3-") {
+        return Ok(IngestedMark::S3(text));
+    }
+    let not_a_mark =
+        || corrupt("neither a fingerprint (xxh3:<size>:<16 hex digits>[@<mtime ns>]) nor an S3 object version");
+    let (fingerprint, mtime_ns) = match text.split_once('@') {
+        Some((fp, ns)) => (fp, Some(ns.parse::<u128>().map_err(|_| not_a_mark())?)),
+        None => (text, None),
+    };
+    let fingerprint = fingerprint.parse().map_err(|_| not_a_mark())?;
+    Ok(IngestedMark::Local { fingerprint, mtime_ns })
+}
+
+/// A local file's modification time in ns since the epoch (`None` for S3 objects, or when the file
+/// system does not say).
+fn local_mtime_ns(file: &SourceFile) -> Option<u128> {
+    let path = file.local_path()?;
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())
+}
+
+/// Whether `file` is the one `mark` remembers. An S3 object compares its listed version. A local file
+/// whose size and modification time are those it had when it was read is not read again (a change
+/// that keeps both, as `make` and `rsync` also assume, is not seen); otherwise its content decides.
+fn already_ingested(file: &SourceFile, mark: &IngestedMark<'_>) -> bool {
+    match (mark, listed_version(file)) {
+        (IngestedMark::S3(known), Some(version)) => *known == version,
+        (IngestedMark::Local { fingerprint, mtime_ns }, None) => {
+            if mtime_ns.is_some() && fingerprint.size == file.size && local_mtime_ns(file) == *mtime_ns {
+                return true;
+            }
+            grantwatch_files::fingerprint_file(file).is_ok_and(|fp| fp == *fingerprint)
+        }
+        _ => false,
     }
 }
 
@@ -299,9 +348,7 @@ pub fn run<S: StateStore>(
         if opts.skip_ingested {
             let key = file_meta_key(&f.location.to_string());
             if let Some(known) = store.get(Table::Meta, &key)?
-                && let Some(version) =
-                    listed_version(&f).or_else(|| grantwatch_files::fingerprint_file(&f).ok().map(|fp| fp.to_string()))
-                && decode_ingested_mark(&key, &known)? == version
+                && already_ingested(&f, &decode_ingested_mark(&key, &known)?)
             {
                 outcome.files_already_ingested += 1;
                 continue;
@@ -586,6 +633,8 @@ impl Readers<'_, '_> {
     ) -> Result<(), ()> {
         let tx = out.tx;
         let name = file.location.to_string();
+        // Before reading: a change made while it is read then shows as a newer time next run.
+        let mtime_ns = if self.opts.skip_ingested { local_mtime_ns(file) } else { None };
         let delivery = delivery_of(file, self.stamps.get(tag as usize).copied().flatten());
         let fq = Mutex::new(FileQuarantine { copied: 0, left_out: 0, first_reason: None });
         let ctx = RecordCx { readers: self, name: &name, delivery, fq: &fq };
@@ -652,7 +701,7 @@ impl Readers<'_, '_> {
         };
         self.tally.records.fetch_add(records, Ordering::Relaxed);
         let fingerprint = match result {
-            Ok(summary) => Some(summary.fingerprint.to_string()),
+            Ok(summary) => Some(local_mark(summary.fingerprint, mtime_ns)),
             Err(Failed::Fatal(e)) => {
                 // Not the object's fault (the bucket is gone, access or credentials are refused):
                 // quarantining every object would hide it, so the run stops with it.

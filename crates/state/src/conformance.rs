@@ -54,6 +54,20 @@ pub fn run_conformance_suite(fresh: &dyn Fn() -> Box<dyn StateStore>) {
     let got = SeenSpan::decode(&s.get(Table::Usage, b"p").unwrap().unwrap()).unwrap();
     assert_eq!(got, SeenSpan { first_ms: 3, last_ms: 7 });
 
+    // A corrupt value is kept by a merge, in the same batch or a later one, so that its reader
+    // reports it; a merge never silently starts the key over.
+    let mut b = WriteBatch::new();
+    b.put(Table::Usage, b"bad".to_vec(), b"not a span".to_vec());
+    b.put(Table::Counters, b"bad".to_vec(), b"7".to_vec());
+    b.merge(Table::Usage, b"bad".to_vec(), SeenSpan::at(1).encode().to_vec());
+    s.write(b).unwrap();
+    let mut b = WriteBatch::new();
+    b.merge(Table::Usage, b"bad".to_vec(), SeenSpan::at(2).encode().to_vec());
+    b.merge(Table::Counters, b"bad".to_vec(), encode_counter(1).to_vec());
+    s.write(b).unwrap();
+    assert_eq!(s.get(Table::Usage, b"bad").unwrap().as_deref(), Some(&b"not a span"[..]));
+    assert_eq!(s.get(Table::Counters, b"bad").unwrap().as_deref(), Some(&b"7"[..]));
+
     // Prefix scans are ordered, bounded by the prefix and the table, and stop on request.
     let s = fresh();
     let mut b = WriteBatch::new();

@@ -177,19 +177,21 @@ pub fn decode_counter(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// Merges `operand` into `existing` under `table`'s rule. Undecodable values are replaced by the operand,
-/// which is itself always a well-formed value written by this crate's callers.
+/// Merges `operand` into `existing` under `table`'s rule. An existing value that does not decode is
+/// kept as it is, never replaced: whoever reads it next reports it as [`StateError::Corrupt`], where a
+/// replacement would silently restart the key from the operand (an identity's first use forgotten, a
+/// count reset). The operand is always a well-formed value written by this crate's callers; one that
+/// is not leaves the existing value unchanged.
 pub fn merge_value(table: Table, existing: Option<&[u8]>, operand: &[u8]) -> Vec<u8> {
+    let Some(existing) = existing else { return operand.to_vec() };
     match table {
-        Table::Usage => match (existing.and_then(SeenSpan::decode), SeenSpan::decode(operand)) {
+        Table::Usage => match (SeenSpan::decode(existing), SeenSpan::decode(operand)) {
             (Some(a), Some(b)) => a.widen(b).encode().to_vec(),
-            (Some(a), None) => a.encode().to_vec(),
-            _ => operand.to_vec(),
+            _ => existing.to_vec(),
         },
-        Table::Counters => match (existing.and_then(decode_counter), decode_counter(operand)) {
+        Table::Counters => match (decode_counter(existing), decode_counter(operand)) {
             (Some(a), Some(b)) => encode_counter(a.saturating_add(b)).to_vec(),
-            (Some(a), None) => encode_counter(a).to_vec(),
-            _ => operand.to_vec(),
+            _ => existing.to_vec(),
         },
         Table::Seen | Table::Meta => operand.to_vec(),
     }
