@@ -165,12 +165,6 @@ impl JsonLinesWriter {
         self.w.write_all(b"\n").with_context(|| format!("writing {}", self.tmp.display()))
     }
 
-    /// Writes `line`, already serialized (without its newline).
-    pub fn write_line(&mut self, line: &[u8]) -> Result<()> {
-        self.w.write_all(line).with_context(|| format!("writing {}", self.tmp.display()))?;
-        self.w.write_all(b"\n").with_context(|| format!("writing {}", self.tmp.display()))
-    }
-
     pub fn finish(mut self) -> Result<()> {
         self.w.flush().with_context(|| format!("writing {}", self.tmp.display()))?;
         std::fs::rename(&self.tmp, &self.path).with_context(|| format!("renaming to {}", self.path.display()))
