@@ -249,7 +249,10 @@ fn an_unchanged_file_is_not_read_again_and_a_touched_one_is() {
     let first = analyze(&org, &out, Some(&state), vec![org.join("cloudtrail")]);
     assert!(first.ingest.files_read > 1);
 
-    let file = walk(&org.join("cloudtrail")).into_iter().find(|p| p.extension().is_some_and(|e| e == "gz")).unwrap();
+    let mut gz = Vec::new();
+    common::gz_files(&org.join("cloudtrail"), &mut gz);
+    gz.sort();
+    let file = gz[0].clone();
     let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
     let size = std::fs::metadata(&file).unwrap().len() as usize;
     std::fs::write(&file, vec![b'x'; size]).unwrap();
@@ -264,19 +267,6 @@ fn an_unchanged_file_is_not_read_again_and_a_touched_one_is() {
     let touched = analyze(&org, &out, Some(&state), vec![org.join("cloudtrail")]);
     assert_eq!(touched.ingest.files_quarantined, 1, "the touched file is read (and its garbage quarantined)");
     assert_eq!(touched.ingest.files_already_ingested, again.ingest.files_already_ingested - 1);
-}
-
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn region_dirs(root: &Path) -> Vec<PathBuf> {
