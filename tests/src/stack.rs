@@ -211,8 +211,22 @@ impl Stack {
         out
     }
 
+    /// The records of `topic` as `T`, watermark marks left out.
     pub fn read_json<T: serde::de::DeserializeOwned>(&self, topic: &str) -> Vec<T> {
-        self.read(topic).into_iter().map(|(_, _, _, v)| serde_json::from_slice(&v).unwrap()).collect()
+        self.read(topic)
+            .into_iter()
+            .filter(|(_, _, k, _)| k.as_deref() != Some(grantwatch_types::WATERMARK_KEY))
+            .map(|(_, _, _, v)| serde_json::from_slice(&v).unwrap())
+            .collect()
+    }
+
+    /// Every record of `topic`, marks included, as (key, payload) in order, by partition.
+    pub fn records_by_partition(&self, topic: &str) -> BTreeMap<i32, Vec<(Option<String>, String)>> {
+        let mut out: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+        for (p, _, k, v) in self.read(topic) {
+            out.entry(p).or_default().push((k, String::from_utf8_lossy(&v).into_owned()));
+        }
+        out
     }
 
     /// Produces raw records outside any transaction (to inject bad input).

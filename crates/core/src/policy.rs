@@ -134,6 +134,7 @@ impl IdentityGrants {
                     created: k.created,
                 })
                 .collect(),
+            as_of: None,
         }
     }
 

@@ -60,6 +60,9 @@ const DIRTY: &[u8] = keys::PROCESSOR_DIRTY.prefix;
 const ENTITLEMENTS: &[u8] = keys::PROCESSOR_ENTITLEMENTS.prefix;
 const FLAGS: &[u8] = keys::PROCESSOR_FLAGS.prefix;
 const LAST_CLOSE: &[u8] = keys::PROCESSOR_LAST_CLOSE.prefix;
+const EXPIRY: &[u8] = keys::PROCESSOR_EXPIRY.prefix;
+const EXPIRY_OF: &[u8] = keys::PROCESSOR_EXPIRY_OF.prefix;
+const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Entries of the parsed-entitlements cache before it is emptied (~8 KB each).
 const GRANTS_CACHE_MAX: usize = 2_000;
 
@@ -87,6 +90,19 @@ pub struct ProcessorStage {
     supplied: FxHashMap<String, Arc<IdentityGrants>>,
     last_close: Option<i64>,
     last_close_dirty: bool,
+    /// Re-scores scheduled or done since the last snapshot: `EXPIRY` key → the identity's meta (JSON),
+    /// or `None` to delete it.
+    expiries: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each identity's scheduled re-score since the last snapshot (`None`: none any more).
+    expiry_of: FxHashMap<String, Option<i64>>,
+}
+
+/// The `EXPIRY` key of a re-score of `arn` at window boundary `at`.
+fn expiry_key(at: i64, arn: &str) -> Vec<u8> {
+    let mut k = EXPIRY.to_vec();
+    k.extend_from_slice(&at.to_be_bytes());
+    k.extend_from_slice(arn.as_bytes());
+    k
 }
 
 impl ProcessorStage {
@@ -137,6 +153,8 @@ impl ProcessorStage {
             supplied: FxHashMap::default(),
             last_close,
             last_close_dirty: false,
+            expiries: Default::default(),
+            expiry_of: FxHashMap::default(),
         })
     }
 
@@ -204,6 +222,90 @@ impl ProcessorStage {
         Ok(Some(grants))
     }
 
+    /// The identity's scheduled re-score, if any.
+    fn scheduled_rescore(&self, arn: &str, state: &dyn StateRead) -> Result<Option<i64>, StageError> {
+        if let Some(at) = self.expiry_of.get(arn) {
+            return Ok(*at);
+        }
+        let k = key(EXPIRY_OF, arn);
+        Ok(state.get(Table::Meta, &k)?.map(|v| keys::PROCESSOR_EXPIRY_OF.decode_i64(&k, &v)).transpose()?)
+    }
+
+    /// Schedules a re-score of `arn` at boundary `at`, replacing the one scheduled before: one per
+    /// identity, so the schedule grows with identities, not with windows.
+    fn schedule_rescore(
+        &mut self,
+        arn: &str,
+        meta: &IdentityMeta,
+        at: i64,
+        state: &dyn StateRead,
+    ) -> Result<(), StageError> {
+        let before = self.scheduled_rescore(arn, state)?;
+        if before == Some(at) {
+            return Ok(());
+        }
+        if let Some(b) = before {
+            self.expiries.insert(expiry_key(b, arn), None);
+        }
+        if let Ok(v) = serde_json::to_vec(meta) {
+            self.expiries.insert(expiry_key(at, arn), Some(v));
+            self.expiry_of.insert(arn.to_string(), Some(at));
+        }
+        Ok(())
+    }
+
+    /// Marks for re-scoring every identity whose scheduled re-score is due at `boundary` and whose
+    /// last activity has left the lookback by then.
+    fn mark_aged_out(&mut self, boundary: i64, state: &dyn StateRead) -> Result<(), StageError> {
+        let at_of =
+            |k: &[u8]| k.get(EXPIRY.len()..EXPIRY.len() + 8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+        let mut due: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        let mut corrupt = None;
+        state.scan_prefix(Table::Meta, EXPIRY, &mut |k, v| match at_of(k) {
+            None => {
+                corrupt = Some(keys::PROCESSOR_EXPIRY.corrupt(k, "no window boundary"));
+                false
+            }
+            Some(at) if at > boundary => false, // in boundary order: nothing further is due
+            Some(_) => {
+                due.insert(k.to_vec(), v.to_vec());
+                true
+            }
+        })?;
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
+        // What this snapshot has not written yet overrides the store.
+        for (k, v) in &self.expiries {
+            if at_of(k).is_some_and(|at| at <= boundary) {
+                match v {
+                    Some(v) => due.insert(k.clone(), v.clone()),
+                    None => due.remove(k),
+                };
+            }
+        }
+        let lookback_ms = i64::from(self.cfg.lookback_days) * DAY_MS;
+        for (k, v) in due {
+            let arn = String::from_utf8_lossy(&k[EXPIRY.len() + 8..]).into_owned();
+            let meta: IdentityMeta = decode_json(&keys::PROCESSOR_EXPIRY, &k, &v)?;
+            self.expiries.insert(k, None);
+            self.expiry_of.insert(arn.clone(), None);
+            if self.dirty.contains_key(&arn) {
+                continue;
+            }
+            let mut usage = IdentityUsage::default();
+            let key = crate::usage::usage_key(crate::usage::UsageKind::Identity, &arn, "");
+            if let Some(v) = state.get(Table::Usage, &key)? {
+                usage.activity = Some(keys::USAGE_IDENTITY.decode_span(&key, &v)?);
+            }
+            self.usage.overlay_pending(&arn, &mut usage);
+            if usage.activity.is_some_and(|a| a.last_ms < boundary.saturating_sub(lookback_ms)) {
+                self.mark_dirty(&arn, meta);
+            }
+        }
+        Ok(())
+    }
+
     fn load_flags(&self, arn: &str, state: &dyn StateRead) -> Result<Vec<StatusFlag>, StageError> {
         if let Some(f) = self.flags.get(arn) {
             return Ok(f.clone());
@@ -256,6 +358,17 @@ impl ProcessorStage {
         }
         if before != score.status {
             self.flags.insert(arn.to_string(), score.status.clone());
+        }
+        // The window in which the identity's last activity leaves the lookback: re-scored then, so its
+        // PCI on the topic does not stay what it was while it was active.
+        if let Some(activity) = usage.activity {
+            let lookback_ms = i64::from(self.cfg.lookback_days) * DAY_MS;
+            let w = self.cfg.window_ms;
+            let out_at =
+                (activity.last_ms.saturating_add(lookback_ms)).div_euclid(w).saturating_add(1).saturating_mul(w);
+            if out_at > as_of.millis() {
+                self.schedule_rescore(arn, meta, out_at, cx.state)?;
+            }
         }
         cx.out.push(ProcessorOutput::Pci(Box::new(PciUpdate {
             arn: arn.to_string(),
@@ -374,6 +487,7 @@ impl Stage for ProcessorStage {
         }
         self.last_close = Some(boundary);
         self.last_close_dirty = true;
+        self.mark_aged_out(boundary, cx.state)?;
         let mut dirty: Vec<(String, IdentityMeta)> = self.dirty.drain().map(|(k, (m, _))| (k, m)).collect();
         dirty.sort_by(|a, b| a.0.cmp(&b.0));
         for (arn, meta) in &dirty {
@@ -403,6 +517,18 @@ impl Stage for ProcessorStage {
                 batch.put(Table::Meta, key(ENTITLEMENTS, &arn), v);
             }
         }
+        for (k, v) in std::mem::take(&mut self.expiries) {
+            match v {
+                Some(v) => batch.put(Table::Meta, k, v),
+                None => batch.delete(Table::Meta, k),
+            }
+        }
+        for (arn, at) in self.expiry_of.drain() {
+            match at {
+                Some(at) => batch.put(Table::Meta, key(EXPIRY_OF, &arn), at.to_be_bytes().to_vec()),
+                None => batch.delete(Table::Meta, key(EXPIRY_OF, &arn)),
+            }
+        }
         for (arn, f) in self.flags.drain() {
             if let Ok(v) = serde_json::to_vec(&f) {
                 batch.put(Table::Meta, key(FLAGS, &arn), v);
@@ -422,7 +548,7 @@ impl Stage for ProcessorStage {
     }
 
     fn pending(&self) -> usize {
-        self.usage.pending() + self.entitlements.len() + self.flags.len()
+        self.usage.pending() + self.entitlements.len() + self.flags.len() + self.expiries.len()
     }
 }
 
@@ -452,6 +578,7 @@ mod tests {
             unscoped: names,
             groups: vec![],
             access_keys: vec![],
+            as_of: None,
         }))
     }
 
@@ -522,5 +649,42 @@ mod tests {
         assert_eq!(updates[0].as_of, EventTime(day0 + 2 * DAY));
         assert_eq!(updates[0].used, 3, "GetObject, PutObject, CreateUser");
         assert_eq!(updates[0].events_in_lookback, 5, "d counted once");
+    }
+
+    #[test]
+    fn an_identity_whose_usage_leaves_the_lookback_is_scored_again_once() {
+        let catalog = Arc::new(Catalog::aws().unwrap());
+        let store = MemStore::new();
+        let cfg = ProcessorConfig { lookback_days: 2, ..ProcessorConfig::default() };
+        let mut stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
+        let day0 = 19_800 * DAY;
+        let other = "arn:aws:iam::111122223333:user/bob";
+        let mut inputs = vec![entitlements(&["s3:GetObject"]), event("a", day0 + 1000, "s3:GetObject")];
+        // Someone else keeps the clock going, day after day.
+        for d in 1..8 {
+            let mut e = crate::testing::event(&format!("b{d}"), EventTime(day0 + d * DAY + 5));
+            e.actor.uid = other.into();
+            e.actions = vec!["s3:ListBucket".into()];
+            inputs.push(ProcessorInput::Event(Box::new(e)));
+        }
+        let mut out = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            out.extend(feed(&mut stage, &store, vec![input]));
+            if i == 3 {
+                // A restart after day 2 closed: the re-score due at day 3 is in state.
+                let mut batch = WriteBatch::new();
+                stage.snapshot(&mut batch).unwrap();
+                store.write(batch).unwrap();
+                stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
+            }
+        }
+        let alice: Vec<&PciUpdate> = pci(&out).into_iter().filter(|u| u.arn == ARN).collect();
+        let days: Vec<i64> = alice.iter().map(|u| (u.as_of.millis() - day0) / DAY).collect();
+        // Active on day 0 (closed at day 1); its last use leaves the 2-day lookback in the window that
+        // closes at day 3; nothing after that.
+        assert_eq!(days, [1, 3], "{alice:?}");
+        assert_eq!((alice[0].used, alice[0].events_in_lookback), (1, 1));
+        assert_eq!((alice[1].used, alice[1].events_in_lookback), (0, 0));
+        assert!(alice[1].status.contains(&StatusFlag::Inactive));
     }
 }

@@ -533,7 +533,10 @@ pub(crate) fn pci_transitions(
         );
         raised.push(alert(Builtin::NewSuperIdentity, desc));
     }
+    // An identity idle through the whole lookback sees its PCI rise as its usage ages out: that is
+    // dormancy (its own analytic), not creep.
     if let Some(p) = prev_pci
+        && u.events_in_lookback > 0
         && u.pci.score >= p.saturating_add(settings.pci_rise_points)
     {
         let desc = format!("{}'s Permission Creep Index rose from {p} to {}.", subject.display(), u.pci.score);

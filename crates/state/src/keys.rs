@@ -176,6 +176,18 @@ pub const PROCESSOR_LAST_CLOSE: KeySpace = KeySpace {
     suffix: "",
     value: "last window boundary closed, ms, big-endian i64",
 };
+pub const PROCESSOR_EXPIRY: KeySpace = meta(
+    b"expiry\0",
+    "core::processor",
+    "window boundary ms (big-endian i64), identity ARN (its usage leaves the lookback by then)",
+    "empty",
+);
+pub const PROCESSOR_EXPIRY_OF: KeySpace = meta(
+    b"expiry-of\0",
+    "core::processor",
+    "identity ARN (the identity's one scheduled re-score, see PROCESSOR_EXPIRY)",
+    "window boundary ms, big-endian i64",
+);
 pub const DETECT_PROFILE: KeySpace = meta(b"det-prof\0", "detect::stage", "identity ARN", "JSON Profile");
 pub const DETECT_INCIDENT: KeySpace = meta(b"det-inc\0", "detect::stage", "incident key", "JSON Incident");
 pub const DETECT_WINDOW: KeySpace = meta(
@@ -204,6 +216,28 @@ pub const RUNNER_MAX_TIME: KeySpace = KeySpace {
     suffix: "",
     value: "highest event time seen, ms, big-endian i64",
 };
+pub const RUNNER_SIDE_WATERMARK: KeySpace = KeySpace {
+    table: Table::Meta,
+    prefix: b"rt:side-wm",
+    shape: Shape::Exact,
+    owner: "stream::runner",
+    suffix: "",
+    value: "watermark of the side input (latest mark read), ms, big-endian i64",
+};
+pub const RUNNER_OUT_MARK: KeySpace = KeySpace {
+    table: Table::Meta,
+    prefix: b"rt:out-mark",
+    shape: Shape::Exact,
+    owner: "stream::runner",
+    suffix: "",
+    value: "last watermark mark produced, ms, big-endian i64",
+};
+pub const RUNNER_SIDE_PENDING: KeySpace = meta(
+    b"rt:pending\0",
+    "stream::runner",
+    "effective time ms (big-endian i64), input offset (big-endian i64): a side record not yet due",
+    "the record's payload as read",
+);
 pub const FILE_INGESTED: KeySpace =
     meta(b"file\0", "runtime::file_run", "file path", "fingerprint, `xxh3:<size>:<16 hex digits>`");
 pub const ALERTS_LENGTH: KeySpace = meta(
@@ -232,6 +266,8 @@ pub const ALL: &[&KeySpace] = &[
     &PROCESSOR_ENTITLEMENTS,
     &PROCESSOR_FLAGS,
     &PROCESSOR_LAST_CLOSE,
+    &PROCESSOR_EXPIRY,
+    &PROCESSOR_EXPIRY_OF,
     &DETECT_PROFILE,
     &DETECT_INCIDENT,
     &DETECT_WINDOW,
@@ -239,6 +275,9 @@ pub const ALL: &[&KeySpace] = &[
     &RUNNER_OUTBOX,
     &RUNNER_OUTBOX_FROM,
     &RUNNER_MAX_TIME,
+    &RUNNER_SIDE_WATERMARK,
+    &RUNNER_OUT_MARK,
+    &RUNNER_SIDE_PENDING,
     &FILE_INGESTED,
     &ALERTS_LENGTH,
 ];

@@ -22,6 +22,24 @@ pub struct EntitlementRecord {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_keys: Vec<AccessKeyRecord>,
+    /// From when these entitlements hold: the time the snapshot was published. The processor applies
+    /// them to the windows that close at or after it; the first snapshot of a partition (the records
+    /// before its first [`WatermarkMark`]) stands for all earlier time. Absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<EventTime>,
+}
+
+/// The key of a [`WatermarkMark`] record. No identity ARN can equal it (an ARN starts with `arn:`).
+pub const WATERMARK_KEY: &str = "grantwatch:watermark";
+
+/// A progress mark, written to every partition of a topic whose records carry a time (entitlements,
+/// PCI updates) under the key [`WATERMARK_KEY`]: every record of this partition with a time at or
+/// before `watermark` precedes this mark. A consumer that joins the topic's records as of an event's
+/// time waits for a mark at or past that time, so what it joins depends on the data, never on when
+/// the records arrived. Subscribers that only want the records skip this key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkMark {
+    pub watermark: EventTime,
 }
 
 /// An access key of a user, without its secret (grantwatch never sees secrets).

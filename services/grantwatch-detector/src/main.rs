@@ -55,8 +55,8 @@ fn run() -> Result<()> {
         max_pending: 100_000,
         max_record_bytes: grantwatch_runtime::kafka::client::MAX_RECORD_BYTES,
     };
-    let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection) };
-    Ok(serve_and_run(app, runner_cfg, &d.http_listen)?)
+    let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection), await_pci: d.await_pci };
+    Ok(serve_and_run(app, runner_cfg, "detector.http_listen", &d.http_listen)?)
 }
 
 fn main() -> ExitCode {

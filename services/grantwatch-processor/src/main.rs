@@ -41,6 +41,7 @@ fn run() -> Result<()> {
             over_provisioned_ratio: p.over_provisioned_ratio,
             emit_windows: true,
         },
+        await_entitlements: p.await_entitlements,
     };
     let runner_cfg = RunnerConfig {
         kafka: cfg.kafka.clone(),
@@ -54,7 +55,7 @@ fn run() -> Result<()> {
         max_pending: 200_000,
         max_record_bytes: grantwatch_runtime::kafka::client::MAX_RECORD_BYTES,
     };
-    Ok(serve_and_run(app, runner_cfg, &p.http_listen)?)
+    Ok(serve_and_run(app, runner_cfg, "processor.http_listen", &p.http_listen)?)
 }
 
 fn main() -> ExitCode {

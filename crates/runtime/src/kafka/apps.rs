@@ -15,10 +15,22 @@ use crate::kafka::config::Topics;
 use crate::kafka::runner::App;
 
 /// `grantwatch-processor`: events and entitlements in; PCI updates and Discover findings out.
+///
+/// Aligned on the entitlements (`await_entitlements`): a window closes once the entitlements topic is
+/// complete up to its end, with the entitlements of that time; and it writes a watermark mark to the
+/// PCI topic after each window it closes, for the detector to align on.
 pub struct ProcessorApp {
     pub topics: Topics,
     pub catalog: Arc<Catalog>,
     pub cfg: ProcessorConfig,
+    pub await_entitlements: bool,
+}
+
+impl ProcessorApp {
+    /// The last window boundary the stage has closed at `watermark`.
+    fn boundary(&self, watermark: i64) -> i64 {
+        watermark.div_euclid(self.cfg.window_ms).saturating_mul(self.cfg.window_ms)
+    }
 }
 
 impl App for ProcessorApp {
@@ -55,6 +67,28 @@ impl App for ProcessorApp {
         }
     }
 
+    fn side_input(&self) -> Option<usize> {
+        self.await_entitlements.then_some(1)
+    }
+
+    fn side_time(&self, input: &ProcessorInput) -> Option<EventTime> {
+        match input {
+            ProcessorInput::Entitlements(r) => r.as_of,
+            ProcessorInput::Event(_) => None,
+        }
+    }
+
+    /// Closing the window that ends at the boundary needs the entitlements as of that boundary.
+    fn side_needed(&self, watermark: i64) -> i64 {
+        self.boundary(watermark)
+    }
+
+    /// Every PCI update up to the next boundary (exclusive) is out once this watermark is seen.
+    fn output_mark(&self, watermark: i64) -> Option<(&str, i64)> {
+        let next = self.boundary(watermark).saturating_add(self.cfg.window_ms);
+        Some((self.topics.pci.name.as_str(), next.saturating_sub(1)))
+    }
+
     fn encode(&self, out: ProcessorOutput, emits: &mut Vec<Emit>) {
         let (topic, key, payload, kind) = match out {
             ProcessorOutput::Pci(u) => (&self.topics.pci.name, u.arn.clone(), serde_json::to_vec(&u), "pci"),
@@ -63,16 +97,24 @@ impl App for ProcessorApp {
             }
         };
         match payload {
-            Ok(payload) => emits.push(Emit { topic: topic.clone(), key: Some(key.into_bytes()), payload, kind }),
+            Ok(payload) => {
+                emits.push(Emit { partition: None, topic: topic.clone(), key: Some(key.into_bytes()), payload, kind })
+            }
             Err(e) => tracing::error!(error = %e, "cannot serialize an output"),
         }
     }
 }
 
 /// `grantwatch-detector`: events and PCI updates in; alerts (OCSF Detection Findings) out.
+///
+/// Aligned on the PCI updates (`await_pci`): an event is processed once the processor's marks say every
+/// PCI update up to the event's watermark is on the topic, and an update takes effect when the watermark
+/// reaches its `as_of`, so each event meets the PCI of its time. Late events are counted here but
+/// copied to the late topic by the processor only.
 pub struct DetectorApp {
     pub topics: Topics,
     pub detection: Arc<Detection>,
+    pub await_pci: bool,
 }
 
 impl App for DetectorApp {
@@ -111,9 +153,25 @@ impl App for DetectorApp {
         }
     }
 
+    fn side_input(&self) -> Option<usize> {
+        self.await_pci.then_some(1)
+    }
+
+    fn side_time(&self, input: &DetectInput) -> Option<EventTime> {
+        match input {
+            DetectInput::Pci(u) => Some(u.as_of),
+            _ => None,
+        }
+    }
+
+    fn routes_late(&self) -> bool {
+        false
+    }
+
     fn encode(&self, out: DetectionFinding, emits: &mut Vec<Emit>) {
         match serde_json::to_vec(&out) {
             Ok(payload) => emits.push(Emit {
+                partition: None,
                 topic: self.topics.alerts.name.clone(),
                 key: Some(out.actor.user.uid.into_bytes()),
                 payload,

@@ -20,11 +20,29 @@ use crate::kafka::metrics::Health;
 /// One record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emit {
+    /// The partition to write to; `None`: the partitioner's choice by key (watermark marks name theirs).
+    pub partition: Option<i32>,
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
-    /// Metric label: `event`, `alert`, `pci`, `finding`, `late`, `dlq`, `checkpoint`, `entitlements`.
+    /// Metric label: `event`, `alert`, `pci`, `finding`, `late`, `dlq`, `checkpoint`, `entitlements`,
+    /// `mark`.
     pub kind: &'static str,
+}
+
+impl Emit {
+    /// A [`grantwatch_types::WatermarkMark`] for partition `partition` of `topic`.
+    pub fn watermark_mark(topic: &str, partition: i32, watermark: i64) -> Emit {
+        let mark = grantwatch_types::WatermarkMark { watermark: grantwatch_types::EventTime(watermark) };
+        Emit {
+            partition: Some(partition),
+            topic: topic.to_string(),
+            key: Some(grantwatch_types::WATERMARK_KEY.as_bytes().to_vec()),
+            // A struct of one time field always serializes.
+            payload: serde_json::to_vec(&mark).unwrap_or_default(),
+            kind: "mark",
+        }
+    }
 }
 
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
@@ -296,6 +314,9 @@ impl TxnProducer {
             if let Some(k) = &e.key {
                 record = record.key(k);
             }
+            if let Some(p) = e.partition {
+                record = record.partition(p);
+            }
             let mut record = record;
             loop {
                 match self.producer.send(record) {
@@ -519,7 +540,7 @@ mod tests {
     use super::*;
 
     fn emit(kind: &'static str, bytes: usize) -> Emit {
-        Emit { topic: "t".into(), key: None, payload: vec![b'x'; bytes], kind }
+        Emit { partition: None, topic: "t".into(), key: None, payload: vec![b'x'; bytes], kind }
     }
 
     #[test]

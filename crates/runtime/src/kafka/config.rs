@@ -428,6 +428,10 @@ pub struct ProcessorSection {
     pub max_out_of_orderness_secs: i64,
     pub commit_interval_ms: u64,
     pub http_listen: String,
+    /// Close a window only once the entitlements topic is known complete up to it (its watermark marks,
+    /// written by `grantwatch-ingest --iam`): PCI is then a function of the data, not of arrival timing.
+    /// Off: entitlements count from when they are read, and windows close without waiting.
+    pub await_entitlements: bool,
 }
 
 impl Default for ProcessorSection {
@@ -442,6 +446,7 @@ impl Default for ProcessorSection {
             max_out_of_orderness_secs: 1200,
             commit_interval_ms: 1000,
             http_listen: "127.0.0.1:9465".into(),
+            await_entitlements: true,
         }
     }
 }
@@ -475,6 +480,9 @@ pub struct DetectorSection {
     /// model, the ML analytics are off. A model of another feature version is refused at start.
     pub models_dir: PathBuf,
     pub http_listen: String,
+    /// Join each event with the PCI updates as of its time, waiting at a window boundary for the
+    /// processor's watermark mark. Off: the detector uses whatever PCI it has read.
+    pub await_pci: bool,
 }
 
 impl Default for DetectorSection {
@@ -488,6 +496,7 @@ impl Default for DetectorSection {
             rules_dir: PathBuf::from("rules"),
             models_dir: PathBuf::new(),
             http_listen: "127.0.0.1:9466".into(),
+            await_pci: true,
         }
     }
 }
@@ -590,6 +599,15 @@ impl Config {
         }
         if !(1..=MAX_EVENT_TIME_SECS).contains(&self.processor.window_secs) {
             return Err(invalid("processor.window_secs", format!("must be 1 to {MAX_EVENT_TIME_SECS} (366 days)")));
+        }
+        if self.detector.await_pci
+            && self.detector.max_out_of_orderness_secs != self.processor.max_out_of_orderness_secs
+        {
+            return Err(invalid(
+                "detector.max_out_of_orderness_secs",
+                "must equal processor.max_out_of_orderness_secs while detector.await_pci is on (both watermarks \
+                 must agree for the detector to know which PCI updates an event is joined with)",
+            ));
         }
         if self.processor.lookback_days < 1 {
             return Err(invalid("processor.lookback_days", "must be at least 1"));

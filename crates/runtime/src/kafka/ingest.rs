@@ -136,7 +136,13 @@ fn convert(
         Ok(p) => p,
         Err(e) => return Some(Err(format!("cannot serialize: {e} ({origin})"))),
     };
-    let emit = Emit { topic: topic.to_string(), key: Some(ev.actor.uid.into_bytes()), payload, kind: "event" };
+    let emit = Emit {
+        partition: None,
+        topic: topic.to_string(),
+        key: Some(ev.actor.uid.into_bytes()),
+        payload,
+        kind: "event",
+    };
     let bytes = record_bytes(&emit);
     if bytes > max_bytes {
         return Some(Err(format!(
@@ -161,14 +167,27 @@ pub(crate) struct Ingest {
     pub(crate) checkpoints: HashMap<String, Vec<u8>>,
     pending: Pending,
     pub(crate) metrics: Arc<Metrics>,
+    /// The last watermark mark written to the entitlements topic.
+    entitlements_mark: Option<i64>,
+}
+
+/// Wall-clock milliseconds. A source is where time enters: the IAM source vouches, by its marks, that
+/// it has published every snapshot taken up to now. Never read inside the stages.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Ingest {
     pub(crate) fn checkpoint_emit(&mut self, key: String, value: Vec<u8>) {
         self.checkpoints.insert(key.clone(), value.clone());
         let topic = self.cfg.topics.ingest_checkpoints.name.clone();
-        self.pending
-            .push(Emit { topic, key: Some(key.into_bytes()), payload: value, kind: "checkpoint" }, Origin::None);
+        self.pending.push(
+            Emit { partition: None, topic, key: Some(key.into_bytes()), payload: value, kind: "checkpoint" },
+            Origin::None,
+        );
     }
 
     /// Queues a dead letter of `raw` (redacted, cut to a bounded size) from `origin`.
@@ -282,11 +301,24 @@ impl Ingest {
             snapshot.merge(doc);
         }
         let grants = evaluate(&snapshot, &self.catalog);
-        tracing::info!(identities = grants.len(), files = found.len(), "entitlements evaluated");
+        // The snapshot holds from when it was taken (its newest file), and never before a mark already
+        // written: consumers apply it to the windows that close from then on.
+        let taken = found
+            .iter()
+            .filter_map(|f| f.local_path())
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .max()
+            .unwrap_or(0);
+        let as_of = taken.max(self.entitlements_mark.map_or(0, |m| m.saturating_add(1)));
+        tracing::info!(identities = grants.len(), files = found.len(), as_of, "entitlements evaluated");
         let files: Arc<str> = found.iter().map(|f| f.location.to_string()).collect::<Vec<_>>().join(",").into();
         for (i, g) in grants.iter().enumerate() {
-            let record = g.to_record(&self.catalog);
+            let mut record = g.to_record(&self.catalog);
+            record.as_of = Some(grantwatch_types::EventTime(as_of));
             let emit = Emit {
+                partition: None,
                 topic: self.cfg.topics.entitlements.name.clone(),
                 key: Some(g.arn.clone().into_bytes()),
                 payload: serde_json::to_vec(&record).map_err(StreamError::source("serializing entitlements"))?,
@@ -307,6 +339,18 @@ impl Ingest {
         for (key, fp) in fingerprints {
             self.checkpoint_emit(key, fp.into_bytes());
         }
+        self.flush()
+    }
+
+    /// Writes a watermark mark to every partition of the entitlements topic: every snapshot taken up
+    /// to now has been published. The processor closes a window only behind such a mark.
+    fn mark_entitlements(&mut self) -> Result<()> {
+        let at = wall_clock_ms().max(self.entitlements_mark.map_or(0, |m| m.saturating_add(1)));
+        let topic = &self.cfg.topics.entitlements;
+        for p in 0..topic.partitions {
+            self.pending.push(Emit::watermark_mark(&topic.name, p, at), Origin::None);
+        }
+        self.entitlements_mark = Some(at);
         self.flush()
     }
 
@@ -473,7 +517,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
-    serve(&cfg.ingest.http_listen, metrics.clone(), health.clone())?;
+    serve("ingest.http_listen", &cfg.ingest.http_listen, metrics.clone(), health.clone())?;
     let stop = crate::kafka::stop_flag()?;
     let catalog = Arc::new(Catalog::aws().map_err(StreamError::source("loading the AWS action catalog"))?);
     let normalizer = Normalizer::new(
@@ -486,7 +530,16 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     let poll = Duration::from_secs(cfg.ingest.poll_interval_secs);
     let lookup_sources = cfg.ingest.lookup_events.clone();
     let lookup_lag = cfg.ingest.lookup_lag_secs;
-    let mut ingest = Ingest { cfg, producer, normalizer, catalog, checkpoints, pending: Pending::default(), metrics };
+    let mut ingest = Ingest {
+        cfg,
+        producer,
+        normalizer,
+        catalog,
+        checkpoints,
+        pending: Pending::default(),
+        metrics,
+        entitlements_mark: None,
+    };
     if args.stdin {
         return ingest.ingest_stdin(&stop);
     }
@@ -503,6 +556,7 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         if !args.iam.is_empty() {
             ingest.ingest_iam(&args.iam)?;
+            ingest.mark_entitlements()?;
         }
         if !args.watch.is_empty() {
             ingest.ingest_dirs(&args.watch, &stop)?;

@@ -26,6 +26,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
     pub topic: String,
     pub partition: String,
@@ -40,6 +45,10 @@ pub struct Metrics {
     pub commits: Counter,
     pub commit_failures: Counter,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Event-time watermark (ms) per partition of the events topic, and the side input's.
+    pub watermark: Family<PartitionLabel, Gauge>,
+    /// Tasks opened, by the recovery path they took.
+    pub recoveries: Family<PathLabel, Counter>,
     pub state_bytes: Gauge,
     pub events_per_second: Gauge,
     pub broker_up: Gauge,
@@ -57,6 +66,8 @@ impl Metrics {
             commits: Counter::default(),
             commit_failures: Counter::default(),
             consumer_lag: Family::default(),
+            watermark: Family::default(),
+            recoveries: Family::default(),
             state_bytes: Gauge::default(),
             events_per_second: Gauge::default(),
             broker_up: Gauge::default(),
@@ -82,6 +93,16 @@ impl Metrics {
             "Records between the committed position and the end of the partition",
             m.consumer_lag.clone(),
         );
+        r.register(
+            "watermark_ms",
+            "Event-time watermark per input partition (events: highest event time minus the bound; side inputs: the latest mark)",
+            m.watermark.clone(),
+        );
+        r.register(
+            "task_recoveries",
+            "Partition tasks opened, by recovery path (outbox_resent, outbox_dropped, caught_up, rebuilt)",
+            m.recoveries.clone(),
+        );
         r.register("state_bytes", "RocksDB state on disk (live SST files), all partitions", m.state_bytes.clone());
         r.register("events_per_second", "Input records per second over the last interval", m.events_per_second.clone());
         r.register("broker_up", "1 when the Kafka broker answered recently", m.broker_up.clone());
@@ -90,6 +111,10 @@ impl Metrics {
 
     pub fn out(&self, kind: &str) -> Counter {
         self.records_out.get_or_create(&KindLabel { kind: kind.to_string() }).clone()
+    }
+
+    pub fn recovery(&self, path: &str) -> Counter {
+        self.recoveries.get_or_create(&PathLabel { path: path.to_string() }).clone()
     }
 
     pub fn input(&self, topic: &str) -> Counter {
@@ -173,6 +198,7 @@ async fn health_handler(State(s): State<Shared>) -> impl IntoResponse {
 /// Serves `/metrics` and `/health` on `listen` from a background thread (its own small runtime), so
 /// the service's processing loop stays synchronous. An empty address disables the endpoint.
 pub fn serve(
+    key: &str,
     listen: &str,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -183,7 +209,9 @@ pub fn serve(
     }
     let addr: SocketAddr =
         listen.parse().map_err(|source| StreamError::ListenAddress { addr: listen.to_string(), source })?;
-    let listener = std::net::TcpListener::bind(addr).map_err(StreamError::io(format!("listening on {addr}")))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(StreamError::io(format!(
+        "{key} = \"{addr}\": cannot listen there (another process may hold the port)"
+    )))?;
     listener.set_nonblocking(true).map_err(StreamError::io(format!("listening on {addr}")))?;
     let bound = listener.local_addr().map_err(StreamError::io(format!("listening on {addr}")))?;
     let app = Router::new()

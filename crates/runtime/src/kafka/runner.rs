@@ -17,6 +17,17 @@
 //! instance already produced them); if `S < C < L` the local state is unusable and is rebuilt from the
 //! start of the input topic. Messages below `L` are skipped. Consumers of the outputs read with
 //! `isolation.level=read_committed`, so an aborted transaction's records are never seen.
+//!
+//! **Alignment.** An app may join a *side input* as of each event's time (the processor its
+//! entitlements, the detector its PCI updates). The side topic carries watermark marks
+//! ([`grantwatch_types::WatermarkMark`]): "every record up to this time precedes me". An event that
+//! would move the task's watermark is held (its partition paused) until the side input is complete up
+//! to what the new watermark needs ([`App::side_needed`]); a side record takes effect when the
+//! watermark reaches its time ([`App::side_time`]), kept in the task's state until then. What the stage
+//! sees is then a function of the topics' contents, not of which topic the consumer happened to fetch
+//! first: a backlog, a live run and a run with restarts give the same outputs. Records of the side
+//! input before its first mark (the first snapshot) take effect at once, and events wait for that mark.
+//! An app that writes a side input for another ([`App::output_mark`]) writes the marks into it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,6 +70,28 @@ pub trait App {
     /// The event time of an input, if it has one (it then drives the watermark).
     fn event_time(&self, input: &In<Self>) -> Option<EventTime>;
     fn encode(&self, out: Out<Self>, emits: &mut Vec<Emit>);
+    /// The input joined as of each event's time, if the app aligns on one (see the module docs).
+    fn side_input(&self) -> Option<usize> {
+        None
+    }
+    /// When a record of the side input takes effect; `None`: when read.
+    fn side_time(&self, _input: &In<Self>) -> Option<EventTime> {
+        None
+    }
+    /// How far the side input must be complete before the stage's watermark may reach `watermark`;
+    /// side records up to that time take effect before the stage sees the watermark.
+    fn side_needed(&self, watermark: i64) -> i64 {
+        watermark
+    }
+    /// The marks this app writes for a consumer that aligns on its output: the topic, and how far the
+    /// output is complete once the stage has seen `watermark`.
+    fn output_mark(&self, _watermark: i64) -> Option<(&str, i64)> {
+        None
+    }
+    /// Whether this app copies late events to the late topic (one service does, so each is there once).
+    fn routes_late(&self) -> bool {
+        true
+    }
 }
 
 /// Runner settings.
@@ -95,7 +128,7 @@ pub fn dead_letter(service: &str, source: DeadLetterSource, error: String, raw: 
 /// [`dead_letter`] as a record of the dead-letter topic; `None` only if it cannot be serialized.
 pub fn dead_letter_emit(dlq_topic: &str, key: Option<Vec<u8>>, dl: &DeadLetter) -> Option<Emit> {
     match serde_json::to_vec(dl) {
-        Ok(payload) => Some(Emit { topic: dlq_topic.to_string(), key, payload, kind: "dlq" }),
+        Ok(payload) => Some(Emit { partition: None, topic: dlq_topic.to_string(), key, payload, kind: "dlq" }),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize a dead letter");
             None
@@ -187,10 +220,11 @@ impl TaskStores for MemStores {
 
 /// What every consuming service does around its app: serve `/metrics` and `/health` on `http_listen`,
 /// run until SIGTERM or SIGINT, commit, return.
-pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_listen: &str) -> Result<()> {
+/// `http_key` names the setting `http_listen` came from, for the error when the address is taken.
+pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_key: &str, http_listen: &str) -> Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
-    crate::kafka::metrics::serve(http_listen, metrics.clone(), health.clone())?;
+    crate::kafka::metrics::serve(http_key, http_listen, metrics.clone(), health.clone())?;
     let stop = crate::kafka::stop_flag()?;
     let stores = RocksDirs::new(&cfg.state_dir)?;
     let mut runner = Runner::new(app, cfg, stores, metrics, health)?;
@@ -203,6 +237,21 @@ const OFFSET: &keys::KeySpace = &keys::RUNNER_OFFSET;
 const OUTBOX: &[u8] = keys::RUNNER_OUTBOX.prefix;
 const OUTBOX_FROM: &keys::KeySpace = &keys::RUNNER_OUTBOX_FROM;
 const MAX_TIME: &keys::KeySpace = &keys::RUNNER_MAX_TIME;
+const SIDE_WM: &keys::KeySpace = &keys::RUNNER_SIDE_WATERMARK;
+const OUT_MARK: &keys::KeySpace = &keys::RUNNER_OUT_MARK;
+const SIDE_PENDING: &keys::KeySpace = &keys::RUNNER_SIDE_PENDING;
+
+fn pending_key(time: i64, offset: i64) -> Vec<u8> {
+    let mut k = SIDE_PENDING.prefix.to_vec();
+    k.extend_from_slice(&time.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn pending_time(key: &[u8]) -> Option<i64> {
+    let p = SIDE_PENDING.prefix.len();
+    key.get(p..p + 8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes)
+}
 
 fn offset_key(space: &keys::KeySpace, topic: &str) -> Vec<u8> {
     space.key_str(topic)
@@ -225,6 +274,29 @@ struct Task<S, St> {
     max_time: Option<i64>,
     emits: Vec<Emit>,
     dirty: bool,
+    /// Latest watermark mark read on the side input.
+    side_wm: Option<i64>,
+    /// Latest watermark mark written (see [`App::output_mark`]).
+    out_mark: Option<i64>,
+    /// Records waiting for the side input (their partition is paused meanwhile), in offset order.
+    held: std::collections::VecDeque<rdkafka::message::OwnedMessage>,
+    paused: bool,
+    /// Earliest time of a side record kept in state until it takes effect.
+    side_due: Option<i64>,
+    /// Kept side records applied since the last write (deleted by it).
+    side_applied: Vec<Vec<u8>>,
+    /// When the task began waiting for the side input (for the log and `/health`, never logic).
+    waiting_since: Option<Instant>,
+}
+
+/// What became of a consumed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    Applied,
+    /// Waits for the side input; the caller keeps it and pauses its partition.
+    Held,
+    /// A mark moved the side input's watermark: held records may go now.
+    SideAdvanced,
 }
 
 impl<S, St> Task<S, St> {
@@ -285,6 +357,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         while !stop.load(Ordering::Relaxed) {
             let polled = self.consumer.poll(Duration::from_millis(100));
             let got_message = matches!(polled, Some(Ok(_)));
+            let idle = polled.is_none();
             match polled {
                 Some(Ok(m)) => {
                     self.health.broker_ok();
@@ -295,8 +368,14 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                     let rebalanced = self.consumer.context().rebalanced.load(Ordering::Relaxed);
                     // The common case works on the borrowed message; a task must first open (which
                     // needs the consumer) only after a rebalance, so then the message is copied.
-                    match self.tasks.get_mut(&partition) {
-                        Some(task) if !rebalanced => handle(&self.app, &self.cfg, &self.metrics, input, task, &m)?,
+                    let handled = match self.tasks.get_mut(&partition) {
+                        Some(task) if !rebalanced => {
+                            let handled = handle(&self.app, &self.cfg, &self.metrics, input, task, &m, false)?;
+                            if handled == Handled::Held {
+                                task.held.push_back(m.detach());
+                            }
+                            handled
+                        }
                         _ => {
                             let owned = m.detach();
                             drop(m);
@@ -304,10 +383,23 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                             if !self.tasks.contains_key(&partition) {
                                 self.open_task(partition)?;
                             }
-                            if let Some(task) = self.tasks.get_mut(&partition) {
-                                handle(&self.app, &self.cfg, &self.metrics, input, task, &owned)?;
+                            match self.tasks.get_mut(&partition) {
+                                Some(task) => {
+                                    let handled =
+                                        handle(&self.app, &self.cfg, &self.metrics, input, task, &owned, false)?;
+                                    if handled == Handled::Held {
+                                        task.held.push_back(owned);
+                                    }
+                                    handled
+                                }
+                                None => Handled::Applied,
                             }
                         }
+                    };
+                    match handled {
+                        Handled::Held => self.pause(partition, input),
+                        Handled::SideAdvanced => self.release_held(partition)?,
+                        Handled::Applied => {}
                     }
                     if self.tasks.get(&partition).is_some_and(|t| t.stage.pending() > self.cfg.max_pending) {
                         self.commit()?;
@@ -339,7 +431,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 self.metrics.events_per_second.set((consumed_since_stats as f64 / secs) as i64);
                 consumed_since_stats = 0;
                 last_stats = Instant::now();
-                self.update_gauges();
+                self.update_gauges(idle);
             }
         }
         self.health.draining();
@@ -348,7 +440,60 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         Ok(())
     }
 
-    fn update_gauges(&self) {
+    /// Pauses input `input` of partition `p` while its task holds records (see the module docs).
+    fn pause(&mut self, p: i32, input: usize) {
+        let Some(task) = self.tasks.get_mut(&p) else { return };
+        if task.paused {
+            return;
+        }
+        if task.waiting_since.is_none() {
+            task.waiting_since = Some(Instant::now());
+            let side = self.app.side_input().map(|i| self.inputs[i].as_str()).unwrap_or_default();
+            if task.side_wm.is_none() {
+                tracing::info!(partition = p, side, "waiting for the first watermark mark of the side input");
+            } else {
+                tracing::debug!(partition = p, side, side_wm = ?task.side_wm, "waiting for the side input");
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.inputs[input], p);
+        match self.consumer.pause(&tpl) {
+            Ok(()) => task.paused = true,
+            // Not paused: records keep coming and are held in order (memory grows until the mark).
+            Err(e) => tracing::warn!(error = %e, partition = p, "cannot pause a waiting partition"),
+        }
+    }
+
+    /// Applies held records of partition `p` as far as the side input now allows; resumes the
+    /// partition when none is left.
+    fn release_held(&mut self, p: i32) -> Result<()> {
+        let Some(task) = self.tasks.get_mut(&p) else { return Ok(()) };
+        while let Some(m) = task.held.pop_front() {
+            let input = self.inputs.iter().position(|t| t == m.topic()).unwrap_or(0);
+            if handle(&self.app, &self.cfg, &self.metrics, input, task, &m, true)? == Handled::Held {
+                task.held.push_front(m);
+                return Ok(());
+            }
+        }
+        if let Some(since) = task.waiting_since.take() {
+            tracing::debug!(partition = p, waited_ms = since.elapsed().as_millis() as u64, "side input caught up");
+        }
+        if task.paused {
+            let mut tpl = TopicPartitionList::new();
+            for (i, t) in self.inputs.iter().enumerate() {
+                if Some(i) != self.app.side_input() {
+                    tpl.add_partition(t, p);
+                }
+            }
+            self.consumer.resume(&tpl).map_err(|e| StreamError::kafka(format!("resuming partition {p}"), e))?;
+            task.paused = false;
+        }
+        Ok(())
+    }
+
+    /// `idle`: the last poll found nothing to deliver, so every partition not paused is caught up
+    /// (what lies between its next offset and its end are transaction markers, not records).
+    fn update_gauges(&self, idle: bool) {
         let ends = self.consumer.context().end_offsets.lock().map(|e| e.clone()).unwrap_or_default();
         let mut bytes = 0u64;
         for task in self.tasks.values() {
@@ -359,7 +504,20 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                         topic: topic.clone(),
                         partition: task.partition.to_string(),
                     };
-                    self.metrics.consumer_lag.get_or_create(&label).set((end - task.next[i].unwrap_or(0)).max(0));
+                    let lag = if idle && !task.paused { 0 } else { (end - task.next[i].unwrap_or(0)).max(0) };
+                    self.metrics.consumer_lag.get_or_create(&label).set(lag);
+                }
+                let label = crate::kafka::metrics::PartitionLabel {
+                    topic: topic.clone(),
+                    partition: task.partition.to_string(),
+                };
+                let wm = if Some(i) == self.app.side_input() {
+                    task.side_wm
+                } else {
+                    task.watermark(self.cfg.max_out_of_orderness_ms)
+                };
+                if let Some(wm) = wm {
+                    self.metrics.watermark.get_or_create(&label).set(wm);
                 }
             }
         }
@@ -443,17 +601,29 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 }
                 self.count_out(&emits);
                 clear_outbox(&store, &self.inputs)?;
+                self.metrics.recovery("outbox_resent").inc();
             } else if committed == local {
+                tracing::info!(partition = p, "recovery: the interrupted commit went through; outbox dropped");
                 clear_outbox(&store, &self.inputs)?;
+                self.metrics.recovery("outbox_dropped").inc();
             } else {
-                tracing::warn!(partition = p, ?local, ?committed, "local state diverged from the group; rebuilding");
+                tracing::warn!(
+                    partition = p,
+                    ?local,
+                    ?committed,
+                    "recovery: local state diverged from the group; rebuilding"
+                );
                 store = self.stores.reset(p, store)?;
+                self.metrics.recovery("rebuilt").inc();
             }
         }
         let local: Vec<Option<i64>> =
             self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
         let stage = self.app.open_stage(&store)?;
         let max_time = read_i64(&store, MAX_TIME, MAX_TIME.prefix)?;
+        let side_wm = read_i64(&store, SIDE_WM, SIDE_WM.prefix)?;
+        let out_mark = read_i64(&store, OUT_MARK, OUT_MARK.prefix)?;
+        let side_due = first_pending(&store)?;
         let mut task = Task {
             partition: p,
             store,
@@ -463,7 +633,22 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             max_time,
             emits: Vec::new(),
             dirty: false,
+            side_wm,
+            out_mark,
+            held: Default::default(),
+            paused: false,
+            side_due,
+            side_applied: Vec::new(),
+            waiting_since: None,
         };
+        // A partition paused by an earlier owner of this task stays paused through a reassignment.
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.inputs {
+            tpl.add_partition(t, p);
+        }
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::debug!(error = %e, partition = p, "resume on open");
+        }
         // Inputs without event time (entitlements: tables) before events (streams), so replayed
         // events meet the entitlements they met the first time as nearly as possible.
         for (i, topic) in self.inputs.iter().enumerate().rev() {
@@ -471,8 +656,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 && local[i].is_none_or(|l| l < c)
             {
                 let from = local[i].unwrap_or(0);
-                tracing::info!(partition = p, %topic, from, until = c, "catching up state from the input topic");
+                tracing::info!(partition = p, %topic, from, until = c, "recovery: catching up state from the input topic");
                 self.catch_up(&mut task, i, from, c)?;
+                self.metrics.recovery("caught_up").inc();
             }
         }
         tracing::info!(partition = p, next = ?task.next, "task open");
@@ -495,10 +681,18 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             Some(until),
             &mut |_, offset, key, payload| {
                 task.next[input] = Some(offset + 1);
-                if let Ok(value) = self.app.decode(input, key, payload.unwrap_or_default()) {
+                let payload = payload.unwrap_or_default();
+                if Some(input) == self.app.side_input() {
+                    // The same as a live read: marks, records kept until due, records due now.
+                    match take_side(&self.app, task, bound, offset, key, payload, &mut outs) {
+                        // An undecodable record was dead-lettered when it was first read.
+                        Ok(_) | Err(SideError::Undecodable(_)) => {}
+                        Err(SideError::Stream(e)) => return Err(e),
+                    }
+                } else if let Ok(value) = self.app.decode(input, key, payload) {
                     apply(&self.app, task, bound, &value, &mut outs)?;
-                    outs.clear();
                 }
+                outs.clear();
                 applied += 1;
                 if task.stage.pending() > self.cfg.max_pending {
                     self.write_task_state(task, None)?;
@@ -527,6 +721,15 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         }
         if let Some(m) = task.max_time {
             batch.put(Table::Meta, MAX_TIME.prefix.to_vec(), m.to_be_bytes().to_vec());
+        }
+        if let Some(w) = task.side_wm {
+            batch.put(Table::Meta, SIDE_WM.prefix.to_vec(), w.to_be_bytes().to_vec());
+        }
+        if let Some(m) = task.out_mark {
+            batch.put(Table::Meta, OUT_MARK.prefix.to_vec(), m.to_be_bytes().to_vec());
+        }
+        for k in task.side_applied.drain(..) {
+            batch.delete(Table::Meta, k);
         }
         if let Some((emits, from)) = outbox {
             batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(emits));
@@ -687,8 +890,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
     }
 }
 
-/// Handles one consumed record for its task: skips it if already applied, else decodes and applies it
-/// (or turns it into a dead letter), queueing outputs and late copies in the task's outbox.
+/// Handles one consumed record for its task: skips it if already applied, holds it if it must wait
+/// for the side input, else decodes and applies it (or turns it into a dead letter), queueing outputs
+/// and late copies in the task's outbox. `from_held`: the record comes from the task's held queue.
 fn handle<A: App, St: StateStore, M: Message>(
     app: &A,
     cfg: &RunnerConfig,
@@ -696,26 +900,63 @@ fn handle<A: App, St: StateStore, M: Message>(
     input: usize,
     task: &mut Task<A::Stage, St>,
     m: &M,
-) -> Result<()> {
+    from_held: bool,
+) -> Result<Handled> {
     let (partition, offset) = (m.partition(), m.offset());
     if task.next[input].is_some_and(|n| offset < n) {
-        return Ok(()); // applied before a restart; its outputs were committed then
+        return Ok(Handled::Applied); // applied before a restart; its outputs were committed then
     }
-    task.next[input] = Some(offset + 1);
-    task.dirty = true;
+    let side = app.side_input();
+    let bound = cfg.max_out_of_orderness_ms;
     let payload = m.payload().unwrap_or_default();
+    if side == Some(input) {
+        task.next[input] = Some(offset + 1);
+        task.dirty = true;
+        let mut outs = Vec::new();
+        let taken = take_side(app, task, bound, offset, m.key(), payload, &mut outs);
+        for o in outs {
+            app.encode(o, &mut task.emits);
+        }
+        return match taken {
+            Ok(advanced) => Ok(if advanced { Handled::SideAdvanced } else { Handled::Applied }),
+            Err(SideError::Stream(e)) => Err(e),
+            Err(SideError::Undecodable(error)) => {
+                dead_letter_input(app, cfg, metrics, task, m, error);
+                Ok(Handled::Applied)
+            }
+        };
+    }
+    if side.is_some() && !from_held && !task.held.is_empty() {
+        return Ok(Handled::Held); // behind a held record: order is kept
+    }
     let source = || DeadLetterSource::Kafka { topic: m.topic().to_string(), partition, offset };
     match app.decode(input, m.key(), payload) {
         Ok(value) => {
+            if side.is_some()
+                && let Some(t) = app.event_time(&value)
+            {
+                let wm_now = task.watermark(bound);
+                let wm_then = task.max_time.map_or(t.millis(), |m| m.max(t.millis())).saturating_sub(bound);
+                let needed = app.side_needed(wm_then);
+                if wm_now.is_none_or(|w| wm_then > w) && task.side_wm.is_none_or(|s| s < needed) {
+                    return Ok(Handled::Held);
+                }
+            }
+            task.next[input] = Some(offset + 1);
+            task.dirty = true;
             let mut outs = Vec::new();
-            if apply(app, task, cfg.max_out_of_orderness_ms, &value, &mut outs)? {
+            let applied = apply(app, task, bound, &value, &mut outs)?;
+            if applied.late {
                 metrics.late_events.inc();
-                task.emits.push(Emit {
-                    topic: cfg.late_topic.clone(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    kind: "late",
-                });
+                if app.routes_late() {
+                    task.emits.push(Emit {
+                        partition: None,
+                        topic: cfg.late_topic.clone(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: payload.to_vec(),
+                        kind: "late",
+                    });
+                }
             }
             let first_out = task.emits.len();
             for o in outs {
@@ -746,28 +987,171 @@ fn handle<A: App, St: StateStore, M: Message>(
                     }
                 }
             }
+            // The mark goes after the outputs it covers.
+            if let Some((topic, mark)) = applied.mark {
+                task.emits.push(Emit::watermark_mark(topic, partition, mark));
+            }
         }
         Err(error) => {
-            metrics.dead_letters.inc();
-            let topic = m.topic();
-            tracing::warn!(%topic, partition, offset, %error, "unusable record sent to the dead-letter topic");
-            let dl = dead_letter(app.name(), source(), error, payload);
-            task.emits.extend(dead_letter_emit(&cfg.dlq_topic, m.key().map(<[u8]>::to_vec), &dl));
+            task.next[input] = Some(offset + 1);
+            task.dirty = true;
+            dead_letter_input(app, cfg, metrics, task, m, error);
         }
     }
+    Ok(Handled::Applied)
+}
+
+/// Queues the dead letter of an input record that cannot be used.
+fn dead_letter_input<A: App, St, M: Message>(
+    app: &A,
+    cfg: &RunnerConfig,
+    metrics: &Metrics,
+    task: &mut Task<A::Stage, St>,
+    m: &M,
+    error: String,
+) {
+    metrics.dead_letters.inc();
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    tracing::warn!(%topic, partition, offset, %error, "unusable record sent to the dead-letter topic");
+    let source = DeadLetterSource::Kafka { topic: topic.to_string(), partition, offset };
+    let dl = dead_letter(app.name(), source, error, m.payload().unwrap_or_default());
+    task.emits.extend(dead_letter_emit(&cfg.dlq_topic, m.key().map(<[u8]>::to_vec), &dl));
+}
+
+enum SideError {
+    Undecodable(String),
+    Stream(StreamError),
+}
+
+impl From<StreamError> for SideError {
+    fn from(e: StreamError) -> Self {
+        SideError::Stream(e)
+    }
+}
+
+impl From<StageError> for SideError {
+    fn from(e: StageError) -> Self {
+        SideError::Stream(e.into())
+    }
+}
+
+impl From<StateError> for SideError {
+    fn from(e: StateError) -> Self {
+        SideError::Stream(e.into())
+    }
+}
+
+/// One record of the side input: a mark moves the side watermark (returns `true`); a record takes
+/// effect now if it is due (or the first mark has not come: it belongs to the first snapshot), else is
+/// kept in the task's state until the watermark reaches its time.
+fn take_side<A: App, St: StateStore>(
+    app: &A,
+    task: &mut Task<A::Stage, St>,
+    bound: i64,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    outs: &mut Vec<Out<A>>,
+) -> Result<bool, SideError> {
+    if key == Some(grantwatch_types::WATERMARK_KEY.as_bytes()) {
+        let mark: grantwatch_types::WatermarkMark = serde_json::from_slice(payload)
+            .map_err(|e| SideError::Undecodable(format!("not a watermark mark: {e}")))?;
+        let w = mark.watermark.millis();
+        if task.side_wm.is_some_and(|s| s >= w) {
+            return Ok(false);
+        }
+        task.side_wm = Some(w);
+        return Ok(true);
+    }
+    let input = app.side_input().unwrap_or(0);
+    let value = app.decode(input, key, payload).map_err(SideError::Undecodable)?;
+    let effective = app.side_time(&value).map(EventTime::millis);
+    let due_by = task.watermark(bound).map(|w| app.side_needed(w));
+    let now = match (task.side_wm, effective) {
+        (None, _) | (_, None) => true,
+        (Some(_), Some(t)) => due_by.is_some_and(|d| t <= d),
+    };
+    if now {
+        task.stage.process(&value, &mut Cx { state: &task.store, out: outs })?;
+        return Ok(false);
+    }
+    let t = effective.unwrap_or(i64::MIN);
+    // Written now, alone: the same key again after a restart overwrites it, and the batch that applies
+    // it deletes it with the state it produced.
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Meta, pending_key(t, offset), payload.to_vec());
+    task.store.write(batch)?;
+    task.side_due = Some(task.side_due.map_or(t, |d| d.min(t)));
+    Ok(false)
+}
+
+/// The earliest time of a side record kept in state.
+fn first_pending(state: &dyn StateRead) -> Result<Option<i64>, StateError> {
+    let mut first = None;
+    state.scan_prefix(Table::Meta, SIDE_PENDING.prefix, &mut |k, _| {
+        first = pending_time(k);
+        false
+    })?;
+    Ok(first)
+}
+
+/// Applies the kept side records due by `due_by`, in time order (then offset order).
+fn apply_due_side<A: App, St: StateStore>(
+    app: &A,
+    task: &mut Task<A::Stage, St>,
+    due_by: i64,
+    outs: &mut Vec<Out<A>>,
+) -> Result<()> {
+    if task.side_due.is_none_or(|d| d > due_by) {
+        return Ok(());
+    }
+    let input = app.side_input().unwrap_or(0);
+    let mut due: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut next_due = None;
+    task.store.scan_prefix(Table::Meta, SIDE_PENDING.prefix, &mut |k, v| {
+        if task.side_applied.iter().any(|a| a == k) {
+            return true;
+        }
+        match pending_time(k) {
+            Some(t) if t <= due_by => {
+                due.push((k.to_vec(), v.to_vec()));
+                true
+            }
+            t => {
+                next_due = t;
+                false
+            }
+        }
+    })?;
+    for (k, payload) in due {
+        // It decoded when it was read; the same code decodes it now.
+        if let Ok(value) = app.decode(input, None, &payload) {
+            task.stage.process(&value, &mut Cx { state: &task.store, out: outs })?;
+        }
+        task.side_applied.push(k);
+    }
+    task.side_due = next_due;
     Ok(())
 }
 
-/// Offers one decoded input to a task's stage, advancing its watermark (and letting the stage close
-/// what the new watermark closes). Returns whether the input was late: older than the watermark
-/// before it arrived. Late inputs are still processed: they count in usage.
-fn apply<A: App, St: StateStore>(
-    app: &A,
+/// What applying an input did.
+struct Applied<'a> {
+    /// Older than the watermark before it arrived.
+    late: bool,
+    /// A watermark mark to write after the outputs.
+    mark: Option<(&'a str, i64)>,
+}
+
+/// Offers one decoded input to a task's stage, advancing its watermark: the side records due by the
+/// new watermark take effect, then the stage closes what it closes. Late inputs are still processed:
+/// they count in usage.
+fn apply<'a, A: App, St: StateStore>(
+    app: &'a A,
     task: &mut Task<A::Stage, St>,
     bound: i64,
     value: &In<A>,
     outs: &mut Vec<Out<A>>,
-) -> Result<bool> {
+) -> Result<Applied<'a>> {
     let t = app.event_time(value).map(EventTime::millis);
     let wm_before = task.watermark(bound);
     let late = matches!((t, wm_before), (Some(t), Some(wm)) if t < wm);
@@ -776,22 +1160,37 @@ fn apply<A: App, St: StateStore>(
         task.max_time = Some(task.max_time.map_or(t, |m| m.max(t)));
     }
     let wm_after = task.watermark(bound);
+    let mut mark = None;
     if let Some(wm) = wm_after
         && wm_after > wm_before
     {
+        if app.side_input().is_some() {
+            apply_due_side(app, task, app.side_needed(wm), outs)?;
+        }
         task.stage.on_watermark(EventTime(wm), &mut Cx { state: &task.store, out: outs })?;
+        if let Some((topic, m)) = app.output_mark(wm)
+            && task.out_mark.is_none_or(|o| m > o)
+        {
+            task.out_mark = Some(m);
+            mark = Some((topic, m));
+        }
     }
-    Ok(late)
+    Ok(Applied { late, mark })
 }
 
-/// Framing of an outbox: per record, kind index, topic, key (or none), payload, length-prefixed.
-const KINDS: [&str; 9] = ["event", "alert", "pci", "finding", "late", "dlq", "checkpoint", "entitlements", "other"];
+/// Framing of an outbox: per record, kind index, topic, key (or none), payload, partition (or none:
+/// by key; 4 bytes big-endian), length-prefixed.
+const KINDS: [&str; 10] =
+    ["event", "alert", "pci", "finding", "late", "dlq", "checkpoint", "entitlements", "mark", "other"];
 
 fn encode_outbox(emits: &[Emit]) -> Vec<u8> {
     let mut out = Vec::with_capacity(emits.iter().map(|e| e.payload.len() + e.topic.len() + 32).sum());
     for e in emits {
         out.push(KINDS.iter().position(|k| *k == e.kind).unwrap_or(KINDS.len() - 1) as u8);
-        for part in [Some(e.topic.as_bytes()), e.key.as_deref(), Some(e.payload.as_slice())] {
+        let partition = e.partition.map(i32::to_be_bytes);
+        for part in
+            [Some(e.topic.as_bytes()), e.key.as_deref(), Some(e.payload.as_slice()), partition.as_ref().map(|p| &p[..])]
+        {
             match part {
                 Some(b) => {
                     out.push(1);
@@ -827,7 +1226,12 @@ fn decode_outbox(mut b: &[u8]) -> Result<Vec<Emit>, StateError> {
         let topic = topic.ok_or_else(|| corrupt("outbox record without topic"))?;
         let key = part(&mut b).ok_or_else(|| corrupt("truncated outbox"))?.map(<[u8]>::to_vec);
         let payload = part(&mut b).ok_or_else(|| corrupt("truncated outbox"))?.unwrap_or_default().to_vec();
+        let partition = match part(&mut b).ok_or_else(|| corrupt("truncated outbox"))? {
+            None => None,
+            Some(p) => Some(i32::from_be_bytes(p.try_into().map_err(|_| corrupt("partition not 4 bytes"))?)),
+        };
         out.push(Emit {
+            partition,
             topic: String::from_utf8_lossy(topic).into_owned(),
             key,
             payload,
@@ -857,8 +1261,15 @@ mod tests {
     #[test]
     fn outbox_round_trips() {
         let emits = vec![
-            Emit { topic: "a".into(), key: Some(b"k".to_vec()), payload: b"{}".to_vec(), kind: "alert" },
-            Emit { topic: "b.c".into(), key: None, payload: Vec::new(), kind: "dlq" },
+            Emit {
+                partition: None,
+                topic: "a".into(),
+                key: Some(b"k".to_vec()),
+                payload: b"{}".to_vec(),
+                kind: "alert",
+            },
+            Emit { partition: None, topic: "b.c".into(), key: None, payload: Vec::new(), kind: "dlq" },
+            Emit::watermark_mark("pci", 3, 1_700_000_000_000),
         ];
         assert_eq!(decode_outbox(&encode_outbox(&emits)).unwrap(), emits);
         for cut in [1, 5, 9] {
@@ -955,7 +1366,13 @@ mod tests {
             None
         }
         fn encode(&self, out: Vec<u8>, emits: &mut Vec<Emit>) {
-            emits.push(Emit { topic: "out".into(), key: Some(b"k".to_vec()), payload: out, kind: "alert" });
+            emits.push(Emit {
+                partition: None,
+                topic: "out".into(),
+                key: Some(b"k".to_vec()),
+                payload: out,
+                kind: "alert",
+            });
         }
     }
 
@@ -971,6 +1388,13 @@ mod tests {
             max_time: None,
             emits: Vec::new(),
             dirty: false,
+            side_wm: None,
+            out_mark: None,
+            held: Default::default(),
+            paused: false,
+            side_due: None,
+            side_applied: Vec::new(),
+            waiting_since: None,
         };
         let cfg = RunnerConfig {
             kafka: KafkaConfig::default(),
@@ -993,7 +1417,7 @@ mod tests {
             42,
             None,
         );
-        handle(&Echo, &cfg, &Metrics::new(), 0, &mut task, &m).unwrap();
+        handle(&Echo, &cfg, &Metrics::new(), 0, &mut task, &m, false).unwrap();
         task.emits
     }
 

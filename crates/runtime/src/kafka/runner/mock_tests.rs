@@ -89,7 +89,7 @@ impl App for Counting {
         Some(EventTime(*t))
     }
     fn encode(&self, out: String, emits: &mut Vec<Emit>) {
-        emits.push(Emit { topic: OUT.into(), key: None, payload: out.into_bytes(), kind: "alert" });
+        emits.push(Emit { partition: None, topic: OUT.into(), key: None, payload: out.into_bytes(), kind: "alert" });
     }
 }
 
@@ -231,7 +231,13 @@ fn an_interrupted_commit_is_completed_once_on_restart() {
     batch.put(Table::Meta, offset_key(OFFSET, IN), 3i64.to_be_bytes().to_vec());
     // Marked, so that outputs sent from the outbox differ from outputs computed again.
     let outbox: Vec<Emit> = (1..=3)
-        .map(|n| Emit { topic: OUT.into(), key: None, payload: format!("a={n} outbox").into_bytes(), kind: "alert" })
+        .map(|n| Emit {
+            partition: None,
+            topic: OUT.into(),
+            key: None,
+            payload: format!("a={n} outbox").into_bytes(),
+            kind: "alert",
+        })
         .collect();
     batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&outbox));
     p0.write(batch).unwrap();
@@ -241,7 +247,8 @@ fn an_interrupted_commit_is_completed_once_on_restart() {
 
     // Crash after step 2: an outbox left behind whose offsets the group has. It must not be sent,
     // and the state is kept (a count no recomputation gives shows it was not rebuilt).
-    let stale = vec![Emit { topic: OUT.into(), key: None, payload: b"a=stale".to_vec(), kind: "alert" }];
+    let stale =
+        vec![Emit { partition: None, topic: OUT.into(), key: None, payload: b"a=stale".to_vec(), kind: "alert" }];
     let mut batch = WriteBatch::new();
     batch.put(Table::Meta, count_key(b"a"), 50u64.to_be_bytes().to_vec());
     batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&stale));
@@ -270,7 +277,7 @@ fn state_that_diverged_from_the_group_is_rebuilt_without_producing_again() {
     batch.put(Table::Meta, count_key(b"a"), 1u64.to_be_bytes().to_vec());
     batch.put(Table::Meta, offset_key(OFFSET, IN), 2i64.to_be_bytes().to_vec());
     batch.put(Table::Meta, offset_key(OUTBOX_FROM, IN), 1i64.to_be_bytes().to_vec());
-    let lost = vec![Emit { topic: OUT.into(), key: None, payload: b"a=lost".to_vec(), kind: "alert" }];
+    let lost = vec![Emit { partition: None, topic: OUT.into(), key: None, payload: b"a=lost".to_vec(), kind: "alert" }];
     batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&lost));
     p0.write(batch).unwrap();
     commit_group(&mock, "g2", 0, 4);
@@ -278,4 +285,157 @@ fn state_that_diverged_from_the_group_is_rebuilt_without_producing_again() {
     produce(&mock, 0, &[("a", "9".to_string())]);
     let out = run_until(&mock, "g2", &stores, |out| out.len() >= 5);
     assert_eq!(sorted(out), expected(&[("a", 5)]), "rebuilt from offset 0: the fifth record counts 5");
+}
+
+const SIDE: &str = "side";
+
+/// Events (`in`, payload: time) meet the side value (`side`, payload `time=value`, taking effect at
+/// its time) current when the watermark reached them: output `t:value`.
+struct Joining;
+
+struct JoiningStage {
+    current: String,
+}
+
+/// An event or a side value.
+enum Joined {
+    Event(i64),
+    Side(i64, String),
+}
+
+impl Stage for JoiningStage {
+    type In = Joined;
+    type Out = String;
+
+    fn process(&mut self, input: &Joined, cx: &mut Cx<'_, String>) -> Result<(), StageError> {
+        match input {
+            Joined::Event(t) => cx.out.push(format!("{t}:{}", self.current)),
+            Joined::Side(_, v) => self.current = v.clone(),
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, _: &mut WriteBatch) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        0
+    }
+}
+
+impl App for Joining {
+    type Stage = JoiningStage;
+    fn name(&self) -> &'static str {
+        "joining"
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec![IN.into(), SIDE.into()]
+    }
+    fn open_stage(&self, _: &dyn StateRead) -> Result<JoiningStage, StageError> {
+        Ok(JoiningStage { current: "none".into() })
+    }
+    fn decode(&self, input: usize, _: Option<&[u8]>, payload: &[u8]) -> Result<Joined, String> {
+        let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+        let time = |t: &str| t.parse::<i64>().map_err(|e| e.to_string());
+        match (input, text.split_once('=')) {
+            (0, None) => Ok(Joined::Event(time(text)?)),
+            (1, Some((t, v))) => Ok(Joined::Side(time(t)?, v.to_string())),
+            _ => Err(format!("not a record of input {input}")),
+        }
+    }
+    fn event_time(&self, input: &Joined) -> Option<EventTime> {
+        match input {
+            Joined::Event(t) => Some(EventTime(*t)),
+            Joined::Side(..) => None,
+        }
+    }
+    fn side_input(&self) -> Option<usize> {
+        Some(1)
+    }
+    fn side_time(&self, input: &Joined) -> Option<EventTime> {
+        match input {
+            Joined::Side(t, _) => Some(EventTime(*t)),
+            Joined::Event(_) => None,
+        }
+    }
+    fn encode(&self, out: String, emits: &mut Vec<Emit>) {
+        emits.push(Emit { partition: None, topic: OUT.into(), key: None, payload: out.into_bytes(), kind: "alert" });
+    }
+}
+
+/// Produces side records (`(time, value)`, or a mark when the value is `None`) to partition 0.
+fn produce_side(mock: &MockCluster<'static, impl ProducerContext>, records: &[(i64, Option<&str>)]) {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().expect("producer");
+    for (t, v) in records {
+        let (key, payload) = match v {
+            Some(v) => (b"v".to_vec(), format!("{t}={v}").into_bytes()),
+            None => {
+                let mark = Emit::watermark_mark(SIDE, 0, *t);
+                (mark.key.unwrap_or_default(), mark.payload)
+            }
+        };
+        producer.send(BaseRecord::to(SIDE).partition(0).key(&key).payload(&payload)).expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// Runs the joining app over the inputs, fed in `steps` (each a batch of events or side records, with
+/// the runner consuming between them), and returns its outputs in order.
+fn join_run(steps: &[&dyn Fn(&MockCluster<'static, rdkafka::producer::DefaultProducerContext>)]) -> Vec<String> {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in [(IN, 1), (SIDE, 1), (OUT, 1), ("late", 1), ("dlq", 1)] {
+        mock.create_topic(topic, partitions, 1).expect("mock topic");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (cfg, stop) = (config(&mock, "join"), stop.clone());
+        std::thread::spawn(move || {
+            let mut runner = Runner::new(Joining, cfg, MemStores::default(), Metrics::new(), Health::new())?;
+            runner.run(&stop)
+        })
+    };
+    for step in steps {
+        step(&mock);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let started = Instant::now();
+    while committed(&mock, OUT).len() < 12 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    runner.join().expect("runner thread").expect("runner");
+    committed(&mock, OUT)
+}
+
+/// The side input is joined as of each event's time, whatever the order in which the consumer meets
+/// the two topics: side records first (a backlog), events first (the side source late), or mixed.
+#[test]
+fn a_side_input_is_joined_as_of_event_time_whatever_the_arrival_order() {
+    let events = |from: i64, to: i64| {
+        move |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+            produce(mock, 0, &(from..to).map(|s| ("e", (s * 1000).to_string())).collect::<Vec<_>>());
+        }
+    };
+    // A first snapshot (before the first mark: it holds from the start), a change at 5 s, marks.
+    let side_all = |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+        produce_side(mock, &[(0, Some("v1")), (3_000, None), (5_000, Some("v2")), (60_000, None)]);
+    };
+    let side_first = |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+        produce_side(mock, &[(0, Some("v1")), (3_000, None)]);
+    };
+    let side_rest = |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+        produce_side(mock, &[(5_000, Some("v2")), (60_000, None)]);
+    };
+    let (all_events, early, late) = (events(0, 12), events(0, 6), events(6, 12));
+
+    let backlog = join_run(&[&side_all, &all_events]);
+    // Each event sees what took effect by the watermark before it (bound 1 s): v2 from 7 s on.
+    let want: Vec<String> =
+        (0..12).map(|s| format!("{}:{}", s * 1000, if s * 1000 - 1000 > 5_000 { "v2" } else { "v1" })).collect();
+    assert_eq!(backlog, want, "side input first");
+    assert_eq!(join_run(&[&all_events, &side_all]), want, "events first: they wait for the side input");
+    assert_eq!(join_run(&[&side_first, &early, &side_rest, &late]), want, "interleaved");
+    assert_eq!(join_run(&[&early, &side_first, &late, &side_rest]), want, "events ahead of a mark");
 }
