@@ -113,15 +113,12 @@ fn alerts_by_uid(stack: &Stack) -> BTreeMap<(String, u8), DetectionFinding> {
     by_uid
 }
 
-/// Analytics driven by PCI updates: when a PCI update reaches the detector relative to the events
-/// still depends on arrival timing in the services (issue 11), so they are left out of parity.
-const PCI_ANALYTICS: [&str; 2] = ["grantwatch/new-super-identity", "grantwatch/pci-rise"];
-
 /// What identifies an alert independently of timing: analytic, identity, first triggering event.
-/// Every analytic (rules, behavioral, models) but the PCI-driven ones.
+/// Every analytic: rules, behavioral, models, and the PCI-driven ones (the detector joins PCI updates
+/// as of each event's time).
 fn alert_keys<'a>(alerts: impl Iterator<Item = &'a DetectionFinding>) -> BTreeSet<(String, String, String)> {
     alerts
-        .filter(|a| a.activity_id == 1 && !PCI_ANALYTICS.contains(&a.finding_info.analytic.uid.as_str()))
+        .filter(|a| a.activity_id == 1)
         .map(|a| {
             let first = a.finding_info.related_events.first().map(|e| e.uid.clone()).unwrap_or_default();
             (a.finding_info.analytic.uid.clone(), a.actor.user.uid.clone(), first)
@@ -273,8 +270,9 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     assert!(embedded_keys.len() >= 2, "{embedded_keys:?}");
     let kinds = |prefix: &str| embedded_keys.iter().filter(|(a, _, _)| a.starts_with(prefix)).count();
     assert!(kinds("ml/") > 0 && kinds("grantwatch/") > 0, "models and rules both fired: {embedded_keys:?}");
-    // Until the detector aligns its inputs on event time (issue 11), where a late record lands in a
-    // model window depends on when it arrives: model alerts of the identity it belongs to are left out.
+    // A record older than the watermark is late in both modes, but the file runner's reorder buffer and
+    // the stream's arrival order put it in different model windows: model alerts of the identity it
+    // belongs to are left out.
     let comparable = |k: &&(String, String, String)| !(k.0.starts_with("ml/") && k.1 == extra.late_identity);
     let streamed_keys: BTreeSet<_> = streamed_keys.iter().filter(comparable).cloned().collect();
     let embedded_keys: BTreeSet<_> = embedded_keys.iter().filter(comparable).cloned().collect();
