@@ -36,6 +36,9 @@ pub fn broker() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Records of a topic partition as (key, payload), in order.
+pub type Records = Vec<(Option<String>, String)>;
+
 /// The service binaries (and the `grantwatch` CLI): from `GRANTWATCH_BIN_DIR` if set (benchmarks point it at release builds),
 /// else built (or found up to date) with the cargo running these tests.
 pub fn service_bin(name: &str) -> PathBuf {
@@ -57,6 +60,62 @@ pub fn service_bin(name: &str) -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join(name)
 }
 
+/// A Kafka broker of one test's own (`scripts/kafka` with its own data directory and ports), for tests
+/// that stop and start it; stopped when dropped.
+pub struct PrivateBroker {
+    data: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PrivateBroker {
+    pub fn start() -> PrivateBroker {
+        broker(); // the shared one fetched the jars
+        let b = PrivateBroker { data: tempfile::tempdir().unwrap(), port: free_port(), controller_port: free_port() };
+        b.run("start");
+        b
+    }
+
+    fn run(&self, what: &str) {
+        let status = Command::new(repo().join("scripts/kafka"))
+            .arg(what)
+            .env("GRANTWATCH_KAFKA_DATA", self.data.path())
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/kafka {what} failed");
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (its data stays); `start_again` brings it back on the same ports.
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    pub fn start_again(&self) {
+        self.run("start");
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/kafka"))
+            .arg("stop")
+            .env("GRANTWATCH_KAFKA_DATA", self.data.path())
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .status();
+    }
+}
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -69,7 +128,11 @@ impl Stack {
     /// A fresh set of topics (`partitions` for events and entitlements), consumer groups of its own,
     /// services keeping their state under `state_root`, and a config naming them all.
     pub fn new(name: &str, partitions: i32, state_root: &Path) -> Stack {
-        let bootstrap = broker();
+        Self::on_broker(&broker(), name, partitions, state_root)
+    }
+
+    /// [`Stack::new`] on the broker at `bootstrap` (a [`PrivateBroker`]).
+    pub fn on_broker(bootstrap: &str, name: &str, partitions: i32, state_root: &Path) -> Stack {
         service_bin("grantwatch-ingest");
         let dir = tempfile::Builder::new().prefix(&format!("gw-{name}-")).tempdir().unwrap();
         let prefix = format!("t{}-{}-{}.", std::process::id(), name, rand::random::<u32>());
@@ -221,7 +284,7 @@ impl Stack {
     }
 
     /// Every record of `topic`, marks included, as (key, payload) in order, by partition.
-    pub fn records_by_partition(&self, topic: &str) -> BTreeMap<i32, Vec<(Option<String>, String)>> {
+    pub fn records_by_partition(&self, topic: &str) -> BTreeMap<i32, Records> {
         let mut out: BTreeMap<i32, Vec<_>> = BTreeMap::new();
         for (p, _, k, v) in self.read(topic) {
             out.entry(p).or_default().push((k, String::from_utf8_lossy(&v).into_owned()));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use grantwatch::analyze::{AnalyzeOptions, run};
 use grantwatch_e2e::cloudtrail_record;
-use grantwatch_e2e::stack::{Stack, assert_same_usage, embedded_usage, repo};
+use grantwatch_e2e::stack::{Records, Stack, assert_same_usage, embedded_usage, repo};
 use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
 use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
 use rand::{Rng, SeedableRng};
@@ -167,7 +167,7 @@ fn feed_backlog(stack: &mut Stack, org: &Path, extra: &Extra) {
 /// The outputs of the processor and the detector, record by record, marks included: what a subscriber
 /// reads. PCI updates in partition order (partition p holds task p's output alone); findings and alerts
 /// sorted, since their topics are partitioned otherwise and several tasks' transactions interleave there.
-fn outputs(stack: &Stack) -> BTreeMap<&'static str, BTreeMap<i32, Vec<(Option<String>, String)>>> {
+fn outputs(stack: &Stack) -> BTreeMap<&'static str, BTreeMap<i32, Records>> {
     let t = &stack.cfg.topics;
     let sorted = |topic: &str| {
         let mut all: Vec<_> = stack.records_by_partition(topic).into_values().flatten().collect();
@@ -322,6 +322,24 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     for u in pci.values().take(50) {
         validate("pci_update.v1.json", &serde_json::to_value(u).unwrap());
     }
+    // Watermark marks on every partition of the PCI and entitlements topics; entitlements carry as_of.
+    let t = &stack.cfg.topics;
+    for topic in [&t.pci.name, &t.entitlements.name] {
+        let by_partition = stack.records_by_partition(topic);
+        assert_eq!(by_partition.len(), t.events.partitions as usize, "{topic}");
+        for records in by_partition.values() {
+            let marks: Vec<serde_json::Value> = records
+                .iter()
+                .filter(|(k, _)| k.as_deref() == Some(grantwatch_types::WATERMARK_KEY))
+                .map(|(_, v)| serde_json::from_str(v).unwrap())
+                .collect();
+            assert!(!marks.is_empty(), "{topic}: a partition without marks");
+            marks.iter().for_each(|m| validate("watermark_mark.v1.json", m));
+        }
+    }
+    let entitlements: Vec<serde_json::Value> = stack.read_json(&t.entitlements.name);
+    assert!(entitlements.iter().all(|e| e.get("as_of").is_some()));
+    entitlements.iter().take(20).for_each(|e| validate("entitlements.v1.json", e));
 }
 
 #[test]
@@ -454,4 +472,96 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     }
     assert!(rp.values().any(|u| u.entitlements_known && u.granted > 0), "PCI computed with entitlements");
     assert_same_outputs(&chaos, &reference, "run with kills and rebalances vs live run");
+}
+
+/// Polls `/health` on `port` until `want(status code, body)` holds; returns how long it took.
+fn wait_health(port: u16, timeout: Duration, what: &str, want: impl Fn(u16, &str) -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some((code, body)) = http_get(port, "/health")
+            && want(code, &body)
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "/health never said {what} in {timeout:?}: {:?}",
+            http_get(port, "/health")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing_duplicates_nothing_and_health_says_so() {
+    let work = tempfile::tempdir().unwrap();
+    let org_dir = work.path().join("org");
+    let truth = org(&org_dir, 31, 12_000);
+    let extra = extra(&truth);
+
+    let reference_dir = work.path().join("reference");
+    let mut reference = Stack::new("restart-ref", 4, &reference_dir);
+    reference.start("processor", "grantwatch-processor", &[]);
+    reference.start("detector", "grantwatch-detector", &[]);
+    feed(&mut reference, &org_dir, &extra, &[]);
+    wait_all(&reference);
+    reference.stop("processor");
+    reference.stop("detector");
+
+    // The same input on a broker of this test's own, stopped and started again mid-stream.
+    let broker = grantwatch_e2e::stack::PrivateBroker::start();
+    let dir = work.path().join("restart");
+    let mut stack = Stack::on_broker(&broker.bootstrap(), "restart", 4, &dir);
+    let (pp, dp) = (free_port(), free_port());
+    stack.start(
+        "processor",
+        "grantwatch-processor",
+        &[("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{pp}"))],
+    );
+    stack.start("detector", "grantwatch-detector", &[("GRANTWATCH_DETECTOR__HTTP_LISTEN", format!("127.0.0.1:{dp}"))]);
+    let iam = org_dir.join("iam");
+    assert!(stack.ingest(&["--iam", iam.to_str().unwrap(), "--once"], None, &[]).success());
+    let ct = org_dir.join("cloudtrail");
+    let ingest_args = ["--watch", ct.to_str().unwrap(), "--once"];
+    let small_batches = [("GRANTWATCH_INGEST__BATCH_RECORDS", "400".to_string())];
+    stack.spawn_ingest("ingest", &ingest_args, &small_batches);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    broker.stop();
+    // Honest health: the services say the broker is gone (not "ok" while they cannot commit).
+    for port in [pp, dp] {
+        wait_health(port, Duration::from_secs(60), "broker_unreachable", |code, body| {
+            code == 503 && body.contains("broker_unreachable")
+        });
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    broker.start_again();
+    let back = std::time::Instant::now();
+    // Ingest gives up on a transaction the broker lost and exits non-zero (crash-only); its supervisor
+    // restarts it and it resumes from its last committed checkpoint.
+    let mut ingest_restarts = 0;
+    loop {
+        let status = stack.wait_exit("ingest", WAIT).expect("ingest did not finish");
+        if status.success() {
+            break;
+        }
+        ingest_restarts += 1;
+        assert!(ingest_restarts <= 3, "ingest keeps failing: {status}");
+        stack.spawn_ingest("ingest", &ingest_args, &small_batches);
+    }
+    assert!(stack.ingest(&["--stdin"], Some(extra.lines.as_bytes()), &[]).success());
+    wait_all(&stack);
+    let caught_up = back.elapsed();
+    // Neither service hung or exited: both answer, healthy, and stop cleanly.
+    let mut healthy_after = Duration::ZERO;
+    for port in [pp, dp] {
+        healthy_after = healthy_after.max(wait_health(port, Duration::from_secs(60), "ok", |code, _| code == 200));
+    }
+    println!(
+        "broker restart: services caught up {caught_up:?} after the broker came back (healthy {healthy_after:?} \
+         later); ingest restarted {ingest_restarts} times"
+    );
+    stack.stop("processor");
+    stack.stop("detector");
+    assert_same_outputs(&stack, &reference, "run with a broker restart vs uninterrupted run");
 }

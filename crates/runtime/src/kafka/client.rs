@@ -91,6 +91,12 @@ impl ServiceContext {
 
 impl ClientContext for ServiceContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // A connection up means the broker answers again: an idle, caught-up service has no other way
+        // to find out (it neither receives records nor commits).
+        if statistics.brokers.values().any(|b| b.state == "UP") && !self.health.is_broker_up() {
+            tracing::info!("broker reachable again");
+            self.health.broker_ok();
+        }
         if let Ok(mut ends) = self.end_offsets.lock() {
             for (topic, t) in statistics.topics {
                 for (p, part) in t.partitions {
@@ -209,6 +215,8 @@ pub struct TxnProducer {
 
 /// How long one transactional call may take before it is retried.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a transaction abort is retried (see [`TxnProducer::abort`]).
+const ABORT_DEADLINE: Duration = Duration::from_secs(90);
 
 /// The transactional producer's `message.max.bytes`: librdkafka refuses a larger record at `send`.
 pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 16_000_000;
@@ -378,12 +386,20 @@ impl TxnProducer {
         Err(StreamError::kafka("kafka transaction", e))
     }
 
+    /// Aborts the transaction in progress, retrying while the broker is away, for at most
+    /// [`ABORT_DEADLINE`]: past it the transaction is left to the broker's transaction timeout and the
+    /// caller gets an error (the service exits and is restarted, crash-only) instead of hanging.
     fn abort(&self) -> Result<(), StreamError> {
         let mut backoff = Backoff::new();
+        let started = std::time::Instant::now();
         loop {
-            match self.producer.abort_transaction(self.timeout) {
+            match self.producer.abort_transaction(self.timeout.min(ABORT_DEADLINE)) {
                 Ok(()) => return Ok(()),
-                Err(a) if retriable(&a) => backoff.sleep()?,
+                Err(a) if retriable(&a) && started.elapsed() < ABORT_DEADLINE => {
+                    self.health.broker_down(&a.to_string());
+                    tracing::warn!(error = %a, "aborting the transaction failed; retrying");
+                    backoff.sleep()?;
+                }
                 Err(a) => return Err(StreamError::kafka("aborting the transaction", a)),
             }
         }

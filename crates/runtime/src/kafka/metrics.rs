@@ -136,7 +136,15 @@ pub struct Health {
     draining: AtomicBool,
     last_problem: Mutex<Option<String>>,
     problems: AtomicU64,
+    /// When the commit in progress began (none in progress: `None`).
+    commit_started: Mutex<Option<std::time::Instant>>,
+    /// Partitions assigned to this instance, and those waiting for a side input.
+    assigned: AtomicU64,
+    waiting: AtomicU64,
 }
+
+/// A commit (state, Kafka transaction) in progress longer than this makes `/health` say `stalled`.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Health {
     pub fn new() -> Arc<Health> {
@@ -159,6 +167,17 @@ impl Health {
     pub fn is_broker_up(&self) -> bool {
         self.broker_up.load(Ordering::Relaxed)
     }
+    /// A commit begins (`true`) or ends.
+    pub fn committing(&self, started: bool) {
+        if let Ok(mut c) = self.commit_started.lock() {
+            *c = started.then(std::time::Instant::now);
+        }
+    }
+    /// Partitions assigned, and those whose events wait for a side input.
+    pub fn partitions(&self, assigned: usize, waiting: usize) {
+        self.assigned.store(assigned as u64, Ordering::Relaxed);
+        self.waiting.store(waiting as u64, Ordering::Relaxed);
+    }
 
     /// `(healthy, body)`.
     pub fn report(&self) -> (bool, String) {
@@ -166,14 +185,24 @@ impl Health {
         let ready = self.ready.load(Ordering::Relaxed);
         let draining = self.draining.load(Ordering::Relaxed);
         let had_problems = self.problems.load(Ordering::Relaxed) > 0;
+        let committing = self.commit_started.lock().ok().and_then(|c| c.map(|t| t.elapsed()));
+        let stalled = committing.is_some_and(|d| d > STALLED_AFTER);
         let status = match (draining, ready, up) {
             (true, _, _) => "draining",
             (_, _, false) if had_problems => "broker_unreachable",
+            _ if stalled => "stalled",
             (_, false, _) => "starting",
             _ => "ok",
         };
         let problem = self.last_problem.lock().ok().and_then(|p| p.clone());
-        let body = serde_json::json!({ "status": status, "broker_up": up, "last_problem": problem });
+        let body = serde_json::json!({
+            "status": status,
+            "broker_up": up,
+            "last_problem": problem,
+            "commit_in_progress_secs": committing.map(|d| d.as_secs()),
+            "assigned_partitions": self.assigned.load(Ordering::Relaxed),
+            "partitions_waiting_for_side_input": self.waiting.load(Ordering::Relaxed),
+        });
         (status == "ok", body.to_string())
     }
 }

@@ -522,6 +522,8 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             }
         }
         self.metrics.state_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let waiting = self.tasks.values().filter(|t| !t.held.is_empty()).count();
+        self.health.partitions(self.tasks.len(), waiting);
     }
 
     fn handle_rebalances(&mut self) -> Result<()> {
@@ -813,7 +815,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
     /// Steps 1–3 of the module documentation for every task with new input.
     fn commit(&mut self) -> Result<()> {
         let started = Instant::now();
+        self.health.committing(true);
         let result = self.commit_inner();
+        self.health.committing(false);
         let ms = started.elapsed().as_millis() as u64;
         tracing::debug!(ms, "commit");
         result

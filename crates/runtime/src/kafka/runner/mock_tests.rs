@@ -383,7 +383,9 @@ fn produce_side(mock: &MockCluster<'static, impl ProducerContext>, records: &[(i
 
 /// Runs the joining app over the inputs, fed in `steps` (each a batch of events or side records, with
 /// the runner consuming between them), and returns its outputs in order.
-fn join_run(steps: &[&dyn Fn(&MockCluster<'static, rdkafka::producer::DefaultProducerContext>)]) -> Vec<String> {
+type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+fn join_run(steps: &[&dyn Fn(&Mock)]) -> Vec<String> {
     let mock = MockCluster::new(1).expect("mock cluster");
     for (topic, partitions) in [(IN, 1), (SIDE, 1), (OUT, 1), ("late", 1), ("dlq", 1)] {
         mock.create_topic(topic, partitions, 1).expect("mock topic");
@@ -414,18 +416,18 @@ fn join_run(steps: &[&dyn Fn(&MockCluster<'static, rdkafka::producer::DefaultPro
 #[test]
 fn a_side_input_is_joined_as_of_event_time_whatever_the_arrival_order() {
     let events = |from: i64, to: i64| {
-        move |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+        move |mock: &Mock| {
             produce(mock, 0, &(from..to).map(|s| ("e", (s * 1000).to_string())).collect::<Vec<_>>());
         }
     };
     // A first snapshot (before the first mark: it holds from the start), a change at 5 s, marks.
-    let side_all = |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+    let side_all = |mock: &Mock| {
         produce_side(mock, &[(0, Some("v1")), (3_000, None), (5_000, Some("v2")), (60_000, None)]);
     };
-    let side_first = |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+    let side_first = |mock: &Mock| {
         produce_side(mock, &[(0, Some("v1")), (3_000, None)]);
     };
-    let side_rest = |mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>| {
+    let side_rest = |mock: &Mock| {
         produce_side(mock, &[(5_000, Some("v2")), (60_000, None)]);
     };
     let (all_events, early, late) = (events(0, 12), events(0, 6), events(6, 12));
