@@ -234,6 +234,19 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     wait_all(&stack);
     let (code, health) = http_get(port, "/health").unwrap();
     assert_eq!(code, 200, "{health}");
+    // Caught up: the lag gauge reaches 0 (the transaction markers at a partition's end are not records),
+    // and every partition reports its watermark.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = http_get(port, "/metrics").unwrap();
+        let lags: Vec<&str> = metrics.lines().filter(|l| l.starts_with("grantwatch_consumer_lag{")).collect();
+        let watermarks = metrics.lines().filter(|l| l.starts_with("grantwatch_watermark_ms{")).count();
+        if !lags.is_empty() && lags.iter().all(|l| l.ends_with(" 0")) && watermarks == 2 * 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lag or watermarks: {lags:?}, {watermarks} watermarks");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     let line = format!("grantwatch_records_in_total{{topic=\"{events_topic}\"}}");
     assert!(metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")), "{metrics}");
@@ -368,6 +381,9 @@ fn health_says_when_the_broker_is_unreachable_and_sigterm_still_stops() {
     stack.stop("processor"); // asserts a clean exit
 }
 
+/// Partitions of the scale-out test: two processors and two detectors share them.
+const PARTITIONS: i32 = 12;
+
 #[test]
 fn kill_dash_nine_and_rebalances_leave_no_trace() {
     let work = tempfile::tempdir().unwrap();
@@ -377,7 +393,7 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
 
     // The reference: an uninterrupted run, live (the services consume as ingest produces).
     let reference_dir = work.path().join("reference");
-    let mut reference = Stack::new("reference", 4, &reference_dir);
+    let mut reference = Stack::new("reference", PARTITIONS, &reference_dir);
     reference.start("processor", "grantwatch-processor", &[]);
     reference.start("detector", "grantwatch-detector", &[]);
     feed(&mut reference, &org_dir, &extra, &[]);
@@ -389,7 +405,7 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     // entitlements, events and PCI updates in whatever order the broker serves them; the outputs must
     // not depend on it.
     let backlog_dir = work.path().join("backlog");
-    let mut backlog = Stack::new("backlog", 4, &backlog_dir);
+    let mut backlog = Stack::new("backlog", PARTITIONS, &backlog_dir);
     feed_backlog(&mut backlog, &org_dir, &extra);
     backlog.start("processor", "grantwatch-processor", &[]);
     backlog.start("detector", "grantwatch-detector", &[]);
@@ -398,9 +414,10 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     backlog.stop("detector");
     assert_same_outputs(&backlog, &reference, "backlog run vs live run");
 
-    // The same input while services are killed at random moments, with two processor instances.
+    // The same input while services are killed at random moments, with two processor instances and two
+    // detector instances sharing the partitions, joining and leaving mid-stream.
     let chaos_dir = work.path().join("chaos");
-    let mut chaos = Stack::new("chaos", 4, &chaos_dir);
+    let mut chaos = Stack::new("chaos", PARTITIONS, &chaos_dir);
     let p1 = vec![
         ("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p1".to_string()),
         ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p1").display().to_string()),
@@ -408,6 +425,10 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     let p2 = vec![
         ("GRANTWATCH_PROCESSOR__INSTANCE_ID", "p2".to_string()),
         ("GRANTWATCH_PROCESSOR__STATE_DIR", chaos_dir.join("p2").display().to_string()),
+    ];
+    let d2 = vec![
+        ("GRANTWATCH_DETECTOR__INSTANCE_ID", "d2".to_string()),
+        ("GRANTWATCH_DETECTOR__STATE_DIR", chaos_dir.join("d2").display().to_string()),
     ];
     chaos.start("p1", "grantwatch-processor", &p1);
     chaos.start("detector", "grantwatch-detector", &[]);
@@ -427,6 +448,9 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         if round == 2 {
             chaos.start("p2", "grantwatch-processor", &p2); // partitions move: state must follow
+        }
+        if round == 4 {
+            chaos.start("d2", "grantwatch-detector", &d2);
         }
         if !ingest_done && let Some(status) = chaos.wait_exit("ingest", Duration::ZERO) {
             assert!(status.success(), "ingest failed: {status}");
@@ -448,8 +472,10 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
         let status = chaos.wait_exit("ingest", WAIT).expect("ingest did not finish");
         assert!(status.success());
     }
-    // p2 leaves for good: its partitions go back to p1, which catches up their state.
+    // p2 and d2 leave for good: their partitions go back to p1 and the first detector, which catch up
+    // their state.
     chaos.stop("p2");
+    chaos.stop("d2");
     assert!(chaos.ingest(&["--stdin"], Some(extra.lines.as_bytes()), &[]).success());
     wait_all(&chaos);
     chaos.stop("p1");
@@ -534,7 +560,9 @@ fn a_broker_restart_mid_stream_loses_nothing_duplicates_nothing_and_health_says_
             code == 503 && body.contains("broker_unreachable")
         });
     }
-    std::thread::sleep(Duration::from_secs(5));
+    // Longer than the consumers' session timeout (6 s): they lose their group membership, and the
+    // transactions in flight must be aborted and their outboxes sent once they have rejoined.
+    std::thread::sleep(Duration::from_secs(10));
     broker.start_again();
     let back = std::time::Instant::now();
     // Ingest gives up on a transaction the broker lost and exits non-zero (crash-only); its supervisor
@@ -557,9 +585,20 @@ fn a_broker_restart_mid_stream_loses_nothing_duplicates_nothing_and_health_says_
     for port in [pp, dp] {
         healthy_after = healthy_after.max(wait_health(port, Duration::from_secs(60), "ok", |code, _| code == 200));
     }
+    let counters = |port: u16| {
+        let (_, m) = http_get(port, "/metrics").unwrap();
+        m.lines()
+            .filter(|l| {
+                l.starts_with("grantwatch_commit_failures_total") || l.starts_with("grantwatch_task_recoveries")
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     println!(
         "broker restart: services caught up {caught_up:?} after the broker came back (healthy {healthy_after:?} \
-         later); ingest restarted {ingest_restarts} times"
+         later); ingest restarted {ingest_restarts} times; processor {:?}; detector {:?}",
+        counters(pp),
+        counters(dp)
     );
     stack.stop("processor");
     stack.stop("detector");

@@ -215,8 +215,9 @@ pub struct TxnProducer {
 
 /// How long one transactional call may take before it is retried.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest a transaction abort is retried (see [`TxnProducer::abort`]).
+/// The longest a transaction abort is retried (see [`TxnProducer::abort`]), and one attempt.
 const ABORT_DEADLINE: Duration = Duration::from_secs(90);
+const ABORT_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// The transactional producer's `message.max.bytes`: librdkafka refuses a larger record at `send`.
 pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 16_000_000;
@@ -393,10 +394,13 @@ impl TxnProducer {
         let mut backoff = Backoff::new();
         let started = std::time::Instant::now();
         loop {
-            match self.producer.abort_transaction(self.timeout.min(ABORT_DEADLINE)) {
+            // The abort purges what is in flight and then waits until the purged records' delivery
+            // reports are served; with no thread of its own serving them, an abort that is not
+            // preceded by this waits forever (seen after a broker restart during a commit).
+            self.serve_delivery_reports();
+            match self.producer.abort_transaction(ABORT_ATTEMPT) {
                 Ok(()) => return Ok(()),
                 Err(a) if retriable(&a) && started.elapsed() < ABORT_DEADLINE => {
-                    self.health.broker_down(&a.to_string());
                     tracing::warn!(error = %a, "aborting the transaction failed; retrying");
                     backoff.sleep()?;
                 }

@@ -314,6 +314,12 @@ pub struct Runner<A: App, T: TaskStores = RocksDirs> {
     consumer: BaseConsumer<ServiceContext>,
     producer: TxnProducer,
     tasks: BTreeMap<i32, Task<A::Stage, T::Store>>,
+    /// Partitions whose task could not open (its outbox could not be sent while the consumer rejoins
+    /// its group): paused, retried from the loop once `reopen_after` passes.
+    reopen: std::collections::BTreeSet<i32>,
+    reopen_after: Instant,
+    /// Records polled for a partition in `reopen` before its pause took effect, applied when it opens.
+    stash: BTreeMap<i32, Vec<rdkafka::message::OwnedMessage>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -344,7 +350,20 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         consumer.subscribe(&names).map_err(|e| StreamError::kafka(format!("subscribing to {names:?}"), e))?;
         let txn_id = format!("{}-{}", cfg.group_id, cfg.instance_id);
         let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
-        Ok(Self { app, cfg, stores, inputs, consumer, producer, tasks: BTreeMap::new(), metrics, health })
+        Ok(Self {
+            app,
+            cfg,
+            stores,
+            inputs,
+            consumer,
+            producer,
+            tasks: BTreeMap::new(),
+            reopen: Default::default(),
+            reopen_after: Instant::now(),
+            stash: BTreeMap::new(),
+            metrics,
+            health,
+        })
     }
 
     /// Runs until `stop` is set, then commits what is in flight and returns.
@@ -380,8 +399,12 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                             let owned = m.detach();
                             drop(m);
                             self.handle_rebalances()?;
+                            if !self.tasks.contains_key(&partition) && !self.reopen.contains(&partition) {
+                                self.try_open(partition)?;
+                            }
                             if !self.tasks.contains_key(&partition) {
-                                self.open_task(partition)?;
+                                self.stash.entry(partition).or_default().push(owned);
+                                continue;
                             }
                             match self.tasks.get_mut(&partition) {
                                 Some(task) => {
@@ -422,6 +445,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 continue;
             }
             since_clock = 0;
+            if !self.reopen.is_empty() && Instant::now() >= self.reopen_after {
+                self.retry_reopen()?;
+            }
             if last_commit.elapsed() >= self.cfg.commit_interval {
                 self.commit()?;
                 last_commit = Instant::now();
@@ -529,6 +555,8 @@ impl<A: App, T: TaskStores> Runner<A, T> {
     fn handle_rebalances(&mut self) -> Result<()> {
         let log = self.consumer.context().take_rebalances();
         for (_, p) in log.revoked {
+            self.reopen.remove(&p);
+            self.stash.remove(&p);
             if self.tasks.remove(&p).is_some() {
                 tracing::info!(partition = p, "partition revoked; uncommitted work is left to its next owner");
             }
@@ -538,7 +566,64 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         assigned.dedup();
         for p in assigned {
             if !self.tasks.contains_key(&p) {
-                self.open_task(p)?;
+                self.try_open(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens partition `p`'s task; if its interrupted commit cannot be completed now (the transaction
+    /// is aborted: typically the consumer lost its group membership while the broker was away and has
+    /// not rejoined yet, which needs this loop to poll), pauses the partition and retries later
+    /// instead of failing the service.
+    fn try_open(&mut self, p: i32) -> Result<()> {
+        match self.open_task(p) {
+            Ok(()) => {
+                self.reopen.remove(&p);
+                let stashed = self.stash.remove(&p).unwrap_or_default();
+                for m in stashed {
+                    let input = self.inputs.iter().position(|t| t == m.topic()).unwrap_or(0);
+                    let Some(task) = self.tasks.get_mut(&p) else { break };
+                    match handle(&self.app, &self.cfg, &self.metrics, input, task, &m, false)? {
+                        Handled::Held => {
+                            task.held.push_back(m);
+                            self.pause(p, input);
+                        }
+                        Handled::SideAdvanced => self.release_held(p)?,
+                        Handled::Applied => {}
+                    }
+                }
+                Ok(())
+            }
+            Err(StreamError::Transaction { what, why }) => {
+                tracing::warn!(partition = p, %what, %why, "task not opened yet; retrying once the group settles");
+                let mut tpl = TopicPartitionList::new();
+                for t in &self.inputs {
+                    tpl.add_partition(t, p);
+                }
+                if let Err(e) = self.consumer.pause(&tpl) {
+                    tracing::debug!(error = %e, partition = p, "pause while reopening");
+                }
+                self.reopen.insert(p);
+                self.reopen_after = Instant::now() + Duration::from_secs(1);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Retries the partitions whose task could not open, those still assigned to this instance.
+    fn retry_reopen(&mut self) -> Result<()> {
+        let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
+            Ok(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
+            Err(_) => return Ok(()),
+        };
+        let due: Vec<i32> = std::mem::take(&mut self.reopen).into_iter().collect();
+        for p in due {
+            if assigned.contains(&p) && !self.tasks.contains_key(&p) {
+                self.try_open(p)?;
+            } else {
+                self.stash.remove(&p);
             }
         }
         Ok(())
@@ -886,7 +971,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 let parts: Vec<i32> = self.tasks.keys().copied().collect();
                 self.tasks.clear();
                 for p in parts {
-                    self.open_task(p)?;
+                    self.try_open(p)?;
                 }
             }
         }
