@@ -522,7 +522,7 @@ fn wait_health(port: u16, timeout: Duration, what: &str, want: impl Fn(u16, &str
 fn a_broker_restart_mid_stream_loses_nothing_duplicates_nothing_and_health_says_so() {
     let work = tempfile::tempdir().unwrap();
     let org_dir = work.path().join("org");
-    let truth = org(&org_dir, 31, 12_000);
+    let truth = org(&org_dir, 31, 40_000); // enough that ingest is still producing when the broker stops
     let extra = extra(&truth);
 
     let reference_dir = work.path().join("reference");
