@@ -239,7 +239,10 @@ fn latency(cli: &Cli, rate: u64, seconds: u64) {
             let n = i * per_tick + j;
             if n.is_multiple_of(marker_every) {
                 let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-                let account = v["recipientAccountId"].as_str().unwrap_or("111122223333").to_string();
+                // A root of an account of its own: the detector folds repeats of one identity into one
+                // incident, and every marker must raise an alert of its own to be timed.
+                let account = format!("{:012}", 900_000_000_000u64 + n as u64);
+                v["recipientAccountId"] = account.clone().into();
                 let id = format!("bench-marker-{n}");
                 v["eventID"] = id.clone().into();
                 v["eventSource"] = "signin.amazonaws.com".into();
