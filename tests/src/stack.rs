@@ -320,7 +320,18 @@ impl Stack {
         for p in 0..partitions {
             tpl.add_partition(topic, p);
         }
-        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        // A loaded machine (tests in parallel, a second broker starting) can time a query out: retry.
+        let mut attempts = 0;
+        let got = loop {
+            match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(got) => break got,
+                Err(e) if attempts < 5 => {
+                    attempts += 1;
+                    eprintln!("committed offsets of {group}: {e}; retrying");
+                }
+                Err(e) => panic!("committed offsets of {group}: {e}"),
+            }
+        };
         got.elements()
             .iter()
             .filter_map(|e| match e.offset() {

@@ -240,6 +240,8 @@ const MAX_TIME: &keys::KeySpace = &keys::RUNNER_MAX_TIME;
 const SIDE_WM: &keys::KeySpace = &keys::RUNNER_SIDE_WATERMARK;
 const OUT_MARK: &keys::KeySpace = &keys::RUNNER_OUT_MARK;
 const SIDE_PENDING: &keys::KeySpace = &keys::RUNNER_SIDE_PENDING;
+/// Records a task holds in memory while it waits for its side input before its partition is paused.
+const HOLD_BYTES: usize = 8 << 20;
 
 fn pending_key(time: i64, offset: i64) -> Vec<u8> {
     let mut k = SIDE_PENDING.prefix.to_vec();
@@ -280,6 +282,7 @@ struct Task<S, St> {
     out_mark: Option<i64>,
     /// Records waiting for the side input (their partition is paused meanwhile), in offset order.
     held: std::collections::VecDeque<rdkafka::message::OwnedMessage>,
+    held_bytes: usize,
     paused: bool,
     /// Earliest time of a side record kept in state until it takes effect.
     side_due: Option<i64>,
@@ -287,6 +290,8 @@ struct Task<S, St> {
     side_applied: Vec<Vec<u8>>,
     /// When the task began waiting for the side input (for the log and `/health`, never logic).
     waiting_since: Option<Instant>,
+    /// A watermark mark is in the outbox: commit now rather than at the interval.
+    marked: bool,
 }
 
 /// What became of a consumed record.
@@ -299,7 +304,17 @@ enum Handled {
     SideAdvanced,
 }
 
+/// What a held record counts against [`HOLD_BYTES`].
+fn held_size(m: &rdkafka::message::OwnedMessage) -> usize {
+    m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len) + 64
+}
+
 impl<S, St> Task<S, St> {
+    fn hold_back(&mut self, m: rdkafka::message::OwnedMessage) {
+        self.held_bytes += held_size(&m);
+        self.held.push_back(m);
+    }
+
     fn watermark(&self, bound: i64) -> Option<i64> {
         self.max_time.map(|t| t.saturating_sub(bound))
     }
@@ -391,7 +406,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                         Some(task) if !rebalanced => {
                             let handled = handle(&self.app, &self.cfg, &self.metrics, input, task, &m, false)?;
                             if handled == Handled::Held {
-                                task.held.push_back(m.detach());
+                                task.hold_back(m.detach());
                             }
                             handled
                         }
@@ -411,7 +426,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                                     let handled =
                                         handle(&self.app, &self.cfg, &self.metrics, input, task, &owned, false)?;
                                     if handled == Handled::Held {
-                                        task.held.push_back(owned);
+                                        task.hold_back(owned);
                                     }
                                     handled
                                 }
@@ -424,7 +439,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                         Handled::SideAdvanced => self.release_held(partition)?,
                         Handled::Applied => {}
                     }
-                    if self.tasks.get(&partition).is_some_and(|t| t.stage.pending() > self.cfg.max_pending) {
+                    // A mark is committed at once: a consumer aligned on this output waits for it.
+                    if self.tasks.get(&partition).is_some_and(|t| t.marked || t.stage.pending() > self.cfg.max_pending)
+                    {
                         self.commit()?;
                         last_commit = Instant::now();
                     }
@@ -472,6 +489,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         if task.paused {
             return;
         }
+        // A short wait (the other service's next commit) is absorbed in memory: pausing drops what the
+        // consumer prefetched and resuming fetches it again, which costs more than the wait. Past
+        // HOLD_BYTES the partition is paused, so memory stays bounded.
         if task.waiting_since.is_none() {
             task.waiting_since = Some(Instant::now());
             let side = self.app.side_input().map(|i| self.inputs[i].as_str()).unwrap_or_default();
@@ -480,6 +500,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             } else {
                 tracing::debug!(partition = p, side, side_wm = ?task.side_wm, "waiting for the side input");
             }
+        }
+        if task.held_bytes < HOLD_BYTES {
+            return;
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.inputs[input], p);
@@ -495,8 +518,10 @@ impl<A: App, T: TaskStores> Runner<A, T> {
     fn release_held(&mut self, p: i32) -> Result<()> {
         let Some(task) = self.tasks.get_mut(&p) else { return Ok(()) };
         while let Some(m) = task.held.pop_front() {
+            task.held_bytes = task.held_bytes.saturating_sub(held_size(&m));
             let input = self.inputs.iter().position(|t| t == m.topic()).unwrap_or(0);
             if handle(&self.app, &self.cfg, &self.metrics, input, task, &m, true)? == Handled::Held {
+                task.held_bytes += held_size(&m);
                 task.held.push_front(m);
                 return Ok(());
             }
@@ -586,7 +611,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                     let Some(task) = self.tasks.get_mut(&p) else { break };
                     match handle(&self.app, &self.cfg, &self.metrics, input, task, &m, false)? {
                         Handled::Held => {
-                            task.held.push_back(m);
+                            task.hold_back(m);
                             self.pause(p, input);
                         }
                         Handled::SideAdvanced => self.release_held(p)?,
@@ -723,10 +748,12 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             side_wm,
             out_mark,
             held: Default::default(),
+            held_bytes: 0,
             paused: false,
             side_due,
             side_applied: Vec::new(),
             waiting_since: None,
+            marked: false,
         };
         // A partition paused by an earlier owner of this task stays paused through a reassignment.
         let mut tpl = TopicPartitionList::new();
@@ -931,6 +958,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 }
             }
             task.dirty = false;
+            task.marked = false;
             self.tasks.insert(*p, task);
             written?;
             if !emits.is_empty() {
@@ -1079,6 +1107,7 @@ fn handle<A: App, St: StateStore, M: Message>(
             // The mark goes after the outputs it covers.
             if let Some((topic, mark)) = applied.mark {
                 task.emits.push(Emit::watermark_mark(topic, partition, mark));
+                task.marked = true;
             }
         }
         Err(error) => {
@@ -1480,10 +1509,12 @@ mod tests {
             side_wm: None,
             out_mark: None,
             held: Default::default(),
+            held_bytes: 0,
             paused: false,
             side_due: None,
             side_applied: Vec::new(),
             waiting_since: None,
+            marked: false,
         };
         let cfg = RunnerConfig {
             kafka: KafkaConfig::default(),
