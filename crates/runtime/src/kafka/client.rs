@@ -370,8 +370,8 @@ impl TxnProducer {
             tracing::warn!(error = %e, "aborting transaction");
             match self.abort() {
                 Ok(()) => {}
-                Err(StreamError::Kafka { source, .. }) => {
-                    return Err(StreamError::kafka(format!("aborting the transaction after \"{e}\""), source));
+                Err(StreamError::Transaction { what, why }) => {
+                    return Err(StreamError::Transaction { what: format!("{what} after \"{e}\""), why });
                 }
                 Err(a) => return Err(a),
             }
@@ -404,7 +404,15 @@ impl TxnProducer {
                     tracing::warn!(error = %a, "aborting the transaction failed; retrying");
                     backoff.sleep()?;
                 }
-                Err(a) => return Err(StreamError::kafka("aborting the transaction", a)),
+                // The transaction cannot be ended by this producer (the broker timed it out, or the
+                // producer is in an invalid state): a new producer with the same transactional id
+                // fences it and aborts what is open (see `Runner::renew_producer`).
+                Err(a) => {
+                    return Err(StreamError::Transaction {
+                        what: "aborting the transaction".into(),
+                        why: format!("{a} (after {:.0?})", started.elapsed()),
+                    });
+                }
             }
         }
     }

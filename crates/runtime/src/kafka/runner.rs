@@ -333,6 +333,8 @@ pub struct Runner<A: App, T: TaskStores = RocksDirs> {
     /// its group): paused, retried from the loop once `reopen_after` passes.
     reopen: std::collections::BTreeSet<i32>,
     reopen_after: Instant,
+    /// A transaction of the producer could not be ended: it is replaced before the next attempt.
+    producer_suspect: bool,
     /// Records polled for a partition in `reopen` before its pause took effect, applied when it opens.
     stash: BTreeMap<i32, Vec<rdkafka::message::OwnedMessage>>,
     metrics: Arc<Metrics>,
@@ -375,6 +377,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             tasks: BTreeMap::new(),
             reopen: Default::default(),
             reopen_after: Instant::now(),
+            producer_suspect: false,
             stash: BTreeMap::new(),
             metrics,
             health,
@@ -622,6 +625,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             }
             Err(StreamError::Transaction { what, why }) => {
                 tracing::warn!(partition = p, %what, %why, "task not opened yet; retrying once the group settles");
+                self.producer_suspect |= what.starts_with("aborting");
                 let mut tpl = TopicPartitionList::new();
                 for t in &self.inputs {
                     tpl.add_partition(t, p);
@@ -639,6 +643,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
 
     /// Retries the partitions whose task could not open, those still assigned to this instance.
     fn retry_reopen(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.producer_suspect) {
+            self.renew_producer()?;
+        }
         let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
             Ok(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
             Err(_) => return Ok(()),
@@ -651,6 +658,17 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 self.stash.remove(&p);
             }
         }
+        Ok(())
+    }
+
+    /// Replaces the transactional producer: the new one, under the same transactional id, fences the
+    /// old one and aborts the transaction it could not end (as a restart would, without one).
+    fn renew_producer(&mut self) -> Result<()> {
+        tracing::warn!("replacing the transactional producer");
+        let txn_id = format!("{}-{}", self.cfg.group_id, self.cfg.instance_id);
+        let fresh = TxnProducer::new(&self.cfg.kafka, &txn_id, self.health.clone())?;
+        drop(std::mem::replace(&mut self.producer, fresh));
+        self.metrics.recovery("producer_renewed").inc();
         Ok(())
     }
 
@@ -969,7 +987,16 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         }
         let group = self.group_metadata()?;
         let aborted = loop {
-            match self.producer.transact(&all_emits, Some((&tpl, &group)))? {
+            let outcome = match self.producer.transact(&all_emits, Some((&tpl, &group))) {
+                Ok(outcome) => outcome,
+                Err(StreamError::Transaction { what, why }) => {
+                    tracing::warn!(%what, %why, "the transaction could not be ended");
+                    self.renew_producer()?;
+                    TxnOutcome::Aborted(format!("{what}: {why}"))
+                }
+                Err(e) => return Err(e),
+            };
+            match outcome {
                 TxnOutcome::Committed => break None,
                 TxnOutcome::Aborted(why) => break Some(why),
                 TxnOutcome::Refused(refused) => self.set_aside(&mut all_emits, &refused, |index| {
