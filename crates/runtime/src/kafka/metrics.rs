@@ -47,6 +47,8 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     /// Event-time watermark (ms) per partition of the events topic, and the side input's.
     pub watermark: Family<PartitionLabel, Gauge>,
+    /// Records a task still has to re-read to restore its state (0 when none), per input partition.
+    pub restore_remaining: Family<PartitionLabel, Gauge>,
     /// Tasks opened, by the recovery path they took.
     pub recoveries: Family<PathLabel, Counter>,
     pub state_bytes: Gauge,
@@ -68,6 +70,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             watermark: Family::default(),
             recoveries: Family::default(),
+            restore_remaining: Family::default(),
             state_bytes: Gauge::default(),
             events_per_second: Gauge::default(),
             broker_up: Gauge::default(),
@@ -97,6 +100,11 @@ impl Metrics {
             "watermark_ms",
             "Event-time watermark per input partition (events: highest event time minus the bound; side inputs: the latest mark)",
             m.watermark.clone(),
+        );
+        r.register(
+            "restore_remaining_records",
+            "Input records a task still re-reads to restore its state after a move or a crash (0: restored)",
+            m.restore_remaining.clone(),
         );
         r.register(
             "task_recoveries",

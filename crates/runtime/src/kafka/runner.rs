@@ -805,6 +805,12 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         let topic = self.inputs[input].clone();
         let mut outs = Vec::new();
         let mut applied = 0u64;
+        let started = Instant::now();
+        let remaining = self.metrics.restore_remaining.get_or_create(&crate::kafka::metrics::PartitionLabel {
+            topic: topic.clone(),
+            partition: task.partition.to_string(),
+        });
+        remaining.set(until.saturating_sub(from));
         read_to_end(
             &self.cfg.kafka,
             &topic,
@@ -826,6 +832,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 }
                 outs.clear();
                 applied += 1;
+                if applied.is_multiple_of(4096) {
+                    remaining.set(until.saturating_sub(offset + 1));
+                }
                 if task.stage.pending() > self.cfg.max_pending {
                     self.write_task_state(task, None)?;
                 }
@@ -834,7 +843,10 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         )?;
         task.next[input] = Some(until);
         self.write_task_state(task, None)?;
-        tracing::info!(partition = task.partition, %topic, applied, "caught up");
+        remaining.set(0);
+        let secs = started.elapsed().as_secs_f64();
+        let per_sec = (applied as f64 / secs.max(1e-3)).round();
+        tracing::info!(partition = task.partition, %topic, applied, secs, per_sec, "caught up");
         Ok(())
     }
 
