@@ -518,6 +518,7 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
     serve("ingest.http_listen", &cfg.ingest.http_listen, metrics.clone(), health.clone())?;
+    health.probe(&cfg.kafka.bootstrap_servers);
     let stop = crate::kafka::stop_flag()?;
     let catalog = Arc::new(Catalog::aws().map_err(StreamError::source("loading the AWS action catalog"))?);
     let normalizer = Normalizer::new(

@@ -175,6 +175,39 @@ impl Health {
     pub fn is_broker_up(&self) -> bool {
         self.broker_up.load(Ordering::Relaxed)
     }
+    /// Checks every 2 s, on a thread of its own, that some bootstrap server of `bootstrap` (Kafka's
+    /// `host:port,host:port`) accepts a TCP connection, and reports the broker down when none does.
+    /// The client's own error reports reach `/health` only when the service polls and only for the
+    /// connections it is using; this does not depend on either. It never reports the broker up: that
+    /// takes the client reaching it.
+    pub fn probe(self: &Arc<Self>, bootstrap: &str) {
+        let servers: Vec<String> = bootstrap
+            .split(',')
+            .map(|s| s.trim().rsplit("://").next().unwrap_or_default().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let health = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("broker-probe".into()).spawn(move || {
+            use std::net::{TcpStream, ToSocketAddrs};
+            let timeout = std::time::Duration::from_secs(1);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let Some(health) = health.upgrade() else { return };
+                let reachable = servers.iter().any(|s| {
+                    s.to_socket_addrs()
+                        .map(|mut addrs| addrs.any(|a| TcpStream::connect_timeout(&a, timeout).is_ok()))
+                        .unwrap_or(false)
+                });
+                if !reachable && health.is_broker_up() {
+                    tracing::warn!(bootstrap = %servers.join(","), "no bootstrap server accepts connections");
+                    health.broker_down(&format!("no bootstrap server accepts connections ({})", servers.join(",")));
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the broker probe");
+        }
+    }
     /// A commit begins (`true`) or ends.
     pub fn committing(&self, started: bool) {
         if let Ok(mut c) = self.commit_started.lock() {

@@ -225,6 +225,7 @@ pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_key: &str, http_lis
     let metrics = Metrics::new();
     let health = Health::new();
     crate::kafka::metrics::serve(http_key, http_listen, metrics.clone(), health.clone())?;
+    health.probe(&cfg.kafka.bootstrap_servers);
     let stop = crate::kafka::stop_flag()?;
     let stores = RocksDirs::new(&cfg.state_dir)?;
     let mut runner = Runner::new(app, cfg, stores, metrics, health)?;
