@@ -221,7 +221,11 @@ impl TaskStores for MemStores {
 /// What every consuming service does around its app: serve `/metrics` and `/health` on `http_listen`,
 /// run until SIGTERM or SIGINT, commit, return.
 /// `http_key` names the setting `http_listen` came from, for the error when the address is taken.
-pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_key: &str, http_listen: &str) -> Result<()> {
+pub fn serve_and_run<A>(app: A, cfg: RunnerConfig, http_key: &str, http_listen: &str) -> Result<()>
+where
+    A: App + Send + 'static,
+    A::Stage: Send,
+{
     let metrics = Metrics::new();
     let health = Health::new();
     crate::kafka::metrics::serve(http_key, http_listen, metrics.clone(), health.clone())?;
@@ -230,6 +234,17 @@ pub fn serve_and_run<A: App>(app: A, cfg: RunnerConfig, http_key: &str, http_lis
     let stores = RocksDirs::new(&cfg.state_dir)?;
     let mut runner = Runner::new(app, cfg, stores, metrics, health)?;
     runner.run(&stop)?;
+    // Everything is committed. Closing the clients leaves the consumer group at once (the partitions
+    // move without waiting for the session timeout), but librdkafka's close was seen to block for
+    // minutes: it gets a bounded time, then the process exits anyway, as a kill would.
+    let (closed, wait) = std::sync::mpsc::channel();
+    let closing = std::thread::Builder::new().name("close".into()).spawn(move || {
+        drop(runner);
+        let _ = closed.send(());
+    });
+    if closing.is_ok() && wait.recv_timeout(Duration::from_secs(10)).is_err() {
+        tracing::warn!("closing the Kafka clients took over 10 s; exiting without waiting");
+    }
     tracing::info!("stopped");
     Ok(())
 }
