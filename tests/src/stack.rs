@@ -80,15 +80,18 @@ impl PrivateBroker {
         b
     }
 
-    fn run(&self, what: &str) {
-        let status = Command::new(repo().join("scripts/kafka"))
-            .arg(what)
+    /// `scripts/kafka WHAT` for this broker (its data directory and ports).
+    fn script(&self, what: &str) -> Command {
+        let mut c = Command::new(repo().join("scripts/kafka"));
+        c.arg(what)
             .env("GRANTWATCH_KAFKA_DATA", self.data.path())
             .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/kafka {what} failed");
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string());
+        c
+    }
+
+    fn run(&self, what: &str) {
+        assert!(self.script(what).status().unwrap().success(), "scripts/kafka {what} failed");
     }
 
     pub fn bootstrap(&self) -> String {
@@ -107,12 +110,7 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/kafka"))
-            .arg("stop")
-            .env("GRANTWATCH_KAFKA_DATA", self.data.path())
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .status();
+        let _ = self.script("stop").status();
     }
 }
 

@@ -202,6 +202,19 @@ fn assert_same_outputs(got: &Stack, want: &Stack, what: &str) {
     }
 }
 
+/// An uninterrupted live run of processor and detector over the organization: the reference the
+/// runs with faults are compared with.
+fn live_run(name: &str, partitions: i32, dir: &Path, org: &Path, extra: &Extra) -> Stack {
+    let mut stack = Stack::new(name, partitions, dir);
+    stack.start("processor", "grantwatch-processor", &[]);
+    stack.start("detector", "grantwatch-detector", &[]);
+    feed(&mut stack, org, extra, &[]);
+    wait_all(&stack);
+    stack.stop("processor");
+    stack.stop("detector");
+    stack
+}
+
 fn wait_all(stack: &Stack) {
     let t = &stack.cfg.topics;
     stack.wait_consumed(&stack.cfg.processor.group_id, &[&t.events.name, &t.entitlements.name], WAIT);
@@ -365,17 +378,11 @@ fn health_says_when_the_broker_is_unreachable_and_sigterm_still_stops() {
         ("GRANTWATCH_PROCESSOR__HTTP_LISTEN", format!("127.0.0.1:{port}")),
     ];
     stack.start("processor", "grantwatch-processor", &env);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((code, body)) = http_get(port, "/health")
-            && body.contains("broker_unreachable")
-        {
-            assert_eq!(code, 503);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "health never reported the broker unreachable");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_health(port, Duration::from_secs(60), "broker_unreachable", |code, body| {
+        let unreachable = body.contains("broker_unreachable");
+        assert!(!unreachable || code == 503, "{code} {body}");
+        unreachable
+    });
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     assert!(metrics.contains("grantwatch_broker_up 0"), "{metrics}");
     stack.stop("processor"); // asserts a clean exit
@@ -393,13 +400,7 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
 
     // The reference: an uninterrupted run, live (the services consume as ingest produces).
     let reference_dir = work.path().join("reference");
-    let mut reference = Stack::new("reference", PARTITIONS, &reference_dir);
-    reference.start("processor", "grantwatch-processor", &[]);
-    reference.start("detector", "grantwatch-detector", &[]);
-    feed(&mut reference, &org_dir, &extra, &[]);
-    wait_all(&reference);
-    reference.stop("processor");
-    reference.stop("detector");
+    let reference = live_run("reference", PARTITIONS, &reference_dir, &org_dir, &extra);
 
     // A backlog: every input on the topics before the services start. The consumer then fetches
     // entitlements, events and PCI updates in whatever order the broker serves them; the outputs must
@@ -525,14 +526,7 @@ fn a_broker_restart_mid_stream_loses_nothing_duplicates_nothing_and_health_says_
     let truth = org(&org_dir, 31, 40_000); // enough that ingest is still producing when the broker stops
     let extra = extra(&truth);
 
-    let reference_dir = work.path().join("reference");
-    let mut reference = Stack::new("restart-ref", 4, &reference_dir);
-    reference.start("processor", "grantwatch-processor", &[]);
-    reference.start("detector", "grantwatch-detector", &[]);
-    feed(&mut reference, &org_dir, &extra, &[]);
-    wait_all(&reference);
-    reference.stop("processor");
-    reference.stop("detector");
+    let reference = live_run("restart-ref", 4, &work.path().join("reference"), &org_dir, &extra);
 
     // The same input on a broker of this test's own, stopped and started again mid-stream.
     let broker = grantwatch_e2e::stack::PrivateBroker::start();

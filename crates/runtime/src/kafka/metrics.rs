@@ -108,7 +108,7 @@ impl Metrics {
         );
         r.register(
             "task_recoveries",
-            "Partition tasks opened, by recovery path (outbox_resent, outbox_dropped, caught_up, rebuilt)",
+            "Partition tasks opened, by recovery path (outbox_resent, outbox_dropped, caught_up, rebuilt, producer_renewed)",
             m.recoveries.clone(),
         );
         r.register("state_bytes", "RocksDB state on disk (live SST files), all partitions", m.state_bytes.clone());

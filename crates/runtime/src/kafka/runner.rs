@@ -21,7 +21,7 @@
 //! **Alignment.** An app may join a *side input* as of each event's time (the processor its
 //! entitlements, the detector its PCI updates). The side topic carries watermark marks
 //! ([`grantwatch_types::WatermarkMark`]): "every record up to this time precedes me". An event that
-//! would move the task's watermark is held (its partition paused) until the side input is complete up
+//! would move the task's watermark is held (in memory, its partition paused past a bound) until the side input is complete up
 //! to what the new watermark needs ([`App::side_needed`]); a side record takes effect when the
 //! watermark reaches its time ([`App::side_time`]), kept in the task's state until then. What the stage
 //! sees is then a function of the topics' contents, not of which topic the consumer happened to fetch
