@@ -135,17 +135,22 @@ impl Stack {
         let dir = tempfile::Builder::new().prefix(&format!("gw-{name}-")).tempdir().unwrap();
         let prefix = format!("t{}-{}-{}.", std::process::id(), name, rand::random::<u32>());
         let mut toml = format!("[kafka]\nbootstrap_servers = \"{bootstrap}\"\n");
-        for (key, parts) in [
-            ("events", partitions),
-            ("entitlements", partitions),
-            ("pci", partitions),
-            ("findings", 2),
-            ("alerts", 2),
-            ("late", 1),
-            ("dlq", 1),
-            ("ingest_checkpoints", 1),
+        for (key, parts, compacted) in [
+            ("events", partitions, false),
+            ("entitlements", partitions, true),
+            ("pci", partitions, true),
+            ("findings", 2, false),
+            ("alerts", 2, false),
+            ("late", 1, false),
+            ("dlq", 1, false),
+            ("ingest_checkpoints", 1, true),
+            ("processor_changelog", partitions, true),
+            ("detector_changelog", partitions, true),
         ] {
             toml.push_str(&format!("[topics.{key}]\nname = \"{prefix}{key}\"\npartitions = {parts}\n"));
+            if compacted {
+                toml.push_str("compacted = true\nretention_ms = -1\n");
+            }
         }
         // Groups (and so transactional ids) of their own: a static member id reused by another test's
         // group with other topics would be handed that group's old assignment.
@@ -441,6 +446,27 @@ impl Stack {
         let names: Vec<&str> = self.cfg.topics.all().iter().map(|t| t.name.as_str()).collect();
         if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             let _ = rt.block_on(admin.delete_topics(&names, &AdminOptions::new()));
+        }
+    }
+}
+
+impl Stack {
+    /// Deletes every record of `topic` (as retention would): consumers keep their offsets, and a
+    /// task can no longer rebuild its state from it.
+    pub fn delete_all_records(&self, topic: &str) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers).create().unwrap();
+        let spec = self.cfg.topics.all().into_iter().find(|t| t.name == topic).unwrap().clone();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..spec.partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::End).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let result = rt.block_on(admin.delete_records(&tpl, &AdminOptions::new())).unwrap();
+        for e in result.elements() {
+            assert!(e.error().is_ok(), "deleting the records of {topic} partition {}: {:?}", e.partition(), e.error());
         }
     }
 }

@@ -69,6 +69,33 @@ fn extra(truth: &GroundTruth) -> Extra {
     }
 }
 
+/// Records after the trail: a few users active again a day later, one of them stopping the trail, and
+/// one event two days after that, which closes those windows (PCI updates of identities whose usage
+/// must be remembered).
+fn later_lines(truth: &GroundTruth) -> String {
+    let users: Vec<_> = truth.identities.iter().filter(|i| i.kind == "user").take(4).collect();
+    let at =
+        |days: i64, minutes: i64| EventTime(truth.as_of.millis() + days * 86_400_000 + minutes * 60_000).to_rfc3339();
+    let mut lines = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let who = serde_json::json!({"type": "IAMUser", "principalId": format!("AIDALATER{i}"), "arn": user.arn, "accountId": user.account, "userName": user.name});
+        let i = i as i64;
+        lines.push(cloudtrail_record(&format!("later-list-{i}"), &at(1, i), &who, "s3.amazonaws.com", "ListBuckets"));
+        lines.push(cloudtrail_record(
+            &format!("later-keys-{i}"),
+            &at(1, i + 10),
+            &who,
+            "iam.amazonaws.com",
+            "ListAccessKeys",
+        ));
+        if i == 0 {
+            lines.push(cloudtrail_record("later-stop", &at(1, 30), &who, "cloudtrail.amazonaws.com", "StopLogging"));
+            lines.push(cloudtrail_record("later-close", &at(3, 0), &who, "s3.amazonaws.com", "ListBuckets"));
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
 /// A model trained on the organization itself, with a loose false-alert budget so that it fires: the
 /// parity checks then cover the model analytics, not only the rules.
 fn train_model(org: &Path, work: &Path) -> PathBuf {
@@ -499,6 +526,32 @@ fn kill_dash_nine_and_rebalances_leave_no_trace() {
     }
     assert!(rp.values().any(|u| u.entitlements_known && u.granted > 0), "PCI computed with entitlements");
     assert_same_outputs(&chaos, &reference, "run with kills and rebalances vs live run");
+
+    // Every disk lost after retention deleted the events: the tasks restore from their changelogs (the
+    // events cannot rebuild them), and later input gives what it gives the run that kept its disks.
+    let later = later_lines(&truth);
+    let mut reference = reference;
+    reference.start("processor", "grantwatch-processor", &[]);
+    reference.start("detector", "grantwatch-detector", &[]);
+    assert!(reference.ingest(&["--stdin"], Some(later.as_bytes()), &[]).success());
+    wait_all(&reference);
+    reference.stop("processor");
+    reference.stop("detector");
+    let events = chaos.cfg.topics.events.name.clone();
+    chaos.delete_all_records(&events);
+    assert!(chaos.read(&events).is_empty());
+    for dir in ["p1", "p2", "d2", "detector"] {
+        let _ = std::fs::remove_dir_all(chaos_dir.join(dir));
+    }
+    chaos.start("p1", "grantwatch-processor", &p1);
+    chaos.start("detector", "grantwatch-detector", &[]);
+    assert!(chaos.ingest(&["--stdin"], Some(later.as_bytes()), &[]).success());
+    wait_all(&chaos);
+    chaos.stop("p1");
+    chaos.stop("detector");
+    let later_pci = pci_updates(&reference).into_keys().filter(|(_, t)| *t > truth.as_of).count();
+    assert!(later_pci > 0, "the later input closes windows");
+    assert_same_outputs(&chaos, &reference, "run restored from its changelogs vs the run that kept its state");
 }
 
 /// Polls `/health` on `port` until `want(status code, body)` holds; returns how long it took.

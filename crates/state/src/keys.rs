@@ -238,6 +238,14 @@ pub const RUNNER_SIDE_PENDING: KeySpace = meta(
     "effective time ms (big-endian i64), input offset (big-endian i64): a side record not yet due",
     "the record's payload as read",
 );
+pub const RUNNER_LOGGED: KeySpace = KeySpace {
+    table: Table::Meta,
+    prefix: b"rt:logged",
+    shape: Shape::Exact,
+    owner: "stream::changelog",
+    suffix: "",
+    value: "empty: the task's whole state history is in its changelog topic",
+};
 pub const FILE_INGESTED: KeySpace =
     meta(b"file\0", "runtime::file_run", "file path", "fingerprint, `xxh3:<size>:<16 hex digits>`");
 pub const ALERTS_LENGTH: KeySpace = meta(
@@ -278,6 +286,7 @@ pub const ALL: &[&KeySpace] = &[
     &RUNNER_SIDE_WATERMARK,
     &RUNNER_OUT_MARK,
     &RUNNER_SIDE_PENDING,
+    &RUNNER_LOGGED,
     &FILE_INGESTED,
     &ALERTS_LENGTH,
 ];

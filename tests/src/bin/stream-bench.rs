@@ -44,6 +44,11 @@ enum Bench {
         rate: u64,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Event time advances with the wall clock (a live feed: record n is stamped n / rate seconds
+        /// after noon of the trail's first day) instead of replaying the trail's 30 days in `seconds`
+        /// (which closes a day window every second).
+        #[arg(long)]
+        live_times: bool,
     },
 }
 
@@ -183,7 +188,26 @@ fn keep_logs(s: &Stack, to: &Path) {
     }
 }
 
-fn latency(cli: &Cli, rate: u64, seconds: u64) {
+/// Record n stamped n / rate seconds after noon of the first record's day (far from a window boundary).
+fn restamp_live(lines: Vec<String>, rate: u64) -> Vec<String> {
+    let time = |l: &str| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        grantwatch_types::EventTime::parse_rfc3339(v["eventTime"].as_str().unwrap()).unwrap().millis()
+    };
+    let Some(first) = lines.first().map(|l| time(l)) else { return lines };
+    let noon = first - first.rem_euclid(86_400_000) + 43_200_000;
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(n, l)| {
+            let mut v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            v["eventTime"] = grantwatch_types::EventTime(noon + n as i64 * 1000 / rate as i64).to_rfc3339().into();
+            v.to_string()
+        })
+        .collect()
+}
+
+fn latency(cli: &Cli, rate: u64, seconds: u64, live_times: bool) {
     let total = rate * seconds;
     let org = generate(&cli.work, total.max(100_000));
     let lines: Vec<String> =
@@ -232,6 +256,8 @@ fn latency(cli: &Cli, rate: u64, seconds: u64) {
     let start = Instant::now();
     let mut next = start;
     let mut buf = Vec::with_capacity(per_tick * 1200);
+    // Restamped before the clock starts: the sender must not compete with the services for the CPU.
+    let lines = if live_times { restamp_live(lines, rate) } else { lines };
     for (i, chunk) in lines.chunks(per_tick).enumerate() {
         buf.clear();
         let mut markers = Vec::new();
@@ -309,6 +335,6 @@ fn main() {
     std::fs::create_dir_all(&cli.work).unwrap();
     match cli.command {
         Bench::Throughput { events } => throughput(&cli, events),
-        Bench::Latency { rate, seconds } => latency(&cli, rate, seconds),
+        Bench::Latency { rate, seconds, live_times } => latency(&cli, rate, seconds, live_times),
     }
 }

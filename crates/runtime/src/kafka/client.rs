@@ -26,7 +26,7 @@ pub struct Emit {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     /// Metric label: `event`, `alert`, `pci`, `finding`, `late`, `dlq`, `checkpoint`, `entitlements`,
-    /// `mark`.
+    /// `mark`, `changelog`, `tombstone` (produced without a value).
     pub kind: &'static str,
 }
 
@@ -319,14 +319,11 @@ impl TxnProducer {
             }
         }
         for (index, e) in emits.iter().enumerate() {
-            let mut record = BaseRecord::with_opaque_to(&e.topic, index).payload(&e.payload);
-            if let Some(k) = &e.key {
-                record = record.key(k);
-            }
-            if let Some(p) = e.partition {
-                record = record.partition(p);
-            }
-            let mut record = record;
+            let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&e.topic, index);
+            // A tombstone has no value at all (an empty one would be kept by compaction).
+            record.payload = (e.kind != crate::kafka::changelog::TOMBSTONE).then_some(e.payload.as_slice());
+            record.key = e.key.as_deref();
+            record.partition = e.partition;
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,

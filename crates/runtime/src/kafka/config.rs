@@ -305,6 +305,10 @@ pub struct Topics {
     pub dlq: TopicSpec,
     /// The ingest service's source checkpoints, written in the same transactions as the events.
     pub ingest_checkpoints: TopicSpec,
+    /// The processor tasks' state (compacted; partition p is task p's): a moved task restores from it.
+    pub processor_changelog: TopicSpec,
+    /// The detector tasks' state, likewise.
+    pub detector_changelog: TopicSpec,
 }
 
 impl Default for Topics {
@@ -318,12 +322,14 @@ impl Default for Topics {
             late: TopicSpec::new("grantwatch.late", 3, 30, false),
             dlq: TopicSpec::new("grantwatch.dlq", 3, 30, false),
             ingest_checkpoints: TopicSpec::new("grantwatch.ingest.checkpoints", 1, -1, true),
+            processor_changelog: TopicSpec::new("grantwatch.processor.changelog", 12, -1, true),
+            detector_changelog: TopicSpec::new("grantwatch.detector.changelog", 12, -1, true),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&TopicSpec; 8] {
+    pub fn all(&self) -> [&TopicSpec; 10] {
         [
             &self.events,
             &self.entitlements,
@@ -333,6 +339,8 @@ impl Topics {
             &self.late,
             &self.dlq,
             &self.ingest_checkpoints,
+            &self.processor_changelog,
+            &self.detector_changelog,
         ]
     }
 
@@ -347,6 +355,8 @@ impl Topics {
             &mut self.late,
             &mut self.dlq,
             &mut self.ingest_checkpoints,
+            &mut self.processor_changelog,
+            &mut self.detector_changelog,
         ] {
             t.name = format!("{prefix}{}", t.name);
         }
@@ -555,7 +565,18 @@ impl Config {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
         }
-        let names = ["events", "entitlements", "pci", "findings", "alerts", "late", "dlq", "ingest_checkpoints"];
+        let names = [
+            "events",
+            "entitlements",
+            "pci",
+            "findings",
+            "alerts",
+            "late",
+            "dlq",
+            "ingest_checkpoints",
+            "processor_changelog",
+            "detector_changelog",
+        ];
         for (field, t) in names.iter().zip(self.topics.all()) {
             let key = format!("topics.{field}");
             if t.name.is_empty() || t.name.len() > 249 {
@@ -585,6 +606,23 @@ impl Config {
                 "topics.pci.partitions",
                 "must equal topics.events.partitions (the detector reads both, partitioned by identity)",
             ));
+        }
+        for (key, t) in [
+            ("topics.processor_changelog", &self.topics.processor_changelog),
+            ("topics.detector_changelog", &self.topics.detector_changelog),
+        ] {
+            if t.partitions != self.topics.events.partitions {
+                return Err(invalid(
+                    &format!("{key}.partitions"),
+                    "must equal topics.events.partitions (partition p holds the state of task p)",
+                ));
+            }
+            if !t.compacted || t.retention_ms != -1 {
+                return Err(invalid(
+                    &format!("{key}.compacted"),
+                    "must be true with retention_ms = -1 (a restore reads the whole log)",
+                ));
+            }
         }
         for (key, id) in [
             ("ingest.instance_id", &self.ingest.instance_id),

@@ -9,6 +9,7 @@
 //! trouble, state, fatal).
 
 pub mod apps;
+pub mod changelog;
 pub mod client;
 pub mod config;
 pub mod error;

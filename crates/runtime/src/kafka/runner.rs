@@ -44,6 +44,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::kafka::changelog;
 use crate::kafka::client::{
     Emit, Refusal, ServiceContext, TxnOutcome, TxnProducer, client_config, read_to_end, record_bytes, set_aside_refused,
 };
@@ -110,6 +111,9 @@ pub struct RunnerConfig {
     /// Largest output record (payload and key); a larger one becomes a dead letter instead of
     /// failing every commit. [`crate::kafka::client::MAX_RECORD_BYTES`] unless testing.
     pub max_record_bytes: usize,
+    /// The compacted topic the tasks log their state to ([`changelog`]); `None`: no log, a task
+    /// without local state rebuilds it from its input topics.
+    pub changelog_topic: Option<String>,
 }
 
 /// A dead letter of `raw`, fit to publish: the payload cut to [`DeadLetter::MAX_PAYLOAD`] and
@@ -308,6 +312,11 @@ struct Task<S, St> {
     waiting_since: Option<Instant>,
     /// A watermark mark is in the outbox: commit now rather than at the interval.
     marked: bool,
+    /// State keys written outside the commit batch since the last commit (side records kept until
+    /// due): their values go to the changelog with the commit's.
+    logged: std::collections::BTreeSet<(Table, Vec<u8>)>,
+    /// The changelog does not hold this task's history yet: the next commit logs the whole state.
+    dump: bool,
 }
 
 /// What became of a consumed record.
@@ -765,6 +774,15 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         }
         let local: Vec<Option<i64>> =
             self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let behind = committed.iter().zip(&local).any(|(c, l)| c.is_some() && (l.is_none() || l < c));
+        if let Some(topic) = self.cfg.changelog_topic.clone()
+            && behind
+        {
+            store = self.restore(p, store, &topic, &committed)?;
+        }
+        let local: Vec<Option<i64>> =
+            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let dump = self.cfg.changelog_topic.is_some() && store.get(Table::Meta, changelog::LOGGED)?.is_none();
         let stage = self.app.open_stage(&store)?;
         let max_time = read_i64(&store, MAX_TIME, MAX_TIME.prefix)?;
         let side_wm = read_i64(&store, SIDE_WM, SIDE_WM.prefix)?;
@@ -788,6 +806,8 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             side_applied: Vec::new(),
             waiting_since: None,
             marked: false,
+            logged: Default::default(),
+            dump,
         };
         // A partition paused by an earlier owner of this task stays paused through a reassignment.
         let mut tpl = TopicPartitionList::new();
@@ -812,6 +832,75 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         tracing::info!(partition = p, next = ?task.next, "task open");
         self.tasks.insert(p, task);
         Ok(())
+    }
+
+    /// Replaces a task's state by the one its changelog partition holds, if that is the state of the
+    /// group's `committed` offsets; otherwise leaves it empty, for the caller to rebuild from the inputs.
+    fn restore(&self, p: i32, store: T::Store, topic: &str, committed: &[Option<i64>]) -> Result<T::Store> {
+        const FLUSH_OPS: usize = 20_000;
+        let started = Instant::now();
+        let mut store = Some(self.stores.reset(p, store)?);
+        let remaining = self.metrics.restore_remaining.get_or_create(&crate::kafka::metrics::PartitionLabel {
+            topic: topic.to_string(),
+            partition: p.to_string(),
+        });
+        let (_, end) = self
+            .consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(30))
+            .map_err(|e| StreamError::kafka(format!("fetching the watermarks of {topic}"), e))?;
+        remaining.set(end);
+        tracing::info!(partition = p, %topic, records = end, "recovery: restoring state from the changelog");
+        let mut batch = WriteBatch::with_capacity(FLUSH_OPS);
+        let (mut read, mut unknown) = (0u64, 0u64);
+        let flush = |store: &T::Store, batch: &mut WriteBatch| -> Result<()> {
+            if !batch.is_empty() {
+                store.write(std::mem::replace(batch, WriteBatch::with_capacity(FLUSH_OPS)))?;
+            }
+            Ok(())
+        };
+        read_to_end(&self.cfg.kafka, topic, &[p], Offset::Beginning, None, &mut |_, offset, key, value| {
+            read += 1;
+            match key.and_then(|k| changelog::decode(k, value)) {
+                Some(changelog::Change::Reset) => {
+                    batch = WriteBatch::with_capacity(FLUSH_OPS);
+                    let old = store.take().ok_or_else(|| StreamError::Inconsistent("no store".into()))?;
+                    store = Some(self.stores.reset(p, old)?);
+                }
+                Some(changelog::Change::Put(t, k, v)) => batch.put(t, k, v),
+                Some(changelog::Change::Delete(t, k)) => batch.delete(t, k),
+                None => unknown += 1,
+            }
+            if batch.len() >= FLUSH_OPS
+                && let Some(s) = store.as_ref()
+            {
+                flush(s, &mut batch)?;
+                remaining.set(end.saturating_sub(offset + 1));
+            }
+            Ok(())
+        })?;
+        let store = store.ok_or_else(|| StreamError::Inconsistent("no store after restoring".into()))?;
+        flush(&store, &mut batch)?;
+        remaining.set(0);
+        let restored: Vec<Option<i64>> =
+            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let whole = store.get(Table::Meta, changelog::LOGGED)?.is_some();
+        let secs = started.elapsed().as_secs_f64();
+        if whole && restored == committed {
+            tracing::info!(partition = p, %topic, records = read, secs, "restored from the changelog");
+            self.metrics.recovery("changelog_restored").inc();
+            return Ok(store);
+        }
+        tracing::warn!(
+            partition = p,
+            %topic,
+            records = read,
+            unknown,
+            whole,
+            ?restored,
+            ?committed,
+            "the changelog does not hold this task's committed state; rebuilding from the input topics"
+        );
+        self.stores.reset(p, store)
     }
 
     /// Applies input records `[from, until)` of one input to a task's state; their outputs were
@@ -859,6 +948,8 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         )?;
         task.next[input] = Some(until);
         self.write_task_state(task, None)?;
+        // Already in the changelog, written by whoever processed these records (or to be dumped).
+        task.logged.clear();
         remaining.set(0);
         let secs = started.elapsed().as_secs_f64();
         let per_sec = (applied as f64 / secs.max(1e-3)).round();
@@ -866,12 +957,14 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         Ok(())
     }
 
-    /// Writes a task's pending state, offsets and watermark, plus `outbox` if given, in one batch.
+    /// Writes a task's pending state, offsets and watermark in one batch. With `commit` (its outputs
+    /// and the offsets they start from), the batch also appends the changelog records of what it
+    /// writes to the outputs and keeps them all as the outbox; returns whether there is one.
     fn write_task_state(
         &self,
         task: &mut Task<A::Stage, T::Store>,
-        outbox: Option<(&[Emit], &[Option<i64>])>,
-    ) -> Result<()> {
+        commit: Option<(&mut Vec<Emit>, &[Option<i64>])>,
+    ) -> Result<bool> {
         let mut batch = WriteBatch::new();
         task.stage.snapshot(&mut batch)?;
         for (i, t) in self.inputs.iter().enumerate() {
@@ -891,7 +984,25 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         for k in task.side_applied.drain(..) {
             batch.delete(Table::Meta, k);
         }
-        if let Some((emits, from)) = outbox {
+        let Some((emits, from)) = commit else {
+            task.store.write(batch)?;
+            task.stage.committed();
+            return Ok(false);
+        };
+        if let Some(topic) = &self.cfg.changelog_topic {
+            let dump = task.dump;
+            let changes = if dump {
+                batch.put(Table::Meta, changelog::LOGGED.to_vec(), Vec::new());
+                changelog::dump(&task.store, &batch)?
+            } else {
+                changelog::changes(&task.store, &batch, &task.logged)?
+            };
+            changelog::records(topic, task.partition, dump, changes, emits);
+            task.logged.clear();
+            task.dump = false;
+        }
+        let outbox = !emits.is_empty();
+        if outbox {
             batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(emits));
             for (i, t) in self.inputs.iter().enumerate() {
                 match from[i] {
@@ -902,7 +1013,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         }
         task.store.write(batch)?;
         task.stage.committed();
-        Ok(())
+        Ok(outbox)
     }
 
     fn group_metadata(&self) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {
@@ -994,9 +1105,8 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         for p in &dirty {
             let Some(mut task) = self.tasks.remove(p) else { continue };
             let committed = task.committed_next.clone();
-            let emits = std::mem::take(&mut task.emits);
-            let outbox = (!emits.is_empty()).then_some((emits.as_slice(), committed.as_slice()));
-            let written = self.write_task_state(&mut task, outbox);
+            let mut emits = std::mem::take(&mut task.emits);
+            let written = self.write_task_state(&mut task, Some((&mut emits, committed.as_slice())));
             for (i, t) in self.inputs.iter().enumerate() {
                 if let Some(n) = task.next[i] {
                     tpl.add_partition_offset(t, *p, Offset::Offset(n))
@@ -1006,8 +1116,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             task.dirty = false;
             task.marked = false;
             self.tasks.insert(*p, task);
-            written?;
-            if !emits.is_empty() {
+            if written? {
                 with_outbox.push(*p);
                 origins.push((all_emits.len(), *p, committed.first().copied().flatten()));
             }
@@ -1252,8 +1361,10 @@ fn take_side<A: App, St: StateStore>(
     // Written now, alone: the same key again after a restart overwrites it, and the batch that applies
     // it deletes it with the state it produced.
     let mut batch = WriteBatch::new();
-    batch.put(Table::Meta, pending_key(t, offset), payload.to_vec());
+    let key = pending_key(t, offset);
+    batch.put(Table::Meta, key.clone(), payload.to_vec());
     task.store.write(batch)?;
+    task.logged.insert((Table::Meta, key));
     task.side_due = Some(task.side_due.map_or(t, |d| d.min(t)));
     Ok(false)
 }
@@ -1353,8 +1464,20 @@ fn apply<'a, A: App, St: StateStore>(
 
 /// Framing of an outbox: per record, kind index, topic, key (or none), payload, partition (or none:
 /// by key; 4 bytes big-endian), length-prefixed.
-const KINDS: [&str; 10] =
-    ["event", "alert", "pci", "finding", "late", "dlq", "checkpoint", "entitlements", "mark", "other"];
+const KINDS: [&str; 12] = [
+    "event",
+    "alert",
+    "pci",
+    "finding",
+    "late",
+    "dlq",
+    "checkpoint",
+    "entitlements",
+    "mark",
+    changelog::KIND,
+    changelog::TOMBSTONE,
+    "other",
+];
 
 fn encode_outbox(emits: &[Emit]) -> Vec<u8> {
     let mut out = Vec::with_capacity(emits.iter().map(|e| e.payload.len() + e.topic.len() + 32).sum());
@@ -1570,6 +1693,8 @@ mod tests {
             side_applied: Vec::new(),
             waiting_since: None,
             marked: false,
+            logged: Default::default(),
+            dump: false,
         };
         let cfg = RunnerConfig {
             kafka: KafkaConfig::default(),
@@ -1582,6 +1707,7 @@ mod tests {
             dlq_topic: "dlq".into(),
             max_pending: 10,
             max_record_bytes,
+            changelog_topic: None,
         };
         let m = rdkafka::message::OwnedMessage::new(
             Some(payload.as_bytes().to_vec()),

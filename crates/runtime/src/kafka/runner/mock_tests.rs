@@ -113,6 +113,7 @@ fn config(mock: &MockCluster<'static, impl ProducerContext>, group: &str) -> Run
         dlq_topic: "dlq".into(),
         max_pending: 1_000,
         max_record_bytes: 1 << 20,
+        changelog_topic: None,
     }
 }
 
