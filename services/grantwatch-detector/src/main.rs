@@ -54,7 +54,7 @@ fn run() -> Result<()> {
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 100_000,
         max_record_bytes: grantwatch_runtime::kafka::client::MAX_RECORD_BYTES,
-        changelog_topic: Some(cfg.topics.detector_changelog.name.clone()),
+        changelog_topic: d.changelog.then(|| cfg.topics.detector_changelog.name.clone()),
     };
     let app = DetectorApp { topics: cfg.topics.clone(), detection: Arc::new(detection), await_pci: d.await_pci };
     Ok(serve_and_run(app, runner_cfg, "detector.http_listen", &d.http_listen)?)

@@ -54,7 +54,7 @@ fn run() -> Result<()> {
         dlq_topic: cfg.topics.dlq.name.clone(),
         max_pending: 200_000,
         max_record_bytes: grantwatch_runtime::kafka::client::MAX_RECORD_BYTES,
-        changelog_topic: Some(cfg.topics.processor_changelog.name.clone()),
+        changelog_topic: p.changelog.then(|| cfg.topics.processor_changelog.name.clone()),
     };
     Ok(serve_and_run(app, runner_cfg, "processor.http_listen", &p.http_listen)?)
 }

@@ -442,6 +442,10 @@ pub struct ProcessorSection {
     /// written by `grantwatch-ingest --iam`): PCI is then a function of the data, not of arrival timing.
     /// Off: entitlements count from when they are read, and windows close without waiting.
     pub await_entitlements: bool,
+    /// Log the tasks' state to `topics.processor_changelog`, so a task that moves or loses its disk
+    /// restores from it. Off: it rebuilds from the input topics (their retention must cover the
+    /// lookback), and commits produce a third fewer records.
+    pub changelog: bool,
 }
 
 impl Default for ProcessorSection {
@@ -457,6 +461,7 @@ impl Default for ProcessorSection {
             commit_interval_ms: 1000,
             http_listen: "127.0.0.1:9465".into(),
             await_entitlements: true,
+            changelog: true,
         }
     }
 }
@@ -493,6 +498,8 @@ pub struct DetectorSection {
     /// Join each event with the PCI updates as of its time, waiting at a window boundary for the
     /// processor's watermark mark. Off: the detector uses whatever PCI it has read.
     pub await_pci: bool,
+    /// Log the tasks' state to `topics.detector_changelog` (see [`ProcessorSection::changelog`]).
+    pub changelog: bool,
 }
 
 impl Default for DetectorSection {
@@ -507,6 +514,7 @@ impl Default for DetectorSection {
             models_dir: PathBuf::new(),
             http_listen: "127.0.0.1:9466".into(),
             await_pci: true,
+            changelog: true,
         }
     }
 }

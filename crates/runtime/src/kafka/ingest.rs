@@ -120,7 +120,7 @@ impl std::fmt::Display for Origin {
 /// What one raw CloudTrail record becomes: its event, or why it is a dead letter (naming `origin`),
 /// or nothing (a well-formed record that is not an API call). An event larger than `max_bytes` is a
 /// dead letter: its transaction would fail, and with it every retry after a restart.
-fn convert(
+fn convert_record(
     normalizer: &Normalizer,
     topic: &str,
     max_bytes: usize,
@@ -159,10 +159,99 @@ fn dead_letter_record(dlq_topic: &str, origin: &Origin, error: String, raw: &[u8
     dead_letter_emit(dlq_topic, None, &dead_letter(SERVICE, source, error, raw))
 }
 
+/// Records a reader thread converts before handing them over.
+const READ_CHUNK: usize = 512;
+/// Chunks waiting per reader thread, at most (back-pressure: memory stays bounded whatever the file).
+const READ_CHANNEL: usize = 8;
+
+/// A file to ingest: records `skip..` of it.
+struct ToRead {
+    file: SourceFile,
+    path: Arc<str>,
+    key: String,
+    skip: u64,
+}
+
+/// What a reader thread needs to convert records.
+struct Converter {
+    normalizer: Arc<Normalizer>,
+    topic: String,
+    max_bytes: usize,
+}
+
+/// One record as a reader thread converted it.
+enum Converted {
+    Event(Emit),
+    /// Why it is a dead letter (naming its origin), and the record cut to a dead letter's size.
+    Unusable(String, Vec<u8>),
+    /// Well-formed, not an API call.
+    NotApi,
+    /// Over the reader's record cap (the reason).
+    Oversized(String),
+}
+
+/// What a reader thread sends: records of the file it is reading, by index, then the file's end.
+enum FileChunk {
+    Records(Vec<(u64, Converted)>),
+    /// The file ended; `Some`: why the rest of it could not be read.
+    Done(Option<String>),
+}
+
+/// A reader thread: files `first`, `first + step`, ... of `todo`, converted in chunks. Returns when
+/// they are done, when `stop` is set, or when the taker is gone.
+fn read_files(
+    todo: &[ToRead],
+    first: usize,
+    step: usize,
+    convert: &Converter,
+    stop: &AtomicBool,
+    tx: &std::sync::mpsc::SyncSender<FileChunk>,
+) {
+    let mut buf = grantwatch_files::ReadBuffers::default();
+    for f in todo.iter().skip(first).step_by(step) {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        let mut gone = false;
+        let result = grantwatch_files::read_records(&f.file, &mut buf, &mut |item| {
+            let index = item.index();
+            if gone || index < f.skip {
+                return;
+            }
+            let converted = match item {
+                Item::Record(rec) => {
+                    let origin = Origin::File(f.path.clone(), index);
+                    match convert_record(&convert.normalizer, &convert.topic, convert.max_bytes, rec.raw, &origin) {
+                        Some(Ok(emit)) => Converted::Event(emit),
+                        Some(Err(error)) => {
+                            let cut = &rec.raw[..rec.raw.len().min(grantwatch_types::DeadLetter::MAX_PAYLOAD)];
+                            Converted::Unusable(error, cut.to_vec())
+                        }
+                        None => Converted::NotApi,
+                    }
+                }
+                Item::Oversized(o) => Converted::Oversized(o.to_string()),
+            };
+            chunk.push((index, converted));
+            if chunk.len() >= READ_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
+                gone = tx.send(FileChunk::Records(full)).is_err() || stop.load(Ordering::Relaxed);
+            }
+        });
+        if gone
+            || (!chunk.is_empty() && tx.send(FileChunk::Records(chunk)).is_err())
+            || tx.send(FileChunk::Done(result.err().map(|e| e.to_string()))).is_err()
+        {
+            return;
+        }
+    }
+}
+
 pub(crate) struct Ingest {
     cfg: Config,
     producer: TxnProducer,
-    normalizer: Normalizer,
+    normalizer: Arc<Normalizer>,
     catalog: Arc<Catalog>,
     pub(crate) checkpoints: HashMap<String, Vec<u8>>,
     pending: Pending,
@@ -203,7 +292,7 @@ impl Ingest {
     pub(crate) fn record(&mut self, raw: &[u8], origin: Origin) {
         self.pending.records += 1;
         let events = &self.cfg.topics.events.name;
-        match convert(&self.normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
+        match convert_record(&self.normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
             Some(Ok(emit)) => self.pending.push(emit, origin),
             Some(Err(error)) => self.dead_letter(origin, error, raw),
             None => {}
@@ -354,17 +443,17 @@ impl Ingest {
         self.flush()
     }
 
+    /// The CloudTrail files under `dirs` not yet (completely) ingested, oldest delivery first. Reader
+    /// threads read and normalize them, file `i` on thread `i mod n`; this thread takes their records
+    /// file by file, in that order, and produces them with the checkpoints.
     fn ingest_dirs(&mut self, dirs: &[PathBuf], stop: &AtomicBool) -> Result<()> {
         let mut files =
             grantwatch_files::discover(dirs).map_err(StreamError::source("finding CloudTrail files"))?.files;
         // Oldest delivery first, across accounts and regions: events then reach Kafka roughly in event
         // time order, which is what the consumers' watermarks assume.
         grantwatch_files::sort_by_delivery(&mut files);
-        let mut buf = grantwatch_files::ReadBuffers::default();
+        let mut todo = Vec::new();
         for file in files {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
             let key = format!("file:{}", file.location);
             let cp: FileCheckpoint =
                 self.checkpoints.get(&key).and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
@@ -374,63 +463,103 @@ impl Ingest {
             // A file that changed size since its checkpoint is read again whole (downstream dedup by
             // event id keeps the counts exact); an unfinished one resumes after its last record.
             let skip = if cp.size == file.size { cp.records } else { 0 };
-            self.ingest_file(&file, &key, skip, &mut buf)?;
+            todo.push(ToRead { path: file.location.to_string().into(), file, key, skip });
         }
+        if todo.is_empty() {
+            return self.flush();
+        }
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).min(todo.len());
+        let convert = Converter {
+            normalizer: self.normalizer.clone(),
+            topic: self.cfg.topics.events.name.clone(),
+            max_bytes: self.cfg.ingest.max_event_bytes,
+        };
+        let taken = std::thread::scope(|scope| {
+            let mut chunks = Vec::with_capacity(threads);
+            for first in 0..threads {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<FileChunk>(READ_CHANNEL);
+                chunks.push(rx);
+                let (todo, convert) = (&todo, &convert);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("gw-ingest-read-{first}"))
+                    .spawn_scoped(scope, move || read_files(todo, first, threads, convert, stop, &tx));
+                if let Err(e) = spawned {
+                    return Err(StreamError::Io { what: "starting a reader thread".into(), source: e });
+                }
+            }
+            // Returning drops the receivers: a reader still sending gives up at its next chunk.
+            self.take_files(&todo, &chunks, stop)
+        });
+        taken?;
         self.flush()
     }
 
-    fn ingest_file(
+    /// Takes the readers' chunks file by file, in read order, into transactions with checkpoints.
+    fn take_files(
         &mut self,
-        file: &SourceFile,
-        key: &str,
-        skip: u64,
-        buf: &mut grantwatch_files::ReadBuffers,
+        todo: &[ToRead],
+        chunks: &[std::sync::mpsc::Receiver<FileChunk>],
+        stop: &AtomicBool,
     ) -> Result<()> {
-        let path: Arc<str> = file.location.to_string().into();
         let batch_records = self.cfg.ingest.batch_records;
-        let mut failure: Option<StreamError> = None;
-        let mut done = skip;
-        let result = grantwatch_files::read_records(file, buf, &mut |item| {
-            let index = item.index();
-            if failure.is_some() || index < skip {
-                return;
+        let input = self.metrics.input("file");
+        for (i, f) in todo.iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
             }
-            self.metrics.input("file").inc();
-            let origin = Origin::File(path.clone(), index);
-            match item {
-                Item::Record(rec) => self.record(rec.raw, origin),
-                // Over the reader's record cap: never buffered, so there is no payload to keep.
-                Item::Oversized(o) => {
+            let Some(rx) = chunks.get(i % chunks.len()) else { break };
+            let mut done = f.skip;
+            loop {
+                let Ok(chunk) = rx.recv() else {
+                    // A reader gives up mid-file only when told to stop: the file resumes from its
+                    // last committed checkpoint next time.
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    return Err(StreamError::Inconsistent("a reader thread ended early".into()));
+                };
+                let records = match chunk {
+                    FileChunk::Records(records) => records,
+                    FileChunk::Done(error) => {
+                        // The whole file is unusable (corrupt gzip, not JSON): one dead letter names it.
+                        if let Some(error) = error {
+                            self.dead_letter(Origin::File(f.path.clone(), done), error, b"");
+                        }
+                        break;
+                    }
+                };
+                for (index, converted) in records {
+                    input.inc();
                     self.pending.records += 1;
-                    let error = format!("{o} ({origin})");
-                    self.dead_letter(origin, error, b"");
+                    let origin = Origin::File(f.path.clone(), index);
+                    match converted {
+                        Converted::Event(emit) => self.pending.push(emit, origin),
+                        Converted::Unusable(error, raw) => self.dead_letter(origin, error, &raw),
+                        Converted::NotApi => {}
+                        // Over the reader's record cap: never buffered, so there is no payload to keep.
+                        Converted::Oversized(why) => {
+                            let error = format!("{why} ({origin})");
+                            self.dead_letter(origin, error, b"");
+                        }
+                    }
+                    done = index + 1;
+                    if self.pending.records >= batch_records {
+                        let cp = FileCheckpoint { size: f.file.size, records: done, complete: false };
+                        if let Ok(v) = serde_json::to_vec(&cp) {
+                            self.checkpoint_emit(f.key.clone(), v);
+                        }
+                        self.flush()?;
+                    }
                 }
             }
-            done = index + 1;
+            let cp = FileCheckpoint { size: f.file.size, records: done, complete: true };
+            self.checkpoint_emit(
+                f.key.clone(),
+                serde_json::to_vec(&cp).map_err(StreamError::source("serializing a checkpoint"))?,
+            );
             if self.pending.records >= batch_records {
-                let cp = FileCheckpoint { size: file.size, records: done, complete: false };
-                if let Ok(v) = serde_json::to_vec(&cp) {
-                    self.checkpoint_emit(key.to_string(), v);
-                }
-                if let Err(e) = self.flush() {
-                    failure = Some(e);
-                }
+                self.flush()?;
             }
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if let Err(e) = result {
-            // The whole file is unusable (corrupt gzip, not JSON): one dead letter names it.
-            self.dead_letter(Origin::File(path.clone(), done), e.to_string(), b"");
-        }
-        let cp = FileCheckpoint { size: file.size, records: done, complete: true };
-        self.checkpoint_emit(
-            key.to_string(),
-            serde_json::to_vec(&cp).map_err(StreamError::source("serializing a checkpoint"))?,
-        );
-        if self.pending.records >= batch_records {
-            self.flush()?;
         }
         Ok(())
     }
@@ -521,9 +650,9 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     health.probe(&cfg.kafka.bootstrap_servers);
     let stop = crate::kafka::stop_flag()?;
     let catalog = Arc::new(Catalog::aws().map_err(StreamError::source("loading the AWS action catalog"))?);
-    let normalizer = Normalizer::new(
+    let normalizer = Arc::new(Normalizer::new(
         ActionMap::new(catalog.clone()).map_err(StreamError::source("loading the CloudTrail action map"))?,
-    );
+    ));
     let txn_id = format!("grantwatch-ingest-{}", cfg.ingest.instance_id);
     let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
     let checkpoints = load_checkpoints(&cfg)?;
@@ -594,13 +723,13 @@ mod tests {
         let normalizer = Normalizer::aws().unwrap();
         let origin = Origin::File(Arc::from("trail/x.json.gz"), 7);
         let small = record(10);
-        let event = convert(&normalizer, "events", 100_000, small.as_bytes(), &origin).unwrap().unwrap();
+        let event = convert_record(&normalizer, "events", 100_000, small.as_bytes(), &origin).unwrap().unwrap();
         assert_eq!(event.kind, "event");
         let shown = String::from_utf8_lossy(&event.payload);
         assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
 
         let big = record(200_000);
-        let error = convert(&normalizer, "events", 100_000, big.as_bytes(), &origin).unwrap().unwrap_err();
+        let error = convert_record(&normalizer, "events", 100_000, big.as_bytes(), &origin).unwrap().unwrap_err();
         assert!(error.contains("over ingest.max_event_bytes (100000)"), "{error}");
         assert!(error.contains("file trail/x.json.gz, record 7"), "{error}");
         let dlq = dead_letter_record("dlq", &origin, error, big.as_bytes()).unwrap();
@@ -616,11 +745,126 @@ mod tests {
         let normalizer = Normalizer::aws().unwrap();
         let origin = Origin::Stdin(3);
         let broken = record(10).replace(r#""eventTime":"2024-01-02T03:04:05Z","#, "");
-        let error = convert(&normalizer, "events", 100_000, broken.as_bytes(), &origin).unwrap().unwrap_err();
+        let error = convert_record(&normalizer, "events", 100_000, broken.as_bytes(), &origin).unwrap().unwrap_err();
         assert!(error.contains("eventTime") && error.contains("stdin, line 3"), "{error}");
         let dlq = dead_letter_record("dlq", &origin, error, broken.as_bytes()).unwrap();
         let shown = String::from_utf8(dlq.payload).unwrap();
         assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
         assert!(shown.contains("ASIAKEEP"), "{shown}");
+    }
+
+    /// What the taker receives from the readers, file by file in read order, as (index, kind) pairs and
+    /// the file's end.
+    fn read_all(todo: &[ToRead], threads: usize) -> Vec<Vec<String>> {
+        let convert =
+            Converter { normalizer: Arc::new(Normalizer::aws().unwrap()), topic: "events".into(), max_bytes: 100_000 };
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let mut rxs = Vec::new();
+            for first in 0..threads {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                rxs.push(rx);
+                let (convert, stop) = (&convert, &stop);
+                scope.spawn(move || read_files(todo, first, threads, convert, stop, &tx));
+            }
+            let mut files = Vec::new();
+            for i in 0..todo.len() {
+                let mut seen = Vec::new();
+                loop {
+                    match rxs[i % threads].recv().unwrap() {
+                        FileChunk::Records(records) => seen.extend(records.into_iter().map(|(index, c)| {
+                            let kind = match c {
+                                Converted::Event(e) => {
+                                    format!("event {}", String::from_utf8_lossy(e.key.as_deref().unwrap()))
+                                }
+                                Converted::Unusable(error, _) => format!("unusable: {error}"),
+                                Converted::NotApi => "not an API call".into(),
+                                Converted::Oversized(why) => format!("oversized: {why}"),
+                            };
+                            format!("{index} {kind}")
+                        })),
+                        FileChunk::Done(error) => {
+                            seen.push(format!("done {error:?}"));
+                            break;
+                        }
+                    }
+                }
+                files.push(seen);
+            }
+            files
+        })
+    }
+
+    #[test]
+    fn reader_threads_hand_over_files_in_order_with_skips_and_unreadable_files_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let call = |id: usize, who: &str| {
+            format!(
+                r#"{{"eventID":"e{id}","eventTime":"2024-01-02T03:04:05Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/{who}"}}}}"#
+            )
+        };
+        let not_api = r#"{"eventVersion":"1.08","eventTime":"2024-01-02T03:04:05Z","eventType":"AwsCloudTrailInsight","insightDetails":{}}"#;
+        let mut todo = Vec::new();
+        for n in 0..5 {
+            let path = dir.path().join(format!("f{n}.json"));
+            let body = match n {
+                // Unusable as a whole: not JSON, and a gzip file that is not gzip.
+                2 => "{\"Records\": [".to_string(),
+                // A record without its event time (a dead letter), an Insights record (no event), a call.
+                3 => format!(
+                    r#"{{"Records":[{},{not_api},{}]}}"#,
+                    call(30, "carol").replace(r#""eventTime":"2024-01-02T03:04:05Z","#, ""),
+                    call(31, "carol")
+                ),
+                _ => format!(
+                    r#"{{"Records":[{},{}]}}"#,
+                    call(n * 10, &format!("u{n}")),
+                    call(n * 10 + 1, &format!("u{n}"))
+                ),
+            };
+            std::fs::write(&path, body).unwrap();
+            let file = grantwatch_files::source_file(&path).unwrap();
+            // File 1 resumes after its first record.
+            todo.push(ToRead {
+                path: path.display().to_string().into(),
+                key: format!("file:{n}"),
+                skip: u64::from(n == 1),
+                file,
+            });
+        }
+        let gz = dir.path().join("f5.json.gz");
+        std::fs::write(&gz, b"not gzip at all").unwrap();
+        todo.push(ToRead {
+            path: gz.display().to_string().into(),
+            key: "file:5".into(),
+            skip: 0,
+            file: grantwatch_files::source_file(&gz).unwrap(),
+        });
+
+        let one = read_all(&todo, 1);
+        for threads in [2, 3, 4] {
+            assert_eq!(read_all(&todo, threads), one, "{threads} threads");
+        }
+        let user = |n: usize| format!("event arn:aws:iam::111122223333:user/u{n}");
+        assert_eq!(one[0], [format!("0 {}", user(0)), format!("1 {}", user(0)), "done None".into()]);
+        assert_eq!(one[1], [format!("1 {}", user(1)), "done None".into()]);
+        assert_eq!(one[2].len(), 1);
+        assert!(one[2][0].starts_with("done Some(") && one[2][0].contains("f2.json"), "{:?}", one[2]);
+        assert_eq!(one[3].len(), 4);
+        assert!(one[3][0].starts_with("0 unusable: ") && one[3][0].contains("f3.json, record 0"), "{:?}", one[3]);
+        assert_eq!(
+            one[3][1..],
+            [
+                "1 not an API call".to_string(),
+                "2 event arn:aws:iam::111122223333:user/carol".into(),
+                "done None".into()
+            ]
+        );
+        assert_eq!(one[4], [format!("0 {}", user(4)), format!("1 {}", user(4)), "done None".into()]);
+        assert!(
+            one[5].len() == 1 && one[5][0].starts_with("done Some(") && one[5][0].contains("f5.json.gz"),
+            "{:?}",
+            one[5]
+        );
     }
 }
