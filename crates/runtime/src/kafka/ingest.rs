@@ -159,9 +159,10 @@ fn dead_letter_record(dlq_topic: &str, origin: &Origin, error: String, raw: &[u8
     dead_letter_emit(dlq_topic, None, &dead_letter(SERVICE, source, error, raw))
 }
 
-/// Records a reader thread converts before handing them over.
+/// Records a reader thread converts before handing them over (in one message, across small files:
+/// one message per 3-record file cost more in thread wake-ups than the file did to read).
 const READ_CHUNK: usize = 512;
-/// Chunks waiting per reader thread, at most (back-pressure: memory stays bounded whatever the file).
+/// Messages waiting per reader thread, at most (back-pressure: memory stays bounded whatever the files).
 const READ_CHANNEL: usize = 8;
 
 /// A file to ingest: records `skip..` of it.
@@ -197,6 +198,50 @@ enum FileChunk {
     Done(Option<String>),
 }
 
+/// A reader thread's side of its channel: chunks gathered into messages of about [`READ_CHUNK`] records.
+struct Batcher<'a> {
+    tx: &'a std::sync::mpsc::SyncSender<Vec<FileChunk>>,
+    batch: Vec<FileChunk>,
+    records: usize,
+}
+
+impl Batcher<'_> {
+    /// Queues `chunk`; `false` if the taker is gone.
+    fn push(&mut self, chunk: FileChunk) -> bool {
+        self.records += match &chunk {
+            FileChunk::Records(r) => r.len(),
+            FileChunk::Done(_) => 1,
+        };
+        self.batch.push(chunk);
+        self.records < READ_CHUNK || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        self.records = 0;
+        self.batch.is_empty() || self.tx.send(std::mem::take(&mut self.batch)).is_ok()
+    }
+}
+
+/// The taker's side of one reader thread's channel.
+struct Feed {
+    rx: std::sync::mpsc::Receiver<Vec<FileChunk>>,
+    queue: std::collections::VecDeque<FileChunk>,
+}
+
+impl Feed {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<FileChunk>>) -> Feed {
+        Feed { rx, queue: Default::default() }
+    }
+
+    /// The reader's next chunk; `None` once it has ended.
+    fn next(&mut self) -> Option<FileChunk> {
+        if self.queue.is_empty() {
+            self.queue.extend(self.rx.recv().ok()?);
+        }
+        self.queue.pop_front()
+    }
+}
+
 /// A reader thread: files `first`, `first + step`, ... of `todo`, converted in chunks. Returns when
 /// they are done, when `stop` is set, or when the taker is gone.
 fn read_files(
@@ -205,14 +250,15 @@ fn read_files(
     step: usize,
     convert: &Converter,
     stop: &AtomicBool,
-    tx: &std::sync::mpsc::SyncSender<FileChunk>,
+    tx: &std::sync::mpsc::SyncSender<Vec<FileChunk>>,
 ) {
+    let mut out = Batcher { tx, batch: Vec::new(), records: 0 };
     let mut buf = grantwatch_files::ReadBuffers::default();
     for f in todo.iter().skip(first).step_by(step) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        let mut chunk = Vec::new();
         let mut gone = false;
         let result = grantwatch_files::read_records(&f.file, &mut buf, &mut |item| {
             let index = item.index();
@@ -236,16 +282,17 @@ fn read_files(
             chunk.push((index, converted));
             if chunk.len() >= READ_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
-                gone = tx.send(FileChunk::Records(full)).is_err() || stop.load(Ordering::Relaxed);
+                gone = !out.push(FileChunk::Records(full)) || stop.load(Ordering::Relaxed);
             }
         });
         if gone
-            || (!chunk.is_empty() && tx.send(FileChunk::Records(chunk)).is_err())
-            || tx.send(FileChunk::Done(result.err().map(|e| e.to_string()))).is_err()
+            || (!chunk.is_empty() && !out.push(FileChunk::Records(chunk)))
+            || !out.push(FileChunk::Done(result.err().map(|e| e.to_string())))
         {
             return;
         }
     }
+    out.flush();
 }
 
 pub(crate) struct Ingest {
@@ -475,10 +522,10 @@ impl Ingest {
             max_bytes: self.cfg.ingest.max_event_bytes,
         };
         let taken = std::thread::scope(|scope| {
-            let mut chunks = Vec::with_capacity(threads);
+            let mut feeds = Vec::with_capacity(threads);
             for first in 0..threads {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<FileChunk>(READ_CHANNEL);
-                chunks.push(rx);
+                let (tx, rx) = std::sync::mpsc::sync_channel(READ_CHANNEL);
+                feeds.push(Feed::new(rx));
                 let (todo, convert) = (&todo, &convert);
                 let spawned = std::thread::Builder::new()
                     .name(format!("gw-ingest-read-{first}"))
@@ -488,29 +535,25 @@ impl Ingest {
                 }
             }
             // Returning drops the receivers: a reader still sending gives up at its next chunk.
-            self.take_files(&todo, &chunks, stop)
+            self.take_files(&todo, &mut feeds, stop)
         });
         taken?;
         self.flush()
     }
 
     /// Takes the readers' chunks file by file, in read order, into transactions with checkpoints.
-    fn take_files(
-        &mut self,
-        todo: &[ToRead],
-        chunks: &[std::sync::mpsc::Receiver<FileChunk>],
-        stop: &AtomicBool,
-    ) -> Result<()> {
+    fn take_files(&mut self, todo: &[ToRead], feeds: &mut [Feed], stop: &AtomicBool) -> Result<()> {
         let batch_records = self.cfg.ingest.batch_records;
         let input = self.metrics.input("file");
         for (i, f) in todo.iter().enumerate() {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let Some(rx) = chunks.get(i % chunks.len()) else { break };
+            let n = feeds.len();
+            let Some(feed) = feeds.get_mut(i % n) else { break };
             let mut done = f.skip;
             loop {
-                let Ok(chunk) = rx.recv() else {
+                let Some(chunk) = feed.next() else {
                     // A reader gives up mid-file only when told to stop: the file resumes from its
                     // last committed checkpoint next time.
                     if stop.load(Ordering::Relaxed) {
@@ -760,10 +803,10 @@ mod tests {
             Converter { normalizer: Arc::new(Normalizer::aws().unwrap()), topic: "events".into(), max_bytes: 100_000 };
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let mut rxs = Vec::new();
+            let mut feeds = Vec::new();
             for first in 0..threads {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                rxs.push(rx);
+                feeds.push(Feed::new(rx));
                 let (convert, stop) = (&convert, &stop);
                 scope.spawn(move || read_files(todo, first, threads, convert, stop, &tx));
             }
@@ -771,7 +814,7 @@ mod tests {
             for i in 0..todo.len() {
                 let mut seen = Vec::new();
                 loop {
-                    match rxs[i % threads].recv().unwrap() {
+                    match feeds[i % threads].next().unwrap() {
                         FileChunk::Records(records) => seen.extend(records.into_iter().map(|(index, c)| {
                             let kind = match c {
                                 Converted::Event(e) => {
