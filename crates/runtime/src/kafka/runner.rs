@@ -362,6 +362,9 @@ pub struct Runner<A: App, T: TaskStores = RocksDirs> {
     producer_suspect: bool,
     /// Records polled for a partition in `reopen` before its pause took effect, applied when it opens.
     stash: BTreeMap<i32, Vec<rdkafka::message::OwnedMessage>>,
+    /// Changelog records of an aborted transaction, per task, sent again with its outbox when the task
+    /// reopens (after a crash they are gone, and the reopened task logs its whole state instead).
+    unsent_log: BTreeMap<i32, Vec<Emit>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -404,6 +407,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             reopen_after: Instant::now(),
             producer_suspect: false,
             stash: BTreeMap::new(),
+            unsent_log: BTreeMap::new(),
             metrics,
             health,
         })
@@ -735,9 +739,25 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 .iter()
                 .map(|t| read_i64(&store, OUTBOX_FROM, &offset_key(OUTBOX_FROM, t)))
                 .collect::<Result<_, _>>()?;
+            let unsent_log = self.unsent_log.remove(&p);
             if committed == from {
                 let mut emits = decode_outbox(&outbox)?;
                 tracing::info!(partition = p, records = emits.len(), "sending the outbox of an interrupted commit");
+                if let Some(topic) = &self.cfg.changelog_topic {
+                    match unsent_log {
+                        Some(log) => emits.extend(log),
+                        None => {
+                            // The interrupted commit's changelog records died with the process: the
+                            // state it committed goes to the log whole instead.
+                            let mut mark = WriteBatch::new();
+                            mark.put(Table::Meta, changelog::LOGGED.to_vec(), Vec::new());
+                            store.write(mark)?;
+                            let state = changelog::dump(&store, &WriteBatch::new())?;
+                            tracing::info!(partition = p, keys = state.len(), "logging the whole state with it");
+                            changelog::records(topic, p, true, state, &mut emits);
+                        }
+                    }
+                }
                 let tpl = self.offsets_tpl(p, &local)?;
                 let group = self.group_metadata()?;
                 loop {
@@ -958,13 +978,16 @@ impl<A: App, T: TaskStores> Runner<A, T> {
     }
 
     /// Writes a task's pending state, offsets and watermark in one batch. With `commit` (its outputs
-    /// and the offsets they start from), the batch also appends the changelog records of what it
-    /// writes to the outputs and keeps them all as the outbox; returns whether there is one.
+    /// and the offsets they start from), the batch also keeps the outputs as the outbox, and the
+    /// changelog records of what the batch writes are returned, for the same transaction. They are not
+    /// in the outbox (they would double what RocksDB writes per commit): an outbox is written whenever
+    /// they exist, and a task that resends its outbox after a crash logs its whole state with it.
+    /// Returns whether there is an outbox, and the changelog records.
     fn write_task_state(
         &self,
         task: &mut Task<A::Stage, T::Store>,
         commit: Option<(&mut Vec<Emit>, &[Option<i64>])>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, Vec<Emit>)> {
         let mut batch = WriteBatch::new();
         task.stage.snapshot(&mut batch)?;
         for (i, t) in self.inputs.iter().enumerate() {
@@ -987,8 +1010,9 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         let Some((emits, from)) = commit else {
             task.store.write(batch)?;
             task.stage.committed();
-            return Ok(false);
+            return Ok((false, Vec::new()));
         };
+        let mut log = Vec::new();
         if let Some(topic) = &self.cfg.changelog_topic {
             let dump = task.dump;
             let changes = if dump {
@@ -997,11 +1021,11 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             } else {
                 changelog::changes(&task.store, &batch, &task.logged)?
             };
-            changelog::records(topic, task.partition, dump, changes, emits);
+            changelog::records(topic, task.partition, dump, changes, &mut log);
             task.logged.clear();
             task.dump = false;
         }
-        let outbox = !emits.is_empty();
+        let outbox = !emits.is_empty() || !log.is_empty();
         if outbox {
             batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(emits));
             for (i, t) in self.inputs.iter().enumerate() {
@@ -1013,7 +1037,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         }
         task.store.write(batch)?;
         task.stage.committed();
-        Ok(outbox)
+        Ok((outbox, log))
     }
 
     fn group_metadata(&self) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {
@@ -1116,11 +1140,13 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             task.dirty = false;
             task.marked = false;
             self.tasks.insert(*p, task);
-            if written? {
+            let (outbox, log) = written?;
+            if outbox {
                 with_outbox.push(*p);
                 origins.push((all_emits.len(), *p, committed.first().copied().flatten()));
             }
             all_emits.extend(emits);
+            all_emits.extend(log);
         }
         let group = self.group_metadata()?;
         let aborted = loop {
@@ -1160,6 +1186,11 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             Some(why) => {
                 self.metrics.commit_failures.inc();
                 tracing::warn!(%why, "transaction aborted; reopening tasks from their last commit");
+                if let Some(topic) = &self.cfg.changelog_topic {
+                    for e in all_emits.into_iter().filter(|e| &e.topic == topic) {
+                        self.unsent_log.entry(e.partition.unwrap_or(-1)).or_default().push(e);
+                    }
+                }
                 let parts: Vec<i32> = self.tasks.keys().copied().collect();
                 self.tasks.clear();
                 for p in parts {

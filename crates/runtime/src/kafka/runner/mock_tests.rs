@@ -160,9 +160,18 @@ fn run_until(
     stores: &MemStores,
     done: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
+    run_until_with(mock, config(mock, group), stores, done)
+}
+
+fn run_until_with(
+    mock: &MockCluster<'static, impl ProducerContext>,
+    cfg: RunnerConfig,
+    stores: &MemStores,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let stop = Arc::new(AtomicBool::new(false));
     let runner = {
-        let (cfg, stores, stop) = (config(mock, group), stores.clone(), stop.clone());
+        let (stores, stop) = (stores.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut runner = Runner::new(Counting, cfg, stores, Metrics::new(), Health::new())?;
             runner.run(&stop)
@@ -261,6 +270,77 @@ fn an_interrupted_commit_is_completed_once_on_restart() {
     let out = run_until(&mock, "g2", &stores, |out| out.len() >= 6);
     assert_eq!(out[5..], ["a=51"]);
     assert!(stores.get(0).get(Table::Meta, OUTBOX).unwrap().is_none());
+}
+
+/// Every key of a store but the outbox, sorted.
+fn state_of(store: &dyn StateRead) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for t in Table::ALL {
+        store
+            .scan_prefix(t, b"", &mut |k, v| {
+                if !(t == Table::Meta && (k == OUTBOX || k.starts_with(keys::RUNNER_OUTBOX_FROM.prefix))) {
+                    out.push((t, k.to_vec(), v.to_vec()));
+                }
+                true
+            })
+            .unwrap();
+    }
+    out
+}
+
+/// The changelog, crash mid-commit included: replaying the topic gives the task's state. The crash
+/// loses the interrupted commit's changelog records, so the reopened task logs its whole state with
+/// the outbox it sends.
+#[test]
+fn replaying_the_changelog_gives_the_state_even_after_a_crash_mid_commit() {
+    let mock = cluster();
+    mock.create_topic("changelog", PARTITIONS, 1).expect("mock topic");
+    let stores = MemStores::default();
+    let cfg = || RunnerConfig { changelog_topic: Some("changelog".into()), ..config(&mock, "g") };
+    produce(&mock, 0, &(0..3).map(|t| ("a", t.to_string())).collect::<Vec<_>>());
+    produce(&mock, 1, &[("b", "0".to_string())]);
+    let out = run_until_with(&mock, cfg(), &stores, |out| out.len() >= 4);
+    assert_eq!(sorted(out), expected(&[("a", 3), ("b", 1)]));
+
+    // A crash between steps 1 and 2 of a later commit: state and outbox written, nothing produced.
+    let p0 = stores.get(0);
+    let next = read_i64(&*p0, OFFSET, &offset_key(OFFSET, IN)).unwrap().unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Meta, count_key(b"a"), 40u64.to_be_bytes().to_vec());
+    batch.put(Table::Meta, b"crashed-commit".to_vec(), b"x".to_vec());
+    batch.put(Table::Meta, offset_key(OFFSET, IN), (next + 1).to_be_bytes().to_vec());
+    let outbox =
+        vec![Emit { partition: None, topic: OUT.into(), key: None, payload: b"a=40 outbox".to_vec(), kind: "alert" }];
+    batch.put(Table::Meta, OUTBOX.to_vec(), encode_outbox(&outbox));
+    p0.write(batch).unwrap();
+    produce(&mock, 0, &[("a", "3".to_string()), ("a", "4".to_string())]);
+    let out = run_until_with(&mock, cfg(), &stores, |out| out.len() >= 6);
+    assert_eq!(out[4..], ["a=40 outbox", "a=41"], "outbox resent, then the record after it");
+
+    for p in 0..PARTITIONS {
+        let replayed = MemStore::new();
+        let kafka = config(&mock, "reader").kafka;
+        read_to_end(&kafka, "changelog", &[p], Offset::Beginning, None, &mut |_, _, key, value| {
+            let mut b = WriteBatch::new();
+            match changelog::decode(key.unwrap_or_default(), value) {
+                Some(changelog::Change::Reset) => {
+                    let mut clear = WriteBatch::new();
+                    for (t, k, _) in state_of(&replayed) {
+                        clear.delete(t, k);
+                    }
+                    replayed.write(clear)?;
+                }
+                Some(changelog::Change::Put(t, k, v)) => b.put(t, k, v),
+                Some(changelog::Change::Delete(t, k)) => b.delete(t, k),
+                None => panic!("a changelog record that does not decode"),
+            }
+            Ok(replayed.write(b)?)
+        })
+        .unwrap();
+        let state = state_of(&*stores.get(p));
+        assert!(state.iter().any(|(_, k, _)| k == changelog::LOGGED));
+        assert_eq!(state_of(&replayed), state, "partition {p}");
+    }
 }
 
 /// Local state behind the group's offsets by more than an outbox explains (another instance went on
