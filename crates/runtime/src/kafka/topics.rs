@@ -20,11 +20,14 @@ pub async fn create_topics(kafka: &KafkaConfig, topics: &Topics) -> Result<Vec<(
         .iter()
         .zip(&retention)
         .map(|(t, r)| {
-            NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor))
+            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor))
                 .set("cleanup.policy", if t.compacted { "compact" } else { "delete" })
                 .set("retention.ms", r)
                 // Batches are compressed (lz4); an administrator's entitlements are ~1.2 MB raw.
-                .set("max.message.bytes", "8388608")
+                .set("max.message.bytes", "8388608");
+            // Compaction only cleans closed segments: with the default 1 GiB a changelog would be read
+            // whole, every superseded value included, until it had grown that far.
+            if t.compacted { topic.set("segment.bytes", "67108864") } else { topic }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
