@@ -109,7 +109,9 @@ impl OpenIncidents {
     }
 
     /// Adds `finding` (at `time`) to the open incident `key` if its window still runs (true), else opens
-    /// a new incident with it and emits it (false), closing the expired one first.
+    /// a new incident with it and emits it (false), closing the expired one first. A finding older than
+    /// the open incident's first event by more than the window is an incident of its own, emitted
+    /// alone: it neither joins the open one (a 2019 login is not part of a 2025 incident) nor ends it.
     fn repeat_or_open(
         &mut self,
         key: String,
@@ -119,6 +121,10 @@ impl OpenIncidents {
         out: &mut Vec<DetectionFinding>,
     ) -> bool {
         if let Some(open) = self.by_key.get_mut(&key) {
+            if time.millis() < open.starts_ms() {
+                out.push(finding);
+                return false;
+            }
             if time.millis() <= open.expires_ms() {
                 self.expiries.remove(&(open.expires_ms(), key.clone()));
                 open.repeat(&finding);

@@ -44,6 +44,12 @@ impl Incident {
         self.last_ms.saturating_add(self.window_ms)
     }
 
+    /// Event time before which an alert is not a repeat of this incident (older than its first event
+    /// by more than the window).
+    pub fn starts_ms(&self) -> i64 {
+        self.finding.finding_info.first_seen_time.saturating_sub(self.window_ms)
+    }
+
     /// Adds a repeat (an alert of the same analytic on the same identity).
     pub fn repeat(&mut self, alert: &DetectionFinding) {
         self.count += 1;

@@ -643,6 +643,33 @@ mod tests {
     }
 
     #[test]
+    fn an_event_older_than_an_open_incident_by_more_than_its_window_is_an_alert_of_its_own() {
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        let years = 6 * 365 * 24 * HOUR_MS;
+        let out = feed(&mut stage, &store, vec![root("new", T0)]);
+        assert_eq!(analytics(&out), [("grantwatch/root-account-used", 1, 1)]);
+        // Years older (a late re-delivery, a replayed archive): its own alert, at its own time; the
+        // open incident neither absorbs it nor closes.
+        let out = feed(&mut stage, &store, vec![root("old", T0 - years)]);
+        assert_eq!(analytics(&out), [("grantwatch/root-account-used", 1, 1)], "{out:?}");
+        assert_eq!(out[0].finding_info.first_seen_time, T0 - years);
+        let ids: Vec<&str> = out[0].finding_info.related_events.iter().map(|e| e.uid.as_str()).collect();
+        assert_eq!(ids, ["old"]);
+        // Within the window before the first event, or after it: repeats of the open incident.
+        let out = feed(&mut stage, &store, vec![root("before", T0 - HOUR_MS), root("after", T0 + HOUR_MS)]);
+        assert!(out.is_empty(), "{:?}", analytics(&out));
+        let out = feed(
+            &mut stage,
+            &store,
+            vec![call("x", T0 + 27 * HOUR_MS, "s3.amazonaws.com", "GetObject", "s3:GetObject", None)],
+        );
+        assert_eq!(analytics(&out), [("grantwatch/root-account-used", 2, 3)]);
+        let ids: Vec<&str> = out[0].finding_info.related_events.iter().map(|e| e.uid.as_str()).collect();
+        assert_eq!(ids, ["new", "before", "after"]);
+    }
+
+    #[test]
     fn sequences_and_grants_correlate_events_into_one_alert() {
         let store = MemStore::new();
         let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
