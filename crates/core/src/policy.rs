@@ -700,6 +700,22 @@ impl<'c> Evaluator<'c> {
     }
 }
 
+/// Whether a policy can grant anything: `Some(false)` when every statement of its document denies
+/// (a quarantine policy such as `AWSCompromisedKeyQuarantineV3`, or `AWSDenyAll`). The policy is
+/// `document` (as a call carries it: an object or a URL-encoded JSON string) or, without one, the AWS
+/// managed policy `arn` from the vendored copy. `None`: unknown (a customer policy not in the call).
+pub fn policy_allows_anything(document: Option<&serde_json::Value>, arn: Option<&str>) -> Option<bool> {
+    static VENDORED: std::sync::OnceLock<Vendored> = std::sync::OnceLock::new();
+    let doc = match (document, arn) {
+        (Some(d), _) => crate::iam::parse_policy_document(d, "request", "policyDocument", false).ok()?,
+        (None, Some(arn)) if arn.starts_with("arn:aws:iam::aws:policy/") => {
+            VENDORED.get_or_init(Vendored::load).document(arn)?
+        }
+        _ => return None,
+    };
+    Some(doc.statements.iter().any(|s| s.effect == Effect::Allow))
+}
+
 /// The vendored AWS managed policies, indexed by ARN and name; documents are parsed on demand.
 #[derive(Debug)]
 struct Vendored {
@@ -746,6 +762,21 @@ impl Vendored {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deny_only_policies_grant_nothing() {
+        let quarantine = Some("arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3");
+        assert_eq!(policy_allows_anything(None, quarantine), Some(false));
+        assert_eq!(policy_allows_anything(None, Some("arn:aws:iam::aws:policy/AWSDenyAll")), Some(false));
+        assert_eq!(policy_allows_anything(None, Some("arn:aws:iam::aws:policy/ReadOnlyAccess")), Some(true));
+        assert_eq!(policy_allows_anything(None, Some("arn:aws:iam::123456789012:policy/mine")), None);
+        let deny = serde_json::json!(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#
+        );
+        assert_eq!(policy_allows_anything(Some(&deny), None), Some(false));
+        let allow = serde_json::json!({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]});
+        assert_eq!(policy_allows_anything(Some(&allow), None), Some(true));
+    }
 
     #[test]
     fn vendored_readonly_is_found() {

@@ -388,7 +388,13 @@ pub fn single_event_rules(
             }
             _ => false,
         };
-        if grants_self {
+        // A deny-only policy (a quarantine) takes rights away: attaching it to oneself is no grant.
+        let denies_only = || {
+            let policy = request.and_then(|r| r.get("policyDocument"));
+            let arn = request.and_then(|r| r.get("policyArn")).and_then(|v| v.as_str());
+            grantwatch_core::policy::policy_allows_anything(policy, arn) == Some(false)
+        };
+        if grants_self && !denies_only() {
             let mut m = call();
             m.push(("target", target_user.or(target_role).unwrap_or_default().to_string()));
             out.push(hit(Builtin::SelfPrivilegeGrant, m));

@@ -670,6 +670,38 @@ mod tests {
     }
 
     #[test]
+    fn attaching_a_deny_only_policy_to_oneself_is_no_self_grant() {
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        let bob = "arn:aws:iam::111122223333:user/bob";
+        let attach = |uid: &str, at: i64, arn: &str| {
+            let request = format!(r#"{{"userName":"bob","policyArn":"{arn}"}}"#);
+            by(
+                call(uid, at, "iam.amazonaws.com", "AttachUserPolicy", "iam:AttachUserPolicy", Some(&request)),
+                bob,
+                "bob",
+            )
+        };
+        let put = |uid: &str, at: i64, effect: &str| {
+            let doc = format!(r#"{{\"Statement\":[{{\"Effect\":\"{effect}\",\"Action\":\"*\",\"Resource\":\"*\"}}]}}"#);
+            let request = format!(r#"{{"userName":"bob","policyName":"p","policyDocument":"{doc}"}}"#);
+            by(call(uid, at, "iam.amazonaws.com", "PutUserPolicy", "iam:PutUserPolicy", Some(&request)), bob, "bob")
+        };
+        let self_grants = |out: &[DetectionFinding]| {
+            out.iter().filter(|f| f.finding_info.analytic.uid == "grantwatch/self-privilege-grant").count()
+        };
+        let quarantine = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3";
+        let out = feed(&mut stage, &store, vec![attach("q", T0, quarantine), put("d", T0 + 1, "Deny")]);
+        assert_eq!(self_grants(&out), 0, "{:?}", analytics(&out));
+        let out = feed(&mut stage, &store, vec![attach("a", T0 + 2, "arn:aws:iam::aws:policy/AdministratorAccess")]);
+        assert_eq!(self_grants(&out), 1, "{:?}", analytics(&out));
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        let out = feed(&mut stage, &store, vec![put("p", T0, "Allow")]);
+        assert_eq!(self_grants(&out), 1, "{:?}", analytics(&out));
+    }
+
+    #[test]
     fn sequences_and_grants_correlate_events_into_one_alert() {
         let store = MemStore::new();
         let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
