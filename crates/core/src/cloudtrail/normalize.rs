@@ -164,6 +164,10 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
     res.dedup();
 
     let mapped = map.map_event(source, name);
+    let mut actions = mapped.actions.clone();
+    if actions.iter().any(|a| a == PASS_ROLE) && !passes_a_role(source, name, rec.request_parameters) {
+        actions.retain(|a| a != PASS_ROLE);
+    }
     let status_code = rec.error_code.get().map(str::to_string);
     Ok(Event {
         uid: uid.to_string(),
@@ -173,7 +177,7 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
         region: region.unwrap_or(UNKNOWN).to_string(),
         actor,
         api: Api { service: source.to_string(), operation: name.to_string() },
-        actions: mapped.actions.clone(),
+        actions,
         mapping: mapped.mapping,
         resources: res,
         status: if status_code.is_some() { Status::Failure } else { Status::Success },
@@ -184,6 +188,33 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
         request: detail(&rec, rec.request_parameters),
         response: detail(&rec, rec.response_elements),
     })
+}
+
+const PASS_ROLE: &str = "iam:PassRole";
+
+/// Calls that pass a role only when their request names one (by event source, event name prefix, and
+/// the request keys that carry it): `iam:PassRole` is exercised only then. An EC2 instance launched
+/// without an instance profile, a Run Command without a notification role, a Lambda configuration
+/// change of layers alone pass no role, and counting one would keep `iam:PassRole` off every
+/// right-sizing plan.
+const ROLE_PASSED_BY: &[(&str, &str, &[&str])] = &[
+    ("ec2.amazonaws.com", "RunInstances", &["iamInstanceProfile"]),
+    ("ssm.amazonaws.com", "SendCommand", &["serviceRoleArn"]),
+    ("lambda.amazonaws.com", "UpdateFunctionConfiguration", &["role"]),
+];
+
+/// Whether the call passed a role. Only a request that is there and names none says no: without the
+/// request (omitted by CloudTrail, or unparsable) the mapping's `iam:PassRole` stands, since counting
+/// a permission as unused that was used is the worse mistake.
+fn passes_a_role(source: &str, name: &str, request: Option<&RawValue>) -> bool {
+    let Some((_, _, keys)) = ROLE_PASSED_BY.iter().find(|(s, n, _)| *s == source && name.starts_with(n)) else {
+        return true;
+    };
+    let Some(request) = request else { return true };
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(request.get()) {
+        Ok(map) => keys.iter().any(|k| map.get(*k).is_some_and(|v| !v.is_null())),
+        Err(_) => true,
+    }
 }
 
 /// The request or response document an event keeps: only for calls that may change something (the
@@ -394,5 +425,44 @@ mod tests {
         assert_eq!(e.status, Status::Failure);
         assert_eq!(e.read_only, Some(true));
         assert_eq!(e.actions, ["s3:GetObject"]);
+    }
+
+    #[test]
+    fn pass_role_counts_only_when_a_role_is_passed() {
+        let map = ActionMap::aws().unwrap();
+        let actions = |source: &str, name: &str, request: &str| {
+            let raw = format!(
+                r#"{{"eventID":"e","eventTime":"2024-01-02T03:04:05Z","eventSource":"{source}","eventName":"{name}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/a"}}{request}}}"#
+            );
+            normalize_record(raw.as_bytes(), &map).unwrap().actions
+        };
+        let passes = |a: Vec<String>| a.iter().any(|a| a == PASS_ROLE);
+        let profile = r#","requestParameters":{"instanceType":"t3.micro","iamInstanceProfile":{"arn":"arn:aws:iam::111122223333:instance-profile/p"}}"#;
+        assert!(passes(actions("ec2.amazonaws.com", "RunInstances", profile)));
+        assert!(!passes(actions(
+            "ec2.amazonaws.com",
+            "RunInstances",
+            r#","requestParameters":{"instanceType":"t3.micro"}"#
+        )));
+        // No request to tell: the mapping stands.
+        assert!(passes(actions("ec2.amazonaws.com", "RunInstances", "")));
+        let send = |request: &str| actions("ssm.amazonaws.com", "SendCommand", request);
+        assert!(!passes(send(r#","requestParameters":{"documentName":"AWS-RunShellScript"}"#)));
+        assert!(passes(send(
+            r#","requestParameters":{"documentName":"d","serviceRoleArn":"arn:aws:iam::111122223333:role/r"}"#
+        )));
+        let lambda = |request: &str| actions("lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", request);
+        assert!(!passes(lambda(
+            r#","requestParameters":{"functionName":"f","layers":["arn:aws:lambda:us-east-1:111122223333:layer:l:1"]}"#
+        )));
+        assert!(passes(lambda(
+            r#","requestParameters":{"functionName":"f","role":"arn:aws:iam::111122223333:role/r"}"#
+        )));
+        // A call that always passes one is untouched.
+        assert!(passes(actions(
+            "lambda.amazonaws.com",
+            "CreateFunction20150331",
+            r#","requestParameters":{"functionName":"f"}"#
+        )));
     }
 }
