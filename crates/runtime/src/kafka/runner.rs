@@ -728,11 +728,15 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             .collect())
     }
 
+    /// The next input offsets a task's state records, per input (`None`: nothing applied).
+    fn stored_offsets(&self, store: &dyn StateRead) -> Result<Vec<Option<i64>>> {
+        Ok(self.inputs.iter().map(|t| read_i64(store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?)
+    }
+
     fn open_task(&mut self, p: i32) -> Result<()> {
         let mut store = self.stores.open(p)?;
         let committed = self.group_offsets(p)?;
-        let local: Vec<Option<i64>> =
-            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let local = self.stored_offsets(&store)?;
         if let Some(outbox) = store.get(Table::Meta, OUTBOX)? {
             let from: Vec<Option<i64>> = self
                 .inputs
@@ -792,16 +796,14 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 self.metrics.recovery("rebuilt").inc();
             }
         }
-        let local: Vec<Option<i64>> =
-            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let local = self.stored_offsets(&store)?;
         let behind = committed.iter().zip(&local).any(|(c, l)| c.is_some() && (l.is_none() || l < c));
         if let Some(topic) = self.cfg.changelog_topic.clone()
             && behind
         {
             store = self.restore(p, store, &topic, &committed)?;
         }
-        let local: Vec<Option<i64>> =
-            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let local = self.stored_offsets(&store)?;
         let dump = self.cfg.changelog_topic.is_some() && store.get(Table::Meta, changelog::LOGGED)?.is_none();
         let stage = self.app.open_stage(&store)?;
         let max_time = read_i64(&store, MAX_TIME, MAX_TIME.prefix)?;
@@ -901,8 +903,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         let store = store.ok_or_else(|| StreamError::Inconsistent("no store after restoring".into()))?;
         flush(&store, &mut batch)?;
         remaining.set(0);
-        let restored: Vec<Option<i64>> =
-            self.inputs.iter().map(|t| read_i64(&store, OFFSET, &offset_key(OFFSET, t))).collect::<Result<_, _>>()?;
+        let restored = self.stored_offsets(&store)?;
         let whole = store.get(Table::Meta, changelog::LOGGED)?.is_some();
         let secs = started.elapsed().as_secs_f64();
         if whole && restored == committed {
