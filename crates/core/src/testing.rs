@@ -34,5 +34,7 @@ pub fn event(uid: &str, time: EventTime) -> Event {
         read_only: Some(true),
         request: None,
         response: None,
+        additional: None,
+        error_message: None,
     }
 }

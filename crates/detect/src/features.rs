@@ -331,6 +331,8 @@ pub(crate) mod tests {
             read_only: None,
             request: None,
             response: None,
+            additional: None,
+            error_message: None,
         }
     }
 

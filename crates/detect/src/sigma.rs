@@ -14,8 +14,8 @@
 //! absent field matches a rule's `null` exactly like a JSON `null`. Two additions the rules need: a
 //! `status` field (`success`/`failure`, one SigmaHQ rule filters on it), and for Azure and GCP events
 //! the provider field names the Azure and GCP rules read (`operationName`, `gcp.audit.method_name`, ...).
-//! Fields the normalized event does not carry (`errorMessage`, `additionalEventData`, `eventType`)
-//! cannot be matched: two SigmaHQ AWS rules never fire because of that (see `rules/sigma/README.md`).
+//! `eventType` is the one CloudTrail field rules read that the normalized event does not carry (see
+//! `rules/sigma/README.md`).
 //!
 //! **Objects.** A rule that matches a string against a field holding an object (SigmaHQ has
 //! `requestParameters|contains: 'Suspended'`) compares against the object's compact JSON text with
@@ -47,6 +47,10 @@ pub struct SigmaRule {
     pub service: String,
     pub author: String,
     pub references: Vec<String>,
+    /// Whether the rule's detection reads `errorCode`, `errorMessage` or `status`: it decides about
+    /// failed calls itself. A rule that does not is written for what happened; a failed call it
+    /// matches (an attempt that AWS denied) is reported one severity lower.
+    pub judges_failures: bool,
 }
 
 /// Why a rule (or a whole file) was not loaded. Never fatal for the other rules.
@@ -138,6 +142,7 @@ impl SigmaSet {
             errors.push(SigmaError::Empty { path: path.to_string() });
         }
         let several = collection.rules.len() > 1;
+        let judges_failures = detection_reads_outcome(text);
         for (n, rule) in collection.rules.into_iter().enumerate() {
             let product = rule.logsource.product.as_deref().map(str::to_ascii_lowercase);
             let Some(engine_slot) = product.as_deref().and_then(product_slot) else {
@@ -160,6 +165,7 @@ impl SigmaSet {
                 service: rule.logsource.service.clone().unwrap_or_default(),
                 author: rule.author.clone().unwrap_or_default(),
                 references: rule.references.clone(),
+                judges_failures,
             };
             let mut compiled = rule;
             compiled.id = Some(index.to_string());
@@ -196,6 +202,22 @@ impl SigmaSet {
         out.sort_unstable();
         out.dedup();
     }
+}
+
+/// Whether the `detection:` block of a rule file names a field that carries a call's outcome.
+fn detection_reads_outcome(text: &str) -> bool {
+    let mut inside = false;
+    for line in text.lines() {
+        if !line.starts_with([' ', '\t']) && !line.trim().is_empty() {
+            inside = line.starts_with("detection:");
+            continue;
+        }
+        let field = line.trim_start().trim_start_matches("- ");
+        if inside && ["errorCode", "errorMessage", "status:", "status|"].iter().any(|f| field.starts_with(f)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The document as rules see it: the crate's JSON event, except that a field holding an object reads
@@ -290,8 +312,8 @@ fn text(s: &str) -> Value {
 /// The document rules are evaluated on: the normalized event in CloudTrail's own field names.
 ///
 /// eventID, eventTime (RFC 3339), eventSource, eventName, awsRegion, recipientAccountId,
-/// sourceIPAddress, userAgent, errorCode, readOnly, userIdentity, requestParameters, responseElements,
-/// resources (`[{"ARN": ...}]`), plus `status` and the Azure/GCP names described in the module docs.
+/// sourceIPAddress, userAgent, errorCode, errorMessage, additionalEventData, readOnly, userIdentity,
+/// requestParameters, responseElements, resources (`[{"ARN": ...}]`), plus `status` and the Azure/GCP names described in the module docs.
 /// A field the event lacks is left out (never `null`).
 pub fn sigma_document(ev: &Event) -> Value {
     let mut doc = Map::new();
@@ -315,13 +337,28 @@ pub fn sigma_document(ev: &Event) -> Value {
     if let Some(code) = &ev.status_code {
         doc.insert("errorCode".into(), text(code));
     }
+    if let Some(message) = &ev.error_message {
+        doc.insert("errorMessage".into(), text(message));
+    }
+    if let Some(extra) = ev.additional.as_ref().and_then(|r| r.parse()) {
+        doc.insert("additionalEventData".into(), extra);
+    }
     if let Some(ro) = ev.read_only {
         doc.insert("readOnly".into(), Value::Bool(ro));
     }
     let failed = ev.status == Status::Failure;
     doc.insert("status".into(), text(if failed { "failure" } else { "success" }));
     doc.insert("userIdentity".into(), Value::Object(user_identity(&ev.actor)));
-    if let Some(req) = ev.request.as_ref().and_then(|r| r.parse()) {
+    if let Some(mut req) = ev.request.as_ref().and_then(|r| r.parse()) {
+        // CloudTrail logs a user-data change as `requestParameters.userData`; SigmaHQ's startup-script
+        // rule reads `requestParameters.attribute: userData`, the form of the read call. Say both.
+        if ev.api.operation == "ModifyInstanceAttribute"
+            && let Some(m) = req.as_object_mut()
+            && m.contains_key("userData")
+            && !m.contains_key("attribute")
+        {
+            m.insert("attribute".into(), text("userData"));
+        }
         doc.insert("requestParameters".into(), req);
     }
     match ev.response.as_ref().and_then(|r| r.parse()) {

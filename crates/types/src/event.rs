@@ -39,10 +39,20 @@ pub struct Event {
     /// became public). Absent for read-only calls and for documents over [`RAW_DETAIL_MAX`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RawJson>,
-    /// CloudTrail `responseElements`, on the same terms as `request`.
+    /// CloudTrail `responseElements`, on the same terms as `request` (never for reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<RawJson>,
+    /// CloudTrail `additionalEventData` (a console sign-in's `MFAUsed`, S3's `bytesTransferredOut`),
+    /// redacted and bounded like `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional: Option<RawJson>,
+    /// CloudTrail `errorMessage` of a failed call, cut to [`ERROR_MESSAGE_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
 }
+
+/// The longest `errorMessage` an [`Event`] carries (CloudTrail's own can quote whole policies).
+pub const ERROR_MESSAGE_MAX: usize = 1024;
 
 /// The largest `requestParameters` / `responseElements` document an [`Event`] carries.
 pub const RAW_DETAIL_MAX: usize = 16 * 1024;

@@ -124,6 +124,16 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// One level lower (informational stays informational).
+    pub fn lower(self) -> Severity {
+        match self {
+            Severity::Informational | Severity::Low => Severity::Informational,
+            Severity::Medium => Severity::Low,
+            Severity::High => Severity::Medium,
+            Severity::Critical => Severity::High,
+        }
+    }
+
     pub fn id(self) -> u8 {
         match self {
             Severity::Informational => 1,

@@ -6,7 +6,9 @@
 
 use std::borrow::Cow;
 
-use grantwatch_types::{Actor, Api, Cloud, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status};
+use grantwatch_types::{
+    Actor, Api, Cloud, ERROR_MESSAGE_MAX, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -62,6 +64,10 @@ struct RawRecord<'a> {
     request_parameters: Option<&'a RawValue>,
     #[serde(rename = "responseElements", borrow, default)]
     response_elements: Option<&'a RawValue>,
+    #[serde(rename = "additionalEventData", borrow, default)]
+    additional_event_data: Option<&'a RawValue>,
+    #[serde(rename = "errorMessage", borrow, default)]
+    error_message: Str<'a>,
     #[serde(rename = "eventType", borrow, default)]
     event_type: Str<'a>,
 }
@@ -185,8 +191,10 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
         src_ip: rec.source_ip.get().map(str::to_string),
         user_agent: rec.user_agent.get().map(str::to_string),
         read_only: rec.read_only.0,
-        request: detail(&rec, rec.request_parameters),
-        response: detail(&rec, rec.response_elements),
+        request: detail(&rec, rec.request_parameters, inspected_read(source, name)),
+        response: detail(&rec, rec.response_elements, false),
+        additional: detail(&rec, rec.additional_event_data, true),
+        error_message: rec.error_message.get().map(|m| cut(m, ERROR_MESSAGE_MAX).to_string()),
     })
 }
 
@@ -217,13 +225,42 @@ fn passes_a_role(source: &str, name: &str, request: Option<&RawValue>) -> bool {
     }
 }
 
-/// The request or response document an event keeps: only for calls that may change something (the
-/// ones detection rules inspect; reads are most of the volume), and only up to [`RAW_DETAIL_MAX`].
-/// Credentials CloudTrail left unmasked are redacted ([`redact`]): the event travels on to Kafka,
-/// alerts and files.
-fn detail(rec: &RawRecord<'_>, doc: Option<&RawValue>) -> Option<RawJson> {
+/// Read-only calls whose request detection inspects: they read credentials (a Windows password, an
+/// instance's user data, secrets, SecureString parameters), so which item and how (`withDecryption`)
+/// matter. Other reads, most of the volume, keep no request.
+const INSPECTED_READS: &[(&str, &str)] = &[
+    ("ec2.amazonaws.com", "GetPasswordData"),
+    ("ec2.amazonaws.com", "DescribeInstanceAttribute"),
+    ("secretsmanager.amazonaws.com", "GetSecretValue"),
+    ("secretsmanager.amazonaws.com", "BatchGetSecretValue"),
+    ("ssm.amazonaws.com", "GetParameter"),
+    ("ssm.amazonaws.com", "GetParameters"),
+    ("ssm.amazonaws.com", "GetParametersByPath"),
+];
+
+fn inspected_read(source: &str, name: &str) -> bool {
+    INSPECTED_READS.iter().any(|(s, n)| *s == source && *n == name)
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A request, response or additional-data document an event keeps: for calls that may change
+/// something (the ones detection rules inspect; reads are most of the volume) or when `even_if_read`,
+/// and only up to [`RAW_DETAIL_MAX`]. Credentials CloudTrail left unmasked are redacted ([`redact`]):
+/// the event travels on to Kafka, alerts and files.
+fn detail(rec: &RawRecord<'_>, doc: Option<&RawValue>, even_if_read: bool) -> Option<RawJson> {
     let doc = doc?.get();
-    if rec.read_only.0 == Some(true) || doc == "null" || doc.len() > RAW_DETAIL_MAX {
+    if (rec.read_only.0 == Some(true) && !even_if_read) || doc == "null" || doc.len() > RAW_DETAIL_MAX {
         return None;
     }
     match redact::redact_json_str(doc) {
@@ -408,6 +445,32 @@ mod tests {
         assert_eq!(resp["credentials"]["accessKeyId"], "ASIAEXAMPLEKEY");
         assert_eq!(resp["credentials"]["expiration"], "2024-01-02T04:04:05Z");
         assert_eq!(e.actor.access_key_id.as_deref(), Some("AKIAEXAMPLEKEY"));
+    }
+
+    #[test]
+    fn rules_get_additional_data_error_messages_and_the_requests_of_credential_reads() {
+        let login = r#"{"eventID":"e3","eventTime":"2024-01-02T03:04:05Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin",
+            "userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice"},"responseElements":{"ConsoleLogin":"Success"},
+            "additionalEventData":{"LoginTo":"https://console.aws.amazon.com/","MFAUsed":"No"}}"#;
+        let e = n(login).unwrap();
+        assert_eq!(e.additional.as_ref().and_then(RawJson::parse).unwrap()["MFAUsed"], "No");
+        // A credential read keeps its request (which instance, which secret, decrypted or not) ...
+        let read = |name: &str, source: &str, req: &str| {
+            format!(
+                r#"{{"eventID":"e4","eventTime":"2024-01-02T03:04:05Z","eventSource":"{source}","eventName":"{name}","readOnly":true,
+                "userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice"}},"requestParameters":{req},
+                "errorCode":"Client.UnauthorizedOperation","errorMessage":"{}"}}"#,
+                "x".repeat(3000)
+            )
+        };
+        let e = n(&read("GetPasswordData", "ec2.amazonaws.com", r#"{"instanceId":"i-1"}"#)).unwrap();
+        assert_eq!(e.request.as_ref().and_then(RawJson::parse).unwrap()["instanceId"], "i-1");
+        assert_eq!(e.error_message.as_ref().map(String::len), Some(ERROR_MESSAGE_MAX), "cut, not dropped");
+        // ... other reads do not.
+        let e = n(&read("DescribeInstances", "ec2.amazonaws.com", r#"{"instancesSet":{}}"#)).unwrap();
+        assert!(e.request.is_none());
+        // Cutting never splits a character.
+        assert_eq!(cut("ééé", 3), "é");
     }
 
     #[test]
