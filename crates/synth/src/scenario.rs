@@ -20,7 +20,11 @@
 //! (nightly batches, a big weekly one on Sundays), a security-scanner role (a sweep of hundreds of
 //! List/Describe/Get calls every Monday 03:00 UTC), a break-glass user, and never-used roles. Each has
 //! its own action habits (Zipf-weighted), regions (1–2), user agent family, source IPs and an error
-//! rate of 0.5–3 % (AccessDenied or service errors). Humans work weekdays in their office's time zone.
+//! rate of 0.5–3 % (AccessDenied or service errors). Humans work weekdays in their office's time zone,
+//! and every human of the organization's identity provider (developers, admins, analysts, auditors, the
+//! humans of IAM Identity Center roles) starts each day with a federated sign-in from where and with what
+//! that day's first session runs: `sts:AssumeRoleWithSAML`, or `AssumeRoleWithWebIdentity` for the
+//! quarter who sign in through OIDC.
 //!
 //! **Benign drift and noise** (a detector must not fire on these): new-but-related actions (about 1 %
 //! of human calls, 15 % of those denied), new hosts of the office's /24, new home IPs, travel weeks (a
@@ -29,14 +33,20 @@
 //! new user) and a few in the detection days, admins rotating integration users' keys (`CreateAccessKey`
 //! for another user), updating customer-managed policies (`CreatePolicyVersion`, `setAsDefault`) and
 //! setting non-public bucket policies, CI runs that touch IAM (Terraform) or delete a feature
-//! environment's log group, the weekly scanner burst, the nightly/weekly batch volume, and a break-glass
-//! access test (in one account's history and another's detection window).
+//! environment's log group, the weekly scanner burst, the nightly/weekly batch volume, a break-glass
+//! access test (in one account's history and another's detection window), leaves (about 8 % of humans
+//! are away 15–30 days, without a single call, then come back from their usual addresses and agents),
+//! first deployments of CI/CD and pipeline roles into an enabled region of their account they never
+//! used (about one a month while such regions remain), and admins' night on-call bursts (about one
+//! night in 20, 20–60 reads between 00:00 and 04:00 UTC from the office address and their CLI).
 //!
 //! **Attacks** ([`Technique`]) are injected only into the detection days, by existing identities, and
 //! embedded in the time-ordered stream. A *dormant identity* (see [`DORMANCY_DAYS`]) is a human user
 //! active only on the first 2–4 history days and silent for at least `DORMANCY_DAYS` before it acts
-//! again in the detection window. The IAM snapshot is taken at the end of the scenario; its policies
-//! grant what the identities were seen doing, plus the overprivilege the attacks exploit.
+//! again in the detection window, always from an attacker's address and agent: acting again from its
+//! usual place is what a human back from leave does. The IAM snapshot is taken at the end of the
+//! scenario; its policies grant what the identities were seen doing, plus the overprivilege the attacks
+//! exploit.
 //!
 //! Same config, same bytes: every random draw comes from ChaCha8 streams of [`ScenarioConfig::seed`]
 //! (one for the organization, one for the attacks, one per day); the clock is never read.
@@ -168,7 +178,8 @@ pub enum Technique {
     DefenseEvasion,
     /// A burst of `GetObject` on buckets the identity never touched, or data made public / shared.
     DataExfiltration,
-    /// An identity silent for at least [`DORMANCY_DAYS`] acting again.
+    /// An identity silent for at least [`DORMANCY_DAYS`] acting again, from an attacker's network and
+    /// user agent.
     DormantIdentity,
 }
 

@@ -176,6 +176,10 @@ pub(super) const APIS: &[Api] = &[
     // sts
     rd(STS, "GetCallerIdentity", R::None),
     rd(STS, "AssumeRole", R::Role),
+    // federated sign-ins: the role's trust policy authorizes them, not the caller's permissions
+    // (like GetCallerIdentity, never in an identity's habits or policies); parameters always explicit
+    rd(STS, "AssumeRoleWithSAML", R::None),
+    rd(STS, "AssumeRoleWithWebIdentity", R::None),
     // lambda
     rd(LAMBDA, "ListFunctions20150331", R::None),
     rd(LAMBDA, "GetFunction20150331v2", R::Function),

@@ -840,7 +840,9 @@ fn exfil(w: &World, v: usize, k: usize, b: &mut Builder<'_>) -> Outcome {
 
 fn dormant(w: &World, v: usize, b: &mut Builder<'_>) -> Outcome {
     let id = &w.ids[v];
-    let a = if b.rng.random_bool(0.5) { attacker(w, v, b.rng) } else { own_actor(w, v) };
+    // always from elsewhere: a silent identity acting again from its own usual place and agent is
+    // what a human back from leave does (benign in the normal activity), so no detector could tell
+    let a = attacker(w, v, b.rng);
     let region = id.regions[0];
     b.call(&a, "sts:GetCallerIdentity", region, Fail::No, None, None);
     let n = b.rng.random_range(5..=20);
@@ -852,5 +854,8 @@ fn dormant(w: &World, v: usize, b: &mut Builder<'_>) -> Outcome {
         b.call(&a, &name, region, Fail::No, None, None);
     }
     let silent = (b.t / 86_400) - (w.start / 86_400 + id.last_day);
-    (format!("{} acts again after about {silent} days without activity ({} calls)", id.name, n + 1), vec![])
+    (
+        format!("{} acts again after about {silent} days without activity, from {} ({} calls)", id.name, a.ip, n + 1),
+        vec![],
+    )
 }

@@ -1,6 +1,8 @@
-//! Normal activity, one day at a time: humans in working hours (with travel, on-call nights, weekend
-//! touches and new-but-related actions), workloads around the clock, CI deploy bursts, nightly and
-//! weekly batch jobs, a weekly security scan, and the admins' benign-but-noisy IAM chores.
+//! Normal activity, one day at a time: humans in working hours (each day opened by a federated SAML or
+//! OIDC sign-in, with travel, on-call nights, admins' night on-call read bursts, weekend touches,
+//! new-but-related actions, and leaves of weeks), workloads around the clock, CI deploy bursts and
+//! first deployments into regions new to a CI or pipeline role, nightly and weekly batch jobs, a weekly
+//! security scan, and the admins' benign-but-noisy IAM chores.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -8,7 +10,7 @@ use serde_json::json;
 
 use super::api::{APIS, ix};
 use super::record::{Ev, Fail};
-use super::world::{Arch, Identity, World, home_ip, travel_ip};
+use super::world::{Arch, Identity, OIDC_AUDIENCE, OIDC_ISSUER, World, home_ip, saml_provider, travel_ip};
 use crate::util::{hex, key_id, time_string};
 
 /// Poisson-distributed count with mean `lambda`.
@@ -82,12 +84,14 @@ pub(super) fn day(w: &World, d: i64, rng: &mut ChaCha8Rng, out: &mut Vec<Ev>) {
             continue;
         }
         if d == id.first_day && id.first_day > 0 {
-            creation(w, i, rng, out);
+            creation(w, i, d, rng, out);
         }
         match id.arch {
             a if a.human() => {
                 for p in 0..id.personas.len() {
-                    human(w, i, p, d, day_start, dow, rng, out);
+                    if !id.personas[p].on_leave(d) {
+                        human(w, i, p, d, day_start, dow, rng, out);
+                    }
                 }
             }
             Arch::AppService | Arch::Lambda | Arch::ServiceUser => workload(w, i, day_start, rng, out),
@@ -97,16 +101,19 @@ pub(super) fn day(w: &World, d: i64, rng: &mut ChaCha8Rng, out: &mut Vec<Ev>) {
             Arch::BreakGlass => break_glass(w, i, d, rng, out),
             _ => {}
         }
+        for &(_, region) in id.region_deploys.iter().filter(|x| x.0 == d) {
+            region_deploy(w, i, day_start, region, rng, out);
+        }
     }
 }
 
-/// An admin of `account` (falls back to the identity itself).
-fn admin_of(w: &World, account: usize, salt: u64) -> Option<usize> {
+/// An admin of `account` at work on day `d` (none if all are on leave).
+fn admin_of(w: &World, account: usize, salt: u64, d: i64) -> Option<usize> {
     let admins: Vec<usize> = w
         .ids
         .iter()
         .enumerate()
-        .filter(|(_, x)| x.account == account && x.arch == Arch::Admin)
+        .filter(|(_, x)| x.account == account && x.arch == Arch::Admin && !x.personas[0].on_leave(d))
         .map(|(i, _)| i)
         .collect();
     if admins.is_empty() { None } else { Some(admins[(salt % admins.len() as u64) as usize]) }
@@ -119,9 +126,9 @@ fn admin_ctx(w: &World, admin: usize, t: i64) -> Ev {
 }
 
 /// The admin's CreateUser/CreateRole (and key, group) for an identity created on this day.
-fn creation(w: &World, i: usize, rng: &mut ChaCha8Rng, out: &mut Vec<Ev>) {
+fn creation(w: &World, i: usize, d: i64, rng: &mut ChaCha8Rng, out: &mut Vec<Ev>) {
     let id = &w.ids[i];
-    let Some(admin) = admin_of(w, id.account, i as u64) else { return };
+    let Some(admin) = admin_of(w, id.account, i as u64, d) else { return };
     let t = id.created - rng.random_range(60..600);
     let aid = &w.accounts[id.account].id;
     if id.is_role {
@@ -170,7 +177,10 @@ fn human(w: &World, i: usize, p: usize, d: i64, day_start: i64, dow: i64, rng: &
     let per = &id.personas[p];
     let week = d.div_euclid(7) as u64;
     let h = mix(i as u64 * 131 + p as u64, week);
-    let traveling = h.is_multiple_of(28) && (1..=3).contains(&dow);
+    // the first week back from a leave is spent at the usual places: after weeks of silence, a
+    // return looks like a dormant identity acting again, and only its sources tell them apart
+    let returning = per.leave.is_some_and(|(_, back)| (back..back + 7).contains(&d));
+    let traveling = !returning && h.is_multiple_of(28) && (1..=3).contains(&dow);
     let travel_ip_fixed = {
         let mut r = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(h);
         travel_ip(&mut r)
@@ -187,14 +197,14 @@ fn human(w: &World, i: usize, p: usize, d: i64, day_start: i64, dow: i64, rng: &
         let ip = if traveling {
             travel_ip_fixed.clone()
         } else if dow < 5 && !night && rng.random_bool(0.7) {
-            if rng.random_bool(0.03) {
+            if !returning && rng.random_bool(0.03) {
                 // another egress address of the same office range
                 let base = per.office_ip.rsplit_once('.').map_or("", |x| x.0);
                 format!("{base}.{}", rng.random_range(1..=254u8))
             } else {
                 per.office_ip.clone()
             }
-        } else if rng.random_bool(0.02) {
+        } else if !returning && rng.random_bool(0.02) {
             home_ip(rng)
         } else {
             per.home_ips[rng.random_range(0..per.home_ips.len())].clone()
@@ -218,6 +228,38 @@ fn human(w: &World, i: usize, p: usize, d: i64, day_start: i64, dow: i64, rng: &
         let len = rng.random_range(10..=40) * 60;
         session_at(rng, local, len, true);
     }
+    // admins get paged at night now and then: a burst of reads between 00:00 and 04:00 UTC, through
+    // the corporate VPN (the office's address) with the usual CLI
+    let burst = if id.arch == Arch::Admin && rng.random_bool(1.0 / 20.0) {
+        let secs = rng.random_range(15..=45) * 60;
+        let t0 = day_start + rng.random_range(60..4 * 3600 - secs);
+        Some(Session { t0, secs, ip: per.office_ip.clone(), ua: per.cli_ua.clone(), console: false, rate: 0.0 })
+    } else {
+        None
+    };
+    // the day starts with a federated sign-in through the identity provider, from where and with
+    // what the first session runs (pushed first: it sorts before calls of the same second)
+    if id.arch.federated()
+        && let Some(first) = sessions.iter().chain(burst.iter()).min_by_key(|s| s.t0)
+    {
+        let t = (first.t0 - rng.random_range(5..120)).max(day_start);
+        out.push(sign_in(w, i, p, t, first, rng));
+    }
+    if let Some(b) = &burst {
+        let reads: Vec<u16> = id.core.iter().copied().filter(|&a| APIS[usize::from(a)].read_only).collect();
+        if !reads.is_empty() {
+            for _ in 0..rng.random_range(20..=60) {
+                let t = b.t0 + rng.random_range(0..b.secs);
+                let api = reads[rng.random_range(0..reads.len())];
+                let mut e = Ev::new(t, i, api, pick_region(rng, id), b.ip.clone(), b.ua.clone());
+                e.persona = p as u16;
+                if rng.random_bool(id.err_rate) {
+                    e.fail = Fail::Other;
+                }
+                out.push(e);
+            }
+        }
+    }
     for s in sessions {
         let n = poisson(rng, s.rate * s.secs as f64 / 3600.0);
         for _ in 0..n {
@@ -238,6 +280,42 @@ fn human(w: &World, i: usize, p: usize, d: i64, day_start: i64, dow: i64, rng: &
             admin_chores(w, i, &s, rng, out);
         }
     }
+}
+
+/// The federated sign-in (`AssumeRoleWithSAML`, or `AssumeRoleWithWebIdentity` for OIDC users) of
+/// persona `p` at `t`, from session `s`'s address and agent, in the identity's first region.
+fn sign_in(w: &World, i: usize, p: usize, t: i64, s: &Session, rng: &mut ChaCha8Rng) -> Ev {
+    let id = &w.ids[i];
+    let per = &id.personas[p];
+    let aid = w.accounts[id.account].id.as_str();
+    let api = if per.web_identity { "sts:AssumeRoleWithWebIdentity" } else { "sts:AssumeRoleWithSAML" };
+    let mut e = Ev::new(t, i, ix(api), id.regions[0], s.ip.clone(), s.ua.clone());
+    e.persona = p as u16;
+    e.console = s.console;
+    let session = per.session.clone().unwrap_or_else(|| id.name.clone());
+    let subject = if session.contains('@') { session.clone() } else { format!("{session}@acme.example") };
+    // a working day's credentials
+    let mut req = json!({"roleSessionName": session, "durationSeconds": 43_200});
+    let assumed = json!({"assumedRoleId": format!("{}:{session}", id.id),
+                         "arn": format!("arn:aws:sts::{aid}:assumed-role/{}/{session}", id.name)});
+    if id.is_role {
+        req["roleArn"] = json!(id.arn);
+    }
+    if per.web_identity {
+        e.resp = id.is_role.then(|| {
+            json!({"subjectFromWebIdentityToken": subject, "assumedRoleUser": assumed,
+                   "provider": format!("https://{OIDC_ISSUER}"), "audience": OIDC_AUDIENCE})
+        });
+    } else {
+        req["sAMLAssertionID"] = json!(format!("_{}", hex(rng, 32)));
+        req["principalArn"] = json!(saml_provider(aid, id));
+        e.resp = id.is_role.then(|| {
+            json!({"assumedRoleUser": assumed, "subject": subject, "subjectType": "persistent",
+                   "issuer": format!("https://{OIDC_ISSUER}/saml"), "audience": "https://signin.aws.amazon.com/saml"})
+        });
+    }
+    e.req = Some(req);
+    e
 }
 
 /// Benign but noisy admin work: key rotation for integration users, policy updates, bucket policies.
@@ -418,6 +496,35 @@ fn ci(w: &World, i: usize, day_start: i64, dow: i64, rng: &mut ChaCha8Rng, out: 
             e.req = Some(json!({"logGroupName": format!("/aws/lambda/{f}-pr{}", rng.random_range(100..999))}));
             out.push(e);
         }
+    }
+}
+
+/// A first deployment into a region of the account the identity never used (a new stack, a copy of a
+/// pipeline): its usual sources (CI: a fresh GitHub runner, as every job; pipelines: their NAT
+/// address) and agent, its habitual calls, a region new to it.
+fn region_deploy(w: &World, i: usize, day_start: i64, region: &'static str, rng: &mut ChaCha8Rng, out: &mut Vec<Ev>) {
+    let id = &w.ids[i];
+    let tz = if id.account.is_multiple_of(2) { -5 } else { 1 };
+    let t0 = day_start + (rng.random_range(9..18) - tz) * 3600 + rng.random_range(0..3600);
+    let t0 = t0.clamp(day_start, day_start + 86_399);
+    let secs = rng.random_range(300..1200);
+    let (ip, session) = if id.arch == Arch::CiCd {
+        let session = format!("GitHubActions-{}", rng.random_range(7_000_000_000u64..9_000_000_000));
+        (super::world::runner_ip(rng), Some(session))
+    } else {
+        (id.ips[0].clone(), None)
+    };
+    let mut push = |t: i64, api: u16| {
+        let mut e = Ev::new(t, i, api, region, ip.clone(), id.ua.clone());
+        e.session.clone_from(&session);
+        out.push(e);
+    };
+    if id.arch == Arch::CiCd {
+        push(t0, ix("sts:GetCallerIdentity"));
+    }
+    for _ in 0..rng.random_range(15..45) {
+        let t = t0 + 3 + rng.random_range(0..secs);
+        push(t, id.core[pick_cum(rng, &id.core_cum)]);
     }
 }
 

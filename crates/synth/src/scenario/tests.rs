@@ -406,3 +406,100 @@ fn action_pools_resolve() {
         }
     }
 }
+
+#[test]
+fn benign_sign_ins_leaves_and_new_regions() {
+    let seed = 12;
+    let cfg = ScenarioConfig::small(seed);
+    let (dir, s) = gen_small(seed);
+    let w = world::World::build(&cfg, &mut rng_stream(seed, 0));
+    let labels = Labels::load(&dir.path().join("labels.jsonl")).unwrap();
+    let attack: BTreeSet<String> = labels.instances.iter().flat_map(|l| l.event_ids.iter().cloned()).collect();
+    let recs: Vec<Value> = read_lines(&dir.path().join("history/cloudtrail.jsonl"))
+        .into_iter()
+        .chain(read_lines(&dir.path().join("detect/cloudtrail.jsonl")))
+        .filter(|r| !attack.contains(r["eventID"].as_str().unwrap()))
+        .collect();
+    let day_of = |r: &Value| {
+        let t = EventTime::parse_rfc3339(r["eventTime"].as_str().unwrap()).unwrap();
+        (t.millis() - s.start.millis()).div_euclid(86_400_000)
+    };
+    // who made a record: an IAM user's ARN, or an assumed-role ARN (role + session)
+    let who = |r: &Value| r["userIdentity"]["arn"].as_str().unwrap().to_string();
+    let actor = |id: &world::Identity, p: &world::Persona| match &p.session {
+        Some(sess) if id.is_role => {
+            format!("arn:aws:sts::{}:assumed-role/{}/{sess}", w.accounts[id.account].id, id.name)
+        }
+        _ => id.arn.clone(),
+    };
+
+    // federated humans start with a sign-in; nobody else signs in
+    let mut first: BTreeMap<String, &Value> = BTreeMap::new();
+    let (mut saml, mut oidc) = (0, 0);
+    for r in &recs {
+        first.entry(who(r)).or_insert(r);
+        match r["eventName"].as_str().unwrap() {
+            "AssumeRoleWithSAML" => saml += 1,
+            "AssumeRoleWithWebIdentity" => oidc += 1,
+            _ => continue,
+        }
+        assert_eq!(r["eventSource"], "sts.amazonaws.com");
+    }
+    assert!(saml > 2 * oidc && oidc > 0, "{saml} SAML, {oidc} OIDC sign-ins");
+    let mut leaves = 0;
+    for id in &w.ids {
+        for p in &id.personas {
+            let a = actor(id, p);
+            if let Some(r) = first.get(&a) {
+                let name = r["eventName"].as_str().unwrap();
+                if id.arch.federated() {
+                    let want = if p.web_identity { "AssumeRoleWithWebIdentity" } else { "AssumeRoleWithSAML" };
+                    assert_eq!(name, want, "{a}");
+                } else {
+                    assert!(!name.starts_with("AssumeRoleWith"), "{a}");
+                }
+            }
+            // no records at all while on leave, and back afterwards
+            // (two humans of an SSO role may share a name, and so a session: the other one works)
+            let shared = id.personas.iter().filter(|q| q.session == p.session).count() > 1;
+            if let Some((from, back)) = p.leave.filter(|_| !shared) {
+                leaves += 1;
+                assert!((15..=30).contains(&(back - from)));
+                let days: Vec<i64> = recs.iter().filter(|r| who(r) == a).map(day_of).collect();
+                assert!(!days.iter().any(|d| (from..back).contains(d)), "{a} active on leave {from}..{back}");
+            }
+        }
+    }
+    assert!(leaves > 0);
+
+    // first deployments into the account's other regions, never used by the identity before
+    let mut deploys = 0;
+    for id in &w.ids {
+        for &(d, region) in &id.region_deploys {
+            deploys += 1;
+            assert!(matches!(id.arch, world::Arch::CiCd | world::Arch::Pipeline));
+            assert!(!id.regions.contains(&region) && w.accounts[id.account].regions.contains(&region));
+            let in_region: Vec<i64> = recs
+                .iter()
+                .filter(|r| {
+                    r["awsRegion"] == region
+                        && r["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] == id.arn.as_str()
+                })
+                .map(day_of)
+                .collect();
+            assert!(in_region.contains(&d) && in_region.iter().all(|x| *x >= d), "{} {region} {d}", id.name);
+        }
+    }
+    assert!(deploys > 0);
+
+    // dormant identities come back from an attacker's address, never their own
+    let all = read_lines(&dir.path().join("detect/cloudtrail.jsonl"));
+    for l in labels.instances.iter().filter(|l| l.technique == Technique::DormantIdentity) {
+        let id = w.ids.iter().find(|i| i.arn == l.identity).unwrap();
+        let own: BTreeSet<&str> =
+            id.personas.iter().flat_map(|p| p.home_ips.iter().chain([&p.office_ip])).map(String::as_str).collect();
+        for r in all.iter().filter(|r| l.event_ids.iter().any(|e| r["eventID"] == e.as_str())) {
+            assert!(!own.contains(r["sourceIPAddress"].as_str().unwrap()), "{}", l.id);
+        }
+    }
+}

@@ -57,6 +57,12 @@ impl Arch {
         matches!(self, Arch::Developer | Arch::Admin | Arch::Analyst | Arch::Auditor | Arch::Sso | Arch::Dormant)
     }
 
+    /// The humans who sign in through the organization's identity provider every day (dormant users
+    /// left before the history's habits matter; break-glass is used with its own credentials).
+    pub(super) fn federated(self) -> bool {
+        matches!(self, Arch::Developer | Arch::Admin | Arch::Analyst | Arch::Auditor | Arch::Sso)
+    }
+
     fn is_role(self) -> bool {
         !matches!(
             self,
@@ -457,6 +463,17 @@ pub(super) struct Persona {
     pub(super) oncall: Option<u8>,
     /// Share of sessions run in the console.
     pub(super) console: f64,
+    /// Signs in through the OIDC identity provider (`AssumeRoleWithWebIdentity`) rather than SAML.
+    pub(super) web_identity: bool,
+    /// A leave: first day away and first day back (scenario day indices); no calls in between.
+    pub(super) leave: Option<(i64, i64)>,
+}
+
+impl Persona {
+    /// Whether the human is away on day `d`.
+    pub(super) fn on_leave(&self, d: i64) -> bool {
+        self.leave.is_some_and(|(from, back)| (from..back).contains(&d))
+    }
 }
 
 pub(super) struct Identity {
@@ -497,6 +514,8 @@ pub(super) struct Identity {
     pub(super) extra_grants: Vec<String>,
     /// Minute offset of scheduled jobs.
     pub(super) phase: i64,
+    /// Deployments into a region of the account the identity never used before: (day index, region).
+    pub(super) region_deploys: Vec<(i64, &'static str)>,
 }
 
 pub(super) struct World {
@@ -950,7 +969,47 @@ impl World {
                 w.ids.push(ident);
             }
         }
+        w.plan_benign_changes(rng);
         w
+    }
+
+    /// Draws sign-in methods, leaves and new-region deployments. Drawn after the whole organization,
+    /// so that the identities and their habits stay what the seed gave before these existed.
+    fn plan_benign_changes(&mut self, rng: &mut ChaCha8Rng) {
+        let days = self.days;
+        for id in &mut self.ids {
+            if id.arch.federated() {
+                for p in &mut id.personas {
+                    p.web_identity = rng.random_bool(0.25);
+                    if !rng.random_bool(0.08) {
+                        continue;
+                    }
+                    // 15-30 days away, back before the end so the return is in the trail
+                    let lo = id.first_day.max(0) + 1;
+                    let longest = (days - 1 - lo).min(30);
+                    if longest >= 15 {
+                        let len = rng.random_range(15..=longest);
+                        let from = rng.random_range(lo..=days - 1 - len);
+                        p.leave = Some((from, from + len));
+                    }
+                }
+            }
+            if matches!(id.arch, Arch::CiCd | Arch::Pipeline) {
+                // the account's other enabled regions, each a first deployment once: about one a
+                // month while regions the identity never used are left
+                let mut fresh: Vec<&'static str> =
+                    self.accounts[id.account].regions.iter().filter(|r| !id.regions.contains(r)).copied().collect();
+                for d in id.first_day.max(0)..days {
+                    if fresh.is_empty() {
+                        break;
+                    }
+                    if rng.random_bool(1.0 / 30.0) {
+                        let r = fresh.remove(rng.random_range(0..fresh.len()));
+                        id.region_deploys.push((d, r));
+                    }
+                }
+            }
+        }
     }
 
     fn make_identity<R: Rng>(
@@ -1049,6 +1108,8 @@ impl World {
                     Arch::Analyst => 0.4,
                     _ => rng.random_range(0.05..0.3),
                 },
+                web_identity: false,
+                leave: None,
             }
         };
         let mut personas = Vec::new();
@@ -1088,6 +1149,8 @@ impl World {
                         end_hour: 24,
                         oncall: None,
                         console: 0.0,
+                        web_identity: false,
+                        leave: None,
                     });
                 }
                 ips = match arch {
@@ -1236,6 +1299,7 @@ impl World {
             managed,
             extra_grants: Vec::new(),
             phase: rng.random_range(0..50),
+            region_deploys: Vec::new(),
         }
     }
 
@@ -1308,7 +1372,15 @@ impl World {
             if id.is_role {
                 let trust = match id.arch {
                     Arch::Sso => {
-                        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": format!("arn:aws:iam::{aid}:saml-provider/AWSSSO_{}_DO_NOT_DELETE", &id.id[4..12])}, "Action": ["sts:AssumeRoleWithSAML", "sts:TagSession"], "Condition": {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}}}]})
+                        let mut statements = vec![
+                            json!({"Effect": "Allow", "Principal": {"Federated": saml_provider(aid, id)}, "Action": ["sts:AssumeRoleWithSAML", "sts:TagSession"], "Condition": {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}}}),
+                        ];
+                        // the trail shows some of its humans signing in through OIDC: the trust
+                        // policy has to allow it
+                        if id.personas.iter().any(|p| p.web_identity) {
+                            statements.push(json!({"Effect": "Allow", "Principal": {"Federated": format!("arn:aws:iam::{aid}:oidc-provider/{OIDC_ISSUER}")}, "Action": "sts:AssumeRoleWithWebIdentity", "Condition": {"StringEquals": {format!("{OIDC_ISSUER}:aud"): OIDC_AUDIENCE}}}));
+                        }
+                        json!({"Version": "2012-10-17", "Statement": statements})
                     }
                     Arch::CiCd => {
                         json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": format!("arn:aws:iam::{aid}:oidc-provider/token.actions.githubusercontent.com")}, "Action": "sts:AssumeRoleWithWebIdentity", "Condition": {"StringLike": {"token.actions.githubusercontent.com:sub": "repo:acme/*:ref:refs/heads/main"}}}]})
@@ -1410,6 +1482,20 @@ impl World {
             .map(|i| json!({"UserName": i.name, "AccessKeyId": i.key, "Status": "Active", "CreateDate": time_string(i.created + 600)}))
             .collect();
         json!({"Account": self.accounts[ai].id, "AccessKeyMetadata": keys, "IsTruncated": false})
+    }
+}
+
+/// The organization's OIDC identity provider (issuer host) and the audience of its tokens for AWS.
+pub(super) const OIDC_ISSUER: &str = "login.acme.example";
+pub(super) const OIDC_AUDIENCE: &str = "aws-federation";
+
+/// The SAML provider humans of `id` sign in through: IAM Identity Center's for its roles, the
+/// organization's IdP otherwise.
+pub(super) fn saml_provider(aid: &str, id: &Identity) -> String {
+    if id.arch == Arch::Sso {
+        format!("arn:aws:iam::{aid}:saml-provider/AWSSSO_{}_DO_NOT_DELETE", &id.id[4..12])
+    } else {
+        format!("arn:aws:iam::{aid}:saml-provider/acme-idp")
     }
 }
 
