@@ -463,7 +463,9 @@ fn coordinate<S: StateStore>(
     let mut progress: Vec<FileProgress> = Vec::new();
     progress.resize_with(files.len(), FileProgress::default);
     let budget = opts.flush_budget.max(1);
-    // The delivery-time frontier. Files with a CloudTrail delivery time come last in read order,
+    // The delivery-time frontier. Files without a delivery time come first in read order, and the
+    // watermark is held until they are read (see `limit_at`). Files with a CloudTrail delivery time
+    // come last in read order,
     // oldest delivery first, and a file holds the events since its trail's previous delivery. So while
     // a file delivered at D is unread, events up to the delivery before D are all that is safe to
     // release: the watermark is capped there. Files spanning hours (daily exports) then still come
@@ -471,6 +473,12 @@ fn coordinate<S: StateStore>(
     let stamps: Vec<Option<i64>> = stamps.iter().map(|s| s.map(EventTime::millis)).collect();
     let first_stamped = stamps.iter().position(Option::is_some).unwrap_or(files.len());
     let limit_at = |frontier: usize| -> Option<i64> {
+        // Files without a delivery time (exports, LookupEvents output, JSON Lines) may hold their
+        // events in any order, newest first included: nothing is released until they are all read, so
+        // the reorder buffer sorts them whole (up to its capacity; beyond, the oldest go early).
+        if frontier < first_stamped {
+            return Some(i64::MIN / 2);
+        }
         let s = stamps.get(frontier).copied().flatten()?;
         let mut i = frontier;
         while i > first_stamped && stamps.get(i - 1).copied().flatten() == Some(s) {
@@ -478,7 +486,11 @@ fn coordinate<S: StateStore>(
         }
         if i == first_stamped { Some(i64::MIN / 2) } else { stamps.get(i - 1).copied().flatten() }
     };
-    let mut frontier = first_stamped;
+    // The first file not yet read whole, plain files included.
+    let mut frontier = 0;
+    while progress.get(frontier).is_some_and(|p| p.read) {
+        frontier += 1;
+    }
     pipeline.set_limit(limit_at(frontier), store)?;
     for msg in rx.into_iter().flatten() {
         match msg {
