@@ -235,9 +235,11 @@ pub fn identity_finding(
 pub type Subject<'g> = (&'g IdentityGrants, IdentityUsage);
 
 /// The identities to report, sorted by ARN, each with its usage read from `state`: every identity of
-/// the snapshot, plus identities the logs name that no snapshot holds (the root user, principals of
-/// other accounts): those are granted what grantwatch can know — everything for root, nothing
-/// otherwise — and reported, not dropped.
+/// the snapshot, plus identities the logs name that no snapshot holds (the root user, roles and users
+/// deleted since): those are granted what grantwatch can know — everything for root, nothing
+/// otherwise — and reported, not dropped. Callers from outside are not identities of the
+/// organization and are left out: anonymous callers and whole accounts (`ANONYMOUS_PRINCIPAL`,
+/// `AWSAccount`), and, when snapshots were given, principals of accounts no snapshot covers.
 ///
 /// They are handed to `emit` in batches of at most `batch`, so a large organization is never held in
 /// memory whole (an administrator's finding alone lists 20,000 actions), and [`identity_finding`],
@@ -250,11 +252,17 @@ pub fn for_each_subject_batch(
     emit: &mut dyn FnMut(&[Subject<'_>]),
 ) -> Result<(), grantwatch_state::StateError> {
     let known: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.arn.as_str()).collect();
+    let accounts: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.account.as_str()).collect();
     let mut from_logs: Vec<IdentityGrants> = Vec::new();
     for (arn, meta) in identities_in_logs(state)? {
         // AWS services acting on their own behalf hold no entitlements of the customer's: their events
-        // are counted in the ingest report, but they are not identities to right-size.
-        if known.contains(arn.as_str()) || meta.kind == IdentityKind::Service {
+        // are counted in the ingest report, but they are not identities to right-size. Nor are callers
+        // from outside the organization.
+        let foreign = !accounts.is_empty() && !accounts.contains(meta.account.as_str());
+        if known.contains(arn.as_str())
+            || matches!(meta.kind, IdentityKind::Service | IdentityKind::External)
+            || foreign
+        {
             continue;
         }
         let mut g = IdentityGrants::unknown(catalog, &arn, &meta.account, meta.kind, &meta.name);

@@ -164,10 +164,11 @@ impl ProcessorStage {
         let mut observed = Vec::with_capacity(1);
         self.usage.process(ev, &mut Cx { state, out: &mut observed })?;
         let observed = observed.first().copied().unwrap_or(Observed::Duplicate);
-        // AWS services acting for themselves are not identities to right-size.
+        // AWS services acting for themselves, anonymous callers and whole foreign accounts are not
+        // identities to right-size.
         if observed == Observed::Counted
             && self.cfg.emit_windows
-            && ev.actor.kind != IdentityKind::Service
+            && !matches!(ev.actor.kind, IdentityKind::Service | IdentityKind::External)
             && !self.dirty.contains_key(ev.actor.uid.as_str())
         {
             let meta = IdentityMeta {
