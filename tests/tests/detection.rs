@@ -124,3 +124,94 @@ fn a_labeled_scenario_is_detected_with_explained_alerts() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("version 999"), "{stderr}");
 }
+
+/// Real CloudTrail of 35 attack techniques (Stratus Red Team's detonation logs, vendored in
+/// `samples/stratus-detonation-logs` with their license), each file replayed alone with no IAM snapshot
+/// and no history: at least 30 techniques raise an alert that names their records.
+#[test]
+fn stratus_red_team_detonations_raise_alerts_naming_their_records() {
+    let dir = repo().join("samples/stratus-detonation-logs");
+    let r = grantwatch::eval::run_labeled(&grantwatch::eval::LabeledOptions {
+        dir: dir.clone(),
+        rules: repo().join("rules"),
+        models: None,
+    })
+    .unwrap();
+    println!("{r}");
+    assert_eq!(r.total, 35, "{r}");
+    let missed: Vec<&str> = r.techniques.iter().filter(|t| !t.detected).map(|t| t.technique.as_str()).collect();
+    assert!(r.detected >= 30, "detected {} of {}; missed {missed:?}", r.detected, r.total);
+    // The analytics that should see what each technique does, not merely some alert.
+    let by = |technique: &str| {
+        r.techniques.iter().find(|t| t.technique.ends_with(technique)).map(|t| t.analytics.clone()).unwrap_or_default()
+    };
+    let fired = |technique: &str, analytic: &str| by(technique).iter().any(|(id, _)| id == analytic);
+    assert!(fired("iam-backdoor-role", "grantwatch/resource-made-public"), "{:?}", by("iam-backdoor-role"));
+    assert!(fired("iam-create-backdoor-role", "grantwatch/resource-made-public"));
+    assert!(fired("secretsmanager-retrieve-secrets", "grantwatch/credential-harvest"));
+    assert!(fired("ec2-get-password-data", "grantwatch/credential-harvest"), "denied attempts count");
+    assert!(fired("cloudtrail-event-selectors", "grantwatch/logging-disabled"));
+    assert!(fired("dns-delete-logs", "grantwatch/logging-disabled"));
+    assert!(
+        fired("console-login-without-mfa", "sigma/77caf516-34e5-4df9-b4db-20744fea0a60"),
+        "additionalEventData kept"
+    );
+    assert!(fired("ec2-user-data", "sigma/1ab3c5ed-5baf-417b-bb6b-78ca33f6c3df"), "userData as CloudTrail logs it");
+}
+
+/// A file without a delivery time may list its records newest first (the order CloudTrail's
+/// LookupEvents returns them in): `analyze` sorts it whole, so no event is late and the alerts are
+/// those of the same records oldest first.
+#[test]
+fn newest_first_input_is_sorted_whole() {
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    for entry in std::fs::read_dir(repo().join("samples/stratus-detonation-logs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let file: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            records.extend(file);
+        }
+    }
+    records.sort_by(|a, b| {
+        (a["eventTime"].as_str(), a["eventID"].as_str()).cmp(&(b["eventTime"].as_str(), b["eventID"].as_str()))
+    });
+    let work = tempfile::tempdir().unwrap();
+    let catalog = std::sync::Arc::new(grantwatch_core::catalog::Catalog::aws().unwrap());
+    let (detection, _) = grantwatch_detect::load::load_detection(catalog, &repo().join("rules"), None).unwrap();
+    let detection = std::sync::Arc::new(detection);
+    let mut outcomes = Vec::new();
+    for (name, newest_first) in [("oldest-first", false), ("newest-first", true)] {
+        let mut ordered = records.clone();
+        if newest_first {
+            ordered.reverse();
+        }
+        let file = work.path().join(format!("{name}.json"));
+        std::fs::write(&file, serde_json::json!({ "Records": ordered }).to_string()).unwrap();
+        let alerts_path = work.path().join(format!("{name}-alerts.jsonl"));
+        let pass = grantwatch::detect::run_pass(&grantwatch::detect::PassOptions {
+            detection: detection.clone(),
+            cloudtrail: &[grantwatch_files::Input::Local(file)],
+            s3: Default::default(),
+            grants: &[],
+            collect_windows: false,
+            alerts_path: Some(&alerts_path),
+        })
+        .unwrap();
+        assert_eq!(pass.late, 0, "{name}: no event is late");
+        // Records of the same second keep their file order (ties are not reordered), so which of them
+        // an alert names may differ; which analytic fires on whom may not.
+        let mut alerts: Vec<(String, String)> = std::fs::read_to_string(&alerts_path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let a: DetectionFinding = serde_json::from_str(l).unwrap();
+                (a.finding_info.analytic.uid, a.actor.user.uid)
+            })
+            .collect();
+        alerts.sort();
+        outcomes.push((pass.events, alerts));
+    }
+    assert_eq!(outcomes[0].0, records.len() as u64);
+    assert!(!outcomes[0].1.is_empty());
+    assert_eq!(outcomes[0], outcomes[1], "the same alerts whatever the order of the file");
+}

@@ -57,6 +57,9 @@ pub(crate) struct Profile {
     /// Data stores first touched in the current hour, and the reads from them so far.
     #[serde(default)]
     pub(crate) fresh: FreshData,
+    /// Credential items read within the last hour.
+    #[serde(default)]
+    pub(crate) harvest: CredentialReads,
     /// Analytics this identity triggered: first and last UTC day, within the lookback (established
     /// behavior once the first day is past).
     #[serde(default)]
@@ -71,6 +74,27 @@ pub(crate) struct FreshData {
     events: Vec<RelatedEvent>,
     alerted: bool,
 }
+
+/// Credential items (a secret, a decrypted parameter, an instance's password or user data) an identity
+/// tried to read, each with the time of its first read, within the last hour.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct CredentialReads {
+    /// Items read within the last hour that the identity had not read before, with the first read.
+    items: Vec<(String, i64)>,
+    /// Items the identity read successfully, with the last day (an application that reads its own
+    /// secrets every hour is not harvesting them).
+    #[serde(default)]
+    known: Vec<(String, i32)>,
+    attempts: u32,
+    denied: u32,
+    events: Vec<RelatedEvent>,
+    /// The time of the last alert: one per hour at most.
+    alerted_ms: Option<i64>,
+}
+
+/// Items remembered per identity, in the hour and as known (a bound on state; more than this within the
+/// hour is a harvest anyway).
+const HARVEST_ITEMS_MAX: usize = 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Pending {
@@ -108,6 +132,8 @@ pub(crate) struct Raised {
     pub(crate) events: Vec<RelatedEvent>,
     pub(crate) evidence: Vec<Evidence>,
     pub(crate) desc: String,
+    /// A failed call matched a rule that does not judge failures: reported one severity lower.
+    pub(crate) demoted: bool,
 }
 
 impl Raised {
@@ -133,12 +159,13 @@ impl Raised {
             events,
             evidence,
             desc,
+            demoted: false,
         }
     }
 
     /// The draft of this alert, as analytic `info` with its effective settings `policy`.
     pub(crate) fn draft(self, info: AnalyticInfo, policy: RulePolicy) -> Draft {
-        let Raised { analytic: _, subject, time, region, events, evidence, desc } = self;
+        let Raised { analytic: _, subject, time, region, events, evidence, desc, demoted: _ } = self;
         Draft { info, policy, subject, time, region, events, evidence, desc }
     }
 }
@@ -147,7 +174,9 @@ impl Raised {
 pub(crate) struct Policies(FxHashMap<String, (AnalyticInfo, RulePolicy)>);
 
 impl Policies {
-    pub(crate) fn new(config: &RulesConfig, sigma: &SigmaSet) -> Self {
+    /// `routine`: analytics the models learned as routine in this organization; those below high
+    /// severity are demoted to low unless the configuration says `learn_routine = false` for them.
+    pub(crate) fn new(config: &RulesConfig, sigma: &SigmaSet, routine: &[String]) -> Self {
         let mut policies = FxHashMap::default();
         let infos = Builtin::ALL.iter().map(|b| b.info()).chain(sigma.rules().iter().map(|r| AnalyticInfo {
             id: sigma_id(&r.id),
@@ -159,7 +188,11 @@ impl Policies {
             suppress_established: r.level < grantwatch_types::Severity::High,
         }));
         for info in infos {
-            if let Some(p) = config.policy(&info) {
+            if let Some(mut p) = config.policy(&info) {
+                let learn = config.rule.get(&info.id).and_then(|r| r.learn_routine).unwrap_or(true);
+                if learn && p.severity < grantwatch_types::Severity::High && routine.contains(&info.id) {
+                    p.severity = p.severity.min(grantwatch_types::Severity::Low);
+                }
                 policies.insert(info.id.clone(), (info, p));
             }
         }
@@ -171,7 +204,10 @@ impl Policies {
     /// the identity. Established behavior is the profile's to judge ([`Profile::triggered_before`]).
     pub(crate) fn admit(&self, config: &RulesConfig, alert: &Raised) -> Option<(AnalyticInfo, RulePolicy)> {
         // Cloned (small, and alerts are rare): the draft owns them.
-        let (info, policy) = self.0.get(&alert.analytic).cloned()?;
+        let (info, mut policy) = self.0.get(&alert.analytic).cloned()?;
+        if alert.demoted {
+            policy.severity = policy.severity.lower();
+        }
         let subject = &alert.subject;
         if policy.severity < config.detection.min_severity
             || config.allowlisted(&subject.account, &subject.uid)
@@ -216,9 +252,15 @@ pub(crate) fn single_event(
             ev.api.operation,
             subject.display()
         );
-        let evidence =
+        let mut evidence =
             vec![field_evidence("eventName", &ev.api.operation), field_evidence("eventSource", &ev.api.service)];
-        raised.push(Raised::at(sigma_id(&rule.id), subject, ev, vec![related(ev)], evidence, desc));
+        let failed = ev.status == grantwatch_types::Status::Failure;
+        if let Some(code) = ev.status_code.as_deref().filter(|_| failed) {
+            evidence.push(field_evidence("errorCode", code));
+        }
+        let mut alert = Raised::at(sigma_id(&rule.id), subject, ev, vec![related(ev)], evidence, desc);
+        alert.demoted = failed && !rule.judges_failures;
+        raised.push(alert);
     }
     raised
 }
@@ -240,6 +282,7 @@ pub(crate) fn stateful(
         raised.extend(first_time(catalog, settings, ev, subject, novel));
         raised.extend(bulk_reads(&mut profile.fresh, ev, subject, novel));
     }
+    raised.extend(credential_harvest(&mut profile.harvest, settings, ev, subject, request));
     raised.extend(policy_version_escalation(&mut profile.steps, ev, subject, request));
     raised.extend(granted_and_used(&mut profile.grants, settings, ev, subject, novel));
     raised
@@ -293,22 +336,49 @@ fn first_time(
         let evidence = names.iter().map(|r| first_time_evidence("resource", r)).collect();
         raised.push(Raised::on(Builtin::FirstTimeResource, subject, ev, evidence, desc));
     }
-    if novel.region {
-        let desc = format!("{} acted in region {} for the first time.", subject.display(), ev.region);
-        let evidence = vec![first_time_evidence("region", &ev.region)];
+    // A new region, or a return after weeks, is routine on its own (a deployment into a new region,
+    // a colleague back from leave); from a network or client the identity never used, it is how
+    // stolen credentials look. Both analytics need that second novelty.
+    // An identity that roams (CI runners, people on the move) shows new networks all the time: for it
+    // only a new client counts.
+    let from_elsewhere = novel.agent || (novel.network && !novel.roaming);
+    let elsewhere_evidence = || {
+        let mut e = Vec::new();
+        if novel.network {
+            e.push(first_time_evidence("source_network", ev.src_ip.as_deref().unwrap_or_default()));
+        }
+        if novel.agent {
+            e.push(first_time_evidence("user_agent", ev.user_agent.as_deref().unwrap_or_default()));
+        }
+        e
+    };
+    if novel.region && from_elsewhere {
+        let desc = format!(
+            "{} acted in region {} for the first time, from a network or client it never used.",
+            subject.display(),
+            ev.region
+        );
+        let mut evidence = vec![first_time_evidence("region", &ev.region)];
+        evidence.extend(elsewhere_evidence());
         raised.push(Raised::on(Builtin::FirstTimeRegion, subject, ev, evidence, desc));
     }
     if let Some(idle) = novel.idle_days
         && idle >= f64::from(settings.dormant_after_days)
+        && from_elsewhere
     {
-        let desc = format!("{} acted after {:.0} days without activity.", subject.display(), idle);
-        let evidence = vec![Evidence {
+        let desc = format!(
+            "{} acted after {:.0} days without activity, from a network or client it never used.",
+            subject.display(),
+            idle
+        );
+        let mut evidence = vec![Evidence {
             name: "idle_days".into(),
             value: idle,
             baseline: Some(f64::from(settings.dormant_after_days)),
             spread: None,
             score: None,
         }];
+        evidence.extend(elsewhere_evidence());
         raised.push(Raised::on(Builtin::DormantIdentityActive, subject, ev, evidence, desc));
     }
     if let Some(role) = &novel.passed_role {
@@ -362,6 +432,167 @@ fn bulk_reads(fresh: &mut FreshData, ev: &Event, subject: &Subject, novel: &Nove
         score: None,
     }];
     Some(Raised::at(Builtin::BulkReadNewData.id().to_string(), subject, ev, events, evidence, desc))
+}
+
+/// The credential items a call reads, and whether it reads in bulk by itself (a filter or a path
+/// rather than names). Failed calls count: an attempt on thirty instances' passwords is a harvest
+/// whether or not AWS said no.
+fn credential_items(ev: &Event, request: Option<&serde_json::Value>) -> Option<(Vec<String>, bool)> {
+    let req = request?;
+    let s = |k: &str| req.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let list = |k: &str| -> Vec<String> {
+        req.get(k)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let decrypted = || req.get("withDecryption").and_then(|v| v.as_bool()) == Some(true);
+    let prefixed = |p: &str, items: Vec<String>| items.into_iter().map(|i| format!("{p}:{i}")).collect::<Vec<_>>();
+    match (ev.api.service.as_str(), ev.api.operation.as_str()) {
+        ("secretsmanager.amazonaws.com", "GetSecretValue") => Some((
+            prefixed("secret", s("secretId").map(|id| secret_name(&id).to_string()).into_iter().collect()),
+            false,
+        )),
+        ("secretsmanager.amazonaws.com", "BatchGetSecretValue") => {
+            let ids = list("secretIdList");
+            let by_filter = ids.is_empty();
+            let ids = ids.iter().map(|id| secret_name(id).to_string()).collect();
+            let items = if by_filter {
+                vec![format!("secrets-filter:{}", req.get("filters").map(|f| f.to_string()).unwrap_or_default())]
+            } else {
+                ids
+            };
+            Some((prefixed("secret", items), by_filter))
+        }
+        ("ssm.amazonaws.com", "GetParameter") if decrypted() => {
+            Some((prefixed("parameter", s("name").into_iter().collect()), false))
+        }
+        ("ssm.amazonaws.com", "GetParameters") if decrypted() => Some((prefixed("parameter", list("names")), false)),
+        ("ssm.amazonaws.com", "GetParametersByPath") if decrypted() => {
+            Some((prefixed("parameter-path", s("path").into_iter().collect()), true))
+        }
+        ("ec2.amazonaws.com", "GetPasswordData") => {
+            Some((prefixed("password", s("instanceId").into_iter().collect()), false))
+        }
+        ("ec2.amazonaws.com", "DescribeInstanceAttribute") if s("attribute").as_deref() == Some("userData") => {
+            Some((prefixed("user-data", s("instanceId").into_iter().collect()), false))
+        }
+        _ => None,
+    }
+}
+
+/// The secret a `secretId` names: its name, whether it is given as the name, a partial ARN or the full
+/// ARN (which ends in `-` and six random characters), so that every way of naming one secret is one item.
+fn secret_name(id: &str) -> &str {
+    let name = match id.strip_prefix("arn:") {
+        Some(_) => id.splitn(7, ':').nth(6).unwrap_or(id),
+        None => id,
+    };
+    match name.rsplit_once('-') {
+        Some((base, suffix))
+            if id.starts_with("arn:") && suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
+/// Many distinct secrets, decrypted parameters, instance passwords or user data, none of which the
+/// identity had read before, read within an hour: credential harvesting. An application reading its
+/// own secrets every hour, or a few new ones at a deployment, stays below.
+fn credential_harvest(
+    reads: &mut CredentialReads,
+    settings: &DetectionSettings,
+    ev: &Event,
+    subject: &Subject,
+    request: Option<&serde_json::Value>,
+) -> Option<Raised> {
+    let (items, bulk) = credential_items(ev, request)?;
+    let t = ev.time.millis();
+    let day = crate::history::day_of(t);
+    let lookback = settings.first_time_lookback_days as i32;
+    let window_start = t - HOUR_MS;
+    let before = reads.items.len();
+    reads.items.retain(|(_, first)| *first > window_start);
+    if reads.items.len() < before && reads.items.is_empty() {
+        let known = std::mem::take(&mut reads.known);
+        *reads = CredentialReads { alerted_ms: reads.alerted_ms, known, ..CredentialReads::default() };
+    }
+    let succeeded = ev.status == grantwatch_types::Status::Success;
+    for item in items {
+        let known = reads.known.iter().position(|(i, _)| *i == item);
+        if known.is_some_and(|k| day - reads.known[k].1 <= lookback) {
+            if succeeded && let Some(k) = known {
+                reads.known[k].1 = day;
+            }
+            continue;
+        }
+        if reads.items.len() < HARVEST_ITEMS_MAX && !reads.items.iter().any(|(i, _)| *i == item) {
+            reads.items.push((item.clone(), t));
+        }
+        if succeeded {
+            match known {
+                Some(k) => reads.known[k].1 = day,
+                None => {
+                    if reads.known.len() >= HARVEST_ITEMS_MAX
+                        && let Some(oldest) =
+                            reads.known.iter().enumerate().min_by_key(|(_, (_, d))| *d).map(|(i, _)| i)
+                    {
+                        reads.known.swap_remove(oldest);
+                    }
+                    reads.known.push((item, day));
+                }
+            }
+        }
+    }
+    if reads.items.is_empty() && !bulk {
+        return None;
+    }
+    reads.attempts += 1;
+    if ev.status != grantwatch_types::Status::Success {
+        reads.denied += 1;
+    }
+    if reads.events.len() < MAX_EVENTS {
+        reads.events.push(related(ev));
+    }
+    let threshold = settings.credential_reads_per_hour.max(1) as usize;
+    if (reads.items.len() < threshold && !bulk) || reads.alerted_ms.is_some_and(|a| t - a < HOUR_MS) {
+        return None;
+    }
+    reads.alerted_ms = Some(t);
+    let kinds: std::collections::BTreeSet<&str> =
+        reads.items.iter().filter_map(|(i, _)| i.split_once(':').map(|(k, _)| k)).collect();
+    let denied = match reads.denied {
+        0 => String::new(),
+        n => format!(" ({n} of {} calls denied)", reads.attempts),
+    };
+    let desc = if bulk {
+        format!(
+            "{} read credentials in bulk with one call ({}:{}){denied}.",
+            subject.display(),
+            short(&ev.api.service),
+            ev.api.operation
+        )
+    } else {
+        format!(
+            "{} tried to read {} distinct {} within an hour{denied}.",
+            subject.display(),
+            reads.items.len(),
+            kinds.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let evidence = vec![Evidence {
+        name: "credential_items_per_hour".into(),
+        value: reads.items.len() as f64,
+        baseline: Some(f64::from(settings.credential_reads_per_hour)),
+        spread: None,
+        score: None,
+    }];
+    let events = std::mem::take(&mut reads.events);
+    Some(Raised::at(Builtin::CredentialHarvest.id().to_string(), subject, ev, events, evidence, desc))
 }
 
 /// Policy version created, then made default, on the same policy within the sequence window.
@@ -491,6 +722,7 @@ pub(crate) fn unusual_hour(
         events,
         evidence,
         desc,
+        demoted: false,
     })
 }
 
@@ -523,6 +755,7 @@ pub(crate) fn pci_transitions(
         events: vec![],
         evidence: vec![pci_evidence(prev_pci)],
         desc,
+        demoted: false,
     };
     let mut raised = Vec::new();
     if is_super && prev_super == Some(false) {
@@ -553,4 +786,120 @@ fn data_store(arn: &str) -> bool {
 /// Resources whose first access is worth an analyst's look: data stores and secrets.
 fn sensitive_resource(arn: &str) -> bool {
     ["arn:aws:s3:::", ":secretsmanager:", ":kms:", ":ssm:", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grantwatch_core::testing::event;
+    use grantwatch_types::{Api, RawJson, Severity, Status};
+
+    fn subject(ev: &Event) -> Subject {
+        Subject::of(ev)
+    }
+
+    fn read(uid: &str, at_s: i64, op: &str, request: &str, denied: bool) -> Event {
+        let mut e = event(uid, EventTime(1_700_000_000_000 + at_s * 1000));
+        e.api = Api { service: "ec2.amazonaws.com".into(), operation: op.into() };
+        e.request = RawJson::from_text(request);
+        if denied {
+            e.status = Status::Failure;
+            e.status_code = Some("Client.UnauthorizedOperation".into());
+        }
+        e
+    }
+
+    #[test]
+    fn credential_harvest_counts_distinct_items_and_denied_attempts_once_an_hour() {
+        let settings = DetectionSettings::default();
+        let mut reads = CredentialReads::default();
+        let mut raised = Vec::new();
+        // The same instance's password five times is one item: no harvest.
+        for i in 0..5 {
+            let ev = read(&format!("same{i}"), i, "GetPasswordData", r#"{"instanceId":"i-1"}"#, false);
+            let parsed = ev.request.as_ref().and_then(RawJson::parse);
+            raised.extend(credential_harvest(&mut reads, &settings, &ev, &subject(&ev), parsed.as_ref()));
+        }
+        assert!(raised.is_empty());
+        // Four more instances, denied: five distinct items within the hour.
+        for i in 2..=5 {
+            let ev = read(&format!("d{i}"), 10 + i, "GetPasswordData", &format!(r#"{{"instanceId":"i-{i}"}}"#), true);
+            let parsed = ev.request.as_ref().and_then(RawJson::parse);
+            raised.extend(credential_harvest(&mut reads, &settings, &ev, &subject(&ev), parsed.as_ref()));
+        }
+        assert_eq!(raised.len(), 1);
+        assert!(
+            raised[0].desc.contains("5 distinct password") && raised[0].desc.contains("4 of 9 calls denied"),
+            "{}",
+            raised[0].desc
+        );
+        assert_eq!(raised[0].events.len(), 9);
+        // Another within the hour: no second alert. User data is an item too; a read of another
+        // attribute is not.
+        let ev = read("ud", 100, "DescribeInstanceAttribute", r#"{"attribute":"userData","instanceId":"i-9"}"#, false);
+        assert_eq!(
+            credential_items(&ev, ev.request.as_ref().and_then(RawJson::parse).as_ref()).unwrap().0,
+            ["user-data:i-9"]
+        );
+        let ev =
+            read("it", 100, "DescribeInstanceAttribute", r#"{"attribute":"instanceType","instanceId":"i-9"}"#, false);
+        assert!(credential_items(&ev, ev.request.as_ref().and_then(RawJson::parse).as_ref()).is_none());
+        let ev = read("more", 200, "GetPasswordData", r#"{"instanceId":"i-7"}"#, false);
+        let parsed = ev.request.as_ref().and_then(RawJson::parse);
+        assert!(credential_harvest(&mut reads, &settings, &ev, &subject(&ev), parsed.as_ref()).is_none());
+        // Secrets by filter are a harvest in one call.
+        let mut batch =
+            read("batch", 9000, "BatchGetSecretValue", r#"{"filters":[{"key":"tag-key","values":["x"]}]}"#, false);
+        batch.api.service = "secretsmanager.amazonaws.com".into();
+        let parsed = batch.request.as_ref().and_then(RawJson::parse);
+        let mut fresh = CredentialReads::default();
+        let alert = credential_harvest(&mut fresh, &settings, &batch, &subject(&batch), parsed.as_ref()).unwrap();
+        assert!(alert.desc.contains("in bulk with one call"), "{}", alert.desc);
+    }
+
+    #[test]
+    fn a_secret_is_one_item_however_it_is_named() {
+        let full = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db/password-AbC123";
+        assert_eq!(secret_name(full), "prod/db/password");
+        assert_eq!(
+            secret_name("arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db/password"),
+            "prod/db/password"
+        );
+        assert_eq!(secret_name("prod/db/password"), "prod/db/password");
+        assert_eq!(secret_name("my-secret-abcdef"), "my-secret-abcdef", "a bare name keeps its dashes");
+    }
+
+    #[test]
+    fn failed_calls_of_rules_silent_on_failure_and_routine_analytics_are_reported_lower() {
+        let silent = "title: t\nid: r-silent\nlogsource: {product: aws}\ndetection:\n  sel:\n    eventName: DeleteBucket\n  condition: sel\nlevel: medium\n";
+        let judging = "title: t\nid: r-judging\nlogsource: {product: aws}\ndetection:\n  sel:\n    eventName: DeleteBucket\n  ok:\n    errorCode: null\n  condition: sel and ok\nlevel: high\n";
+        let (sigma, errors) = SigmaSet::load(&[("a.yml".into(), silent.into()), ("b.yml".into(), judging.into())]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(sigma.rules().iter().map(|r| r.judges_failures).collect::<Vec<_>>(), [false, true]);
+
+        let config = RulesConfig::default();
+        let mut denied = event("e1", EventTime(1_700_000_000_000));
+        denied.api = Api { service: "s3.amazonaws.com".into(), operation: "DeleteBucket".into() };
+        denied.status = Status::Failure;
+        denied.status_code = Some("AccessDenied".into());
+        let alerts = single_event(&sigma, &denied, &subject(&denied), None, None);
+        assert_eq!(alerts.len(), 1, "the judging rule wants successes");
+        assert!(alerts[0].demoted);
+        let policies = Policies::new(&config, &sigma, &[]);
+        assert!(policies.admit(&config, &alerts[0]).is_none(), "medium, one lower: low, below min_severity");
+
+        // Learned as routine: a medium analytic is reported as low, a high one is not touched, and
+        // `learn_routine = false` keeps it.
+        let routine = vec![Builtin::FirstTimeRegion.id().to_string(), Builtin::RootAccountUsed.id().to_string()];
+        let policies = Policies::new(&config, &sigma, &routine);
+        assert_eq!(policies.0[Builtin::FirstTimeRegion.id()].1.severity, Severity::Low);
+        assert_eq!(policies.0[Builtin::RootAccountUsed.id()].1.severity, Severity::High);
+        let mut keep = RulesConfig::default();
+        keep.rule.insert(
+            Builtin::FirstTimeRegion.id().into(),
+            crate::rules::RuleSettings { learn_routine: Some(false), ..Default::default() },
+        );
+        let policies = Policies::new(&keep, &sigma, &routine);
+        assert_eq!(policies.0[Builtin::FirstTimeRegion.id()].1.severity, Severity::Medium);
+    }
 }

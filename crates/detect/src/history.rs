@@ -43,6 +43,9 @@ pub struct Novel {
     pub resources: Vec<String>,
     pub region: bool,
     pub network: bool,
+    /// The identity used [`ROAMING_NETWORKS`] or more networks within the lookback (computed only
+    /// with a new network and a new region or a pause of a day or more, where it is read).
+    pub roaming: bool,
     pub agent: bool,
     pub passed_role: Option<String>,
     /// Share of the identity's past events in this event's hour of day and weekday (None: too few).
@@ -51,6 +54,9 @@ pub struct Novel {
     /// Days since the previous event (None: first event).
     pub idle_days: Option<f64>,
 }
+
+/// Networks within the lookback from which an identity counts as roaming: a new network says little.
+pub const ROAMING_NETWORKS: usize = 8;
 
 /// Events of history needed before hour and weekday shares are meaningful.
 const MIN_EVENTS_FOR_SHARES: u64 = 50;
@@ -87,6 +93,9 @@ impl History {
         }
         if let Some(ua) = &ev.user_agent {
             novel.agent = is_new(&self.agents, agent_family(ua));
+        }
+        if novel.network && (novel.region || novel.idle_days.is_some_and(|d| d >= 1.0)) {
+            novel.roaming = self.networks.values().filter(|d| day - **d <= lookback).count() >= ROAMING_NETWORKS;
         }
         if ev.status == grantwatch_types::Status::Success {
             novel.actions = ev.actions.iter().filter(|a| is_new(&self.actions, a)).cloned().collect();

@@ -169,7 +169,26 @@ pub struct Manifest {
     pub evaluation: Evaluation,
     /// Free text from the caller: what the models were trained on (input path, command line).
     pub created_from: String,
+    /// Analytics that alerted on so many of the training identities that they are routine in this
+    /// organization (every federated sign-in matching a SAML rule): detection with these models
+    /// reports them at low severity, below the default `min_severity`. See [`RoutineAnalytic`].
+    #[serde(default)]
+    pub routine: Vec<RoutineAnalytic>,
 }
+
+/// An analytic learned as routine: it alerted on `identities` of the `active` training identities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutineAnalytic {
+    pub analytic: String,
+    pub identities: usize,
+    pub active: usize,
+}
+
+/// An analytic that alerts on at least this share of the active training identities (and on at least
+/// [`ROUTINE_MIN_IDENTITIES`]) is routine: an alert that fires for a quarter of an organization
+/// describes the organization, not an attack.
+pub const ROUTINE_SHARE: f64 = 0.25;
+pub const ROUTINE_MIN_IDENTITIES: usize = 10;
 
 /// Per-feature center and spread of a set of windows. `std` is already floored ([`STD_FLOOR`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +323,10 @@ impl ModelSet {
     /// Records what the models were trained on (free text for the manifest).
     pub fn set_created_from(&mut self, created_from: impl Into<String>) {
         self.manifest.created_from = created_from.into();
+    }
+
+    pub fn set_routine(&mut self, routine: Vec<RoutineAnalytic>) {
+        self.manifest.routine = routine;
     }
 
     /// The peer group a training identity belongs to.

@@ -47,12 +47,13 @@ pub enum Builtin {
     NewSuperIdentity,
     PciRise,
     GrantedAndUsed,
+    CredentialHarvest,
     ModelIdentity,
     ModelPeerGroup,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 18] = [
+    pub const ALL: [Builtin; 19] = [
         Builtin::RootAccountUsed,
         Builtin::LoggingDisabled,
         Builtin::ResourceMadePublic,
@@ -69,6 +70,7 @@ impl Builtin {
         Builtin::NewSuperIdentity,
         Builtin::PciRise,
         Builtin::GrantedAndUsed,
+        Builtin::CredentialHarvest,
         Builtin::ModelIdentity,
         Builtin::ModelPeerGroup,
     ];
@@ -91,6 +93,7 @@ impl Builtin {
             Builtin::NewSuperIdentity => "grantwatch/new-super-identity",
             Builtin::PciRise => "grantwatch/pci-rise",
             Builtin::GrantedAndUsed => "grantwatch/granted-and-used",
+            Builtin::CredentialHarvest => "grantwatch/credential-harvest",
             Builtin::ModelIdentity => "ml/identity-behavior",
             Builtin::ModelPeerGroup => "ml/peer-group-behavior",
         }
@@ -125,6 +128,9 @@ impl Builtin {
             Builtin::NewSuperIdentity => ("New super identity", Behavioral, High, "T1098"),
             Builtin::PciRise => ("Permission Creep Index rose sharply", Behavioral, Medium, "T1098"),
             Builtin::GrantedAndUsed => ("Permission granted and used within minutes", Behavioral, High, "T1098"),
+            Builtin::CredentialHarvest => {
+                ("Secrets, passwords or user data read in bulk", Behavioral, High, "T1555.006")
+            }
             Builtin::ModelIdentity => ("Unusual behavior for this identity (model)", Behavioral, Medium, "T1078"),
             Builtin::ModelPeerGroup => ("Unusual behavior for this peer group (model)", Behavioral, Medium, "T1078"),
         };
@@ -136,6 +142,7 @@ impl Builtin {
                 | Builtin::PolicyVersionEscalation
                 | Builtin::HighRiskPermissionFirstUse
                 | Builtin::GrantedAndUsed
+                | Builtin::CredentialHarvest
         );
         AnalyticInfo {
             id: self.id().into(),
@@ -175,6 +182,9 @@ pub struct DetectionSettings {
     pub pci_rise_points: u8,
     /// A grant followed by the grantee's first use of a permission within this many minutes alerts.
     pub granted_used_within_minutes: u32,
+    /// Distinct secrets, decrypted parameters, instance passwords or user data one identity tries to
+    /// read within an hour that raise `credential-harvest`.
+    pub credential_reads_per_hour: u32,
     /// Alerts below this severity are not emitted.
     pub min_severity: Severity,
 }
@@ -188,6 +198,7 @@ impl Default for DetectionSettings {
             dormant_after_days: 14,
             pci_rise_points: 15,
             granted_used_within_minutes: 30,
+            credential_reads_per_hour: 5,
             min_severity: Severity::Medium,
         }
     }
@@ -219,6 +230,9 @@ pub struct RuleSettings {
     /// Overrides the analytic's default: when true, an identity that triggered the analytic on an
     /// earlier day within the lookback is not alerted again.
     pub suppress_established: Option<bool>,
+    /// Whether trained models may demote this analytic to low severity when it alerted on a quarter
+    /// of the training identities or more (default true; `false` keeps it at its severity).
+    pub learn_routine: Option<bool>,
     pub allowlist: Allowlist,
 }
 
@@ -288,7 +302,7 @@ impl RulePolicy {
 // ---- Single-event rules -------------------------------------------------------------------------
 
 /// Calls that stop or delete audit logging, as `(event source, operation)`.
-const LOGGING_DISABLED_CALLS: [(&str, &str); 10] = [
+const LOGGING_DISABLED_CALLS: [(&str, &str); 12] = [
     ("cloudtrail.amazonaws.com", "StopLogging"),
     ("cloudtrail.amazonaws.com", "DeleteTrail"),
     ("config.amazonaws.com", "StopConfigurationRecorder"),
@@ -299,7 +313,13 @@ const LOGGING_DISABLED_CALLS: [(&str, &str); 10] = [
     ("guardduty.amazonaws.com", "DisassociateFromMasterAccount"),
     ("ec2.amazonaws.com", "DeleteFlowLogs"),
     ("logs.amazonaws.com", "DeleteLogGroup"),
+    ("route53resolver.amazonaws.com", "DeleteResolverQueryLogConfig"),
+    ("route53resolver.amazonaws.com", "DisassociateResolverQueryLogConfig"),
 ];
+
+/// A log bucket whose objects this lifecycle rule expires within this many days loses the logs
+/// before anyone reads them.
+const LOG_EXPIRY_DAYS_MAX: u64 = 7;
 
 /// Log groups that receive audit data, by the names AWS and common setups give them.
 fn audit_log_group(name: &str) -> bool {
@@ -360,6 +380,11 @@ pub fn single_event_rules(
             out.push(hit(Builtin::LoggingDisabled, call()));
         }
     }
+    if let Some(how) = logging_reduced(ev, request) {
+        let mut m = call();
+        m.push(("change", how));
+        out.push(hit(Builtin::LoggingDisabled, m));
+    }
     if let Some(what) = made_public(ev, request) {
         let mut m = call();
         m.push(("exposure", what));
@@ -409,13 +434,50 @@ pub fn single_event_rules(
     }
 }
 
+/// Calls that leave logging on but make it useless: a trail's event selectors that no longer record
+/// management write events, or a lifecycle rule that expires an audit bucket's logs within days.
+fn logging_reduced(ev: &Event, request: Option<&serde_json::Value>) -> Option<String> {
+    let req = request?;
+    match (ev.api.service.as_str(), ev.api.operation.as_str()) {
+        ("cloudtrail.amazonaws.com", "PutEventSelectors") => {
+            // Advanced selectors are not judged here: they are a filter language of their own.
+            let selectors = req.get("eventSelectors")?.as_array()?;
+            let logs_writes = |s: &serde_json::Value| {
+                s.get("includeManagementEvents").and_then(|v| v.as_bool()) != Some(false)
+                    && s.get("readWriteType").and_then(|v| v.as_str()).is_none_or(|t| t != "ReadOnly")
+            };
+            (!selectors.iter().any(logs_writes))
+                .then(|| "event selectors no longer record management write events".to_string())
+        }
+        ("s3.amazonaws.com", "PutBucketLifecycle" | "PutBucketLifecycleConfiguration") => {
+            let bucket = req.get("bucketName").and_then(|v| v.as_str())?;
+            if !audit_log_group(bucket) {
+                return None;
+            }
+            let text = req.to_string();
+            // Every `"Days":N` of an Expiration in the request (the shape differs between API versions).
+            let shortest = text
+                .match_indices("\"Days\":")
+                .filter_map(|(i, m)| {
+                    let rest = &text[i + m.len()..];
+                    let end = rest.find(|c: char| !c.is_ascii_digit() && c != '"').unwrap_or(rest.len());
+                    rest[..end].trim_matches('"').parse::<u64>().ok()
+                })
+                .min()?;
+            (text.contains("Expiration") && shortest <= LOG_EXPIRY_DAYS_MAX)
+                .then(|| format!("log bucket {bucket} expires objects after {shortest} days"))
+        }
+        _ => None,
+    }
+}
+
 /// Whether the call exposes a resource publicly or to another account, and how.
 fn made_public(ev: &Event, request: Option<&serde_json::Value>) -> Option<String> {
     let req = request?;
     let op = op_base(&ev.api.operation);
     let own = ev.account_uid.as_str();
     match (ev.api.service.as_str(), op) {
-        ("s3.amazonaws.com", "PutBucketPolicy") => req.get("bucketPolicy").and_then(public_policy),
+        ("s3.amazonaws.com", "PutBucketPolicy") => req.get("bucketPolicy").and_then(|p| exposing_policy(p, own)),
         ("s3.amazonaws.com", "PutBucketAcl" | "PutObjectAcl") => {
             let text = req.to_string();
             let public =
@@ -436,13 +498,26 @@ fn made_public(ev: &Event, request: Option<&serde_json::Value>) -> Option<String
                 }
             })
         }
-        ("lambda.amazonaws.com", "AddPermission") => {
+        ("lambda.amazonaws.com", "AddPermission" | "AddLayerVersionPermission") => {
             let p = req.get("principal").and_then(|v| v.as_str())?;
-            (p == "*").then(|| "function invocable by anyone".to_string())
+            if p == "*" {
+                Some("invocable by anyone".to_string())
+            } else {
+                foreign_account(p, own).map(|a| format!("shared with account {a}"))
+            }
         }
-        ("kms.amazonaws.com", "PutKeyPolicy") => req.get("policy").and_then(public_policy),
-        ("secretsmanager.amazonaws.com", "PutResourcePolicy") => req.get("resourcePolicy").and_then(public_policy),
-        ("ecr.amazonaws.com", "SetRepositoryPolicy") => req.get("policyText").and_then(public_policy),
+        ("kms.amazonaws.com", "PutKeyPolicy") => req.get("policy").and_then(|p| exposing_policy(p, own)),
+        ("secretsmanager.amazonaws.com", "PutResourcePolicy") => {
+            req.get("resourcePolicy").and_then(|p| exposing_policy(p, own))
+        }
+        ("ecr.amazonaws.com", "SetRepositoryPolicy") => req.get("policyText").and_then(|p| exposing_policy(p, own)),
+        // A role's trust policy is its resource policy: who may assume it.
+        ("iam.amazonaws.com", "CreateRole") => {
+            req.get("assumeRolePolicyDocument").and_then(|p| exposing_policy(p, own))
+        }
+        ("iam.amazonaws.com", "UpdateAssumeRolePolicy") => {
+            req.get("policyDocument").and_then(|p| exposing_policy(p, own))
+        }
         _ => None,
     }
 }
@@ -463,9 +538,17 @@ fn shared_with(add: &serde_json::Value, own: &str) -> Option<String> {
     None
 }
 
-/// A policy document (object, or JSON text as CloudTrail often logs it) with an unconditional Allow
-/// to everyone.
-fn public_policy(doc: &serde_json::Value) -> Option<String> {
+/// The account a principal (`123456789012`, `arn:aws:iam::123456789012:root`, a role or user ARN)
+/// belongs to, when it is a 12-digit account other than `own`.
+fn foreign_account<'a>(principal: &'a str, own: &str) -> Option<&'a str> {
+    let account = if principal.starts_with("arn:") { principal.split(':').nth(4)? } else { principal };
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && account != own).then_some(account)
+}
+
+/// A policy document (object, or JSON text as CloudTrail often logs it) that exposes its resource: an
+/// unconditional Allow to everyone, or an Allow to a principal of another account than `own`. Service
+/// and federated principals are not judged (they are how AWS services and identity providers work).
+fn exposing_policy(doc: &serde_json::Value, own: &str) -> Option<String> {
     let parsed;
     let doc = match doc {
         serde_json::Value::String(s) => {
@@ -478,23 +561,34 @@ fn public_policy(doc: &serde_json::Value) -> Option<String> {
         serde_json::Value::Array(a) => a.iter().collect::<Vec<_>>(),
         one => vec![one],
     };
-    let everyone = |p: &serde_json::Value| match p {
-        serde_json::Value::String(s) => s == "*",
-        serde_json::Value::Object(o) => o.get("AWS").is_some_and(|a| match a {
-            serde_json::Value::String(s) => s == "*",
-            serde_json::Value::Array(v) => v.iter().any(|x| x.as_str() == Some("*")),
-            _ => false,
-        }),
-        _ => false,
+    let aws_principals = |p: &serde_json::Value| -> Vec<String> {
+        let list = match p {
+            serde_json::Value::String(s) => return vec![s.clone()],
+            serde_json::Value::Object(o) => o.get("AWS"),
+            _ => None,
+        };
+        match list {
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(v)) => v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
     };
-    statements
-        .into_iter()
-        .find(|s| {
-            s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
-                && s.get("Principal").is_some_and(everyone)
-                && s.get("Condition").is_none()
-        })
-        .map(|_| "policy allows Principal \"*\" without condition".to_string())
+    let mut shared = None;
+    for s in statements {
+        if s.get("Effect").and_then(|e| e.as_str()) != Some("Allow") {
+            continue;
+        }
+        let principals = s.get("Principal").map(aws_principals).unwrap_or_default();
+        if principals.iter().any(|p| p == "*") && s.get("Condition").is_none() {
+            return Some("policy allows Principal \"*\" without condition".to_string());
+        }
+        if shared.is_none()
+            && let Some(account) = principals.iter().find_map(|p| foreign_account(p, own))
+        {
+            shared = Some(format!("policy allows account {account}"));
+        }
+    }
+    shared
 }
 
 /// The role a call hands to new compute (PassRole), if any: Lambda functions, EC2 instances, Glue
@@ -577,17 +671,74 @@ mod tests {
     }
 
     #[test]
-    fn public_policies_are_recognized() {
+    fn public_and_cross_account_policies_are_recognized() {
+        const OWN: &str = "111122223333";
         let public =
             serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}]});
-        assert!(public_policy(&public).is_some());
+        assert!(exposing_policy(&public, OWN).unwrap().contains("\"*\""));
         let text = serde_json::Value::String(public.to_string());
-        assert!(public_policy(&text).is_some(), "policy logged as JSON text");
+        assert!(exposing_policy(&text, OWN).is_some(), "policy logged as JSON text");
         let conditioned = serde_json::json!({"Statement": {"Effect": "Allow", "Principal": {"AWS": "*"},
             "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-1"}}}});
-        assert!(public_policy(&conditioned).is_none());
-        let account =
-            serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}}]});
-        assert!(public_policy(&account).is_none());
+        assert!(exposing_policy(&conditioned, OWN).is_none());
+        let own = serde_json::json!({"Statement": [{"Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::111122223333:root"}}]});
+        assert!(exposing_policy(&own, OWN).is_none(), "the account's own principals expose nothing");
+        let other = serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}},
+            {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam::111122223333:role/x", "arn:aws:iam::193672423079:root"]}}]});
+        assert_eq!(exposing_policy(&other, OWN).unwrap(), "policy allows account 193672423079");
+        let denied = serde_json::json!({"Statement": [{"Effect": "Deny", "Principal": {"AWS": "999988887777"}}]});
+        assert!(exposing_policy(&denied, OWN).is_none());
+    }
+}
+
+#[cfg(test)]
+mod logging_tests {
+    use super::*;
+    use grantwatch_core::testing::event;
+    use grantwatch_types::{Api, EventTime};
+
+    fn hits(service: &str, op: &str, request: serde_json::Value) -> Vec<Builtin> {
+        let mut ev = event("e", EventTime(0));
+        ev.api = Api { service: service.into(), operation: op.into() };
+        let mut out = Vec::new();
+        single_event_rules(&ev, Some(&request), None, &mut out);
+        out.into_iter().map(|h| h.rule).collect()
+    }
+
+    #[test]
+    fn logging_made_useless_counts_as_logging_disabled() {
+        let ct = "cloudtrail.amazonaws.com";
+        let off = serde_json::json!({"trailName": "t", "eventSelectors": [{"includeManagementEvents": false, "readWriteType": "All"}]});
+        assert_eq!(hits(ct, "PutEventSelectors", off), [Builtin::LoggingDisabled]);
+        let reads_only =
+            serde_json::json!({"eventSelectors": [{"includeManagementEvents": true, "readWriteType": "ReadOnly"}]});
+        assert_eq!(hits(ct, "PutEventSelectors", reads_only), [Builtin::LoggingDisabled]);
+        let data_too = serde_json::json!({"eventSelectors": [{"includeManagementEvents": true, "readWriteType": "All",
+            "dataResources": [{"type": "AWS::S3::Object", "values": []}]}]});
+        assert!(hits(ct, "PutEventSelectors", data_too).is_empty(), "adding data events is no evasion");
+        let s3 = "s3.amazonaws.com";
+        let one_day = serde_json::json!({"bucketName": "org-cloudtrail-logs",
+            "LifecycleConfiguration": {"Rule": {"Expiration": {"Days": 1}, "Status": "Enabled"}}});
+        assert_eq!(hits(s3, "PutBucketLifecycle", one_day.clone()), [Builtin::LoggingDisabled]);
+        let mut app = one_day;
+        app["bucketName"] = "web-uploads".into();
+        assert!(hits(s3, "PutBucketLifecycle", app).is_empty(), "expiring an application's bucket is routine");
+        let dns = serde_json::json!({"resolverQueryLogConfigId": "rqlc-1"});
+        assert_eq!(
+            hits("route53resolver.amazonaws.com", "DeleteResolverQueryLogConfig", dns),
+            [Builtin::LoggingDisabled]
+        );
+    }
+
+    #[test]
+    fn role_trust_naming_another_account_is_exposure() {
+        let iam = "iam.amazonaws.com";
+        let doc = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::193672423079:root"},"Action":"sts:AssumeRole"}]}"#;
+        let backdoor = serde_json::json!({"roleName": "r", "policyDocument": doc});
+        assert_eq!(hits(iam, "UpdateAssumeRolePolicy", backdoor), [Builtin::ResourceMadePublic]);
+        let own = doc.replace("193672423079", "111122223333");
+        let fine = serde_json::json!({"roleName": "r", "assumeRolePolicyDocument": own});
+        assert!(hits(iam, "CreateRole", fine).is_empty());
     }
 }

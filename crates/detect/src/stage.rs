@@ -155,7 +155,12 @@ impl DetectStage {
         state: &dyn StateRead,
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<Self, StageError> {
-        let policies = Policies::new(&det.config, &det.sigma);
+        let routine: Vec<String> = det
+            .model
+            .as_ref()
+            .map(|m| m.manifest().routine.iter().map(|r| r.analytic.clone()).collect())
+            .unwrap_or_default();
+        let policies = Policies::new(&det.config, &det.sigma, &routine);
         let mut windows = BTreeSet::new();
         let mut corrupt = None;
         state.scan_prefix(Table::Meta, WINDOW, &mut |k, _| {
@@ -788,21 +793,36 @@ mod tests {
                 None,
             ));
         }
-        let mut eu = call("eu", T0 + 8 * DAY + 11 * HOUR_MS, "s3.amazonaws.com", "GetObject", "s3:GetObject", None);
+        // A first region from the usual network is a deployment, not news ...
+        let mut ohio = call("oh", T0 + 8 * DAY + 11 * HOUR_MS, "s3.amazonaws.com", "GetObject", "s3:GetObject", None);
+        if let DetectInput::Event(e) = &mut ohio {
+            e.region = "us-east-2".into();
+        }
+        inputs.push(ohio);
+        // ... from a network the identity never used, it is.
+        let mut eu = call("eu", T0 + 8 * DAY + 12 * HOUR_MS, "s3.amazonaws.com", "GetObject", "s3:GetObject", None);
         if let DetectInput::Event(e) = &mut eu {
             e.region = "eu-west-1".into();
+            e.src_ip = Some("203.0.113.9".into());
         }
         inputs.push(eu);
         let out = feed(&mut stage, &store, inputs);
         assert_eq!(analytics(&out), [("grantwatch/first-time-region", 1, 1)], "nothing before day 7 is 'first'");
         assert_eq!(out[0].cloud.region.as_deref(), Some("eu-west-1"));
 
-        // Thirty days of silence, then a call: dormant identity active again.
+        // Thirty days of silence, then a call from the usual network: back from leave, quiet.
         let out = feed(
             &mut stage,
             &store,
-            vec![call("late", T0 + 40 * DAY, "s3.amazonaws.com", "GetObject", "s3:GetObject", None)],
+            vec![call("back", T0 + 40 * DAY, "s3.amazonaws.com", "GetObject", "s3:GetObject", None)],
         );
+        assert!(analytics(&out).is_empty(), "{:?}", analytics(&out));
+        // Thirty more days, then a call from elsewhere: dormant identity active again.
+        let mut elsewhere = call("late", T0 + 70 * DAY, "s3.amazonaws.com", "GetObject", "s3:GetObject", None);
+        if let DetectInput::Event(e) = &mut elsewhere {
+            e.src_ip = Some("192.0.2.44".into());
+        }
+        let out = feed(&mut stage, &store, vec![elsewhere]);
         assert!(analytics(&out).contains(&("grantwatch/dormant-identity-active", 1, 1)), "{:?}", analytics(&out));
     }
 

@@ -77,3 +77,99 @@ fn read_alerts(path: &Path) -> Result<Vec<DetectionFinding>> {
         .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}: line {}", path.display(), i + 1)))
         .collect()
 }
+
+/// A labeled directory of real attack logs (Stratus Red Team's detonation logs, or any like it): each
+/// file is one technique, named by the file (`aws.persistence.iam-backdoor-role.json`), and every
+/// record in it belongs to that technique.
+pub struct LabeledOptions {
+    pub dir: PathBuf,
+    pub rules: PathBuf,
+    pub models: Option<PathBuf>,
+}
+
+/// What detection made of one technique's file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TechniqueResult {
+    pub technique: String,
+    pub file: String,
+    pub events: u64,
+    /// Alerts that name at least one of the file's records.
+    pub alerts: usize,
+    /// The analytics of those alerts, with their titles.
+    pub analytics: Vec<(String, String)>,
+    pub detected: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabeledReport {
+    pub techniques: Vec<TechniqueResult>,
+    pub detected: usize,
+    pub total: usize,
+}
+
+impl std::fmt::Display for LabeledReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:<58} {:>6} {:>6}  analytics", "technique", "events", "alerts")?;
+        for t in &self.techniques {
+            let mark = if t.detected { "" } else { "  MISSED" };
+            let names: Vec<&str> = t.analytics.iter().map(|(id, _)| id.as_str()).collect();
+            writeln!(f, "{:<58} {:>6} {:>6}  {}{mark}", t.technique, t.events, t.alerts, names.join(", "))?;
+        }
+        writeln!(f, "\ndetected: {} of {} techniques", self.detected, self.total)
+    }
+}
+
+/// Replays each file of the labeled directory on its own (no IAM snapshot, no history: what a new user
+/// who points grantwatch at an incident's logs gets) and tells which techniques raised an alert that
+/// names their records.
+pub fn run_labeled(opts: &LabeledOptions) -> Result<LabeledReport> {
+    let catalog = Arc::new(grantwatch_core::catalog::Catalog::aws().context("loading the AWS action catalog")?);
+    let (detection, _) = grantwatch_detect::load::load_detection(catalog, &opts.rules, opts.models.as_deref())
+        .with_context(|| format!("loading rules from {}", opts.rules.display()))?;
+    let detection = Arc::new(detection);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&opts.dir)
+        .with_context(|| format!("reading {}", opts.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            p.is_file() && [".json", ".json.gz", ".jsonl"].iter().any(|ext| name.ends_with(ext))
+        })
+        .collect();
+    files.sort();
+    let scratch = tempfile::Builder::new().prefix("grantwatch-eval-").tempdir().context("creating a scratch dir")?;
+    let mut techniques = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let technique = ["json.gz", "jsonl", "json"]
+            .iter()
+            .find_map(|ext| name.strip_suffix(&format!(".{ext}")))
+            .unwrap_or(&name)
+            .to_string();
+        let alerts_path = scratch.path().join(format!("alerts-{i}.jsonl"));
+        let pass = run_pass(&PassOptions {
+            detection: detection.clone(),
+            cloudtrail: &[Input::Local(file.clone())],
+            s3: S3Config::default(),
+            grants: &[],
+            collect_windows: false,
+            alerts_path: Some(&alerts_path),
+        })
+        .with_context(|| format!("replaying {}", file.display()))?;
+        let alerts: Vec<DetectionFinding> =
+            read_alerts(&alerts_path)?.into_iter().filter(|a| !a.finding_info.related_events.is_empty()).collect();
+        let mut analytics: Vec<(String, String)> =
+            alerts.iter().map(|a| (a.finding_info.analytic.uid.clone(), a.finding_info.title.clone())).collect();
+        analytics.sort();
+        analytics.dedup();
+        techniques.push(TechniqueResult {
+            technique,
+            file: name,
+            events: pass.events,
+            alerts: alerts.len(),
+            detected: !alerts.is_empty(),
+            analytics,
+        });
+    }
+    let detected = techniques.iter().filter(|t| t.detected).count();
+    Ok(LabeledReport { total: techniques.len(), detected, techniques })
+}

@@ -40,7 +40,8 @@ enum Command {
     Train(TrainArgs),
     /// Generate a labeled attack scenario: attack-free history, then days with attacks injected.
     Scenario(ScenarioArgs),
-    /// Measure detection on a scenario: train (unless --models), detect, score against the labels.
+    /// Measure detection on a scenario (train unless --models, detect, score against the labels), or on
+    /// a directory of labeled attack logs (--labeled: which techniques raise an alert on their records).
     Eval(EvalArgs),
     /// Generate a synthetic organization (IAM snapshots + CloudTrail) with its ground truth.
     Generate(GenerateArgs),
@@ -182,10 +183,19 @@ struct ScenarioArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["scenario", "labeled"])))]
 struct EvalArgs {
     /// A scenario directory written by `grantwatch scenario`.
     #[arg(long)]
-    scenario: PathBuf,
+    scenario: Option<PathBuf>,
+    /// A directory of labeled attack logs instead: one technique per file, named by the file (Stratus
+    /// Red Team's detonation logs have this shape). Each file is replayed on its own; a technique is
+    /// detected when an alert names its records.
+    #[arg(long, conflicts_with = "scenario")]
+    labeled: Option<PathBuf>,
+    /// With --labeled: the techniques that must be detected for exit status 0 (default: all).
+    #[arg(long, requires = "labeled")]
+    min_detected: Option<usize>,
     /// Rules directory.
     #[arg(long, default_value = "rules")]
     rules: PathBuf,
@@ -389,8 +399,24 @@ fn real_main() -> Result<ExitCode> {
         }
         Command::Eval(a) => {
             let started = std::time::Instant::now();
+            if let Some(dir) = a.labeled {
+                let r = grantwatch::eval::run_labeled(&grantwatch::eval::LabeledOptions {
+                    dir,
+                    rules: a.rules,
+                    models: a.models,
+                })?;
+                write!(stdout, "{r}")?;
+                if let Some(path) = a.json {
+                    std::fs::write(&path, serde_json::to_vec_pretty(&r)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                writeln!(stdout, "Took {:.1} s", started.elapsed().as_secs_f64())?;
+                let pass = r.detected >= a.min_detected.unwrap_or(r.total);
+                return Ok(if pass { ExitCode::SUCCESS } else { ExitCode::from(4) });
+            }
+            let Some(scenario) = a.scenario else { anyhow::bail!("--scenario or --labeled is required") };
             let o = grantwatch::eval::run(&grantwatch::eval::EvalOptions {
-                scenario: a.scenario,
+                scenario,
                 rules: a.rules,
                 models: a.models,
                 train: TrainParams::default(),
