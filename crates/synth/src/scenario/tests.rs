@@ -338,6 +338,9 @@ fn scoring_exact_figures() {
         .collect();
     assert_eq!(an["rule/privesc"], (2, 1, 1, 2));
     assert_eq!(an["model/hourly"], (2, 1, 1, 5));
+    // One false alert each: 1 / 1,000 identity-days, over a 0.1 budget.
+    let budget = r.analytics.iter().find(|a| a.analytic == "rule/privesc").unwrap();
+    assert!((budget.false_per_1k_identity_days - 1.0).abs() < 1e-12 && !budget.within_budget);
     assert!(!r.precision_pass && !r.recall_pass && !r.false_rate_pass && !r.pass);
     let text = r.to_string();
     assert!(text.contains("privilege_escalation") && text.contains("FAIL") && text.contains("model/hourly"));
