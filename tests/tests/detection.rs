@@ -157,6 +157,8 @@ fn stratus_red_team_detonations_raise_alerts_naming_their_records() {
         "additionalEventData kept"
     );
     assert!(fired("ec2-user-data", "sigma/1ab3c5ed-5baf-417b-bb6b-78ca33f6c3df"), "userData as CloudTrail logs it");
+    assert!(fired("ssm-start-session", "grantwatch/remote-access-fanout"));
+    assert!(fired("ec2-instance-connect", "grantwatch/remote-access-fanout"));
 }
 
 /// A file without a delivery time may list its records newest first (the order CloudTrail's

@@ -60,6 +60,9 @@ pub(crate) struct Profile {
     /// Credential items read within the last hour.
     #[serde(default)]
     pub(crate) harvest: CredentialReads,
+    /// Instances the identity opened a shell on within the last hour.
+    #[serde(default)]
+    pub(crate) shells: Fanout,
     /// Analytics this identity triggered: first and last UTC day, within the lookback (established
     /// behavior once the first day is past).
     #[serde(default)]
@@ -91,6 +94,17 @@ pub(crate) struct CredentialReads {
     /// The time of the last alert: one per hour at most.
     alerted_ms: Option<i64>,
 }
+
+/// Distinct targets within the last hour, each with its first time, and the events that reached them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Fanout {
+    items: Vec<(String, i64)>,
+    events: Vec<RelatedEvent>,
+    alerted_ms: Option<i64>,
+}
+
+/// Instances reached within an hour that make a fan-out: one is a chore, three in a row is a sweep.
+const FANOUT_INSTANCES: usize = 3;
 
 /// Items remembered per identity, in the hour and as known (a bound on state; more than this within the
 /// hour is a harvest anyway).
@@ -241,7 +255,9 @@ pub(crate) fn single_event(
     for hit in hits {
         let evidence = hit.matched.iter().map(|(k, v)| field_evidence(k, v)).collect();
         let desc = describe_call(&hit.rule.info().title, ev, &hit);
-        raised.push(Raised::on(hit.rule, subject, ev, evidence, desc));
+        let mut alert = Raised::on(hit.rule, subject, ev, evidence, desc);
+        alert.demoted = hit.attempt;
+        raised.push(alert);
     }
     for i in sigma_hits {
         let Some(rule) = sigma.rules().get(i) else { continue };
@@ -283,6 +299,7 @@ pub(crate) fn stateful(
         raised.extend(bulk_reads(&mut profile.fresh, ev, subject, novel));
     }
     raised.extend(credential_harvest(&mut profile.harvest, settings, ev, subject, request));
+    raised.extend(remote_access_fanout(&mut profile.shells, ev, subject, request));
     raised.extend(policy_version_escalation(&mut profile.steps, ev, subject, request));
     raised.extend(granted_and_used(&mut profile.grants, settings, ev, subject, novel));
     raised
@@ -481,6 +498,66 @@ fn credential_items(ev: &Event, request: Option<&serde_json::Value>) -> Option<(
         }
         _ => None,
     }
+}
+
+/// The instance a call opens a shell on: a Session Manager session, or an SSH key pushed through EC2
+/// Instance Connect.
+fn shell_target(ev: &Event, request: Option<&serde_json::Value>) -> Option<String> {
+    let req = request?;
+    let key = match (ev.api.service.as_str(), ev.api.operation.as_str()) {
+        ("ssm.amazonaws.com", "StartSession") => "target",
+        ("ec2-instance-connect.amazonaws.com", "SendSSHPublicKey") => "instanceId",
+        _ => return None,
+    };
+    req.get(key).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+/// Shells opened on [`FANOUT_INSTANCES`] or more instances within an hour: lateral movement across a
+/// fleet. An operator's session on the instance they are fixing stays below; one who sweeps the fleet
+/// every week is established after the first time.
+fn remote_access_fanout(
+    shells: &mut Fanout,
+    ev: &Event,
+    subject: &Subject,
+    request: Option<&serde_json::Value>,
+) -> Option<Raised> {
+    if ev.status != grantwatch_types::Status::Success {
+        return None;
+    }
+    let target = shell_target(ev, request)?;
+    let t = ev.time.millis();
+    shells.items.retain(|(_, first)| t - *first < HOUR_MS);
+    if shells.items.is_empty() {
+        shells.events.clear();
+    }
+    if !shells.items.iter().any(|(i, _)| *i == target) && shells.items.len() < HARVEST_ITEMS_MAX {
+        shells.items.push((target, t));
+    }
+    if shells.events.len() < MAX_EVENTS {
+        shells.events.push(related(ev));
+    }
+    if shells.items.len() < FANOUT_INSTANCES || shells.alerted_ms.is_some_and(|a| t - a < HOUR_MS) {
+        return None;
+    }
+    shells.alerted_ms = Some(t);
+    let targets: Vec<&str> = shells.items.iter().map(|(i, _)| i.as_str()).collect();
+    let desc = format!(
+        "{} opened shells on {} instances within an hour ({}:{}): {}.",
+        subject.display(),
+        targets.len(),
+        short(&ev.api.service),
+        ev.api.operation,
+        targets.join(", ")
+    );
+    let evidence = vec![Evidence {
+        name: "instances_reached_per_hour".into(),
+        value: targets.len() as f64,
+        baseline: Some(FANOUT_INSTANCES as f64),
+        spread: None,
+        score: None,
+    }];
+    let events = std::mem::take(&mut shells.events);
+    Some(Raised::at(Builtin::RemoteAccessFanout.id().to_string(), subject, ev, events, evidence, desc))
 }
 
 /// The secret a `secretId` names: its name, whether it is given as the name, a partial ARN or the full
@@ -855,6 +932,30 @@ mod tests {
         let mut fresh = CredentialReads::default();
         let alert = credential_harvest(&mut fresh, &settings, &batch, &subject(&batch), parsed.as_ref()).unwrap();
         assert!(alert.desc.contains("in bulk with one call"), "{}", alert.desc);
+    }
+
+    #[test]
+    fn shells_on_three_instances_within_an_hour_are_a_fanout() {
+        let mut shells = Fanout::default();
+        let session = |uid: &str, at_s: i64, target: &str| {
+            let mut e = read(uid, at_s, "StartSession", &format!(r#"{{"target":"{target}"}}"#), false);
+            e.api.service = "ssm.amazonaws.com".into();
+            e
+        };
+        let mut raised = Vec::new();
+        for (i, (at, target)) in
+            [(0, "i-1"), (60, "i-1"), (120, "i-2"), (4000, "i-3"), (4100, "i-4")].iter().enumerate()
+        {
+            let ev = session(&format!("s{i}"), *at, target);
+            let parsed = ev.request.as_ref().and_then(RawJson::parse);
+            raised.extend(remote_access_fanout(&mut shells, &ev, &subject(&ev), parsed.as_ref()));
+        }
+        // i-1 and i-2 left the hour before i-3 and i-4 came: never three at once.
+        assert!(raised.is_empty());
+        let ev = session("s5", 4200, "i-5");
+        let parsed = ev.request.as_ref().and_then(RawJson::parse);
+        let alert = remote_access_fanout(&mut shells, &ev, &subject(&ev), parsed.as_ref()).unwrap();
+        assert!(alert.desc.contains("3 instances") && alert.desc.contains("i-5"), "{}", alert.desc);
     }
 
     #[test]

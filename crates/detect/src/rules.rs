@@ -48,12 +48,13 @@ pub enum Builtin {
     PciRise,
     GrantedAndUsed,
     CredentialHarvest,
+    RemoteAccessFanout,
     ModelIdentity,
     ModelPeerGroup,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 19] = [
+    pub const ALL: [Builtin; 20] = [
         Builtin::RootAccountUsed,
         Builtin::LoggingDisabled,
         Builtin::ResourceMadePublic,
@@ -71,6 +72,7 @@ impl Builtin {
         Builtin::PciRise,
         Builtin::GrantedAndUsed,
         Builtin::CredentialHarvest,
+        Builtin::RemoteAccessFanout,
         Builtin::ModelIdentity,
         Builtin::ModelPeerGroup,
     ];
@@ -94,6 +96,7 @@ impl Builtin {
             Builtin::PciRise => "grantwatch/pci-rise",
             Builtin::GrantedAndUsed => "grantwatch/granted-and-used",
             Builtin::CredentialHarvest => "grantwatch/credential-harvest",
+            Builtin::RemoteAccessFanout => "grantwatch/remote-access-fanout",
             Builtin::ModelIdentity => "ml/identity-behavior",
             Builtin::ModelPeerGroup => "ml/peer-group-behavior",
         }
@@ -131,6 +134,9 @@ impl Builtin {
             Builtin::CredentialHarvest => {
                 ("Secrets, passwords or user data read in bulk", Behavioral, High, "T1555.006")
             }
+            Builtin::RemoteAccessFanout => {
+                ("Shells opened on several instances within an hour", Behavioral, Medium, "T1021")
+            }
             Builtin::ModelIdentity => ("Unusual behavior for this identity (model)", Behavioral, Medium, "T1078"),
             Builtin::ModelPeerGroup => ("Unusual behavior for this peer group (model)", Behavioral, Medium, "T1078"),
         };
@@ -143,6 +149,7 @@ impl Builtin {
                 | Builtin::HighRiskPermissionFirstUse
                 | Builtin::GrantedAndUsed
                 | Builtin::CredentialHarvest
+                | Builtin::RemoteAccessFanout
         );
         AnalyticInfo {
             id: self.id().into(),
@@ -344,6 +351,9 @@ pub struct RuleHit {
     pub rule: Builtin,
     /// The fields the rule matched, as `(name, value)`.
     pub matched: Vec<(String, String)>,
+    /// The call was denied: an attempt, reported one severity lower (only rules for which an attempt
+    /// says something raise on failed calls: disabling logging).
+    pub attempt: bool,
 }
 
 /// Evaluates the stateless built-in rules on one event (`request`/`response` parsed once by the caller).
@@ -353,17 +363,25 @@ pub fn single_event_rules(
     response: Option<&serde_json::Value>,
     out: &mut Vec<RuleHit>,
 ) {
+    let failed = ev.status != Status::Success;
     let hit = |rule, matched: Vec<(&str, String)>| RuleHit {
         rule,
         matched: matched.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        attempt: false,
     };
     if ev.actor.kind == IdentityKind::Root && ev.actor.invoked_by.is_none() {
         out.push(hit(Builtin::RootAccountUsed, vec![("userIdentity.type", "Root".into())]));
     }
-    if ev.status != Status::Success {
-        return;
-    }
-    let call = || vec![("eventName", ev.api.operation.clone()), ("eventSource", ev.api.service.clone())];
+    let call = || {
+        let mut m = vec![("eventName", ev.api.operation.clone()), ("eventSource", ev.api.service.clone())];
+        if let Some(code) = ev.status_code.as_ref().filter(|_| failed) {
+            m.push(("errorCode", code.clone()));
+        }
+        m
+    };
+    // Turning audit logging off is the one change whose denied attempt is news on its own: someone
+    // tried to blind the defenders (reported one severity lower than a success).
+    let attempt = |rule, matched| RuleHit { attempt: failed, ..hit(rule, matched) };
     if LOGGING_DISABLED_CALLS.iter().any(|(s, o)| is_call(ev, s, o)) {
         let disables = if is_call(ev, "guardduty.amazonaws.com", "UpdateDetector") {
             // GuardDuty's UpdateDetector disables logging only with `enable: false`.
@@ -377,13 +395,16 @@ pub fn single_event_rules(
             true
         };
         if disables {
-            out.push(hit(Builtin::LoggingDisabled, call()));
+            out.push(attempt(Builtin::LoggingDisabled, call()));
         }
     }
     if let Some(how) = logging_reduced(ev, request) {
         let mut m = call();
         m.push(("change", how));
-        out.push(hit(Builtin::LoggingDisabled, m));
+        out.push(attempt(Builtin::LoggingDisabled, m));
+    }
+    if failed {
+        return;
     }
     if let Some(what) = made_public(ev, request) {
         let mut m = call();
@@ -724,6 +745,15 @@ mod logging_tests {
         let mut app = one_day;
         app["bucketName"] = "web-uploads".into();
         assert!(hits(s3, "PutBucketLifecycle", app).is_empty(), "expiring an application's bucket is routine");
+        // A denied attempt counts, as an attempt; other rules ignore denied calls.
+        let mut denied = event("e", EventTime(0));
+        denied.api = Api { service: "ec2.amazonaws.com".into(), operation: "DeleteFlowLogs".into() };
+        denied.status = grantwatch_types::Status::Failure;
+        denied.status_code = Some("Client.UnauthorizedOperation".into());
+        let mut out = Vec::new();
+        single_event_rules(&denied, Some(&serde_json::json!({})), None, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].attempt && out[0].matched.iter().any(|(k, v)| k == "errorCode" && v.contains("Unauthorized")));
         let dns = serde_json::json!({"resolverQueryLogConfigId": "rqlc-1"});
         assert_eq!(
             hits("route53resolver.amazonaws.com", "DeleteResolverQueryLogConfig", dns),
