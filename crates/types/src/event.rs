@@ -42,8 +42,8 @@ pub struct Event {
     /// CloudTrail `responseElements`, on the same terms as `request` (never for reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<RawJson>,
-    /// CloudTrail `additionalEventData` (a console sign-in's `MFAUsed`, S3's `bytesTransferredOut`),
-    /// redacted and bounded like `request`.
+    /// CloudTrail `additionalEventData` of calls that are not read-only and of sign-ins (a console
+    /// sign-in's `MFAUsed`), redacted and bounded like `request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional: Option<RawJson>,
     /// CloudTrail `errorMessage` of a failed call, cut to [`ERROR_MESSAGE_MAX`] bytes.
