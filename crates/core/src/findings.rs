@@ -399,3 +399,49 @@ impl AccountRollup {
         }
     }
 }
+
+#[cfg(test)]
+mod outside_caller_tests {
+    use super::*;
+    use crate::stage::{Cx, Stage};
+    use crate::usage::UsageStage;
+    use grantwatch_state::{MemStore, StateStore, WriteBatch};
+
+    #[test]
+    fn callers_from_outside_the_organization_are_not_identities() {
+        let catalog = Catalog::aws().unwrap();
+        let store = MemStore::new();
+        let mut usage = UsageStage::new(&store).unwrap();
+        let callers = [
+            ("arn:aws:iam::111122223333:user/alice", IdentityKind::User, "111122223333"),
+            ("arn:aws:iam::111122223333:role/deleted-since", IdentityKind::Role, "111122223333"),
+            ("arn:aws:iam::ANONYMOUS_PRINCIPAL:root", IdentityKind::External, "ANONYMOUS_PRINCIPAL"),
+            ("arn:aws:iam::999988887777:role/partner", IdentityKind::Role, "999988887777"),
+        ];
+        for (i, (arn, kind, account)) in callers.iter().enumerate() {
+            let mut e = crate::testing::event(&format!("e{i}"), EventTime(1_700_000_000_000 + i as i64));
+            e.actor.uid = arn.to_string();
+            e.actor.kind = *kind;
+            e.actor.account_uid = Some(account.to_string());
+            usage.process(&e, &mut Cx { state: &store, out: &mut Vec::new() }).unwrap();
+        }
+        let mut batch = WriteBatch::new();
+        usage.snapshot(&mut batch).unwrap();
+        store.write(batch).unwrap();
+        let reported = |grants: &[IdentityGrants]| {
+            let mut arns = Vec::new();
+            for_each_subject_batch(&catalog, grants, &store, 10, &mut |subjects| {
+                arns.extend(subjects.iter().map(|(g, _)| g.arn.clone()));
+            })
+            .unwrap();
+            arns
+        };
+        // A snapshot of account 111122223333: its identities, and the one the logs name that it no
+        // longer holds; not the anonymous caller, not the partner's role.
+        let alice = IdentityGrants::unknown(&catalog, callers[0].0, "111122223333", IdentityKind::User, "alice");
+        assert_eq!(reported(&[alice]), [callers[1].0, callers[0].0]);
+        // Without snapshots nothing says which accounts are the organization's: only the anonymous
+        // caller is left out.
+        assert_eq!(reported(&[]), [callers[1].0, callers[0].0, callers[3].0]);
+    }
+}
