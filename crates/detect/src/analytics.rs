@@ -62,7 +62,7 @@ pub(crate) struct Profile {
     pub(crate) harvest: CredentialReads,
     /// Instances the identity opened a shell on within the last hour.
     #[serde(default)]
-    pub(crate) shells: Fanout,
+    pub(crate) shells: HourItems,
     /// Analytics this identity triggered: first and last UTC day, within the lookback (established
     /// behavior once the first day is past).
     #[serde(default)]
@@ -82,25 +82,60 @@ pub(crate) struct FreshData {
 /// tried to read, each with the time of its first read, within the last hour.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct CredentialReads {
-    /// Items read within the last hour that the identity had not read before, with the first read.
-    items: Vec<(String, i64)>,
+    /// Items read within the last hour that the identity had not read before.
+    #[serde(flatten)]
+    hour: HourItems,
     /// Items the identity read successfully, with the last day (an application that reads its own
     /// secrets every hour is not harvesting them).
     #[serde(default)]
     known: Vec<(String, i32)>,
     attempts: u32,
     denied: u32,
-    events: Vec<RelatedEvent>,
-    /// The time of the last alert: one per hour at most.
-    alerted_ms: Option<i64>,
 }
 
-/// Distinct targets within the last hour, each with its first time, and the events that reached them.
+/// Distinct items (secrets read, instances reached) within the last hour, each with its first time,
+/// the events that brought them, and the time of the last alert: one per hour at most.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Fanout {
+pub(crate) struct HourItems {
     items: Vec<(String, i64)>,
     events: Vec<RelatedEvent>,
     alerted_ms: Option<i64>,
+}
+
+impl HourItems {
+    /// Forgets items first seen an hour or more before `t`; says whether that emptied the window, whose
+    /// events then go too.
+    fn expire(&mut self, t: i64) -> bool {
+        let before = self.items.len();
+        self.items.retain(|(_, first)| t - *first < HOUR_MS);
+        let emptied = before > 0 && self.items.is_empty();
+        if emptied {
+            self.events.clear();
+        }
+        emptied
+    }
+
+    fn add(&mut self, item: String, t: i64) {
+        if self.items.len() < HARVEST_ITEMS_MAX && !self.items.iter().any(|(i, _)| *i == item) {
+            self.items.push((item, t));
+        }
+    }
+
+    fn note(&mut self, ev: &Event) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(related(ev));
+        }
+    }
+
+    /// Whether an alert is due at `t`: the threshold is `reached` and none was raised within the hour.
+    /// Records the alert.
+    fn due(&mut self, t: i64, reached: bool) -> bool {
+        if !reached || self.alerted_ms.is_some_and(|a| t - a < HOUR_MS) {
+            return false;
+        }
+        self.alerted_ms = Some(t);
+        true
+    }
 }
 
 /// Instances reached within an hour that make a fan-out: one is a chore, three in a row is a sweep.
@@ -516,7 +551,7 @@ fn shell_target(ev: &Event, request: Option<&serde_json::Value>) -> Option<Strin
 /// fleet. An operator's session on the instance they are fixing stays below; one who sweeps the fleet
 /// every week is established after the first time.
 fn remote_access_fanout(
-    shells: &mut Fanout,
+    shells: &mut HourItems,
     ev: &Event,
     subject: &Subject,
     request: Option<&serde_json::Value>,
@@ -526,20 +561,12 @@ fn remote_access_fanout(
     }
     let target = shell_target(ev, request)?;
     let t = ev.time.millis();
-    shells.items.retain(|(_, first)| t - *first < HOUR_MS);
-    if shells.items.is_empty() {
-        shells.events.clear();
-    }
-    if !shells.items.iter().any(|(i, _)| *i == target) && shells.items.len() < HARVEST_ITEMS_MAX {
-        shells.items.push((target, t));
-    }
-    if shells.events.len() < MAX_EVENTS {
-        shells.events.push(related(ev));
-    }
-    if shells.items.len() < FANOUT_INSTANCES || shells.alerted_ms.is_some_and(|a| t - a < HOUR_MS) {
+    shells.expire(t);
+    shells.add(target, t);
+    shells.note(ev);
+    if !shells.due(t, shells.items.len() >= FANOUT_INSTANCES) {
         return None;
     }
-    shells.alerted_ms = Some(t);
     let targets: Vec<&str> = shells.items.iter().map(|(i, _)| i.as_str()).collect();
     let desc = format!(
         "{} opened shells on {} instances within an hour ({}:{}): {}.",
@@ -591,12 +618,8 @@ fn credential_harvest(
     let t = ev.time.millis();
     let day = crate::history::day_of(t);
     let lookback = settings.first_time_lookback_days as i32;
-    let window_start = t - HOUR_MS;
-    let before = reads.items.len();
-    reads.items.retain(|(_, first)| *first > window_start);
-    if reads.items.len() < before && reads.items.is_empty() {
-        let known = std::mem::take(&mut reads.known);
-        *reads = CredentialReads { alerted_ms: reads.alerted_ms, known, ..CredentialReads::default() };
+    if reads.hour.expire(t) {
+        (reads.attempts, reads.denied) = (0, 0);
     }
     let succeeded = ev.status == grantwatch_types::Status::Success;
     for item in items {
@@ -607,9 +630,7 @@ fn credential_harvest(
             }
             continue;
         }
-        if reads.items.len() < HARVEST_ITEMS_MAX && !reads.items.iter().any(|(i, _)| *i == item) {
-            reads.items.push((item.clone(), t));
-        }
+        reads.hour.add(item.clone(), t);
         if succeeded {
             match known {
                 Some(k) => reads.known[k].1 = day,
@@ -625,23 +646,20 @@ fn credential_harvest(
             }
         }
     }
-    if reads.items.is_empty() && !bulk {
+    if reads.hour.items.is_empty() && !bulk {
         return None;
     }
     reads.attempts += 1;
-    if ev.status != grantwatch_types::Status::Success {
+    if !succeeded {
         reads.denied += 1;
     }
-    if reads.events.len() < MAX_EVENTS {
-        reads.events.push(related(ev));
-    }
+    reads.hour.note(ev);
     let threshold = settings.credential_reads_per_hour.max(1) as usize;
-    if (reads.items.len() < threshold && !bulk) || reads.alerted_ms.is_some_and(|a| t - a < HOUR_MS) {
+    if !reads.hour.due(t, bulk || reads.hour.items.len() >= threshold) {
         return None;
     }
-    reads.alerted_ms = Some(t);
     let kinds: std::collections::BTreeSet<&str> =
-        reads.items.iter().filter_map(|(i, _)| i.split_once(':').map(|(k, _)| k)).collect();
+        reads.hour.items.iter().filter_map(|(i, _)| i.split_once(':').map(|(k, _)| k)).collect();
     let denied = match reads.denied {
         0 => String::new(),
         n => format!(" ({n} of {} calls denied)", reads.attempts),
@@ -657,18 +675,18 @@ fn credential_harvest(
         format!(
             "{} tried to read {} distinct {} within an hour{denied}.",
             subject.display(),
-            reads.items.len(),
+            reads.hour.items.len(),
             kinds.into_iter().collect::<Vec<_>>().join(", ")
         )
     };
     let evidence = vec![Evidence {
         name: "credential_items_per_hour".into(),
-        value: reads.items.len() as f64,
+        value: reads.hour.items.len() as f64,
         baseline: Some(f64::from(settings.credential_reads_per_hour)),
         spread: None,
         score: None,
     }];
-    let events = std::mem::take(&mut reads.events);
+    let events = std::mem::take(&mut reads.hour.events);
     Some(Raised::at(Builtin::CredentialHarvest.id().to_string(), subject, ev, events, evidence, desc))
 }
 
@@ -936,7 +954,7 @@ mod tests {
 
     #[test]
     fn shells_on_three_instances_within_an_hour_are_a_fanout() {
-        let mut shells = Fanout::default();
+        let mut shells = HourItems::default();
         let session = |uid: &str, at_s: i64, target: &str| {
             let mut e = read(uid, at_s, "StartSession", &format!(r#"{{"target":"{target}"}}"#), false);
             e.api.service = "ssm.amazonaws.com".into();

@@ -488,9 +488,6 @@ fn coordinate<S: StateStore>(
     };
     // The first file not yet read whole, plain files included.
     let mut frontier = 0;
-    while progress.get(frontier).is_some_and(|p| p.read) {
-        frontier += 1;
-    }
     pipeline.set_limit(limit_at(frontier), store)?;
     for msg in rx.into_iter().flatten() {
         match msg {
