@@ -501,7 +501,10 @@ fn credential_items(ev: &Event, request: Option<&serde_json::Value>) -> Option<(
             .collect()
     };
     let decrypted = || req.get("withDecryption").and_then(|v| v.as_bool()) == Some(true);
-    let prefixed = |p: &str, items: Vec<String>| items.into_iter().map(|i| format!("{p}:{i}")).collect::<Vec<_>>();
+    // Cut: a hostile request may name a 16 KiB "secret", and the profile keeps 64 of them twice.
+    let prefixed = |p: &str, items: Vec<String>| {
+        items.into_iter().map(|i| format!("{p}:{}", grantwatch_types::cut_str(&i, ITEM_BYTES_MAX))).collect::<Vec<_>>()
+    };
     match (ev.api.service.as_str(), ev.api.operation.as_str()) {
         ("secretsmanager.amazonaws.com", "GetSecretValue") => Some((
             prefixed("secret", s("secretId").map(|id| secret_name(&id).to_string()).into_iter().collect()),
@@ -586,6 +589,9 @@ fn remote_access_fanout(
     let events = std::mem::take(&mut shells.events);
     Some(Raised::at(Builtin::RemoteAccessFanout.id().to_string(), subject, ev, events, evidence, desc))
 }
+
+/// The longest item name kept: room for AWS's longest names (SSM parameters, 2,048 characters) as ARNs.
+const ITEM_BYTES_MAX: usize = 2_200;
 
 /// The secret a `secretId` names: its name, whether it is given as the name, a partial ARN or the full
 /// ARN (which ends in `-` and six random characters), so that every way of naming one secret is one item.
@@ -986,6 +992,9 @@ mod tests {
         );
         assert_eq!(secret_name("prod/db/password"), "prod/db/password");
         assert_eq!(secret_name("my-secret-abcdef"), "my-secret-abcdef", "a bare name keeps its dashes");
+        let huge = read("h", 0, "GetPasswordData", &format!(r#"{{"instanceId":"{}"}}"#, "é".repeat(9000)), true);
+        let items = credential_items(&huge, huge.request.as_ref().and_then(RawJson::parse).as_ref()).unwrap().0;
+        assert!(items[0].len() <= ITEM_BYTES_MAX + "password:".len(), "a hostile name is cut");
     }
 
     #[test]

@@ -54,6 +54,18 @@ pub struct Event {
 /// The longest `errorMessage` an [`Event`] carries (CloudTrail's own can quote whole policies).
 pub const ERROR_MESSAGE_MAX: usize = 1024;
 
+/// `s` cut to at most `max` bytes, on a character boundary: how text from a record is bounded.
+pub fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The largest `requestParameters` / `responseElements` document an [`Event`] carries.
 pub const RAW_DETAIL_MAX: usize = 16 * 1024;
 

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use grantwatch_types::{
-    Actor, Api, Cloud, ERROR_MESSAGE_MAX, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status,
+    Actor, Api, Cloud, ERROR_MESSAGE_MAX, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status, cut_str,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -194,7 +194,7 @@ pub fn normalize_record(raw: &[u8], map: &ActionMap) -> Result<Event, NormalizeE
         request: detail(&rec, rec.request_parameters, inspected_read(source, name)),
         response: detail(&rec, rec.response_elements, false),
         additional: detail(&rec, rec.additional_event_data, signs_in(source)),
-        error_message: rec.error_message.get().map(|m| cut(m, ERROR_MESSAGE_MAX).to_string()),
+        error_message: rec.error_message.get().map(|m| cut_str(m, ERROR_MESSAGE_MAX).to_string()),
     })
 }
 
@@ -247,18 +247,6 @@ fn signs_in(source: &str) -> bool {
 
 fn inspected_read(source: &str, name: &str) -> bool {
     INSPECTED_READS.iter().any(|(s, n)| *s == source && *n == name)
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A request, response or additional-data document an event keeps: for calls that may change
@@ -477,7 +465,7 @@ mod tests {
         let e = n(&read("DescribeInstances", "ec2.amazonaws.com", r#"{"instancesSet":{}}"#)).unwrap();
         assert!(e.request.is_none());
         // Cutting never splits a character.
-        assert_eq!(cut("ééé", 3), "é");
+        assert_eq!(cut_str("ééé", 3), "é");
     }
 
     #[test]
