@@ -16,12 +16,15 @@
 //! the provider field names the Azure and GCP rules read (`operationName`, `gcp.audit.method_name`, ...).
 //! `eventType` is the one CloudTrail field rules read that the normalized event does not carry (see
 //! `rules/sigma/README.md`).
+//! Rules are evaluated on [`SigmaView`], which computes that document field by field as rules read
+//! it (building it whole for every event cost more than the rules did).
 //!
 //! **Objects.** A rule that matches a string against a field holding an object (SigmaHQ has
 //! `requestParameters|contains: 'Suspended'`) compares against the object's compact JSON text with
 //! sorted keys; the crate alone would never match an object, which would leave those rules dead.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use grantwatch_core::cloudtrail::UNKNOWN;
 use grantwatch_types::{Actor, Cloud, Event, IdentityKind, Severity, Status};
@@ -192,8 +195,7 @@ impl SigmaSet {
         if engine.rule_count() == 0 {
             return;
         }
-        let doc = sigma_document(ev);
-        let view = DocView(JsonEvent::borrow(&doc));
+        let view = SigmaView::new(ev);
         for m in engine.evaluate(&view) {
             if let Some(i) = m.header.rule_id.as_deref().and_then(|id| id.parse::<usize>().ok()) {
                 out.push(i);
@@ -220,49 +222,12 @@ fn detection_reads_outcome(text: &str) -> bool {
     false
 }
 
-/// The document as rules see it: the crate's JSON event, except that a field holding an object reads
-/// as the object's canonical JSON text (see the module docs).
-struct DocView<'a>(JsonEvent<'a>);
-
+/// A field holding an object reads as the object's canonical JSON text (see the module docs).
 fn objects_as_text(v: EventValue<'_>) -> EventValue<'_> {
     match v {
         EventValue::Map(_) => EventValue::Str(Cow::Owned(canonical_json(&v.to_json()))),
         EventValue::Array(items) => EventValue::Array(items.into_iter().map(objects_as_text).collect()),
         other => other,
-    }
-}
-
-impl SigmaEvent for DocView<'_> {
-    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
-        self.0.get_field(path).map(objects_as_text)
-    }
-
-    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
-        self.0.any_string_value(pred)
-    }
-
-    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
-        self.0.all_string_values()
-    }
-
-    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
-        self.0.visit_string_values(visit)
-    }
-
-    fn to_json(&self) -> Value {
-        self.0.to_json()
-    }
-
-    fn field_keys(&self) -> Vec<Cow<'_, str>> {
-        self.0.field_keys()
-    }
-
-    fn top_level_keys(&self) -> Option<Vec<Cow<'_, str>>> {
-        self.0.top_level_keys()
-    }
-
-    fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
-        self.0.visit_top_level_keys(visit)
     }
 }
 
@@ -340,7 +305,7 @@ pub fn sigma_document(ev: &Event) -> Value {
     if let Some(message) = &ev.error_message {
         doc.insert("errorMessage".into(), text(message));
     }
-    if let Some(extra) = ev.additional.as_ref().and_then(|r| r.parse()) {
+    if let Some(extra) = additional_event_data(ev) {
         doc.insert("additionalEventData".into(), extra);
     }
     if let Some(ro) = ev.read_only {
@@ -349,31 +314,11 @@ pub fn sigma_document(ev: &Event) -> Value {
     let failed = ev.status == Status::Failure;
     doc.insert("status".into(), text(if failed { "failure" } else { "success" }));
     doc.insert("userIdentity".into(), Value::Object(user_identity(&ev.actor)));
-    if let Some(mut req) = ev.request.as_ref().and_then(|r| r.parse()) {
-        // CloudTrail logs a user-data change as `requestParameters.userData`; SigmaHQ's startup-script
-        // rule reads `requestParameters.attribute: userData`, the form of the read call. Say both.
-        if ev.api.operation == "ModifyInstanceAttribute"
-            && let Some(m) = req.as_object_mut()
-            && m.contains_key("userData")
-            && !m.contains_key("attribute")
-        {
-            m.insert("attribute".into(), text("userData"));
-        }
+    if let Some(req) = request_parameters(ev) {
         doc.insert("requestParameters".into(), req);
     }
-    match ev.response.as_ref().and_then(|r| r.parse()) {
-        Some(resp) => {
-            doc.insert("responseElements".into(), resp);
-        }
-        // CloudTrail writes the console sign-in outcome into responseElements; a record that lost it
-        // (or a source that never had it) gets it back from the status.
-        None if ev.api.service == "signin.amazonaws.com" && ev.api.operation == "ConsoleLogin" => {
-            let outcome = if failed { "Failure" } else { "Success" };
-            let mut m = Map::new();
-            m.insert("ConsoleLogin".into(), text(outcome));
-            doc.insert("responseElements".into(), Value::Object(m));
-        }
-        None => {}
+    if let Some(resp) = response_elements(ev) {
+        doc.insert("responseElements".into(), resp);
     }
     if !ev.resources.is_empty() {
         let res = ev
@@ -416,6 +361,217 @@ pub fn sigma_document(ev: &Event) -> Value {
     Value::Object(doc)
 }
 
+/// `requestParameters` as rules see it.
+fn request_parameters(ev: &Event) -> Option<Value> {
+    let mut req = ev.request.as_ref().and_then(|r| r.parse())?;
+    // CloudTrail logs a user-data change as `requestParameters.userData`; SigmaHQ's startup-script
+    // rule reads `requestParameters.attribute: userData`, the form of the read call. Say both.
+    if ev.api.operation == "ModifyInstanceAttribute"
+        && let Some(m) = req.as_object_mut()
+        && m.contains_key("userData")
+        && !m.contains_key("attribute")
+    {
+        m.insert("attribute".into(), text("userData"));
+    }
+    Some(req)
+}
+
+/// `responseElements` as rules see it.
+fn response_elements(ev: &Event) -> Option<Value> {
+    match ev.response.as_ref().and_then(|r| r.parse()) {
+        Some(resp) => Some(resp),
+        // CloudTrail writes the console sign-in outcome into responseElements; a record that lost it
+        // (or a source that never had it) gets it back from the status.
+        None if is_console_login(ev) => {
+            let outcome = if ev.status == Status::Failure { "Failure" } else { "Success" };
+            let mut m = Map::new();
+            m.insert("ConsoleLogin".into(), text(outcome));
+            Some(Value::Object(m))
+        }
+        None => None,
+    }
+}
+
+fn is_console_login(ev: &Event) -> bool {
+    ev.api.service == "signin.amazonaws.com" && ev.api.operation == "ConsoleLogin"
+}
+
+fn additional_event_data(ev: &Event) -> Option<Value> {
+    ev.additional.as_ref().and_then(|r| r.parse())
+}
+
+/// [`sigma_document`] without building it: what rules read is computed when they read it. Most
+/// events meet few rules, and those read a handful of top-level strings the event already holds, so
+/// building the whole document (a tree of owned strings, the request and response parsed) cost more
+/// than the rules themselves. The nested objects are built once, on first read; a path this view does
+/// not resolve itself (through an array, with escapes or indexes), a keyword search and an Azure or
+/// GCP event use the whole document, built on first need. `view_equals_document` holds the two equal.
+pub struct SigmaView<'a> {
+    ev: &'a Event,
+    time: OnceCell<String>,
+    identity: OnceCell<UserIdentity<'a>>,
+    identity_object: OnceCell<Value>,
+    request: OnceCell<Option<Value>>,
+    response: OnceCell<Option<Value>>,
+    additional: OnceCell<Option<Value>>,
+    whole: OnceCell<JsonEvent<'static>>,
+}
+
+impl<'a> SigmaView<'a> {
+    pub fn new(ev: &'a Event) -> Self {
+        SigmaView {
+            ev,
+            time: OnceCell::new(),
+            identity: OnceCell::new(),
+            identity_object: OnceCell::new(),
+            request: OnceCell::new(),
+            response: OnceCell::new(),
+            additional: OnceCell::new(),
+            whole: OnceCell::new(),
+        }
+    }
+
+    fn whole(&self) -> &JsonEvent<'static> {
+        self.whole.get_or_init(|| JsonEvent::owned(sigma_document(self.ev)))
+    }
+
+    fn in_document(&self, path: &str) -> Option<EventValue<'_>> {
+        self.whole().get_field(path).map(objects_as_text)
+    }
+
+    /// A top-level field of an AWS event, `None` when the document leaves it out.
+    fn root(&self, key: &str) -> Option<EventValue<'_>> {
+        let ev = self.ev;
+        let s = |v: &'a str| Some(EventValue::Str(Cow::Borrowed(v)));
+        match key {
+            "eventID" => s(&ev.uid),
+            "eventTime" => Some(EventValue::Str(Cow::Borrowed(self.time.get_or_init(|| ev.time.to_rfc3339())))),
+            "eventSource" => s(&ev.api.service),
+            "eventName" => s(&ev.api.operation),
+            "awsRegion" => (ev.region != UNKNOWN).then_some(EventValue::Str(Cow::Borrowed(ev.region.as_str()))),
+            "recipientAccountId" => {
+                (ev.account_uid != UNKNOWN).then_some(EventValue::Str(Cow::Borrowed(ev.account_uid.as_str())))
+            }
+            "sourceIPAddress" => ev.src_ip.as_deref().and_then(s),
+            "userAgent" => ev.user_agent.as_deref().and_then(s),
+            "errorCode" => ev.status_code.as_deref().and_then(s),
+            "errorMessage" => ev.error_message.as_deref().and_then(s),
+            "readOnly" => ev.read_only.map(EventValue::Bool),
+            "status" => s(if ev.status == Status::Failure { "failure" } else { "success" }),
+            "resources" if !ev.resources.is_empty() => self.in_document(key),
+            _ => self.object(key).map(EventValue::from),
+        }
+    }
+
+    fn identity(&self) -> &UserIdentity<'a> {
+        self.identity.get_or_init(|| UserIdentity::of(&self.ev.actor))
+    }
+
+    /// The nested objects of an AWS event's document, built on first read.
+    fn object(&self, key: &str) -> Option<&Value> {
+        let ev = self.ev;
+        match key {
+            "userIdentity" => Some(self.identity_object.get_or_init(|| Value::Object(self.identity().to_map()))),
+            "requestParameters" => self.request.get_or_init(|| request_parameters(ev)).as_ref(),
+            "responseElements" => self.response.get_or_init(|| response_elements(ev)).as_ref(),
+            "additionalEventData" => self.additional.get_or_init(|| additional_event_data(ev)).as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl SigmaEvent for SigmaView<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        // Escapes, indexes and empty segments: the crate's own path parser, on the whole document.
+        if self.ev.cloud != Cloud::Aws || path.contains(['[', '\\']) || path.contains("..") || path.ends_with('.') {
+            return self.in_document(path);
+        }
+        let Some((root, rest)) = path.split_once('.') else {
+            return self.root(path).map(objects_as_text);
+        };
+        // The identity's leaves, the fields rules read most, without building the object.
+        if root == "userIdentity" {
+            let identity = self.identity();
+            if !identity.is_object(rest) {
+                return identity.leaf(rest).map(|v| EventValue::Str(Cow::Borrowed(v)));
+            }
+        }
+        // `a.b.c` under one of the nested objects: walk the objects; an array on the way fans out in
+        // the crate's path semantics, which the whole document gives.
+        let Some(mut at) = self.object(root) else {
+            return match root {
+                "resources" if !self.ev.resources.is_empty() => self.in_document(path),
+                _ => None,
+            };
+        };
+        for key in rest.split('.') {
+            match at {
+                Value::Object(m) => at = m.get(key)?,
+                Value::Array(_) => return self.in_document(path),
+                _ => return None,
+            }
+        }
+        Some(objects_as_text(EventValue::from(at)))
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.whole().any_string_value(pred)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.whole().all_string_values()
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.whole().visit_string_values(visit)
+    }
+
+    fn to_json(&self) -> Value {
+        self.whole().to_json()
+    }
+
+    fn field_keys(&self) -> Vec<Cow<'_, str>> {
+        self.whole().field_keys()
+    }
+
+    fn top_level_keys(&self) -> Option<Vec<Cow<'_, str>>> {
+        let mut keys = Vec::new();
+        self.visit_top_level_keys(&mut |k| keys.push(Cow::Owned(k.to_string())));
+        Some(keys)
+    }
+
+    /// The keys the document may have: a key named here whose value turns out absent (a request that
+    /// does not parse) only costs the index a lookup that finds nothing.
+    fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
+        let ev = self.ev;
+        if ev.cloud != Cloud::Aws {
+            return self.whole().visit_top_level_keys(visit);
+        }
+        for key in ["eventID", "eventTime", "eventSource", "eventName", "status", "userIdentity"] {
+            visit(key);
+        }
+        let optional = [
+            ("awsRegion", ev.region != UNKNOWN),
+            ("recipientAccountId", ev.account_uid != UNKNOWN),
+            ("sourceIPAddress", ev.src_ip.is_some()),
+            ("userAgent", ev.user_agent.is_some()),
+            ("errorCode", ev.status_code.is_some()),
+            ("errorMessage", ev.error_message.is_some()),
+            ("additionalEventData", ev.additional.is_some()),
+            ("readOnly", ev.read_only.is_some()),
+            ("requestParameters", ev.request.is_some()),
+            ("responseElements", ev.response.is_some() || is_console_login(ev)),
+            ("resources", !ev.resources.is_empty()),
+        ];
+        for (key, present) in optional {
+            if present {
+                visit(key);
+            }
+        }
+        true
+    }
+}
+
 /// `arn:aws:iam::111122223333:role/path/Name` → (`aws`, `111122223333`, `Name`).
 fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
     let mut it = arn.splitn(6, ':');
@@ -433,83 +589,145 @@ fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
 /// CloudTrail's `userIdentity`, inverted from the actor the normalizer resolved (see
 /// `grantwatch_core::cloudtrail::normalize`): a role session's actor is the role, so its session ARN
 /// (`assumed-role/Name/session`) is rebuilt from the role and the session name; a federated user's
-/// actor is the IAM user, recognizable by its session name.
-fn user_identity(a: &Actor) -> Map<String, Value> {
-    let mut m = Map::new();
-    let uid_arn = a.uid.starts_with("arn:").then_some(a.uid.as_str());
-    let parts = uid_arn.and_then(arn_parts);
-    let account = a.account_uid.as_deref().or(parts.map(|p| p.1)).filter(|s| !s.is_empty());
-    let issuer = |kind: &str, m: &mut Map<String, Value>| {
-        let mut iss = Map::new();
-        iss.insert("type".into(), text(kind));
-        iss.insert("arn".into(), text(&a.uid));
-        if let Some(acct) = account {
-            iss.insert("accountId".into(), text(acct));
-        }
-        if let Some(name) = &a.name {
-            iss.insert("userName".into(), text(name));
-        }
-        let mut ctx = Map::new();
-        ctx.insert("sessionIssuer".into(), Value::Object(iss));
-        if let Some(mfa) = a.mfa_authenticated {
-            let mut attrs = Map::new();
-            attrs.insert("mfaAuthenticated".into(), text(if mfa { "true" } else { "false" }));
-            ctx.insert("attributes".into(), Value::Object(attrs));
-        }
-        m.insert("sessionContext".into(), Value::Object(ctx));
-    };
-    let (kind, arn): (Option<&str>, Option<String>) = match a.kind {
-        IdentityKind::Root => (Some("Root"), uid_arn.map(str::to_string)),
-        IdentityKind::User => match (&a.session_name, parts) {
-            (Some(session), Some((partition, acct, _))) => {
-                issuer("IAMUser", &mut m);
-                (Some("FederatedUser"), Some(format!("arn:{partition}:sts::{acct}:federated-user/{session}")))
-            }
-            (Some(_), None) => (Some("FederatedUser"), None),
-            (None, _) => {
-                if let Some(name) = &a.name {
-                    m.insert("userName".into(), text(name));
+/// actor is the IAM user, recognizable by its session name. Leaves only: [`UserIdentity::to_map`] is
+/// the object, [`UserIdentity::leaf`] one field of it without building it.
+struct UserIdentity<'a> {
+    kind: Option<&'static str>,
+    arn: Option<Cow<'a, str>>,
+    account: Option<&'a str>,
+    user_name: Option<&'a str>,
+    principal_id: Option<&'a str>,
+    access_key_id: Option<&'a str>,
+    invoked_by: Option<&'a str>,
+    /// `sessionContext`: the issuer's type (its ARN, account and name are the actor's), and the MFA flag.
+    issuer: Option<&'static str>,
+    mfa: Option<bool>,
+    actor: &'a Actor,
+}
+
+impl<'a> UserIdentity<'a> {
+    fn of(a: &'a Actor) -> Self {
+        let uid_arn = a.uid.starts_with("arn:").then_some(a.uid.as_str());
+        let parts = uid_arn.and_then(arn_parts);
+        let account = a.account_uid.as_deref().or(parts.map(|p| p.1)).filter(|s| !s.is_empty());
+        let mut user_name = None;
+        let mut issuer = None;
+        let (kind, arn): (Option<&'static str>, Option<Cow<'a, str>>) = match a.kind {
+            IdentityKind::Root => (Some("Root"), uid_arn.map(Cow::Borrowed)),
+            IdentityKind::User => match (&a.session_name, parts) {
+                (Some(session), Some((partition, acct, _))) => {
+                    issuer = Some("IAMUser");
+                    let arn = format!("arn:{partition}:sts::{acct}:federated-user/{session}");
+                    (Some("FederatedUser"), Some(Cow::Owned(arn)))
                 }
-                (Some("IAMUser"), uid_arn.map(str::to_string))
+                (Some(_), None) => (Some("FederatedUser"), None),
+                (None, _) => {
+                    user_name = a.name.as_deref();
+                    (Some("IAMUser"), uid_arn.map(Cow::Borrowed))
+                }
+            },
+            IdentityKind::Role => match parts {
+                Some((partition, acct, role)) => {
+                    issuer = Some("Role");
+                    let name = a.name.as_deref().unwrap_or(role);
+                    let arn = match &a.session_name {
+                        Some(s) => format!("arn:{partition}:sts::{acct}:assumed-role/{name}/{s}"),
+                        None => format!("arn:{partition}:sts::{acct}:assumed-role/{name}"),
+                    };
+                    (Some("AssumedRole"), Some(Cow::Owned(arn)))
+                }
+                None => (Some("AssumedRole"), None),
+            },
+            IdentityKind::Service => (Some("AWSService"), None),
+            // Another account's root, as CloudTrail's AWSAccount identities are normalized.
+            IdentityKind::External if a.uid.ends_with(":root") && uid_arn.is_some() => (Some("AWSAccount"), None),
+            // Web identity / SAML users and whatever else could not be resolved: the type is unknown.
+            IdentityKind::External | IdentityKind::Group => (None, uid_arn.map(Cow::Borrowed)),
+        };
+        UserIdentity {
+            kind,
+            arn,
+            account,
+            user_name,
+            principal_id: a.principal_id.as_deref(),
+            access_key_id: a.access_key_id.as_deref(),
+            invoked_by: a.invoked_by.as_deref(),
+            issuer,
+            mfa: a.mfa_authenticated,
+            actor: a,
+        }
+    }
+
+    fn mfa_text(&self) -> Option<&'static str> {
+        self.mfa.map(|m| if m { "true" } else { "false" })
+    }
+
+    /// The string at `path` under `userIdentity` (`type`, `sessionContext.sessionIssuer.arn`, ...);
+    /// `None` when the object has no such leaf (an object-valued path is not a leaf either).
+    fn leaf(&self, path: &str) -> Option<&str> {
+        match path {
+            "type" => self.kind,
+            "arn" => self.arn.as_deref(),
+            "accountId" => self.account,
+            "userName" => self.user_name,
+            "principalId" => self.principal_id,
+            "accessKeyId" => self.access_key_id,
+            "invokedBy" => self.invoked_by,
+            _ => {
+                self.issuer?;
+                match path.strip_prefix("sessionContext.")? {
+                    "sessionIssuer.type" => self.issuer,
+                    "sessionIssuer.arn" => Some(&self.actor.uid),
+                    "sessionIssuer.accountId" => self.account,
+                    "sessionIssuer.userName" => self.actor.name.as_deref(),
+                    "attributes.mfaAuthenticated" => self.mfa_text(),
+                    _ => None,
+                }
             }
-        },
-        IdentityKind::Role => match parts {
-            Some((partition, acct, role)) => {
-                issuer("Role", &mut m);
-                let name = a.name.as_deref().unwrap_or(role);
-                let arn = match &a.session_name {
-                    Some(s) => format!("arn:{partition}:sts::{acct}:assumed-role/{name}/{s}"),
-                    None => format!("arn:{partition}:sts::{acct}:assumed-role/{name}"),
-                };
-                (Some("AssumedRole"), Some(arn))
+        }
+    }
+
+    /// Whether `path` names one of the object's objects (`sessionContext`, `sessionContext.attributes`).
+    fn is_object(&self, path: &str) -> bool {
+        self.issuer.is_some()
+            && match path {
+                "sessionContext" | "sessionContext.sessionIssuer" => true,
+                "sessionContext.attributes" => self.mfa.is_some(),
+                _ => false,
             }
-            None => (Some("AssumedRole"), None),
-        },
-        IdentityKind::Service => (Some("AWSService"), None),
-        // Another account's root, as CloudTrail's AWSAccount identities are normalized.
-        IdentityKind::External if a.uid.ends_with(":root") && uid_arn.is_some() => (Some("AWSAccount"), None),
-        // Web identity / SAML users and whatever else could not be resolved: the type is unknown.
-        IdentityKind::External | IdentityKind::Group => (None, uid_arn.map(str::to_string)),
-    };
-    if let Some(kind) = kind {
-        m.insert("type".into(), text(kind));
     }
-    if let Some(arn) = arn {
-        m.insert("arn".into(), Value::String(arn));
+
+    fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let put = |m: &mut Map<String, Value>, key: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                m.insert(key.into(), text(v));
+            }
+        };
+        if let Some(kind) = self.issuer {
+            let mut iss = Map::new();
+            put(&mut iss, "type", Some(kind));
+            put(&mut iss, "arn", Some(&self.actor.uid));
+            put(&mut iss, "accountId", self.account);
+            put(&mut iss, "userName", self.actor.name.as_deref());
+            let mut ctx = Map::new();
+            ctx.insert("sessionIssuer".into(), Value::Object(iss));
+            if let Some(mfa) = self.mfa_text() {
+                let mut attrs = Map::new();
+                put(&mut attrs, "mfaAuthenticated", Some(mfa));
+                ctx.insert("attributes".into(), Value::Object(attrs));
+            }
+            m.insert("sessionContext".into(), Value::Object(ctx));
+        }
+        for key in ["userName", "type", "arn", "accountId", "principalId", "accessKeyId", "invokedBy"] {
+            put(&mut m, key, self.leaf(key));
+        }
+        m
     }
-    if let Some(acct) = account {
-        m.insert("accountId".into(), text(acct));
-    }
-    if let Some(p) = &a.principal_id {
-        m.insert("principalId".into(), text(p));
-    }
-    if let Some(k) = &a.access_key_id {
-        m.insert("accessKeyId".into(), text(k));
-    }
-    if let Some(by) = &a.invoked_by {
-        m.insert("invokedBy".into(), text(by));
-    }
-    m
+}
+
+fn user_identity(a: &Actor) -> Map<String, Value> {
+    UserIdentity::of(a).to_map()
 }
 
 #[cfg(test)]
@@ -669,8 +887,7 @@ mod tests {
             r#","requestParameters":{"bucketName":"b","VersioningConfiguration":{"Status":"Suspended"}}"#,
         ));
         assert_eq!(titles(&set, &ev), ["AWS S3 Bucket Versioning Disable"]);
-        let doc = sigma_document(&ev);
-        let view = DocView(JsonEvent::borrow(&doc));
+        let view = SigmaView::new(&ev);
         let text = view.get_field("requestParameters").unwrap();
         assert_eq!(text.as_str().unwrap(), r#"{"VersioningConfiguration":{"Status":"Suspended"},"bucketName":"b"}"#);
     }

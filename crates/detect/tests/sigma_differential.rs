@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use grantwatch_core::cloudtrail::Normalizer;
-use grantwatch_detect::sigma::{SigmaSet, sigma_document};
-use grantwatch_types::Event;
+use grantwatch_detect::sigma::{SigmaSet, SigmaView, sigma_document};
+use grantwatch_types::{Cloud, Event};
+use rsigma_eval::event::{Event as _, JsonEvent};
 use rsigma_parser::{Detection, DetectionItem, Modifier, SigmaValue};
 use serde_json::{Value, json};
 
@@ -373,8 +374,16 @@ fn run_reference(rules_dir: &Path, jsonl: &Path) -> Vec<BTreeSet<String>> {
         .collect()
 }
 
-#[test]
-fn rsigma_matches_pysigma_on_cloudtrail() {
+/// The rules, and the events of the corpus (samples, records generated from the AWS rules, hand
+/// written ones), with the number of samples read.
+struct Corpus {
+    sources: Vec<(String, String)>,
+    set: SigmaSet,
+    events: Vec<(String, Event)>,
+    samples_read: usize,
+}
+
+fn corpus() -> Corpus {
     let rules_dir = repo().join("rules/sigma");
     let mut sources = Vec::new();
     rule_sources(&rules_dir, &rules_dir, &mut sources);
@@ -412,7 +421,13 @@ fn rsigma_matches_pysigma_on_cloudtrail() {
     }
     // The doc samples include Insights events and fragments without eventTime; the rest must be read.
     assert!(sample_count - skipped.len() >= 20, "{skipped:?}");
+    Corpus { sources, set, events, samples_read: sample_count - skipped.len() }
+}
 
+#[test]
+fn rsigma_matches_pysigma_on_cloudtrail() {
+    let rules_dir = repo().join("rules/sigma");
+    let Corpus { set, events, samples_read, .. } = corpus();
     let docs: Vec<Value> = events.iter().map(|(_, ev)| sigma_document(ev)).collect();
     let jsonl = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sigma_differential_{}.jsonl", std::process::id()));
     let text: String = docs.iter().map(|d| format!("{d}\n")).collect();
@@ -440,7 +455,7 @@ fn rsigma_matches_pysigma_on_cloudtrail() {
         }
     }
     let total: usize = matched_by.values().sum();
-    println!("{} documents ({} samples), {total} rule matches", docs.len(), sample_count - skipped.len());
+    println!("{} documents ({samples_read} samples), {total} rule matches", docs.len());
     assert!(differences.is_empty(), "{} documents differ:\n{}", differences.len(), differences.join("\n"));
 
     let unmatched: Vec<&str> = set
@@ -451,4 +466,96 @@ fn rsigma_matches_pysigma_on_cloudtrail() {
         .collect();
     let expected: Vec<&str> = UNREACHABLE.iter().map(|(p, _)| *p).collect();
     assert_eq!(unmatched, expected, "AWS rules no document matched (UNREACHABLE lists the known ones)");
+}
+
+/// What rules read through [`SigmaView`] (the document computed field by field, as `matching` uses
+/// it) equals what they would read in [`sigma_document`], for every path a rule names and every path
+/// the document has, on the corpus above and the Stratus Red Team detonations.
+#[test]
+fn the_lazy_view_reads_as_the_document() {
+    let Corpus { sources, mut events, .. } = corpus();
+    let normalizer = Normalizer::aws().unwrap();
+    let stratus = repo().join("samples/stratus-detonation-logs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&stratus).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let records: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        for (i, rec) in records.iter().enumerate() {
+            if let Ok(ev) = normalizer.normalize(rec.to_string().as_bytes()) {
+                events.push((format!("{} #{i}", file.display()), ev));
+            }
+        }
+    }
+    let mut event_variants = Vec::new();
+    for (label, ev) in &events {
+        // The same event in the other clouds takes the whole-document path; keep a few.
+        if event_variants.len() < 20 {
+            for cloud in [Cloud::Azure, Cloud::Gcp] {
+                let mut other = ev.clone();
+                other.cloud = cloud;
+                event_variants.push((format!("{label} as {cloud:?}"), other));
+            }
+        }
+    }
+    events.extend(event_variants);
+
+    let mut rule_fields: BTreeSet<String> = BTreeSet::new();
+    for (_, text) in &sources {
+        for rule in rsigma_parser::parse_sigma_yaml(text).unwrap().rules {
+            for detection in rule.detection.named.values() {
+                for alternative in alternatives(detection) {
+                    for item in alternative {
+                        if let Some(name) = &item.field.name {
+                            rule_fields.insert(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(rule_fields.len() > 30, "{rule_fields:?}");
+    let odd = ["", ".", "eventName.", "userIdentity..type", "resources.ARN", "resources[0].ARN", "nope.nope"];
+
+    let mut checked = 0usize;
+    for (label, ev) in &events {
+        let doc = sigma_document(ev);
+        let reference = JsonEvent::borrow(&doc);
+        let view = SigmaView::new(ev);
+        let mut paths: BTreeSet<String> = rule_fields.clone();
+        paths.extend(odd.iter().map(|p| p.to_string()));
+        for leaf in reference.field_keys() {
+            let leaf = leaf.into_owned();
+            let mut prefix = String::new();
+            for part in leaf.split('.') {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(part);
+                paths.insert(prefix.clone());
+                paths.insert(format!("{prefix}.absent"));
+            }
+        }
+        for path in &paths {
+            let want = reference.get_field(path).map(|v| as_text(v.to_json()));
+            let got = view.get_field(path).map(|v| as_text(v.to_json()));
+            assert_eq!(got, want, "{label}: field {path:?} of {doc}");
+            checked += 1;
+        }
+        let mut keys = Vec::new();
+        view.visit_top_level_keys(&mut |k| keys.push(k.to_string()));
+        for key in doc.as_object().unwrap().keys() {
+            assert!(keys.contains(key), "{label}: the view does not name {key}");
+        }
+        assert_eq!(view.to_json(), doc);
+    }
+    println!("{} events, {checked} fields compared", events.len());
+}
+
+/// An object reads as its canonical text (the module's rule); arrays member by member.
+fn as_text(v: Value) -> Value {
+    match v {
+        Value::Object(_) => Value::String(grantwatch_detect::sigma::canonical_json(&v)),
+        Value::Array(items) => Value::Array(items.into_iter().map(as_text).collect()),
+        other => other,
+    }
 }
