@@ -15,6 +15,12 @@
 //! A restored state without [`LOGGED`], or whose input offsets are not the group's committed ones, is
 //! not used: the task falls back to re-reading its inputs.
 //!
+//! Keys of [`Table::Seen`] (event ids, one per event, with empty values) are logged many to a
+//! record: a members record ([`MEMBERS`]) lists the ids a commit added, under a key no other record
+//! ever has (the sum of the task's input offsets at that commit, then the record's index), so
+//! compaction never drops one. One record per event cost the producer and the broker more than the
+//! rest of the state's records together.
+//!
 //! Not logged: the outbox (local crash bookkeeping: the log is written by the very transaction that
 //! makes the outbox obsolete).
 
@@ -51,20 +57,72 @@ pub fn log_key(table: Table, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// First byte of a members record's key: the keys in its value are put into [`Table::Seen`] with
+/// empty values. The value is a sequence of (u16 big-endian length, key).
+pub const MEMBERS: u8 = 0x80 | 2;
+
+/// A members record's value stays under this many bytes (well under `message.max.bytes`).
+const MEMBERS_MAX_BYTES: usize = 256 * 1024;
+
 /// What a changelog record means for the store.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change<'a> {
     Reset,
     Put(Table, &'a [u8], &'a [u8]),
     Delete(Table, &'a [u8]),
+    /// Keys put into [`Table::Seen`] with empty values (checked to decode whole).
+    Members(&'a [u8]),
 }
 
-/// Decodes one changelog record; `None` for a key no version of grantwatch writes.
+impl Change<'_> {
+    /// Adds what the record puts or deletes to `batch`; a [`Change::Reset`] adds nothing (clearing
+    /// the store is the caller's).
+    pub fn apply_to(&self, batch: &mut WriteBatch) {
+        match *self {
+            Change::Reset => {}
+            Change::Put(t, k, v) => batch.put(t, k, v),
+            Change::Delete(t, k) => batch.delete(t, k),
+            Change::Members(list) => {
+                for key in members(list).map_while(|k| k) {
+                    batch.put(Table::Seen, key, Vec::new());
+                }
+            }
+        }
+    }
+}
+
+/// The keys of a members record's value; an item is `None` where the encoding is broken.
+fn members(mut list: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    std::iter::from_fn(move || {
+        if list.is_empty() {
+            return None;
+        }
+        let Some((len, rest)) = list.split_first_chunk::<2>() else {
+            list = &[];
+            return Some(None);
+        };
+        let len = u16::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            list = &[];
+            return Some(None);
+        }
+        let (key, rest) = rest.split_at(len);
+        list = rest;
+        Some(Some(key))
+    })
+}
+
+/// Decodes one changelog record; `None` for a key no version of grantwatch writes, or a members
+/// record that does not decode.
 pub fn decode<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Change<'a>> {
     if key == RESET {
         return Some(Change::Reset);
     }
     let (&t, k) = key.split_first()?;
+    if t == MEMBERS {
+        let list = value?;
+        return members(list).all(|k| k.is_some()).then_some(Change::Members(list));
+    }
     let table = *Table::ALL.iter().find(|&&table| tag(table) == t)?;
     Some(match value {
         Some(v) => Change::Put(table, k, v),
@@ -132,7 +190,10 @@ pub fn dump(state: &dyn StateRead, batch: &WriteBatch) -> Result<Changes, StateE
 }
 
 /// The records of `changes` for partition `partition` of `topic` (a [`RESET`] first if `reset`).
-pub fn records(topic: &str, partition: i32, reset: bool, changes: Changes, out: &mut Vec<Emit>) {
+/// `sequence`: the sum of the task's next input offsets after this commit, which names its members
+/// records (it grows with every commit that adds an event id, and a dump that repeats an earlier
+/// commit's sequence follows a [`RESET`], which makes everything before it moot).
+pub fn records(topic: &str, partition: i32, reset: bool, sequence: u64, changes: Changes, out: &mut Vec<Emit>) {
     let record = |key: Vec<u8>, value: Option<Vec<u8>>| Emit {
         partition: Some(partition),
         topic: topic.to_string(),
@@ -143,7 +204,30 @@ pub fn records(topic: &str, partition: i32, reset: bool, changes: Changes, out: 
     if reset {
         out.push(record(RESET.to_vec(), Some(Vec::new())));
     }
-    out.extend(changes.into_iter().map(|((table, key), value)| record(log_key(table, &key), value)));
+    let mut list: Vec<u8> = Vec::new();
+    let mut lists = 0u32;
+    let mut flush = |list: &mut Vec<u8>, out: &mut Vec<Emit>| {
+        if !list.is_empty() {
+            let mut key = vec![MEMBERS];
+            key.extend_from_slice(&sequence.to_be_bytes());
+            key.extend_from_slice(&lists.to_be_bytes());
+            lists += 1;
+            out.push(record(key, Some(std::mem::take(list))));
+        }
+    };
+    for ((table, key), value) in changes {
+        match value {
+            Some(v) if table == Table::Seen && v.is_empty() && key.len() <= usize::from(u16::MAX) => {
+                if list.len() + 2 + key.len() > MEMBERS_MAX_BYTES {
+                    flush(&mut list, out);
+                }
+                list.extend_from_slice(&(key.len() as u16).to_be_bytes());
+                list.extend_from_slice(&key);
+            }
+            value => out.push(record(log_key(table, &key), value)),
+        }
+    }
+    flush(&mut list, out);
 }
 
 #[cfg(test)]
@@ -159,8 +243,7 @@ mod tests {
             let mut b = WriteBatch::new();
             match decode(e.key.as_deref().unwrap(), value).unwrap() {
                 Change::Reset => store = MemStore::new(),
-                Change::Put(t, k, v) => b.put(t, k, v),
-                Change::Delete(t, k) => b.delete(t, k),
+                change => change.apply_to(&mut b),
             }
             store.write(b).unwrap();
         }
@@ -224,7 +307,7 @@ mod tests {
                 b.put(Table::Meta, LOGGED.to_vec(), Vec::new());
             }
             let c = if i == 0 { dump(&state, &b).unwrap() } else { changes(&state, &b, [&pending]).unwrap() };
-            records("log", 0, i == 0, c, &mut log);
+            records("log", 0, i == 0, i as u64, c, &mut log);
             state.write(b).unwrap();
         }
         let mut expected = all(&state);
@@ -246,5 +329,37 @@ mod tests {
         assert_eq!(decode(b"\x09k", Some(b"v")), None);
         assert_eq!(decode(RESET, Some(b"")), Some(Change::Reset));
         assert_eq!(decode(b"\x03k", None), Some(Change::Delete(Table::Meta, b"k")));
+        // A members list cut inside a key, or with no value at all, is not applied in part.
+        assert_eq!(decode(&[MEMBERS, 0], Some(&[0, 3, b'a', b'b'])), None);
+        assert_eq!(decode(&[MEMBERS, 0], Some(&[0])), None);
+        assert_eq!(decode(&[MEMBERS, 0], None), None);
+        assert_eq!(decode(&[MEMBERS, 0], Some(&[0, 1, b'a'])), Some(Change::Members(&[0, 1, b'a'])));
+    }
+
+    /// Event ids travel many to a record, split under the size bound, under keys that differ from
+    /// commit to commit (so compaction keeps every one), and read back as the keys they were.
+    #[test]
+    fn event_ids_are_logged_many_to_a_record() {
+        let ids = |range: std::ops::Range<u32>| -> Changes {
+            range.map(|i| ((Table::Seen, format!("day-event-{i:08}").into_bytes()), Some(Vec::new()))).collect()
+        };
+        let mut log = Vec::new();
+        let mut first = ids(0..30_000);
+        first.insert((Table::Meta, b"m".to_vec()), Some(b"v".to_vec()));
+        records("log", 3, false, 41, first, &mut log);
+        records("log", 3, false, 97, ids(30_000..30_010), &mut log);
+        let lists: Vec<&Emit> = log.iter().filter(|e| e.key.as_ref().unwrap()[0] == MEMBERS).collect();
+        assert!(lists.len() >= 3, "30,000 ids of 19 bytes do not fit one record: {}", lists.len());
+        assert!(lists.iter().all(|e| e.payload.len() <= MEMBERS_MAX_BYTES && e.partition == Some(3)));
+        assert_eq!(log.len(), lists.len() + 1, "the other key keeps its own record");
+        let mut keys: Vec<&Vec<u8>> = lists.iter().map(|e| e.key.as_ref().unwrap()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), lists.len());
+        let state = replay(&log);
+        let seen: Vec<(Table, Vec<u8>, Vec<u8>)> = all(&state).into_iter().filter(|r| r.0 == Table::Seen).collect();
+        assert_eq!(seen.len(), 30_010);
+        assert!(seen.iter().all(|(_, k, v)| k.starts_with(b"day-event-") && v.is_empty()));
+        assert_eq!(state.get(Table::Meta, b"m").unwrap(), Some(b"v".to_vec()));
     }
 }

@@ -346,6 +346,7 @@ impl TxnProducer {
         {
             return self.fail(e);
         }
+        self.await_deliveries();
         loop {
             match self.producer.commit_transaction(self.timeout) {
                 Ok(()) => {
@@ -416,6 +417,19 @@ impl TxnProducer {
 
     /// Serves the delivery reports waiting in the client's queue (each `poll` serves one batch);
     /// bounded, so a client that keeps producing events cannot hold the caller here.
+    /// Serves delivery reports until every record produced has one (bounded by the client timeout;
+    /// `commit_transaction` then reports what is still missing). rust-rdkafka's `commit_transaction`
+    /// flushes first, and its flush polls in slices of 100 ms that always run to their end: with any
+    /// record in flight, every commit lasted at least 100 ms (measured: 101-115 ms for 160 to 12,000
+    /// records, while the broker answered EndTxn in 1 ms), and the loop waits for the commit. Served
+    /// here in 1 ms waits, the flush inside finds nothing left.
+    fn await_deliveries(&self) {
+        let deadline = std::time::Instant::now() + self.timeout;
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
+    }
+
     fn serve_delivery_reports(&self) {
         for _ in 0..100_000 {
             if self.producer.in_flight_count() <= 0 {

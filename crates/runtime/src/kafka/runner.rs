@@ -758,7 +758,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                             store.write(mark)?;
                             let state = changelog::dump(&store, &WriteBatch::new())?;
                             tracing::info!(partition = p, keys = state.len(), "logging the whole state with it");
-                            changelog::records(topic, p, true, state, &mut emits);
+                            changelog::records(topic, p, true, offsets_sum(&local), state, &mut emits);
                         }
                     }
                 }
@@ -888,8 +888,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                     let old = store.take().ok_or_else(|| StreamError::Inconsistent("no store".into()))?;
                     store = Some(self.stores.reset(p, old)?);
                 }
-                Some(changelog::Change::Put(t, k, v)) => batch.put(t, k, v),
-                Some(changelog::Change::Delete(t, k)) => batch.delete(t, k),
+                Some(change) => change.apply_to(&mut batch),
                 None => unknown += 1,
             }
             if batch.len() >= FLUSH_OPS
@@ -1022,7 +1021,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             } else {
                 changelog::changes(&task.store, &batch, &task.logged)?
             };
-            changelog::records(topic, task.partition, dump, changes, &mut log);
+            changelog::records(topic, task.partition, dump, offsets_sum(&task.next), changes, &mut log);
             task.logged.clear();
             task.dump = false;
         }
@@ -1201,6 +1200,12 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         }
         Ok(())
     }
+}
+
+/// The sum of a task's next input offsets: it grows with every record consumed, which is what names
+/// a commit's changelog members records.
+fn offsets_sum(next: &[Option<i64>]) -> u64 {
+    next.iter().flatten().map(|&o| o.max(0) as u64).sum()
 }
 
 /// Handles one consumed record for its task: skips it if already applied, holds it if it must wait

@@ -330,8 +330,7 @@ fn replaying_the_changelog_gives_the_state_even_after_a_crash_mid_commit() {
                     }
                     replayed.write(clear)?;
                 }
-                Some(changelog::Change::Put(t, k, v)) => b.put(t, k, v),
-                Some(changelog::Change::Delete(t, k)) => b.delete(t, k),
+                Some(change) => change.apply_to(&mut b),
                 None => panic!("a changelog record that does not decode"),
             }
             Ok(replayed.write(b)?)
