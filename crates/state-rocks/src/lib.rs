@@ -88,6 +88,11 @@ impl RocksStore {
                 Table::Usage | Table::Counters => {
                     // Both rules are associative, so partial merges during compaction are sound.
                     o.set_merge_operator_associative(t.name(), merge_fn(t));
+                    // A stream commit merges into the same usage keys every second: without a bound,
+                    // a memtable holds hundreds of operands per key, and every read of it (the
+                    // changelog's final values, a window close loading an identity's usage) folds
+                    // them all. Past this many, the write folds them into one value instead.
+                    o.set_max_successive_merges(8);
                 }
                 Table::Seen => {
                     // Point lookups of event ids: a bloom filter makes the common "not seen" answer cheap.
