@@ -169,4 +169,9 @@ fn iam_only_runs_without_as_of_and_reports_nothing_used() {
         let f: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(f["used_actions"].as_array().map(Vec::len), Some(0), "{}", f["arn"]);
     }
+    // And the summary says why nothing is used.
+    let mut summary = Vec::new();
+    grantwatch::output::write_summary(&mut summary, &outcome).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(summary.contains("No activity logs read: nothing counts as used"), "{summary}");
 }

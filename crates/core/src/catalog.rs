@@ -63,6 +63,8 @@ pub struct Catalog {
     by_lower: FxHashMap<String, ActionId>,
     /// Lower-cased prefix to the contiguous id range of its actions (actions are sorted by prefix).
     prefixes: FxHashMap<String, std::ops::Range<ActionId>>,
+    /// See [`Catalog::permissionless`].
+    permissionless: ActionSet,
 }
 
 #[derive(Deserialize)]
@@ -99,7 +101,7 @@ impl Catalog {
             lower_set(&tags.data_access),
             lower_set(&tags.resource_exposure),
         );
-        Ok(Self::from_entries(raw.into_iter().flat_map(|(prefix, actions)| {
+        let mut catalog = Self::from_entries(raw.into_iter().flat_map(|(prefix, actions)| {
             let (pe, ce, da, re) = (&pe, &ce, &da, &re);
             actions.into_iter().map(move |(name, a)| {
                 let full = format!("{prefix}:{name}");
@@ -112,7 +114,24 @@ impl Catalog {
                 };
                 (prefix.clone(), name, a.level, a.arns, tags)
             })
-        })))
+        }));
+        let free = crate::cloudtrail::permissionless_names().map_err(|e| CatalogError::Embedded(e.to_string()))?;
+        let mut permissionless = catalog.empty_set();
+        for (prefix, name) in free {
+            if let Some(id) = catalog.lookup_parts(&prefix, &name) {
+                permissionless.insert(id);
+            }
+        }
+        catalog.permissionless = permissionless;
+        Ok(catalog)
+    }
+
+    /// Actions that need no permission (`sts:GetCallerIdentity`, `sts:GetSessionToken`, ...): the
+    /// calls the CloudTrail mapping says are authorized by nothing, as catalog actions. A policy may
+    /// grant them, but they are never unused (they cannot be removed: a Deny does not stop them) and
+    /// never count in the PCI.
+    pub fn permissionless(&self) -> &ActionSet {
+        &self.permissionless
     }
 
     /// Builds a catalog from `(prefix, name, level, arn templates, tags)` entries (tests use small ones).
@@ -139,7 +158,8 @@ impl Catalog {
             let p = a.name[..a.prefix_len].to_ascii_lowercase();
             prefixes.entry(p).and_modify(|r| r.end = id + 1).or_insert(id..id + 1);
         }
-        Catalog { actions: infos, by_lower, prefixes }
+        let permissionless = ActionSet(FixedBitSet::with_capacity(infos.len()));
+        Catalog { actions: infos, by_lower, prefixes, permissionless }
     }
 
     pub fn len(&self) -> usize {
@@ -204,6 +224,53 @@ impl Catalog {
         self.actions.get(id as usize).map_or(&[], |a| a.arns.as_slice())
     }
 
+    /// `set` in few entries that say it exactly: `*` for the whole catalog, `prefix:*` for a service
+    /// prefix whose actions are all in it, `prefix:Verb*` for all of a prefix's actions that start
+    /// with a verb (`Get`, `List`, `Describe`: the shape of read-only policies), else the action's
+    /// name. Each entry, expanded by [`Catalog::expand`], holds only actions of `set`. Catalog order.
+    pub fn compact_names(&self, set: &ActionSet) -> Vec<String> {
+        if set.len() == self.len() && !self.is_empty() {
+            return vec!["*".to_string()];
+        }
+        let mut ranges: Vec<&std::ops::Range<ActionId>> = self.prefixes.values().collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut out = Vec::new();
+        for r in ranges {
+            let held = r.clone().filter(|&id| set.contains(id)).count();
+            if held == 0 {
+                continue;
+            }
+            let first = &self.actions[r.start as usize];
+            let prefix = &first.name[..first.prefix_len];
+            if held == r.len() {
+                out.push(format!("{prefix}:*"));
+                continue;
+            }
+            let local = |id: ActionId| &self.actions[id as usize].name[first.prefix_len + 1..];
+            let mut id = r.start;
+            while id < r.end {
+                if !set.contains(id) {
+                    id += 1;
+                    continue;
+                }
+                // Actions sharing a leading word are contiguous (names sorted case-insensitively,
+                // and the catalog spells them in PascalCase), so a verb's group is a run of ids.
+                let verb = leading_word(local(id));
+                let end = (id..r.end).find(|&j| !starts_with_ignore_case(local(j), verb)).unwrap_or(r.end);
+                let start = (r.start..id).rev().take_while(|&j| starts_with_ignore_case(local(j), verb)).count();
+                let whole = start == 0 && end - id > 1 && (id..end).all(|j| set.contains(j));
+                if whole {
+                    out.push(format!("{prefix}:{verb}*"));
+                    id = end;
+                } else {
+                    out.push(self.name(id).to_string());
+                    id += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// An empty set sized for this catalog.
     pub fn empty_set(&self) -> ActionSet {
         ActionSet(FixedBitSet::with_capacity(self.len()))
@@ -254,6 +321,16 @@ impl Catalog {
         }
         out
     }
+}
+
+/// The first word of a PascalCase action name: `GetObject` → `Get`, `ListBuckets` → `List`.
+fn leading_word(name: &str) -> &str {
+    let end = name.char_indices().skip(1).find(|(_, c)| c.is_ascii_uppercase()).map_or(name.len(), |(i, _)| i);
+    &name[..end]
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// A set of actions of one [`Catalog`].

@@ -13,6 +13,7 @@ pub mod redact;
 mod resources;
 
 pub use action_map::{
-    ActionMap, ActionMapError, EXCEPTIONS_JSON, ExceptionEntry, Resolution, exception_entries, strip_version_suffix,
+    ActionMap, ActionMapError, EXCEPTIONS_JSON, ExceptionEntry, Resolution, exception_entries, permissionless_names,
+    strip_version_suffix,
 };
 pub use normalize::{NormalizeError, Normalizer, UNKNOWN, normalize_record};

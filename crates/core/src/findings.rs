@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use grantwatch_state::StateRead;
 use grantwatch_types::{
-    AccountSummary, AccountsReport, BandCounts, Cloud, EventTime, IdentityFinding, IdentityKind, PciBand, StatusFlag,
-    UnusedAccessKey,
+    AccountSummary, AccountsReport, ActionCounts, ActionsForm, BandCounts, Cloud, EventTime, IdentityFinding,
+    IdentityKind, PciBand, StatusFlag, UnusedAccessKey,
 };
 
 use crate::catalog::{ActionSet, Catalog};
@@ -28,9 +28,15 @@ pub struct FindingsConfig {
     pub super_identity_share: f64,
 }
 
+/// The default [`FindingsConfig::super_identity_share`]. AWS's PowerUserAccess (everything but IAM,
+/// Organizations and Account: 98.7 % of the catalog's 20,455 actions) is above it, and so a super
+/// identity: it reads, changes and deletes every resource of the account, even though it cannot
+/// manage identities. Set 0.99 to keep it out (see `docs/pci.md`, status flags).
+pub const SUPER_IDENTITY_SHARE: f64 = 0.95;
+
 impl FindingsConfig {
     pub fn new(as_of: EventTime) -> Self {
-        Self { as_of, lookback_days: 90, over_provisioned_ratio: 0.10, super_identity_share: 0.95 }
+        Self { as_of, lookback_days: 90, over_provisioned_ratio: 0.10, super_identity_share: SUPER_IDENTITY_SHARE }
     }
     pub fn window_start(&self) -> EventTime {
         self.as_of.minus_days(self.lookback_days)
@@ -102,17 +108,15 @@ pub fn identity_score(
         }
     }
     used_not_granted.sort_by_key(|n| n.to_ascii_lowercase());
-    let mut unused = grants.granted.clone();
+    // Actions that need no permission are granted by nothing and removable by nothing: they are
+    // neither unused nor part of the creep.
+    let granted = removable(catalog, &grants.granted);
+    let mut unused = granted.clone();
     unused.difference_with(&used);
 
     let pci = pci::score(
         catalog,
-        &PciInput {
-            granted: &grants.granted,
-            unscoped: &grants.unscoped,
-            conditional: &grants.conditional,
-            used: &used,
-        },
+        &PciInput { granted: &granted, unscoped: &grants.unscoped, conditional: &grants.conditional, used: &used },
     );
     let active = usage.activity.as_ref().is_some_and(in_window);
     let (events, active_days) = usage.events_between(start, cfg.as_of);
@@ -121,7 +125,7 @@ pub fn identity_score(
     if !active && grants.kind != IdentityKind::Group {
         status.push(StatusFlag::Inactive);
     }
-    let granted_n = grants.granted.len();
+    let granted_n = granted.len();
     // Root holds everything by definition; "over-provisioned" would say nothing about it.
     if active
         && grants.kind != IdentityKind::Root
@@ -139,13 +143,68 @@ pub fn identity_score(
     IdentityScore { used, used_not_granted, pci, active, events, active_days, status, unused_high_risk }
 }
 
-/// Computes the finding of one identity.
+/// Rewrites a finding's four action lists in [`ActionsForm::Compact`] form: every service prefix
+/// whose actions are all in a list becomes `prefix:*`, a list holding the whole catalog becomes `*`.
+/// An administrator's granted and unused lists go from ~20,000 names each to a handful.
+pub fn compact_actions(catalog: &Catalog, f: &mut IdentityFinding) {
+    if f.actions_form == ActionsForm::Compact {
+        return;
+    }
+    for list in [&mut f.granted_actions, &mut f.conditional_actions, &mut f.used_actions, &mut f.unused_actions] {
+        let mut set = catalog.empty_set();
+        // Names the catalog does not know (none today: the lists come from it) stay as they are.
+        let mut unknown = Vec::new();
+        for name in list.iter() {
+            match catalog.lookup(name) {
+                Some(id) => set.insert(id),
+                None => unknown.push(name.clone()),
+            }
+        }
+        *list = catalog.compact_names(&set);
+        list.extend(unknown);
+    }
+    f.actions_form = ActionsForm::Compact;
+}
+
+/// The exact list of a [`ActionsForm::Compact`] one: each entry expanded against the catalog,
+/// sorted as the catalog sorts.
+pub fn expand_actions(catalog: &Catalog, list: &[String]) -> Vec<String> {
+    let mut set = catalog.empty_set();
+    for entry in list {
+        set.union_with(&catalog.expand(entry));
+    }
+    set.names(catalog)
+}
+
+/// `granted` without the actions that need no permission ([`Catalog::permissionless`]).
+fn removable(catalog: &Catalog, granted: &ActionSet) -> ActionSet {
+    let mut out = granted.clone();
+    out.difference_with(catalog.permissionless());
+    out
+}
+
+/// Computes the finding of one identity, its action lists in [`ActionsForm::Exact`] form.
 pub fn identity_finding(
     catalog: &Catalog,
     cfg: &FindingsConfig,
     grants: &IdentityGrants,
     usage: &IdentityUsage,
 ) -> IdentityFinding {
+    identity_finding_as(catalog, cfg, grants, usage, ActionsForm::Exact)
+}
+
+/// Computes the finding of one identity, its action lists in the form asked for.
+pub fn identity_finding_as(
+    catalog: &Catalog,
+    cfg: &FindingsConfig,
+    grants: &IdentityGrants,
+    usage: &IdentityUsage,
+    form: ActionsForm,
+) -> IdentityFinding {
+    let names = |set: &ActionSet| match form {
+        ActionsForm::Exact => set.names(catalog),
+        ActionsForm::Compact => catalog.compact_names(set),
+    };
     let start = cfg.window_start();
     let in_window =
         |span: &grantwatch_state::SeenSpan| span.last_ms >= start.millis() && span.first_ms <= cfg.as_of.millis();
@@ -159,9 +218,10 @@ pub fn identity_finding(
         status,
         unused_high_risk,
     } = identity_score(catalog, cfg, grants, usage);
-    let mut unused = grants.granted.clone();
+    let granted = removable(catalog, &grants.granted);
+    let mut unused = granted.clone();
     unused.difference_with(&used);
-    let granted_n = grants.granted.len();
+    let granted_n = granted.len();
 
     let unused_access_keys: Vec<UnusedAccessKey> = grants
         .access_keys
@@ -214,10 +274,10 @@ pub fn identity_finding(
         cloud: Cloud::Aws,
         kind: grants.kind,
         name: grants.name.clone(),
-        granted_actions: grants.granted.names(catalog),
-        conditional_actions: grants.conditional.names(catalog),
-        used_actions: used.names(catalog),
-        unused_actions: unused.names(catalog),
+        granted_actions: names(&grants.granted),
+        conditional_actions: names(&grants.conditional),
+        used_actions: names(&used),
+        unused_actions: names(&unused),
         used_not_granted: used_names_not_granted,
         unused_high_risk,
         pci,
@@ -228,6 +288,13 @@ pub fn identity_finding(
         unused_access_keys,
         session_names: sessions,
         recommendations,
+        actions_form: form,
+        action_counts: Some(ActionCounts {
+            granted: grants.granted.len(),
+            conditional: grants.conditional.len(),
+            used: used.len(),
+            unused: unused.len(),
+        }),
     }
 }
 
@@ -352,8 +419,13 @@ impl AccountRollup {
         a.over_provisioned += flag(StatusFlag::OverProvisioned);
         a.super_identities += flag(StatusFlag::SuperIdentity);
         a.unused_access_keys += f.unused_access_keys.len();
-        a.granted_actions += f.granted_actions.len();
-        a.unused_actions += f.unused_actions.len();
+        // The lists may be compact: count the actions they stand for.
+        let (granted, unused) = match f.action_counts {
+            Some(c) => (c.granted, c.unused),
+            None => (f.granted_actions.len(), f.unused_actions.len()),
+        };
+        a.granted_actions += granted;
+        a.unused_actions += unused;
         // The account's PCI is the mean over identities that act: users, roles and root. Groups hold
         // permissions only through their members, who are scored themselves.
         if matches!(f.kind, IdentityKind::User | IdentityKind::Role | IdentityKind::Root) {
@@ -443,5 +515,99 @@ mod outside_caller_tests {
         // Without snapshots nothing says which accounts are the organization's: only the anonymous
         // caller is left out.
         assert_eq!(reported(&[]), [callers[1].0, callers[0].0, callers[3].0]);
+    }
+
+    /// `sts:*` grants `sts:GetCallerIdentity` and `sts:GetSessionToken`, which need no permission:
+    /// an identity that calls them (they record no action used) must not see them as unused grants,
+    /// nor carry them in its PCI.
+    #[test]
+    fn actions_that_need_no_permission_are_never_unused() {
+        let catalog = Catalog::aws().unwrap();
+        let arn = "arn:aws:iam::111122223333:user/ci";
+        let mut grants = IdentityGrants::unknown(&catalog, arn, "111122223333", IdentityKind::User, "ci");
+        grants.granted = catalog.expand("sts:*");
+        grants.unscoped = grants.granted.clone();
+        let as_of = EventTime(1_700_000_000_000);
+        let span = grantwatch_state::SeenSpan { first_ms: as_of.millis() - 1000, last_ms: as_of.millis() - 1000 };
+        let usage = IdentityUsage {
+            activity: Some(span),
+            actions: vec![("sts:AssumeRole".to_string(), span)],
+            ..IdentityUsage::default()
+        };
+        let cfg = FindingsConfig::new(as_of);
+        let f = identity_finding(&catalog, &cfg, &grants, &usage);
+        for free in ["sts:GetCallerIdentity", "sts:GetSessionToken"] {
+            assert!(f.granted_actions.iter().any(|a| a == free), "the policy does grant {free}");
+            assert!(!f.unused_actions.iter().any(|a| a == free), "{free} listed unused");
+        }
+        assert!(f.unused_actions.iter().any(|a| a == "sts:GetAccessKeyInfo"), "a real permission stays unused");
+        assert_eq!(f.used_actions, ["sts:AssumeRole"]);
+        // The PCI is that of the same grant without them.
+        let mut without = grants.clone();
+        without.granted.difference_with(catalog.permissionless());
+        without.unscoped = without.granted.clone();
+        assert_eq!(f.pci, identity_finding(&catalog, &cfg, &without, &usage).pci);
+        assert_eq!(f.granted_actions.len(), f.used_actions.len() + f.unused_actions.len() + 2);
+    }
+
+    /// PowerUserAccess (everything but IAM, Organizations and Account) is a super identity at the
+    /// default share and not at 0.99.
+    #[test]
+    fn the_super_identity_share_decides_power_users() {
+        let catalog = Catalog::aws().unwrap();
+        let arn = "arn:aws:iam::111122223333:role/PowerUser";
+        let mut grants = IdentityGrants::unknown(&catalog, arn, "111122223333", IdentityKind::Role, "PowerUser");
+        let mut power = catalog.full_set();
+        for prefix in ["iam", "organizations", "account"] {
+            power.difference_with(&catalog.expand(&format!("{prefix}:*")));
+        }
+        let share = power.len() as f64 / catalog.len() as f64;
+        assert!(share > 0.98 && share < 0.99, "{share}");
+        grants.granted = power.clone();
+        grants.unscoped = power;
+        let usage = IdentityUsage::default();
+        let mut cfg = FindingsConfig::new(EventTime(1_700_000_000_000));
+        assert!(identity_score(&catalog, &cfg, &grants, &usage).status.contains(&StatusFlag::SuperIdentity));
+        cfg.super_identity_share = 0.99;
+        assert!(!identity_score(&catalog, &cfg, &grants, &usage).status.contains(&StatusFlag::SuperIdentity));
+    }
+
+    /// The compact form says the same lists in a handful of entries, and expands back to them.
+    #[test]
+    fn compact_action_lists_expand_to_the_exact_ones() {
+        let catalog = Catalog::aws().unwrap();
+        let arn = "arn:aws:iam::111122223333:role/Admin";
+        let mut grants = IdentityGrants::unknown(&catalog, arn, "111122223333", IdentityKind::Role, "Admin");
+        grants.granted = catalog.full_set();
+        grants.unscoped = grants.granted.clone();
+        grants.conditional = catalog.expand("s3:Get*");
+        let as_of = EventTime(1_700_000_000_000);
+        let span = grantwatch_state::SeenSpan { first_ms: as_of.millis() - 1000, last_ms: as_of.millis() - 1000 };
+        let used = ["s3:GetObject", "ec2:DescribeInstances", "sts:AssumeRole"];
+        let usage = IdentityUsage {
+            activity: Some(span),
+            actions: used.iter().map(|a| (a.to_string(), span)).collect(),
+            ..IdentityUsage::default()
+        };
+        let exact = identity_finding(&catalog, &FindingsConfig::new(as_of), &grants, &usage);
+        let mut compact = exact.clone();
+        compact_actions(&catalog, &mut compact);
+        assert_eq!(compact.actions_form, ActionsForm::Compact);
+        assert_eq!(compact.granted_actions, ["*"]);
+        assert_eq!(compact.used_actions, ["ec2:DescribeInstances", "s3:GetObject", "sts:AssumeRole"]);
+        // Unused: whole services but the three touched ones, and those three action by action.
+        assert!(compact.unused_actions.iter().any(|a| a == "iam:*"));
+        assert!(!compact.unused_actions.iter().any(|a| a == "s3:*" || a == "s3:GetObject"));
+        assert!(compact.unused_actions.len() * 5 < exact.unused_actions.len(), "{}", compact.unused_actions.len());
+        for (c, e) in [
+            (&compact.granted_actions, &exact.granted_actions),
+            (&compact.conditional_actions, &exact.conditional_actions),
+            (&compact.used_actions, &exact.used_actions),
+            (&compact.unused_actions, &exact.unused_actions),
+        ] {
+            assert_eq!(&expand_actions(&catalog, c), e);
+        }
+        let counts = exact.action_counts.unwrap();
+        assert_eq!((counts.granted, counts.used), (catalog.len(), 3));
     }
 }

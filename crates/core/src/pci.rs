@@ -1,4 +1,4 @@
-//! The Permission Creep Index, version `pci-v1`. The formula and a worked example are in `docs/pci.md`;
+//! The Permission Creep Index, version `pci-v2`. The formula and a worked example are in `docs/pci.md`;
 //! this module is its only implementation, and any change to the numbers below is a new version.
 //!
 //! In short: every granted action carries a risk weight (by access level and risk tags) times a reach
@@ -17,7 +17,7 @@ use grantwatch_types::{Pci, PciBand};
 
 use crate::catalog::{AccessLevel, ActionId, ActionSet, Catalog};
 
-pub const PCI_VERSION: &str = "pci-v1";
+pub const PCI_VERSION: &str = "pci-v2";
 
 /// Saturation constant `K`: the unused risk at which the magnitude factor reaches 1 − 1/e ≈ 0.63.
 pub const SATURATION: f64 = 10.0;
@@ -121,7 +121,7 @@ mod tests {
         let p = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &used });
         assert_eq!((p.score, p.unused_risk, p.granted_risk), (11, 1.75, 2.5));
         assert_eq!(p.band, PciBand::Low);
-        assert_eq!(p.version, "pci-v1");
+        assert_eq!(p.version, "pci-v2");
     }
 
     #[test]

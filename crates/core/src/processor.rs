@@ -45,6 +45,8 @@ pub struct ProcessorConfig {
     pub window_ms: i64,
     pub lookback_days: u32,
     pub over_provisioned_ratio: f64,
+    /// See [`FindingsConfig::super_identity_share`].
+    pub super_identity_share: f64,
     /// Close windows and emit PCI updates. Off when nothing consumes them (`analyze --no-detect`
     /// computes its findings from the usage state at the end): usage is then all the stage does.
     pub emit_windows: bool,
@@ -52,7 +54,13 @@ pub struct ProcessorConfig {
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
-        Self { window_ms: 24 * 3600 * 1000, lookback_days: 90, over_provisioned_ratio: 0.10, emit_windows: true }
+        Self {
+            window_ms: 24 * 3600 * 1000,
+            lookback_days: 90,
+            over_provisioned_ratio: 0.10,
+            super_identity_share: crate::findings::SUPER_IDENTITY_SHARE,
+            emit_windows: true,
+        }
     }
 }
 
@@ -344,7 +352,7 @@ impl ProcessorStage {
             as_of,
             lookback_days: self.cfg.lookback_days,
             over_provisioned_ratio: self.cfg.over_provisioned_ratio,
-            ..FindingsConfig::new(as_of)
+            super_identity_share: self.cfg.super_identity_share,
         };
         let score = identity_score(&self.catalog, &cfg, &grants, &usage);
         let before = self.load_flags(arn, cx.state)?;

@@ -97,6 +97,34 @@ pub struct IdentityFinding {
     /// Distinct role-session names seen in the lookback (for SSO roles: the humans behind the role).
     pub session_names: Vec<String>,
     pub recommendations: Vec<String>,
+    /// How `granted_actions`, `conditional_actions`, `used_actions` and `unused_actions` are written.
+    #[serde(default)]
+    pub actions_form: ActionsForm,
+    /// The sizes of those four lists written out in full, whatever their form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_counts: Option<ActionCounts>,
+}
+
+/// The form of a finding's action lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionsForm {
+    /// Every action named.
+    #[default]
+    Exact,
+    /// `prefix:*` stands for every action of that service prefix in the catalog, `*` for the whole
+    /// catalog; other entries are single actions. Expanding the entries against the catalog gives the
+    /// exact list (`grantwatch_core::findings::expand_actions`).
+    Compact,
+}
+
+/// Sizes of a finding's action lists, written out in full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionCounts {
+    pub granted: usize,
+    pub conditional: usize,
+    pub used: usize,
+    pub unused: usize,
 }
 
 /// Counts of identities per PCI band.

@@ -39,6 +39,7 @@ fn run() -> Result<()> {
             window_ms: p.window_ms(),
             lookback_days: p.lookback_days,
             over_provisioned_ratio: p.over_provisioned_ratio,
+            super_identity_share: p.super_identity_share,
             emit_windows: true,
         },
         await_entitlements: p.await_entitlements,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use grantwatch_core::catalog::Catalog;
 use grantwatch_core::cloudtrail::{ActionMap, Normalizer};
-use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_subject_batch, identity_finding};
+use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_subject_batch, identity_finding_as};
 use grantwatch_core::iam::IamSnapshot;
 use grantwatch_core::policy::{IdentityGrants, evaluate};
 use grantwatch_core::processor::ProcessorConfig;
@@ -30,7 +30,9 @@ use grantwatch_runtime::pipeline::PipelineConfig;
 use grantwatch_s3::S3Config;
 use grantwatch_state::StateRead;
 use grantwatch_state_rocks::RocksStore;
-use grantwatch_types::{AccountsReport, EventTime, IdentityFinding, IngestReport, Quarantined, UnmappedCall};
+use grantwatch_types::{
+    AccountsReport, ActionsForm, EventTime, IdentityFinding, IngestReport, Quarantined, UnmappedCall,
+};
 
 use crate::output::{AlertFile, Outputs};
 
@@ -48,6 +50,10 @@ pub struct AnalyzeOptions {
     pub state: Option<PathBuf>,
     pub out: PathBuf,
     pub over_provisioned_ratio: f64,
+    /// See `FindingsConfig::super_identity_share`.
+    pub super_identity_share: f64,
+    /// Write every action of the four action lists of `identities.jsonl` (else the compact form).
+    pub exact_actions: bool,
     /// Pending state writes that trigger a commit (bounds memory).
     pub flush_budget: usize,
     pub threads: Option<usize>,
@@ -80,6 +86,8 @@ impl AnalyzeOptions {
             state: None,
             out,
             over_provisioned_ratio: 0.10,
+            super_identity_share: grantwatch_core::findings::SUPER_IDENTITY_SHARE,
+            exact_actions: false,
             flush_budget: 250_000,
             threads: None,
             shards: None,
@@ -201,6 +209,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
                 processor: ProcessorConfig {
                     lookback_days: opts.lookback_days,
                     over_provisioned_ratio: opts.over_provisioned_ratio,
+                    super_identity_share: opts.super_identity_share,
                     emit_windows: opts.detection.is_some(),
                     ..ProcessorConfig::default()
                 },
@@ -252,7 +261,9 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let mut cfg = FindingsConfig::new(as_of);
     cfg.lookback_days = opts.lookback_days;
     cfg.over_provisioned_ratio = opts.over_provisioned_ratio;
-    let (accounts, top, identities) = write_findings(&catalog, &cfg, &grants, &store, &outputs, &report)?;
+    cfg.super_identity_share = opts.super_identity_share;
+    let (accounts, top, identities) =
+        write_findings(&catalog, &cfg, &grants, &store, &outputs, &report, opts.exact_actions)?;
     Ok(AnalyzeOutcome {
         ingest: report,
         accounts,
@@ -304,6 +315,7 @@ fn write_findings(
     store: &dyn StateRead,
     outputs: &Outputs,
     report: &IngestReport,
+    exact_actions: bool,
 ) -> Result<(AccountsReport, Vec<IdentityFinding>, usize)> {
     let mut identities_w = outputs.identities_writer()?;
     let mut rollup = AccountRollup::default();
@@ -314,7 +326,8 @@ fn write_findings(
     // faster, the time goes to writing half a gigabyte for 5,000 identities, and twice the memory.)
     for_each_subject_batch(catalog, grants, store, FINDINGS_BATCH, &mut |subjects| {
         for (g, usage) in subjects {
-            let f = identity_finding(catalog, cfg, g, usage);
+            let form = if exact_actions { ActionsForm::Exact } else { ActionsForm::Compact };
+            let f = identity_finding_as(catalog, cfg, g, usage, form);
             n += 1;
             rollup.add(&f);
             if write_err.is_none()

@@ -81,6 +81,14 @@ struct AnalyzeArgs {
     /// Active identities using less than this share of their granted actions are over-provisioned.
     #[arg(long, default_value_t = 0.10)]
     over_provisioned_threshold: f64,
+    /// Identities granted at least this share of the catalog's actions, on every resource and without
+    /// condition, are super identities (0.95 counts AWS's PowerUserAccess in; 0.99 leaves it out).
+    #[arg(long, default_value_t = grantwatch_core::findings::SUPER_IDENTITY_SHARE)]
+    super_identity_share: f64,
+    /// Name every action in identities.jsonl's action lists. Default: the compact form, where
+    /// `prefix:*` stands for every action of a service (and `*` for all), with the exact counts beside.
+    #[arg(long)]
+    exact_actions: bool,
     /// Reader threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -335,6 +343,13 @@ fn real_main() -> Result<ExitCode> {
             opts.lookback_days = a.lookback_days;
             opts.state = a.state;
             opts.over_provisioned_ratio = a.over_provisioned_threshold;
+            anyhow::ensure!(
+                a.super_identity_share > 0.0 && a.super_identity_share <= 1.0,
+                "--super-identity-share must be above 0 and at most 1 (got {})",
+                a.super_identity_share
+            );
+            opts.super_identity_share = a.super_identity_share;
+            opts.exact_actions = a.exact_actions;
             opts.threads = a.threads;
             opts.shards = a.shards;
             opts.progress = !a.quiet;

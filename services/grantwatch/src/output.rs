@@ -233,6 +233,13 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
     for u in r.unmapped_calls.iter().take(5) {
         writeln!(w, "          unmapped: {} {} ×{}", u.service, u.operation, u.count)?;
     }
+    if r.first_event.is_none() {
+        writeln!(
+            w,
+            "        No activity logs read: nothing counts as used, so every granted permission is reported unused\n        \
+             and every identity inactive (as of --as-of, else the newest identity's creation date)."
+        )?;
+    }
     writeln!(w)?;
     writeln!(
         w,

@@ -79,6 +79,31 @@ struct SdkFile {
     sdk_service_mappings: FxHashMap<String, String>,
 }
 
+/// (IAM prefix, action name), lower-case, of the calls that need no permission: the exceptions
+/// mapped to no action (their eventSource's prefix) and iamlive's permissionless SDK calls. Read
+/// from the embedded data by [`Catalog::aws`], which keeps those that are catalog actions.
+pub fn permissionless_names() -> Result<Vec<(String, String)>, ActionMapError> {
+    let src_map: FxHashMap<String, String> = serde_json::from_str(EVENTSOURCE_MAP_JSON)
+        .map_err(|e| ActionMapError::Embedded { file: "cloudtrail-eventsource-map.json", msg: e.to_string() })?;
+    let sdk: SdkFile = serde_json::from_str(SDK_MULTI_JSON)
+        .map_err(|e| ActionMapError::Embedded { file: "sdk-multi-action.json", msg: e.to_string() })?;
+    let mut out = Vec::new();
+    for e in exception_entries()?.into_iter().filter(|e| e.actions.is_empty()) {
+        let src = e.event_source.to_ascii_lowercase();
+        let prefix = match src_map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&src)) {
+            Some((_, p)) => p.to_ascii_lowercase(),
+            None => src.split('.').next().unwrap_or_default().to_string(),
+        };
+        out.push((prefix, e.event_name.to_ascii_lowercase()));
+    }
+    for m in &sdk.permissionless {
+        let Some((svc, name)) = m.split_once('.') else { continue };
+        let prefix = sdk.sdk_service_mappings.get(svc).cloned().unwrap_or_else(|| svc.to_string());
+        out.push((prefix.to_ascii_lowercase(), name.to_ascii_lowercase()));
+    }
+    Ok(out)
+}
+
 /// Parses the embedded exception table.
 pub fn exception_entries() -> Result<Vec<ExceptionEntry>, ActionMapError> {
     serde_json::from_str::<ExceptionsFile>(EXCEPTIONS_JSON)
@@ -397,6 +422,25 @@ mod tests {
         check("monitoring.amazonaws.com", "PutMetricData", Direct, &["cloudwatch:PutMetricData"]);
         check("signin.amazonaws.com", "ConsoleLogin", NoPermission, &[]);
         check("sts.amazonaws.com", "GetCallerIdentity", NoPermission, &[]);
+        // Seen unmapped in real and generated trails (issue 13).
+        check("s3.amazonaws.com", "GetBucketAccelerate", Exception, &["s3:GetAccelerateConfiguration"]);
+        check("s3.amazonaws.com", "GetStorageLensDashboardDataInternal", Exception, &["s3:GetStorageLensDashboard"]);
+        check("signin.amazonaws.com", "GetSigninToken", NoPermission, &[]);
+        check("signin.amazonaws.com", "ExternalIdPDirectoryLogin", NoPermission, &[]);
+        check("billingconsole.amazonaws.com", "GetAlternateContact", Exception, &["account:GetAlternateContact"]);
+        check("billingconsole.amazonaws.com", "GetContactInformation", Exception, &["account:GetContactInformation"]);
+        check("sso.amazonaws.com", "CreateToken", NoPermission, &[]);
+        check(
+            "secretsmanager.amazonaws.com",
+            "BatchGetSecretValue",
+            Exception,
+            &["secretsmanager:BatchGetSecretValue", "secretsmanager:GetSecretValue"],
+        );
+        let free: Vec<&str> = m.catalog().permissionless().iter().map(|id| m.catalog().name(id)).collect();
+        for action in ["sts:GetCallerIdentity", "sts:GetSessionToken", "dynamodb:DescribeEndpoints"] {
+            assert!(free.contains(&action), "{action} needs no permission: {free:?}");
+        }
+        assert!(!free.contains(&"sts:AssumeRole") && !free.contains(&"s3:GetObject"));
         check("s3.amazonaws.com", "NoSuchCall", Unmapped, &[]);
         check("nosuchservice.amazonaws.com", "DoThing", Unmapped, &[]);
         check("", "", Unmapped, &[]);

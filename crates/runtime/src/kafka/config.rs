@@ -435,6 +435,8 @@ pub struct ProcessorSection {
     pub window_secs: i64,
     pub lookback_days: u32,
     pub over_provisioned_ratio: f64,
+    /// Share of the catalog that, granted on every resource without condition, makes a super identity.
+    pub super_identity_share: f64,
     pub max_out_of_orderness_secs: i64,
     pub commit_interval_ms: u64,
     pub http_listen: String,
@@ -457,6 +459,7 @@ impl Default for ProcessorSection {
             window_secs: 24 * 3600,
             lookback_days: 90,
             over_provisioned_ratio: 0.10,
+            super_identity_share: grantwatch_core::findings::SUPER_IDENTITY_SHARE,
             max_out_of_orderness_secs: 1200,
             commit_interval_ms: 1000,
             http_listen: "127.0.0.1:9465".into(),
@@ -660,6 +663,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.processor.over_provisioned_ratio) {
             return Err(invalid("processor.over_provisioned_ratio", "must be between 0 and 1"));
+        }
+        if !(self.processor.super_identity_share > 0.0 && self.processor.super_identity_share <= 1.0) {
+            return Err(invalid("processor.super_identity_share", "must be above 0 and at most 1"));
         }
         for (key, v) in [
             ("processor.max_out_of_orderness_secs", self.processor.max_out_of_orderness_secs),
