@@ -314,3 +314,58 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// An SCP at the root that denies IAM takes IAM out of every account's grants (the PCI and the
+/// unused lists follow), except the management account's and service-linked roles'; a file that is
+/// not an organization stops the run naming it.
+#[test]
+fn organizations_policies_cap_the_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("org");
+    generate(&OrgSpec::new(7, 2, 6, 20, 2_000, Layout::S3), &org).unwrap();
+    let truth: GroundTruth = serde_json::from_slice(&std::fs::read(org.join("truth.json")).unwrap()).unwrap();
+    let mut accounts: Vec<String> = truth.identities.iter().map(|t| t.account.clone()).collect();
+    accounts.sort();
+    accounts.dedup();
+    assert!(accounts.len() >= 2);
+    let management = accounts[0].clone();
+    let file = dir.path().join("org.json");
+    let mut full_targets = vec!["r-1".to_string()];
+    full_targets.extend(accounts.iter().cloned());
+    let tree = serde_json::json!({
+        "management_account": management,
+        "roots": [{"id": "r-1"}],
+        "accounts": accounts.iter().map(|a| serde_json::json!({"id": a, "parent": "r-1"})).collect::<Vec<_>>(),
+        "policies": [
+            {"id": "p-full", "type": "SERVICE_CONTROL_POLICY", "targets": full_targets,
+             "content": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}},
+            {"id": "p-no-iam", "type": "SERVICE_CONTROL_POLICY", "targets": ["r-1"],
+             "content": {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "iam:*", "Resource": "*"}]}}
+        ]
+    });
+    std::fs::write(&file, tree.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let mut o = AnalyzeOptions::new(out.clone());
+    o.iam = vec![org.join("iam")];
+    o.cloudtrail = vec![org.join("cloudtrail").into()];
+    o.progress = false;
+    o.organization = Some(file.clone());
+    run(&o).unwrap();
+    let found = findings(&out);
+    let (mut capped, mut exempt_with_iam) = (0, 0);
+    for f in found.values() {
+        let iam = f.granted_actions.iter().any(|a| a.starts_with("iam:"));
+        if f.account == management || f.arn.contains("/aws-service-role/") {
+            exempt_with_iam += usize::from(iam);
+        } else {
+            assert!(!iam, "{} keeps IAM under an SCP that denies it", f.arn);
+            assert!(!f.unused_actions.iter().any(|a| a.starts_with("iam:")));
+            capped += 1;
+        }
+    }
+    assert!(capped > 0 && exempt_with_iam > 0, "{capped} capped, {exempt_with_iam} exempt with IAM");
+
+    std::fs::write(&file, "{\"roots\": 7}").unwrap();
+    let err = format!("{:#}", run(&o).unwrap_err());
+    assert!(err.contains("org.json") && err.contains("not an organization file"), "{err}");
+}

@@ -318,6 +318,20 @@ pub fn for_each_subject_batch(
     batch: usize,
     emit: &mut dyn FnMut(&[Subject<'_>]),
 ) -> Result<(), grantwatch_state::StateError> {
+    for_each_subject_batch_capped(catalog, grants, state, batch, &|_| {}, emit)
+}
+
+/// [`for_each_subject_batch`], with `cap` applied to the identities only the logs name (a member
+/// account's root user is granted everything but what the Organizations policies above it take away:
+/// [`crate::org::Organization::apply`]).
+pub fn for_each_subject_batch_capped(
+    catalog: &Catalog,
+    grants: &[IdentityGrants],
+    state: &dyn StateRead,
+    batch: usize,
+    cap: &dyn Fn(&mut IdentityGrants),
+    emit: &mut dyn FnMut(&[Subject<'_>]),
+) -> Result<(), grantwatch_state::StateError> {
     let known: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.arn.as_str()).collect();
     let accounts: rustc_hash::FxHashSet<&str> = grants.iter().map(|g| g.account.as_str()).collect();
     let mut from_logs: Vec<IdentityGrants> = Vec::new();
@@ -337,6 +351,7 @@ pub fn for_each_subject_batch(
             g.granted = catalog.full_set();
             g.unscoped = catalog.full_set();
         }
+        cap(&mut g);
         from_logs.push(g);
     }
     let group_usage = group_usage(grants, state)?;

@@ -18,6 +18,7 @@ pub mod cloudtrail;
 pub mod findings;
 pub mod glob;
 pub mod iam;
+pub mod org;
 pub mod pci;
 pub mod policy;
 pub mod processor;

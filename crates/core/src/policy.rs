@@ -297,6 +297,53 @@ pub fn evaluate_policies(catalog: &Catalog, policies: &[&PolicyDocument], bounda
     ev.combine(&ids, b)
 }
 
+/// The most an account's identities can be granted under the Organizations policies above it
+/// ([`crate::org`]): `levels` lists, root first, the policies attached at each level of the path to
+/// the account (SCPs); an action must be allowed at every level, and `denies` (every level's SCPs and
+/// the RCPs) take it away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ceiling {
+    /// Allowed by an Allow at every level, on every resource.
+    pub allowed: ActionSet,
+    /// Denied on every resource without condition.
+    pub denied: ActionSet,
+    /// Denied only under a condition or on some resources: still granted, but no longer everywhere
+    /// or unconditionally.
+    pub partly_denied: ActionSet,
+}
+
+pub fn ceiling(catalog: &Catalog, levels: &[Vec<&PolicyDocument>], denies: &[&PolicyDocument]) -> Ceiling {
+    let mut ev = Evaluator::new(catalog);
+    let mut allowed = catalog.full_set().0;
+    let mut denied = FixedBitSet::with_capacity(catalog.len());
+    let mut partly = FixedBitSet::with_capacity(catalog.len());
+    for level in levels {
+        let mut here = FixedBitSet::with_capacity(catalog.len());
+        for doc in level {
+            let i = ev.eval_document(doc);
+            let e = &ev.evals[i];
+            here.union_with(&e.allow_full);
+            denied.union_with(&e.deny_full);
+            partly.union_with(&e.deny_partial);
+            // An Allow on some resources or under a condition narrows, as a partial deny does.
+            let mut narrow = e.allow_uncond.clone();
+            narrow.union_with(&e.allow_cond);
+            narrow.difference_with(&e.allow_full);
+            partly.union_with(&narrow);
+            here.union_with(&narrow);
+        }
+        allowed.intersect_with(&here);
+    }
+    for doc in denies {
+        let i = ev.eval_document(doc);
+        let e = &ev.evals[i];
+        denied.union_with(&e.deny_full);
+        partly.union_with(&e.deny_partial);
+    }
+    partly.difference_with(&denied);
+    Ceiling { allowed: ActionSet(allowed), denied: ActionSet(denied), partly_denied: ActionSet(partly) }
+}
+
 /// Accounts other than `own` trusted by a trust policy's Allow statements (`*` for anyone), sorted.
 pub fn trusted_accounts(trust: &PolicyDocument, own: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -330,6 +377,8 @@ struct PolicyEval {
     allow_cond: FixedBitSet,
     allow_full: FixedBitSet,
     deny_full: FixedBitSet,
+    /// Denied only under a condition or on some resources.
+    deny_partial: FixedBitSet,
     /// Per Allow statement: actions granted but not unscoped, with the statement's pattern list.
     scoped: Vec<(FixedBitSet, u32)>,
 }
@@ -435,6 +484,7 @@ impl<'c> Evaluator<'c> {
             allow_cond: FixedBitSet::with_capacity(n),
             allow_full: FixedBitSet::with_capacity(n),
             deny_full: FixedBitSet::with_capacity(n),
+            deny_partial: FixedBitSet::with_capacity(n),
             scoped: Vec::new(),
         };
         for s in &doc.statements {
@@ -463,8 +513,13 @@ impl<'c> Evaluator<'c> {
                     }
                 }
                 Effect::Deny => {
-                    if !s.has_condition {
+                    if s.has_condition {
+                        e.deny_partial.union_with(&granted);
+                    } else {
                         e.deny_full.union_with(&full);
+                        let mut partial = granted;
+                        partial.difference_with(&full);
+                        e.deny_partial.union_with(&partial);
                     }
                 }
             }

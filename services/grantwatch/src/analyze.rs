@@ -17,8 +17,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use grantwatch_core::catalog::Catalog;
 use grantwatch_core::cloudtrail::{ActionMap, Normalizer};
-use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_subject_batch, identity_finding_as};
+use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_subject_batch_capped, identity_finding_as};
 use grantwatch_core::iam::IamSnapshot;
+use grantwatch_core::org::Organization;
 use grantwatch_core::policy::{IdentityGrants, evaluate};
 use grantwatch_core::processor::ProcessorConfig;
 use grantwatch_core::time_guard::TimeBounds;
@@ -52,6 +53,9 @@ pub struct AnalyzeOptions {
     pub over_provisioned_ratio: f64,
     /// See `FindingsConfig::super_identity_share`.
     pub super_identity_share: f64,
+    /// AWS Organizations tree and SCPs/RCPs (`docs/organizations.md`): the ceiling of every account's
+    /// grants.
+    pub organization: Option<PathBuf>,
     /// Write every action of the four action lists of `identities.jsonl` (else the compact form).
     pub exact_actions: bool,
     /// Pending state writes that trigger a commit (bounds memory).
@@ -88,6 +92,7 @@ impl AnalyzeOptions {
             over_provisioned_ratio: 0.10,
             super_identity_share: grantwatch_core::findings::SUPER_IDENTITY_SHARE,
             exact_actions: false,
+            organization: None,
             flush_budget: 250_000,
             threads: None,
             shards: None,
@@ -161,7 +166,18 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
 
     // 1. Entitlements.
     let iam = load_iam(&opts.iam, &catalog)?;
-    let grants = iam.grants;
+    let mut grants = iam.grants;
+    let org = match &opts.organization {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let org = Organization::parse(&text, &file.display().to_string())?;
+            for (account, n) in org.apply(&catalog, &mut grants) {
+                tracing::info!(account, actions_removed = n, "Organizations policies applied.");
+            }
+            Some(org)
+        }
+        None => None,
+    };
 
     // 2. State, and one pass over the activity logs.
     let temp_state;
@@ -262,8 +278,18 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     cfg.lookback_days = opts.lookback_days;
     cfg.over_provisioned_ratio = opts.over_provisioned_ratio;
     cfg.super_identity_share = opts.super_identity_share;
-    let (accounts, top, identities) =
-        write_findings(&catalog, &cfg, &grants, &store, &outputs, &report, opts.exact_actions)?;
+    let (accounts, top, identities) = write_findings(
+        &catalog,
+        &cfg,
+        &grants,
+        &store,
+        &outputs,
+        &report,
+        FindingsShape {
+            form: if opts.exact_actions { ActionsForm::Exact } else { ActionsForm::Compact },
+            org: org.as_ref(),
+        },
+    )?;
     Ok(AnalyzeOutcome {
         ingest: report,
         accounts,
@@ -308,6 +334,13 @@ fn fill_report(report: &mut IngestReport, run: &mut FileRunOutcome) {
 /// Identities whose usage is read from state at once.
 const FINDINGS_BATCH: usize = 256;
 
+/// How findings are written: the form of their action lists, and the Organizations policies that
+/// cap the identities only the logs name.
+struct FindingsShape<'a> {
+    form: ActionsForm,
+    org: Option<&'a Organization>,
+}
+
 fn write_findings(
     catalog: &Catalog,
     cfg: &FindingsConfig,
@@ -315,8 +348,9 @@ fn write_findings(
     store: &dyn StateRead,
     outputs: &Outputs,
     report: &IngestReport,
-    exact_actions: bool,
+    shape: FindingsShape<'_>,
 ) -> Result<(AccountsReport, Vec<IdentityFinding>, usize)> {
+    let FindingsShape { form, org } = shape;
     let mut identities_w = outputs.identities_writer()?;
     let mut rollup = AccountRollup::default();
     let mut top: Vec<IdentityFinding> = Vec::new();
@@ -324,9 +358,13 @@ fn write_findings(
     let mut write_err = None;
     // Built and written one at a time, in ARN order. (Building them on every core was measured: no
     // faster, the time goes to writing half a gigabyte for 5,000 identities, and twice the memory.)
-    for_each_subject_batch(catalog, grants, store, FINDINGS_BATCH, &mut |subjects| {
+    let cap = |g: &mut IdentityGrants| {
+        if let Some(org) = org {
+            org.apply(catalog, std::slice::from_mut(g));
+        }
+    };
+    for_each_subject_batch_capped(catalog, grants, store, FINDINGS_BATCH, &cap, &mut |subjects| {
         for (g, usage) in subjects {
-            let form = if exact_actions { ActionsForm::Exact } else { ActionsForm::Compact };
             let f = identity_finding_as(catalog, cfg, g, usage, form);
             n += 1;
             rollup.add(&f);

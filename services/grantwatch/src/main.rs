@@ -85,6 +85,10 @@ struct AnalyzeArgs {
     /// condition, are super identities (0.95 counts AWS's PowerUserAccess in; 0.99 leaves it out).
     #[arg(long, default_value_t = grantwatch_core::findings::SUPER_IDENTITY_SHARE)]
     super_identity_share: f64,
+    /// AWS Organizations tree with its SCPs and RCPs (one JSON file, see docs/organizations.md): an
+    /// action they deny or do not allow is not granted to the accounts below them.
+    #[arg(long, value_name = "FILE")]
+    organization: Option<PathBuf>,
     /// Name every action in identities.jsonl's action lists. Default: the compact form, where
     /// `prefix:*` stands for every action of a service (and `*` for all), with the exact counts beside.
     #[arg(long)]
@@ -350,6 +354,7 @@ fn real_main() -> Result<ExitCode> {
             );
             opts.super_identity_share = a.super_identity_share;
             opts.exact_actions = a.exact_actions;
+            opts.organization = a.organization;
             opts.threads = a.threads;
             opts.shards = a.shards;
             opts.progress = !a.quiet;
