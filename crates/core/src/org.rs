@@ -295,4 +295,85 @@ mod tests {
         let err = Organization::parse(bad_policy, "o.json").unwrap_err().to_string();
         assert!(err.contains("p-1"), "{err}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PATTERNS: [&str; 8] =
+            ["*", "s3:*", "s3:Get*", "iam:*", "ec2:RunInstances", "kms:Decrypt", "sts:*", "ec2:Describe*"];
+
+        fn statement() -> impl Strategy<Value = serde_json::Value> {
+            (any::<bool>(), prop::sample::subsequence(PATTERNS.to_vec(), 1..3), any::<bool>(), any::<bool>()).prop_map(
+                |(allow, actions, conditional, scoped)| {
+                    let mut s = serde_json::json!({
+                        "Effect": if allow { "Allow" } else { "Deny" },
+                        "Action": actions,
+                        "Resource": if scoped { "arn:aws:s3:::logs/*" } else { "*" },
+                    });
+                    if conditional {
+                        s["Condition"] = serde_json::json!({"Bool": {"aws:SecureTransport": "false"}});
+                    }
+                    s
+                },
+            )
+        }
+
+        fn org_file(root: &[serde_json::Value], account: &[serde_json::Value]) -> String {
+            serde_json::json!({
+                "roots": [{"id": "r-1"}],
+                "accounts": [{"id": "222222222222", "parent": "r-1"}],
+                "policies": [
+                    {"id": "p-root", "type": "SERVICE_CONTROL_POLICY", "targets": ["r-1"],
+                     "content": {"Version": "2012-10-17", "Statement": root}},
+                    {"id": "p-acct", "type": "SERVICE_CONTROL_POLICY", "targets": ["222222222222"],
+                     "content": {"Version": "2012-10-17", "Statement": account}}
+                ]
+            })
+            .to_string()
+        }
+
+        fn granted_under(catalog: &Catalog, text: &str, start: &IdentityGrants) -> IdentityGrants {
+            let org = Organization::parse(text, "prop.json").unwrap();
+            let mut ids = vec![start.clone()];
+            org.apply(catalog, &mut ids);
+            ids.pop().unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(32))]
+
+            /// An SCP never grants, and adding a Deny anywhere never grows what is granted.
+            #[test]
+            fn scps_only_take_away(
+                root in prop::collection::vec(statement(), 1..4),
+                account in prop::collection::vec(statement(), 1..4),
+                extra in prop::sample::select(PATTERNS.to_vec()),
+                at_root in any::<bool>(),
+                start in prop::sample::select(vec!["*", "s3:*", "ec2:*"]),
+            ) {
+                static CATALOG: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+                let catalog = CATALOG.get_or_init(|| Catalog::aws().unwrap());
+                let mut g = IdentityGrants::unknown(catalog, "arn:aws:iam::222222222222:role/R", "222222222222", IdentityKind::Role, "R");
+                g.granted = catalog.expand(start);
+                g.unscoped = g.granted.clone();
+                let before = granted_under(catalog, &org_file(&root, &account), &g);
+                let mut sub = before.granted.clone();
+                sub.difference_with(&g.granted);
+                prop_assert!(sub.is_empty(), "the SCPs granted something the identity did not hold");
+                let deny = serde_json::json!({"Effect": "Deny", "Action": extra, "Resource": "*"});
+                let (mut root2, mut account2) = (root.clone(), account.clone());
+                if at_root { root2.push(deny) } else { account2.push(deny) }
+                let after = granted_under(catalog, &org_file(&root2, &account2), &g);
+                let mut grew = after.granted.clone();
+                grew.difference_with(&before.granted);
+                prop_assert!(grew.is_empty(), "a Deny grew the granted set");
+                let mut grew = after.unscoped.clone();
+                grew.difference_with(&before.unscoped);
+                prop_assert!(grew.is_empty(), "a Deny grew the unscoped set");
+                let denied = catalog.expand(extra);
+                prop_assert!(denied.iter().all(|id| !after.granted.contains(id)));
+            }
+        }
+    }
 }
