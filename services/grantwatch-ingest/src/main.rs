@@ -49,6 +49,10 @@ struct RunArgs {
     /// Process what is there now, then exit (instead of watching).
     #[arg(long)]
     once: bool,
+    /// AWS Organizations tree with its SCPs and RCPs (docs/organizations.md), capping the
+    /// entitlements published from --iam.
+    #[arg(long, value_name = "FILE")]
+    organization: Option<PathBuf>,
 }
 
 fn real_main() -> Result<()> {
@@ -66,8 +70,8 @@ fn real_main() -> Result<()> {
         }
         Command::Run(args) => {
             tracing::info!(kafka = ?cfg.kafka, ingest = ?cfg.ingest, "starting grantwatch-ingest");
-            let RunArgs { watch, iam, stdin, lookup_events, once } = args;
-            Ok(run_ingest(cfg, IngestArgs { watch, iam, stdin, lookup_events, once })?)
+            let RunArgs { watch, iam, stdin, lookup_events, once, organization } = args;
+            Ok(run_ingest(cfg, IngestArgs { watch, iam, stdin, lookup_events, once, organization })?)
         }
     }
 }

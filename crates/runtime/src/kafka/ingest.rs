@@ -45,6 +45,9 @@ pub struct IngestArgs {
     pub lookup_events: bool,
     /// Process what is there now, then stop (instead of watching).
     pub once: bool,
+    /// AWS Organizations tree and SCPs/RCPs (`docs/organizations.md`) capping the entitlements
+    /// published from the IAM snapshots. Read once, at start.
+    pub organization: Option<PathBuf>,
 }
 
 /// Progress through one source, as stored on the checkpoints topic.
@@ -305,6 +308,7 @@ pub(crate) struct Ingest {
     pub(crate) metrics: Arc<Metrics>,
     /// The last watermark mark written to the entitlements topic.
     entitlements_mark: Option<i64>,
+    organization: Option<grantwatch_core::org::Organization>,
 }
 
 /// Wall-clock milliseconds. A source is where time enters: the IAM source vouches, by its marks, that
@@ -436,7 +440,12 @@ impl Ingest {
                 .map_err(StreamError::source(format!("parsing IAM snapshot {}", path.display())))?;
             snapshot.merge(doc);
         }
-        let grants = evaluate(&snapshot, &self.catalog);
+        let mut grants = evaluate(&snapshot, &self.catalog);
+        if let Some(org) = &self.organization {
+            for (account, n) in org.apply(&self.catalog, &mut grants) {
+                tracing::info!(account, actions_removed = n, "Organizations policies applied");
+            }
+        }
         // The snapshot holds from when it was taken (its newest file), and never before a mark already
         // written: consumers apply it to the windows that close from then on.
         let taken = found
@@ -693,6 +702,17 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     health.probe(&cfg.kafka.bootstrap_servers);
     let stop = crate::kafka::stop_flag()?;
     let catalog = Arc::new(Catalog::aws().map_err(StreamError::source("loading the AWS action catalog"))?);
+    let organization = match &args.organization {
+        Some(file) => {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(file).map_err(StreamError::source(format!("reading {name}")))?;
+            Some(
+                grantwatch_core::org::Organization::parse(&text, &name)
+                    .map_err(StreamError::source(format!("parsing {name}")))?,
+            )
+        }
+        None => None,
+    };
     let normalizer = Arc::new(Normalizer::new(
         ActionMap::new(catalog.clone()).map_err(StreamError::source("loading the CloudTrail action map"))?,
     ));
@@ -712,6 +732,7 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
         pending: Pending::default(),
         metrics,
         entitlements_mark: None,
+        organization,
     };
     if args.stdin {
         return ingest.ingest_stdin(&stop);
