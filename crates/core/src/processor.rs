@@ -47,6 +47,9 @@ pub struct ProcessorConfig {
     pub over_provisioned_ratio: f64,
     /// See [`FindingsConfig::super_identity_share`].
     pub super_identity_share: f64,
+    /// The Organizations policies that cap the identities no entitlement record describes (a member
+    /// account's root user): the published entitlements are capped at the source already.
+    pub organization: Option<Arc<crate::org::Organization>>,
     /// Close windows and emit PCI updates. Off when nothing consumes them (`analyze --no-detect`
     /// computes its findings from the usage state at the end): usage is then all the stage does.
     pub emit_windows: bool,
@@ -59,6 +62,7 @@ impl Default for ProcessorConfig {
             lookback_days: 90,
             over_provisioned_ratio: 0.10,
             super_identity_share: crate::findings::SUPER_IDENTITY_SHARE,
+            organization: None,
             emit_windows: true,
         }
     }
@@ -343,6 +347,9 @@ impl ProcessorStage {
                     g.granted = self.catalog.full_set();
                     g.unscoped = self.catalog.full_set();
                 }
+                if let Some(org) = &self.cfg.organization {
+                    org.apply(&self.catalog, std::slice::from_mut(&mut g));
+                }
                 Arc::new(g)
             }
         };
@@ -614,6 +621,44 @@ mod tests {
                 ProcessorOutput::Finding(_) => None,
             })
             .collect()
+    }
+
+    /// A member account's root user, which no entitlement record describes, is granted everything
+    /// but what the Organizations policies above its account take away.
+    #[test]
+    fn a_member_accounts_root_is_capped_by_the_organization() {
+        let catalog = Arc::new(Catalog::aws().unwrap());
+        let org = crate::org::Organization::parse(
+            r#"{"roots": [{"id": "r-1"}], "accounts": [{"id": "111122223333", "parent": "r-1"}],
+                "policies": [
+                  {"id": "p-full", "type": "SERVICE_CONTROL_POLICY", "targets": ["r-1", "111122223333"],
+                   "content": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}},
+                  {"id": "p-deny", "type": "SERVICE_CONTROL_POLICY", "targets": ["r-1"],
+                   "content": {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "iam:*", "Resource": "*"}]}}]}"#,
+            "org.json",
+        )
+        .unwrap();
+        let root_event = |uid: &str, ms: i64| {
+            let mut e = crate::testing::event(uid, EventTime(ms));
+            e.actor.uid = "arn:aws:iam::111122223333:root".into();
+            e.actor.kind = IdentityKind::Root;
+            e.actor.account_uid = Some("111122223333".into());
+            e.actions = vec!["s3:ListAllMyBuckets".into()];
+            ProcessorInput::Event(Box::new(e))
+        };
+        let granted_of = |organization: Option<Arc<crate::org::Organization>>| {
+            let store = MemStore::new();
+            let cfg = ProcessorConfig { organization, ..ProcessorConfig::default() };
+            let mut stage = ProcessorStage::open(catalog.clone(), cfg, &store).unwrap();
+            let day0 = 19_800 * DAY;
+            let out = feed(&mut stage, &store, vec![root_event("a", day0 + 1000), root_event("b", day0 + DAY + 5)]);
+            let updates = pci(&out);
+            assert_eq!(updates.len(), 1);
+            updates[0].granted
+        };
+        let iam = catalog.expand("iam:*").len();
+        assert_eq!(granted_of(None), catalog.len());
+        assert_eq!(granted_of(Some(Arc::new(org))), catalog.len() - iam);
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use grantwatch_core::catalog::Catalog;
+use grantwatch_core::org::Organization;
 use grantwatch_core::processor::ProcessorConfig;
 use grantwatch_runtime::kafka::apps::ProcessorApp;
 use grantwatch_runtime::kafka::config::Config;
@@ -32,6 +33,13 @@ fn run() -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     tracing::info!(config = ?cfg.processor, kafka = ?cfg.kafka, "starting grantwatch-processor");
     let p = &cfg.processor;
+    let organization = match &p.organization {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            Some(Arc::new(Organization::parse(&text, &file.display().to_string())?))
+        }
+        None => None,
+    };
     let app = ProcessorApp {
         topics: cfg.topics.clone(),
         catalog: Arc::new(Catalog::aws()?),
@@ -40,6 +48,7 @@ fn run() -> Result<()> {
             lookback_days: p.lookback_days,
             over_provisioned_ratio: p.over_provisioned_ratio,
             super_identity_share: p.super_identity_share,
+            organization,
             emit_windows: true,
         },
         await_entitlements: p.await_entitlements,

@@ -226,6 +226,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
                     lookback_days: opts.lookback_days,
                     over_provisioned_ratio: opts.over_provisioned_ratio,
                     super_identity_share: opts.super_identity_share,
+                    organization: org.clone().map(Arc::new),
                     emit_windows: opts.detection.is_some(),
                     ..ProcessorConfig::default()
                 },

@@ -437,6 +437,9 @@ pub struct ProcessorSection {
     pub over_provisioned_ratio: f64,
     /// Share of the catalog that, granted on every resource without condition, makes a super identity.
     pub super_identity_share: f64,
+    /// The AWS Organizations file (`docs/organizations.md`) that caps member accounts' root users,
+    /// which no entitlement record describes. Give ingest the same file (`--organization`).
+    pub organization: Option<PathBuf>,
     pub max_out_of_orderness_secs: i64,
     pub commit_interval_ms: u64,
     pub http_listen: String,
@@ -460,6 +463,7 @@ impl Default for ProcessorSection {
             lookback_days: 90,
             over_provisioned_ratio: 0.10,
             super_identity_share: grantwatch_core::findings::SUPER_IDENTITY_SHARE,
+            organization: None,
             max_out_of_orderness_secs: 1200,
             commit_interval_ms: 1000,
             http_listen: "127.0.0.1:9465".into(),
