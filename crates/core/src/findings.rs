@@ -143,29 +143,6 @@ pub fn identity_score(
     IdentityScore { used, used_not_granted, pci, active, events, active_days, status, unused_high_risk }
 }
 
-/// Rewrites a finding's four action lists in [`ActionsForm::Compact`] form: every service prefix
-/// whose actions are all in a list becomes `prefix:*`, a list holding the whole catalog becomes `*`.
-/// An administrator's granted and unused lists go from ~20,000 names each to a handful.
-pub fn compact_actions(catalog: &Catalog, f: &mut IdentityFinding) {
-    if f.actions_form == ActionsForm::Compact {
-        return;
-    }
-    for list in [&mut f.granted_actions, &mut f.conditional_actions, &mut f.used_actions, &mut f.unused_actions] {
-        let mut set = catalog.empty_set();
-        // Names the catalog does not know (none today: the lists come from it) stay as they are.
-        let mut unknown = Vec::new();
-        for name in list.iter() {
-            match catalog.lookup(name) {
-                Some(id) => set.insert(id),
-                None => unknown.push(name.clone()),
-            }
-        }
-        *list = catalog.compact_names(&set);
-        list.extend(unknown);
-    }
-    f.actions_form = ActionsForm::Compact;
-}
-
 /// The exact list of a [`ActionsForm::Compact`] one: each entry expanded against the catalog,
 /// sorted as the catalog sorts.
 pub fn expand_actions(catalog: &Catalog, list: &[String]) -> Vec<String> {
@@ -604,9 +581,9 @@ mod outside_caller_tests {
             actions: used.iter().map(|a| (a.to_string(), span)).collect(),
             ..IdentityUsage::default()
         };
-        let exact = identity_finding(&catalog, &FindingsConfig::new(as_of), &grants, &usage);
-        let mut compact = exact.clone();
-        compact_actions(&catalog, &mut compact);
+        let cfg = FindingsConfig::new(as_of);
+        let exact = identity_finding(&catalog, &cfg, &grants, &usage);
+        let compact = identity_finding_as(&catalog, &cfg, &grants, &usage, ActionsForm::Compact);
         assert_eq!(compact.actions_form, ActionsForm::Compact);
         assert_eq!(compact.granted_actions, ["*"]);
         assert_eq!(compact.used_actions, ["ec2:DescribeInstances", "s3:GetObject", "sts:AssumeRole"]);
