@@ -17,6 +17,7 @@
 //! `conditional` gains it).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
@@ -77,14 +78,20 @@ enum PolicyKind {
 }
 
 /// An organization's tree and policies.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Organization {
     management_account: Option<String>,
     /// Node id → parent id (roots have none).
     parent: BTreeMap<String, Option<String>>,
     /// Node id → (kind, document) of the policies attached to it.
     attached: BTreeMap<String, Vec<(PolicyKind, PolicyDocument)>>,
+    /// Ceilings evaluated so far, by (catalog size, account): each account's is evaluated once,
+    /// however many snapshots, identities and window closes (a root user's, in the processor) ask.
+    ceilings: Mutex<CeilingCache>,
 }
+
+/// (catalog size, account) → the account's ceiling, `None` when nothing caps it.
+type CeilingCache = BTreeMap<(usize, String), Option<Arc<Ceiling>>>;
 
 impl Organization {
     /// Parses the file's text; `file` names it in errors.
@@ -126,7 +133,12 @@ impl Organization {
                 attached.entry(t).or_default().push((p.kind, doc.clone()));
             }
         }
-        let org = Organization { management_account: raw.management_account, parent, attached };
+        let org = Organization {
+            management_account: raw.management_account,
+            parent,
+            attached,
+            ceilings: Mutex::new(BTreeMap::new()),
+        };
         for id in org.parent.keys() {
             org.path(id).ok_or_else(|| OrgError::Cycle { file: file.to_string(), id: id.clone() })?;
         }
@@ -167,17 +179,26 @@ impl Organization {
         Some(ceiling(catalog, &levels, &denies))
     }
 
+    fn cached_ceiling(&self, catalog: &Catalog, account: &str) -> Option<Arc<Ceiling>> {
+        let key = (catalog.len(), account.to_string());
+        // A poisoned lock only means another thread panicked mid-insert: the map is still whole.
+        if let Some(c) = self.ceilings.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return c.clone();
+        }
+        let c = self.ceiling_of(catalog, account).map(Arc::new);
+        self.ceilings.lock().unwrap_or_else(|e| e.into_inner()).insert(key, c.clone());
+        c
+    }
+
     /// Limits every identity by its account's ceiling (service-linked roles excepted). Returns, per
     /// account limited, how many granted actions the policies took away in all.
     pub fn apply(&self, catalog: &Catalog, identities: &mut [IdentityGrants]) -> BTreeMap<String, usize> {
-        let mut ceilings: BTreeMap<String, Option<Ceiling>> = BTreeMap::new();
         let mut removed: BTreeMap<String, usize> = BTreeMap::new();
         for g in identities.iter_mut() {
             if g.service_linked {
                 continue;
             }
-            let c = ceilings.entry(g.account.clone()).or_insert_with(|| self.ceiling_of(catalog, &g.account));
-            let Some(c) = c else { continue };
+            let Some(c) = self.cached_ceiling(catalog, &g.account) else { continue };
             let before = g.granted.len();
             let mut keep = c.allowed.clone();
             keep.difference_with(&c.denied);

@@ -174,7 +174,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
             for (account, n) in org.apply(&catalog, &mut grants) {
                 tracing::info!(account, actions_removed = n, "Organizations policies applied.");
             }
-            Some(org)
+            Some(Arc::new(org))
         }
         None => None,
     };
@@ -226,7 +226,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
                     lookback_days: opts.lookback_days,
                     over_provisioned_ratio: opts.over_provisioned_ratio,
                     super_identity_share: opts.super_identity_share,
-                    organization: org.clone().map(Arc::new),
+                    organization: org.clone(),
                     emit_windows: opts.detection.is_some(),
                     ..ProcessorConfig::default()
                 },
@@ -288,7 +288,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         &report,
         FindingsShape {
             form: if opts.exact_actions { ActionsForm::Exact } else { ActionsForm::Compact },
-            org: org.as_ref(),
+            org: org.as_deref(),
         },
     )?;
     Ok(AnalyzeOutcome {
