@@ -644,7 +644,9 @@ fn key_is_records(raw: &[u8]) -> bool {
                         None => return false,
                     }
                 }
-                Some(&e) => (e, 2), // `\"`, `\\`, `\/`, or a control escape that cannot match
+                Some(&e @ (b'"' | b'\\' | b'/')) => (e, 2),
+                // `\b`, `\f`, `\n`, `\r`, `\t` stand for control characters, never a letter.
+                Some(_) => (0, 2),
                 None => return false,
             },
             b => (b, 1),
@@ -687,6 +689,7 @@ mod tests {
         assert!(!key_is_records(b"\"Records \""));
         assert!(!key_is_records(b"\"Rec\\u0000ords\""));
         assert!(!key_is_records(b"\"RecordsRecords\""));
+        assert!(!key_is_records(b"\"Reco\\rds\""), "`\\r` is a carriage return, not an r");
         assert!(!key_is_records(b"\"\\u0152ecords\""));
     }
 
