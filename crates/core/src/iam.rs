@@ -64,9 +64,17 @@ pub struct Statement {
     /// True for `NotResource` (then `resources` holds the NotResource patterns).
     pub not_resource: bool,
     pub resources: Vec<String>,
-    /// A non-empty `Condition` block is present.
-    pub has_condition: bool,
+    /// The `Condition` block as compact JSON, when present and non-empty: kept to be shown
+    /// (`sts:ExternalId`, `aws:SourceIp`, ...); the evaluators only ask whether there is one.
+    pub condition: Option<String>,
     pub principal: Option<Principal>,
+}
+
+impl Statement {
+    /// Whether the statement applies only under a condition.
+    pub fn has_condition(&self) -> bool {
+        self.condition.is_some()
+    }
 }
 
 /// A parsed policy document.
@@ -624,9 +632,10 @@ fn parse_statement(cx: &Cx<'_>, v: &Value, path: &str, trust: bool) -> Result<St
         (None, None) if trust => (false, Vec::new()),
         (None, None) => return Err(cx.err(path, "neither Resource nor NotResource")),
     };
-    let has_condition = match o.get("Condition") {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(c)) => !c.is_empty(),
+    let condition = match o.get("Condition") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) if c.is_empty() => None,
+        Some(c @ Value::Object(_)) => Some(c.to_string()),
         Some(_) => return Err(cx.err(&join(path, "Condition"), "expected an object")),
     };
     let principal = match o.get("Principal") {
@@ -651,7 +660,7 @@ fn parse_statement(cx: &Cx<'_>, v: &Value, path: &str, trust: bool) -> Result<St
         Some(Value::String(s)) => Some(s.clone()),
         _ => None,
     };
-    Ok(Statement { sid, effect, not_action, actions, not_resource, resources, has_condition, principal })
+    Ok(Statement { sid, effect, not_action, actions, not_resource, resources, condition, principal })
 }
 
 #[cfg(test)]

@@ -90,6 +90,15 @@ pub struct Organization {
     ceilings: Mutex<CeilingCache>,
 }
 
+/// [`Organization::policies_above`]'s answer.
+#[derive(Debug, Clone)]
+pub struct OrgPolicies<'a> {
+    /// Root first: the SCPs attached at each level of the path to the account.
+    pub scp_levels: Vec<Vec<&'a PolicyDocument>>,
+    /// The RCPs attached anywhere on the path.
+    pub rcps: Vec<&'a PolicyDocument>,
+}
+
 /// (catalog size, account) → the account's ceiling, `None` when nothing caps it.
 type CeilingCache = BTreeMap<(usize, String), Option<Arc<Ceiling>>>;
 
@@ -177,6 +186,25 @@ impl Organization {
             denies.extend(policies.iter().filter(|(k, _)| *k == PolicyKind::ResourceControlPolicy).map(|(_, d)| d));
         }
         Some(ceiling(catalog, &levels, &denies))
+    }
+
+    /// The Organizations policies a request from `account` meets, for request-level evaluation
+    /// ([`crate::access`]): per level of the path, root first, the SCPs attached there (a request
+    /// must be allowed at every level), and every RCP on the path. `None` when nothing limits the
+    /// account (the management account, an account the file does not place in the tree).
+    pub fn policies_above(&self, account: &str) -> Option<OrgPolicies<'_>> {
+        if self.management_account.as_deref() == Some(account) || !self.parent.contains_key(account) {
+            return None;
+        }
+        let mut out = OrgPolicies { scp_levels: Vec::new(), rcps: Vec::new() };
+        for node in self.path(account)? {
+            let policies = self.attached.get(node).map(Vec::as_slice).unwrap_or_default();
+            out.scp_levels.push(
+                policies.iter().filter(|(k, _)| *k == PolicyKind::ServiceControlPolicy).map(|(_, d)| d).collect(),
+            );
+            out.rcps.extend(policies.iter().filter(|(k, _)| *k == PolicyKind::ResourceControlPolicy).map(|(_, d)| d));
+        }
+        Some(out)
     }
 
     fn cached_ceiling(&self, catalog: &Catalog, account: &str) -> Option<Arc<Ceiling>> {

@@ -492,7 +492,7 @@ impl<'c> Evaluator<'c> {
             let (granted, full) = self.resource_filter(s, &actions);
             match s.effect {
                 Effect::Allow => {
-                    if s.has_condition {
+                    if s.has_condition() {
                         e.allow_cond.union_with(&granted);
                     } else {
                         e.allow_uncond.union_with(&granted);
@@ -513,7 +513,7 @@ impl<'c> Evaluator<'c> {
                     }
                 }
                 Effect::Deny => {
-                    if s.has_condition {
+                    if s.has_condition() {
                         e.deny_partial.union_with(&granted);
                     } else {
                         e.deny_full.union_with(&full);
@@ -773,14 +773,14 @@ pub fn policy_allows_anything(document: Option<&serde_json::Value>, arn: Option<
 
 /// The vendored AWS managed policies, indexed by ARN and name; documents are parsed on demand.
 #[derive(Debug)]
-struct Vendored {
+pub struct Vendored {
     text: String,
     by_arn: FxHashMap<String, (usize, usize)>,
     by_name: FxHashMap<String, (usize, usize)>,
 }
 
 impl Vendored {
-    fn load() -> Vendored {
+    pub fn load() -> Vendored {
         use std::io::Read;
         let mut text = String::new();
         // The data is compiled in; if it were unreadable the fallback simply finds nothing.
@@ -805,7 +805,7 @@ impl Vendored {
         Vendored { text, by_arn, by_name }
     }
 
-    fn document(&self, arn: &str) -> Option<PolicyDocument> {
+    pub fn document(&self, arn: &str) -> Option<PolicyDocument> {
         let name = arn.rsplit('/').next().unwrap_or(arn);
         let &(s, e) = self.by_arn.get(arn).or_else(|| self.by_name.get(name))?;
         let line = self.text.get(s..e)?;

@@ -72,7 +72,7 @@ fn statement(effect: impl Strategy<Value = Effect>) -> impl Strategy<Value = Sta
             actions,
             not_resource: nr % 5 == 0,
             resources,
-            has_condition,
+            condition: has_condition.then(|| r#"{"Bool":{"aws:MultiFactorAuthPresent":"true"}}"#.to_string()),
             principal: None,
         },
     )
@@ -130,7 +130,7 @@ proptest! {
     fn wildcard_grants_exactly_its_expansion(pattern in proptest::sample::select(ACTIONS)) {
         let c = catalog();
         let s = Statement { sid: None, effect: Effect::Allow, not_action: false, actions: vec![pattern.to_string()],
-            not_resource: false, resources: vec!["*".to_string()], has_condition: false, principal: None };
+            not_resource: false, resources: vec!["*".to_string()], condition: None, principal: None };
         let g = eval(&c, &[s]);
         prop_assert_eq!(&g.granted, &c.expand(pattern));
         prop_assert_eq!(&g.unscoped, &g.granted);
@@ -149,7 +149,7 @@ proptest! {
         let c = catalog();
         let mut more = stmts;
         more.push(Statement { sid: None, effect: Effect::Deny, not_action: false, actions: vec!["*".to_string()],
-            not_resource: false, resources: vec!["*".to_string()], has_condition: false, principal: None });
+            not_resource: false, resources: vec!["*".to_string()], condition: None, principal: None });
         let g = eval(&c, &more);
         prop_assert!(g.granted.is_empty() && g.conditional.is_empty() && g.unscoped.is_empty());
         prop_assert!(g.resource_patterns.is_empty());

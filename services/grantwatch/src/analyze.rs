@@ -405,10 +405,27 @@ pub fn load_grants(iam: &[PathBuf], catalog: &Catalog) -> Result<(Vec<IdentityGr
 
 /// [`load_grants`], with what else the snapshots say.
 pub fn load_iam(iam: &[PathBuf], catalog: &Catalog) -> Result<Iam> {
+    let (snapshot, iam_files) = load_snapshot(iam)?;
+    let grants = evaluate(&snapshot, catalog);
+    tracing::info!(identities = grants.len(), files = iam_files, "Entitlements evaluated.");
+    let newest_identity = snapshot
+        .users
+        .iter()
+        .map(|u| u.created)
+        .chain(snapshot.roles.iter().map(|r| r.created))
+        .chain(snapshot.groups.iter().map(|g| g.created))
+        .flatten()
+        .max();
+    Ok(Iam { grants, files: iam_files, newest_identity })
+}
+
+/// Reads and merges IAM snapshot files (or directories of them). Returns the snapshot and the number
+/// of files read. A file that cannot be read or parsed stops the load, naming it: a skipped snapshot
+/// would understate the entitlements of every identity in it.
+pub fn load_snapshot(iam: &[PathBuf]) -> Result<(IamSnapshot, u64)> {
     let mut snapshot = IamSnapshot::default();
     let mut iam_files = 0u64;
     let found = grantwatch_files::discover(iam).context("finding IAM snapshot files")?;
-    // A skipped snapshot would understate entitlements for every identity in it: stop, naming it.
     if let Some((path, why)) = found.unreadable.first() {
         bail!("cannot read IAM snapshot path {}: {why}", path.display());
     }
@@ -423,15 +440,5 @@ pub fn load_iam(iam: &[PathBuf], catalog: &Catalog) -> Result<Iam> {
     for w in &snapshot.warnings {
         tracing::warn!(warning = %w, "IAM snapshot issue.");
     }
-    let grants = evaluate(&snapshot, catalog);
-    tracing::info!(identities = grants.len(), files = iam_files, "Entitlements evaluated.");
-    let newest_identity = snapshot
-        .users
-        .iter()
-        .map(|u| u.created)
-        .chain(snapshot.roles.iter().map(|r| r.created))
-        .chain(snapshot.groups.iter().map(|g| g.created))
-        .flatten()
-        .max();
-    Ok(Iam { grants, files: iam_files, newest_identity })
+    Ok((snapshot, iam_files))
 }

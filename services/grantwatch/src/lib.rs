@@ -4,6 +4,7 @@
 //! state and the reports. It holds no CIEM logic of its own; a stage that only worked here would be a
 //! leak (the Kafka services run the same stages).
 
+pub mod access;
 pub mod analyze;
 pub mod detect;
 pub mod eval;

@@ -45,6 +45,9 @@ enum Command {
     Eval(EvalArgs),
     /// Generate a synthetic organization (IAM snapshots + CloudTrail) with its ground truth.
     Generate(GenerateArgs),
+    /// Who can perform an action on a resource: every user and role allowed, directly or by assuming
+    /// roles (the chain shown), with the statements that allow it and their conditions.
+    WhoCan(WhoCanArgs),
     /// Benchmark floor: only read, decompress and parse CloudTrail files; print records/s.
     Floor {
         #[arg(long = "cloudtrail", required = true, num_args = 1..)]
@@ -52,6 +55,34 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(clap::Args)]
+struct WhoCanArgs {
+    /// One IAM action, e.g. `s3:GetObject` (`sts:AssumeRole` with a role ARN: who can assume it).
+    #[arg(long)]
+    action: String,
+    /// The resource ARN, e.g. `arn:aws:s3:::bucket/key`; `*` for actions without a resource type.
+    #[arg(long)]
+    resource: String,
+    /// Output of `aws iam get-account-authorization-details` (files or directories; many accounts).
+    #[arg(long, required = true, num_args = 1..)]
+    iam: Vec<PathBuf>,
+    /// AWS Organizations tree with its SCPs and RCPs (docs/organizations.md).
+    #[arg(long)]
+    organization: Option<PathBuf>,
+    /// Resource-based policies (bucket, key, queue, topic, function, secret, repository policies;
+    /// docs/access.md).
+    #[arg(long = "resource-policies", num_args = 1..)]
+    resource_policies: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: FormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -484,6 +515,34 @@ fn real_main() -> Result<ExitCode> {
                 truth.events as f64 / secs.max(1e-9),
                 g.out.join("truth.json").display()
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WhoCan(w) => {
+            let inputs = grantwatch::access::AccessInputs {
+                iam: w.iam,
+                organization: w.organization,
+                resource_policies: w.resource_policies,
+            };
+            let started = std::time::Instant::now();
+            let loaded = grantwatch::access::load(&inputs)?;
+            let catalog = Catalog::aws().context("loading the AWS action catalog")?;
+            let model = grantwatch_core::access::AccessModel::new(
+                &loaded.snapshot,
+                &loaded.resource_policies,
+                loaded.organization.as_ref(),
+            );
+            let loaded_in = started.elapsed();
+            let report = grantwatch::access::who_can(&model, &catalog, &w.action, &w.resource)?;
+            tracing::info!(
+                load_ms = loaded_in.as_millis() as u64,
+                query_ms = (started.elapsed() - loaded_in).as_millis() as u64,
+                identities = report.identities.len(),
+                "who-can answered."
+            );
+            match w.format {
+                FormatArg::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?,
+                FormatArg::Text => grantwatch::access::render_text(&report, &mut stdout)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Floor { cloudtrail, threads } => {
