@@ -146,7 +146,7 @@ fn check_against_truth(
         if t.kind != "group" {
             assert_eq!(f.last_activity, t.last_activity, "last activity of {}", t.arn);
         }
-        assert!(f.pci.score <= 100 && f.pci.version == "pci-v2");
+        assert!(f.pci.score <= 100 && f.pci.version == "pci-v3");
     }
     assert!(exact_checked >= 10, "too few identities with an exact granted set: {exact_checked}");
     assert!(truth.identities.iter().any(|t| t.inactive) && truth.identities.iter().any(|t| t.super_identity));

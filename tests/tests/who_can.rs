@@ -265,15 +265,20 @@ fn brute_decide(w: &World<'_>, i: usize, action: &str, resource: &str) -> Grade 
     let mut grade = id_grade;
     let bucket =
         resource.strip_prefix("arn:aws:s3:::").and_then(|r| r.split('/').next()).map(|b| format!("arn:aws:s3:::{b}"));
-    let rp = w.trust.get(resource).map(|d| (*d, arn_account(resource).unwrap().to_string(), true)).or_else(|| {
-        w.resources
-            .iter()
-            .find(|r| r.arn == resource || Some(&r.arn) == bucket.as_ref())
-            .map(|r| (&r.document, r.account.clone(), r.arn.starts_with("arn:aws:kms:")))
-    });
+    let rp = w
+        .trust
+        .get(resource)
+        .filter(|_| action.starts_with("sts:"))
+        .map(|d| (*d, arn_account(resource).unwrap().to_string(), true))
+        .or_else(|| {
+            w.resources
+                .iter()
+                .find(|r| r.arn == resource || Some(&r.arn) == bucket.as_ref())
+                .map(|r| (&r.document, r.account.clone(), r.arn.starts_with("arn:aws:kms:")))
+        });
     let mut resource_account = arn_account(resource).filter(|a| !a.is_empty()).map(str::to_string);
     if let Some((doc, account, required)) = rp {
-        let is_trust = w.trust.contains_key(resource);
+        let is_trust = w.trust.contains_key(resource) && action.starts_with("sts:");
         let (named, by_account, d, cd) = resource_tally(doc, action, resource, who, is_trust);
         deny |= d;
         cond_deny |= cd;
@@ -454,6 +459,8 @@ fn who_can_equals_brute_force_on_5000_identities() {
         ("ec2:RunInstances".to_string(), format!("arn:aws:ec2:us-east-1:{c}:instance/*")),
         ("s3:DeleteBucket".to_string(), "arn:aws:s3:::target-bucket".to_string()),
         ("s3:ListBucket".to_string(), "arn:aws:s3:::target-bucket".to_string()),
+        ("iam:PutRolePolicy".to_string(), format!("arn:aws:iam::{a}:role/chain-a")),
+        ("iam:PassRole".to_string(), format!("arn:aws:iam::{c}:role/vendor-access")),
         ("s3:GetObject".to_string(), "arn:aws:s3:::target-bucket/team-a/report.csv".to_string()),
     ];
     let started = std::time::Instant::now();

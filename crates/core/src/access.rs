@@ -92,6 +92,8 @@ pub struct Subject {
     /// Users: their groups, as subject indices.
     pub groups: Vec<u32>,
     pub service_linked: bool,
+    /// Roles: held by an instance profile (an EC2 instance can run as it).
+    pub instance_profile: bool,
     /// Same `policy_set` = same identity policies and boundary, and no policy variable in them: the
     /// identity side of any request is the same for both.
     pub policy_set: u32,
@@ -251,6 +253,7 @@ impl<'o> AccessModel<'o> {
                 trust: None,
                 groups: Vec::new(),
                 service_linked: false,
+                instance_profile: false,
                 policy_set: 0,
                 uses_variables: false,
             });
@@ -278,6 +281,7 @@ impl<'o> AccessModel<'o> {
                 trust: None,
                 groups,
                 service_linked: false,
+                instance_profile: false,
                 policy_set: 0,
                 uses_variables: false,
             });
@@ -297,6 +301,7 @@ impl<'o> AccessModel<'o> {
                 trust,
                 groups: Vec::new(),
                 service_linked: r.path.starts_with("/aws-service-role/"),
+                instance_profile: !r.instance_profiles.is_empty(),
                 policy_set: 0,
                 uses_variables: false,
             });
@@ -376,9 +381,15 @@ impl<'o> AccessModel<'o> {
         Some((src, src.document.statements.get(r.index as usize)?))
     }
 
-    /// The resource policy governing `resource`: its own, or for an S3 object its bucket's.
-    pub fn resource_policy(&self, resource: &str) -> Option<(&str, u32)> {
+    /// The resource policy governing `action` on `resource`: its own, or for an S3 object its
+    /// bucket's. A role's trust policy governs only the `sts:` actions on it (assuming it, tagging
+    /// the session); `iam:` actions on a role have no resource policy.
+    pub fn resource_policy(&self, action: &str, resource: &str) -> Option<(&str, u32)> {
         if let Some((a, s)) = self.resource_policies.get(resource) {
+            let trust = self.sources.get(*s as usize).is_some_and(|p| p.kind == SourceKind::Trust);
+            if trust && !action.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("sts:")) {
+                return None;
+            }
             return Some((a, *s));
         }
         let bucket = resource.strip_prefix("arn:aws:s3:::")?.split('/').next()?;
@@ -430,7 +441,7 @@ impl<'o> AccessModel<'o> {
         // The resource side.
         let mut grade = id_grade;
         let mut resource_account = arn_account(resource).filter(|a| !a.is_empty()).map(str::to_string);
-        if let Some((account, src)) = self.resource_policy(resource) {
+        if let Some((account, src)) = self.resource_policy(action, resource) {
             resource_account = Some(account.to_string());
             let mut rs = Scan::default();
             self.scan_source(src, action, resource, Some(s), Some(s), &mut rs);
@@ -451,7 +462,7 @@ impl<'o> AccessModel<'o> {
             all.absorb(rs, true);
         }
 
-        if self.resource_policy(resource).is_none()
+        if self.resource_policy(action, resource).is_none()
             && resource_account.as_deref().is_some_and(|a| a != s.account && a != "aws")
             && grade > Grade::No
         {
@@ -580,6 +591,60 @@ impl<'o> AccessModel<'o> {
         }
         out
     }
+}
+
+/// Public and cross-account access granted by role trust policies and resource-based policies, one
+/// entry per (statement, principal). Service principals are not listed (a service acting for the
+/// account is the account's own use), nor the account's own identity providers.
+pub fn resource_access(model: &AccessModel<'_>) -> Vec<grantwatch_types::ResourceAccess> {
+    let known: std::collections::BTreeSet<&str> = model.subjects.iter().map(|s| s.account.as_str()).collect();
+    let mut entries: Vec<(&String, &(String, u32))> = model.resource_policies.iter().collect();
+    entries.sort();
+    let mut out = Vec::new();
+    for (arn, (owner, source)) in entries {
+        let Some(src) = model.sources.get(*source as usize) else { continue };
+        for (i, st) in src.document.statements.iter().enumerate() {
+            let (Effect::Allow, Some(p)) = (st.effect, &st.principal) else { continue };
+            let mut push = |access: &str, principal: &str, account: Option<&str>| {
+                out.push(grantwatch_types::ResourceAccess {
+                    resource: arn.clone(),
+                    account: owner.clone(),
+                    access: access.to_string(),
+                    principal: principal.to_string(),
+                    external: account.is_none_or(|a| !known.contains(a)),
+                    actions: if st.not_action {
+                        st.actions.iter().map(|a| format!("!{a}")).collect()
+                    } else {
+                        st.actions.clone()
+                    },
+                    condition: st.condition.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+                    policy: src.label.clone(),
+                    statement: i as u32,
+                });
+            };
+            if p.any {
+                push("public", "*", None);
+            }
+            for a in p.aws.iter().filter(|a| *a != "*") {
+                let account = if a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) {
+                    Some(a.as_str())
+                } else {
+                    arn_account(a)
+                };
+                if account.is_some_and(|acc| acc != owner) {
+                    push("cross-account", a, account);
+                }
+            }
+            // An identity provider of another account (its own SAML or OIDC provider is how the
+            // account's people and pipelines come in: that is not access from outside).
+            for f in &p.federated {
+                if let Some(account) = arn_account(f).filter(|a| !a.is_empty() && *a != owner) {
+                    push("federated", f, Some(account));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// One way to act as a role: `from` may assume `to`.

@@ -114,9 +114,16 @@ pub fn identity_score(
     let mut unused = granted.clone();
     unused.difference_with(&used);
 
+    let reachable = removable(catalog, &grants.reachable);
     let pci = pci::score(
         catalog,
-        &PciInput { granted: &granted, unscoped: &grants.unscoped, conditional: &grants.conditional, used: &used },
+        &PciInput {
+            granted: &granted,
+            unscoped: &grants.unscoped,
+            conditional: &grants.conditional,
+            used: &used,
+            reachable: &reachable,
+        },
     );
     let active = usage.activity.as_ref().is_some_and(in_window);
     let (events, active_days) = usage.events_between(start, cfg.as_of);
@@ -136,8 +143,13 @@ pub fn identity_score(
     }
     let mut solid = grants.unscoped.clone();
     solid.difference_with(&grants.conditional);
-    if grants.kind == IdentityKind::Root || is_super_identity(catalog, &solid, cfg.super_identity_share) {
+    // An identity that is, or reaches without condition, an administrator is as powerful as one.
+    let escalates = grants.escalation.as_ref().is_some_and(|e| !e.conditional);
+    if grants.kind == IdentityKind::Root || escalates || is_super_identity(catalog, &solid, cfg.super_identity_share) {
         status.push(StatusFlag::SuperIdentity);
+    }
+    if grants.escalation.as_ref().is_some_and(|e| !e.path.is_empty()) {
+        status.push(StatusFlag::EscalationPath);
     }
     let unused_high_risk = unused.iter().filter(|&id| catalog.is_high_risk(id)).count();
     IdentityScore { used, used_not_granted, pci, active, events, active_days, status, unused_high_risk }
@@ -237,6 +249,13 @@ pub fn identity_finding_as(
     if status.contains(&StatusFlag::SuperIdentity) {
         recommendations.push("Super identity: review who needs it and scope it down.".to_string());
     }
+    if let Some(e) = grants.escalation.as_deref().filter(|e| !e.path.is_empty()) {
+        let first = e.path.first().map(|s| format!("{} ({})", s.kind, s.actions.join(", "))).unwrap_or_default();
+        recommendations.push(format!(
+            "Can become an administrator in {} step(s), starting with {first}: remove that step.",
+            e.path.len()
+        ));
+    }
     if !unused_access_keys.is_empty() {
         recommendations.push(format!(
             "Deactivate {} access key(s) unused for {} days.",
@@ -272,6 +291,7 @@ pub fn identity_finding_as(
             used: used.len(),
             unused: unused.len(),
         }),
+        escalation: grants.escalation.as_deref().cloned(),
     }
 }
 

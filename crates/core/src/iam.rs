@@ -127,6 +127,9 @@ pub struct IamRole {
     pub attached: Vec<String>,
     pub boundary: Option<String>,
     pub trust_policy: Option<PolicyDocument>,
+    /// ARNs of the instance profiles holding the role (`InstanceProfileList`): an EC2 instance can run
+    /// as the role only through one.
+    pub instance_profiles: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,6 +486,12 @@ pub fn parse_iam_json(bytes: &[u8], source_name: &str) -> Result<IamDocument, Ia
             attached: cx.attached(o, &p)?,
             boundary: cx.boundary(o, &p)?,
             trust_policy,
+            instance_profiles: match o.get("InstanceProfileList") {
+                Some(Value::Array(items)) => {
+                    items.iter().filter_map(|ip| ip.get("Arn").and_then(Value::as_str).map(str::to_string)).collect()
+                }
+                _ => Vec::new(),
+            },
             arn,
         });
     }

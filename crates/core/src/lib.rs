@@ -9,6 +9,7 @@
 //! * [`glob`]: the one wildcard (`*`, `?`) matcher, in the dialects IAM actions, resources and allowlists use.
 //! * [`iam`]: parsing `aws iam get-account-authorization-details` (and `list-access-keys`) output.
 //! * [`policy`]: effective permissions per identity (Allow/Deny, NotAction, boundaries, groups, resources).
+//! * [`escalation`]: the privilege-escalation graph, shortest paths to an administrator, reachable actions.
 //! * [`access`]: one request exactly (identity, boundary, resource and trust policies, SCPs): who can, who can assume.
 //! * [`cloudtrail`]: one CloudTrail record to one [`grantwatch_types::Event`], with its IAM actions.
 //! * [`usage`]: the usage-accounting stage: events in, state writes out (dedup, last-used, per-day).
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod catalog;
 pub mod cloudtrail;
+pub mod escalation;
 pub mod findings;
 pub mod glob;
 pub mod iam;

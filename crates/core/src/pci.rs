@@ -1,4 +1,4 @@
-//! The Permission Creep Index, version `pci-v2`. The formula and a worked example are in `docs/pci.md`;
+//! The Permission Creep Index, version `pci-v3`. The formula and a worked example are in `docs/pci.md`;
 //! this module is its only implementation, and any change to the numbers below is a new version.
 //!
 //! In short: every granted action carries a risk weight (by access level and risk tags) times a reach
@@ -17,7 +17,7 @@ use grantwatch_types::{Pci, PciBand};
 
 use crate::catalog::{AccessLevel, ActionId, ActionSet, Catalog};
 
-pub const PCI_VERSION: &str = "pci-v2";
+pub const PCI_VERSION: &str = "pci-v3";
 
 /// Saturation constant `K`: the unused risk at which the magnitude factor reaches 1 − 1/e ≈ 0.63.
 pub const SATURATION: f64 = 10.0;
@@ -48,6 +48,10 @@ pub struct PciInput<'a> {
     pub conditional: &'a ActionSet,
     /// Granted actions used in the lookback.
     pub used: &'a ActionSet,
+    /// Actions not granted but reachable through the escalation graph (`crate::escalation`): they
+    /// count as granted on some resources (reach 0.5), and are never used by this identity (what it
+    /// does as another identity is that identity's usage).
+    pub reachable: &'a ActionSet,
 }
 
 /// Computes the PCI of one identity.
@@ -59,6 +63,11 @@ pub fn score(catalog: &Catalog, input: &PciInput<'_>) -> Pci {
         if !input.used.contains(id) {
             unused += w;
         }
+    }
+    for id in input.reachable.iter().filter(|&id| !input.granted.contains(id)) {
+        let w = action_weight(catalog, id) * reach(false, false);
+        total += w;
+        unused += w;
     }
     let value = if total > 0.0 { 100.0 * (unused / total) * (1.0 - (-unused / SATURATION).exp()) } else { 0.0 };
     let score = value.round().clamp(0.0, 100.0) as u8;
@@ -105,10 +114,17 @@ mod tests {
     fn full_use_scores_zero_and_no_grants_scores_zero() {
         let c = catalog();
         let g = c.full_set();
-        let p = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &g });
+        let p = score(
+            &c,
+            &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &g, reachable: &c.empty_set() },
+        );
         assert_eq!(p.score, 0);
         let e = c.empty_set();
-        assert_eq!(score(&c, &PciInput { granted: &e, unscoped: &e, conditional: &e, used: &e }).score, 0);
+        assert_eq!(
+            score(&c, &PciInput { granted: &e, unscoped: &e, conditional: &e, used: &e, reachable: &c.empty_set() })
+                .score,
+            0
+        );
     }
 
     #[test]
@@ -118,10 +134,19 @@ mod tests {
         let c = catalog();
         let g = set(&c, &["Read1", "Read2", "Write1", "Write2", "Perm1"]);
         let used = set(&c, &["Read1", "Write1"]);
-        let p = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &used });
+        let p = score(
+            &c,
+            &PciInput {
+                granted: &g,
+                unscoped: &g,
+                conditional: &c.empty_set(),
+                used: &used,
+                reachable: &c.empty_set(),
+            },
+        );
         assert_eq!((p.score, p.unused_risk, p.granted_risk), (11, 1.75, 2.5));
         assert_eq!(p.band, PciBand::Low);
-        assert_eq!(p.version, "pci-v2");
+        assert_eq!(p.version, "pci-v3");
     }
 
     #[test]
@@ -129,9 +154,36 @@ mod tests {
         let c = Catalog::aws().unwrap();
         let g = c.full_set();
         let used = c.expand("s3:Get*");
-        let p = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &used });
+        let p = score(
+            &c,
+            &PciInput {
+                granted: &g,
+                unscoped: &g,
+                conditional: &c.empty_set(),
+                used: &used,
+                reachable: &c.empty_set(),
+            },
+        );
         assert!(p.score >= 95, "{p:?}");
         assert_eq!(p.band, PciBand::High);
+    }
+
+    #[test]
+    fn reachable_actions_raise_the_score_at_half_reach() {
+        // Holding Read1 (used), reaching Perm1 through another identity: T = 0.15 + 0.5, U = 0.5.
+        let c = catalog();
+        let g = set(&c, &["Read1"]);
+        let reach = set(&c, &["Read1", "Perm1"]);
+        let p = score(
+            &c,
+            &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &g, reachable: &reach },
+        );
+        assert_eq!((p.unused_risk, p.granted_risk), (0.5, 0.65));
+        let alone = score(
+            &c,
+            &PciInput { granted: &g, unscoped: &g, conditional: &c.empty_set(), used: &g, reachable: &c.empty_set() },
+        );
+        assert!(p.score > alone.score);
     }
 
     proptest! {
@@ -145,12 +197,12 @@ mod tests {
                 if used[i as usize] { u.insert(i); }
             }
             let empty = c.empty_set();
-            let p = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &empty, used: &u });
+            let p = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &empty, used: &u, reachable: &c.empty_set() });
             prop_assert!(p.score <= 100);
             // Using one more granted action never raises the score.
             let mut u2 = u.clone();
             u2.insert(extra as u32);
-            let p2 = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &empty, used: &u2 });
+            let p2 = score(&c, &PciInput { granted: &g, unscoped: &g, conditional: &empty, used: &u2, reachable: &c.empty_set() });
             prop_assert!(p2.score <= p.score);
         }
     }

@@ -86,6 +86,12 @@ pub struct IdentityGrants {
     pub boundary: Option<String>,
     /// Problems met while evaluating this identity (missing policies, unknown groups).
     pub warnings: Vec<String>,
+    /// Actions it does not hold but can obtain through the escalation graph (acting as identities it
+    /// can reach; the whole catalog when it reaches an administrator). Empty until
+    /// [`crate::escalation::apply`] fills it.
+    pub reachable: ActionSet,
+    /// How it is, or can become, an administrator; set by [`crate::escalation::apply`].
+    pub escalation: Option<Arc<grantwatch_types::Escalation>>,
 }
 
 impl IdentityGrants {
@@ -109,6 +115,8 @@ impl IdentityGrants {
             access_keys: Vec::new(),
             boundary: None,
             warnings: Vec::new(),
+            reachable: catalog.empty_set(),
+            escalation: None,
         }
     }
 }
@@ -135,6 +143,8 @@ impl IdentityGrants {
                 })
                 .collect(),
             as_of: None,
+            reachable: if self.reachable.is_empty() { Vec::new() } else { catalog.compact_names(&self.reachable) },
+            escalation: self.escalation.as_deref().cloned(),
         }
     }
 
@@ -153,6 +163,10 @@ impl IdentityGrants {
         g.conditional = set(&r.conditional);
         g.unscoped = set(&r.unscoped);
         g.groups = r.groups.clone();
+        for entry in &r.reachable {
+            g.reachable.union_with(&catalog.expand(entry));
+        }
+        g.escalation = r.escalation.clone().map(Arc::new);
         g.access_keys = r
             .access_keys
             .iter()
@@ -232,6 +246,8 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
             access_keys: keys.get_mut(i).map(std::mem::take).unwrap_or_default(),
             boundary: u.boundary.clone(),
             warnings: w,
+            reachable: catalog.empty_set(),
+            escalation: None,
         });
     }
 
@@ -258,6 +274,8 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
             access_keys: Vec::new(),
             boundary: r.boundary.clone(),
             warnings: w,
+            reachable: catalog.empty_set(),
+            escalation: None,
         });
     }
 
@@ -283,6 +301,8 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
             access_keys: Vec::new(),
             boundary: None,
             warnings: w,
+            reachable: catalog.empty_set(),
+            escalation: None,
         });
     }
     out.sort_by(|a, b| a.arn.cmp(&b.arn));

@@ -434,12 +434,34 @@ fn flag_finding(
             Severity::High,
             format!("{} can do nearly everything, or grant itself anything, in account {}.", f.arn, f.account),
         ),
+        StatusFlag::EscalationPath => {
+            let e = f.escalation.as_ref()?;
+            let steps: Vec<String> =
+                e.path.iter().map(|s| format!("{} ({}) to {}", s.kind, s.actions.join(" + "), s.to)).collect();
+            (
+                "grantwatch/escalation-path",
+                "New path to administrator",
+                if e.conditional { Severity::Medium } else { Severity::High },
+                format!(
+                    "{} can become an administrator ({}: {}) in {} step(s): {}{}.",
+                    f.arn,
+                    e.administrator,
+                    e.administrator_reason,
+                    e.path.len(),
+                    steps.join(", then "),
+                    if e.conditional { "; a condition decides one step" } else { "" }
+                ),
+            )
+        }
     };
     let mut unmapped = serde_json::Map::new();
     unmapped.insert("pci".into(), f.pci.score.into());
     unmapped.insert("granted".into(), f.granted_actions.len().into());
     unmapped.insert("used".into(), f.used_actions.len().into());
     unmapped.insert("recommendations".into(), f.recommendations.clone().into());
+    if let Some(e) = &f.escalation {
+        unmapped.insert("escalation".into(), serde_json::to_value(e).unwrap_or_default());
+    }
     let uid_src = format!("{id}\0{}\0{}", f.arn, as_of.millis());
     Some(DetectionFinding::new(FindingSpec {
         uid: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(uid_src.as_bytes())),
@@ -595,6 +617,8 @@ mod tests {
             groups: vec![],
             access_keys: vec![],
             as_of: None,
+            reachable: vec![],
+            escalation: None,
         }))
     }
 

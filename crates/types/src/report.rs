@@ -18,6 +18,9 @@ pub enum StatusFlag {
     OverProvisioned,
     /// Can do everything, or can grant itself anything, in its account.
     SuperIdentity,
+    /// Is not an administrator but can become one through the escalation graph (its `escalation`
+    /// says how).
+    EscalationPath,
 }
 
 /// A PCI band: low 0–33, medium 34–66, high 67–100.
@@ -103,6 +106,71 @@ pub struct IdentityFinding {
     /// The sizes of those four lists written out in full, whatever their form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_counts: Option<ActionCounts>,
+    /// How this identity is, or can become, an administrator (`docs/escalation.md`); absent when it
+    /// cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
+}
+
+/// How an identity is, or can become, an administrator: an edge of the escalation graph is a way
+/// for one identity to act as another or to raise its own permissions (`docs/escalation.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Why the identity is an administrator itself (e.g. `holds nearly every action`,
+    /// `iam:PutUserPolicy on itself`); absent when it only reaches one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// A shortest path to an administrator, first step first; empty when `admin` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<EscalationStep>,
+    /// The administrator the path ends at (the identity itself when `admin` is set).
+    pub administrator: String,
+    /// Why the administrator at the end of the path is one.
+    pub administrator_reason: String,
+    /// Some step, or the administrator's own reason, holds only under a Condition (MFA, an
+    /// external id, a tag, ...): the path is real only if it is met.
+    pub conditional: bool,
+}
+
+/// One way into a resource from outside its account, or from anyone: a line of
+/// `resource_access.jsonl`, from role trust policies and resource-based policies (`docs/access.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceAccess {
+    /// The role or resource ARN.
+    pub resource: String,
+    /// The account owning it.
+    pub account: String,
+    /// `public` (any principal), `cross-account` (an account or principal of another account),
+    /// `federated` (an identity provider of another account).
+    pub access: String,
+    /// The principal as the policy names it (`*`, an account id, an ARN, a provider).
+    pub principal: String,
+    /// The principal's account is none of the snapshot's accounts.
+    pub external: bool,
+    /// The actions the statement allows (as written).
+    pub actions: Vec<String>,
+    /// The statement's Condition, which decides whether the access is real (`sts:ExternalId`,
+    /// `aws:PrincipalOrgID`, `aws:SourceArn`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<serde_json::Value>,
+    /// `trust:<role ARN>` or `resource:<resource ARN>`, and the statement's index in it.
+    pub policy: String,
+    pub statement: u32,
+}
+
+/// One step of an escalation path: `from` can act as `to` (or, for a group, gain its permissions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationStep {
+    pub from: String,
+    pub to: String,
+    /// `assume-role`, `create-access-key`, `login-profile`, `update-trust-policy`, `pass-role`,
+    /// `ssm`, `add-to-group`.
+    pub kind: String,
+    /// The actions the step takes, e.g. `["iam:PassRole", "lambda:CreateFunction"]`.
+    pub actions: Vec<String>,
+    pub conditional: bool,
+    /// The policies whose statements allow it.
+    pub policies: Vec<String>,
 }
 
 /// The form of a finding's action lists.

@@ -27,6 +27,13 @@ pub struct EntitlementRecord {
     /// before its first [`WatermarkMark`]) stands for all earlier time. Absent: from the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<EventTime>,
+    /// Actions not granted but reachable through the escalation graph, in the compact form
+    /// (`prefix:*`, `*`; see `ActionsForm::Compact`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reachable: Vec<String>,
+    /// How the identity is, or can become, an administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<crate::Escalation>,
 }
 
 /// The key of a [`WatermarkMark`] record. No identity ARN can equal it (an ARN starts with `arn:`).

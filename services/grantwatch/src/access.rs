@@ -45,7 +45,7 @@ pub fn load(inputs: &AccessInputs) -> Result<Loaded> {
     Ok(Loaded { snapshot, organization, resource_policies })
 }
 
-/// `who-can`'s answer, as printed with `--format json` (schema: `schemas/who-can.schema.json`).
+/// `who-can`'s answer, as printed with `--format json` (schema: `schemas/who_can.v1.json`).
 #[derive(Debug, Serialize)]
 pub struct WhoCanReport {
     pub action: String,

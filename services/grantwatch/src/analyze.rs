@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use grantwatch_core::access::{AccessModel, parse_resource_policies};
 use grantwatch_core::catalog::Catalog;
 use grantwatch_core::cloudtrail::{ActionMap, Normalizer};
 use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_subject_batch_capped, identity_finding_as};
@@ -56,6 +57,9 @@ pub struct AnalyzeOptions {
     /// AWS Organizations tree and SCPs/RCPs (`docs/organizations.md`): the ceiling of every account's
     /// grants.
     pub organization: Option<PathBuf>,
+    /// Resource-based policies (`docs/access.md`): same-account grants, cross-account and public
+    /// access in `resource_access.jsonl`.
+    pub resource_policies: Vec<PathBuf>,
     /// Write every action of the four action lists of `identities.jsonl` (else the compact form).
     pub exact_actions: bool,
     /// Pending state writes that trigger a commit (bounds memory).
@@ -93,6 +97,7 @@ impl AnalyzeOptions {
             super_identity_share: grantwatch_core::findings::SUPER_IDENTITY_SHARE,
             exact_actions: false,
             organization: None,
+            resource_policies: Vec::new(),
             flush_budget: 250_000,
             threads: None,
             shards: None,
@@ -148,6 +153,10 @@ pub struct AnalyzeOutcome {
     pub peak_rss: Option<u64>,
     /// Detection, when it ran; alerts are in `outputs.alerts`.
     pub detection: Option<PassOutcome>,
+    /// The escalation graph's figures.
+    pub escalation: grantwatch_core::escalation::EscalationSummary,
+    /// Entries of `resource_access.jsonl`.
+    pub resource_access: usize,
 }
 
 impl AnalyzeOutcome {
@@ -178,6 +187,22 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         }
         None => None,
     };
+    let mut resource_policies = Vec::new();
+    for file in &opts.resource_policies {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        resource_policies.extend(parse_resource_policies(&text, &file.display().to_string())?);
+    }
+    let model = AccessModel::new(&iam.snapshot, &resource_policies, org.as_deref());
+    let escalation = grantwatch_core::escalation::apply(&model, &catalog, &mut grants, opts.super_identity_share);
+    tracing::info!(
+        edges = escalation.edges,
+        administrators = escalation.administrators,
+        escalate = escalation.escalate,
+        "Escalation graph built."
+    );
+    let resource_access = grantwatch_core::access::resource_access(&model);
+    drop(model);
+    let resource_access_count = resource_access.len();
 
     // 2. State, and one pass over the activity logs.
     let temp_state;
@@ -195,6 +220,11 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let quarantine_path = opts.out.join("quarantine.jsonl");
     let quarantine = QuarantineWriter::new(quarantine_path.clone());
     let mut outputs = Outputs::new(&opts.out);
+    let mut access_file = crate::output::JsonLinesWriter::create(&outputs.resource_access)?;
+    for entry in &resource_access {
+        access_file.write(entry)?;
+    }
+    access_file.finish()?;
     let mut report =
         IngestReport { iam_snapshots_read: iam.files, identities: grants.len() as u64, ..Default::default() };
 
@@ -300,6 +330,8 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         elapsed: started.elapsed(),
         peak_rss: crate::rss::peak_rss_bytes(),
         detection: PassOutcome::of(&mut run_outcome),
+        escalation,
+        resource_access: resource_access_count,
     })
 }
 
@@ -389,6 +421,7 @@ fn write_findings(
 
 /// Entitlements from IAM snapshots.
 pub struct Iam {
+    pub snapshot: IamSnapshot,
     pub grants: Vec<IdentityGrants>,
     /// Snapshot files read.
     pub files: u64,
@@ -416,7 +449,7 @@ pub fn load_iam(iam: &[PathBuf], catalog: &Catalog) -> Result<Iam> {
         .chain(snapshot.groups.iter().map(|g| g.created))
         .flatten()
         .max();
-    Ok(Iam { grants, files: iam_files, newest_identity })
+    Ok(Iam { snapshot, grants, files: iam_files, newest_identity })
 }
 
 /// Reads and merges IAM snapshot files (or directories of them). Returns the snapshot and the number

@@ -120,6 +120,11 @@ struct AnalyzeArgs {
     /// action they deny or do not allow is not granted to the accounts below them.
     #[arg(long, value_name = "FILE")]
     organization: Option<PathBuf>,
+    /// Resource-based policies (bucket, key, queue, topic, function, secret, repository policies;
+    /// docs/access.md): they grant within the account, and their public and cross-account access is
+    /// listed in resource_access.jsonl.
+    #[arg(long = "resource-policies", value_name = "FILE", num_args = 1..)]
+    resource_policies: Vec<PathBuf>,
     /// Name every action in identities.jsonl's action lists. Default: the compact form, where
     /// `prefix:*` stands for every action of a service (and `*` for all), with the exact counts beside.
     #[arg(long)]
@@ -386,6 +391,7 @@ fn real_main() -> Result<ExitCode> {
             opts.super_identity_share = a.super_identity_share;
             opts.exact_actions = a.exact_actions;
             opts.organization = a.organization;
+            opts.resource_policies = a.resource_policies;
             opts.threads = a.threads;
             opts.shards = a.shards;
             opts.progress = !a.quiet;

@@ -18,6 +18,8 @@ pub struct Outputs {
     pub identities: PathBuf,
     pub accounts: PathBuf,
     pub ingest_report: PathBuf,
+    /// `resource_access.jsonl`: public, cross-account and federated access by trust and resource policies.
+    pub resource_access: PathBuf,
     /// `alerts.jsonl`, when detection ran.
     pub alerts: Option<PathBuf>,
 }
@@ -28,6 +30,7 @@ impl Outputs {
             identities: dir.join("identities.jsonl"),
             accounts: dir.join("accounts.json"),
             ingest_report: dir.join("ingest_report.json"),
+            resource_access: dir.join("resource_access.jsonl"),
             alerts: None,
         }
     }
@@ -279,6 +282,18 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
             status.join(",")
         )?;
     }
+    let e = &o.escalation;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Escalation: {} administrators, {} more identities can become one ({} edges; paths in identities.jsonl); \
+         {} public, cross-account or federated grants in {}",
+        e.administrators,
+        e.escalate,
+        e.edges,
+        o.resource_access,
+        o.outputs.resource_access.display()
+    )?;
     if let (Some(d), Some(path)) = (&o.detection, &o.outputs.alerts) {
         writeln!(w)?;
         writeln!(

@@ -446,6 +446,21 @@ impl Ingest {
                 tracing::info!(account, actions_removed = n, "Organizations policies applied");
             }
         }
+        // Paths to an administrator ride on each identity's record: the processor sees a new one
+        // appear when a snapshot opens it.
+        let model = grantwatch_core::access::AccessModel::new(&snapshot, &[], self.organization.as_ref());
+        let esc = grantwatch_core::escalation::apply(
+            &model,
+            &self.catalog,
+            &mut grants,
+            grantwatch_core::findings::SUPER_IDENTITY_SHARE,
+        );
+        tracing::info!(
+            edges = esc.edges,
+            administrators = esc.administrators,
+            escalate = esc.escalate,
+            "escalation graph built"
+        );
         // The snapshot holds from when it was taken (its newest file), and never before a mark already
         // written: consumers apply it to the windows that close from then on.
         let taken = found
