@@ -287,7 +287,7 @@ impl EscalationGraph {
                 }
             }
         }
-        edges.sort_by(|a, b| (a.from, a.to, a.kind).cmp(&(b.from, b.to, b.kind)));
+        edges.sort_by_key(|e| (e.from, e.to, e.kind));
         EscalationGraph { edges, admin }
     }
 
@@ -357,10 +357,10 @@ impl EscalationGraph {
             members[c as usize].push(v);
         }
         let mut sets: Vec<ActionSet> = Vec::with_capacity(comps);
-        for c in 0..comps {
+        for (c, vertices) in members.iter().enumerate() {
             let mut set = catalog.empty_set();
             let mut full = false;
-            for &v in &members[c] {
+            for &v in vertices {
                 if self.admin.get(v).is_some_and(Option::is_some) {
                     full = true;
                 }

@@ -685,6 +685,71 @@ mod tests {
         assert_eq!(granted_of(Some(Arc::new(org))), catalog.len() - iam);
     }
 
+    /// A snapshot that opens a path to an administrator raises one finding, naming the path, when the
+    /// identity is next scored; the same path again raises nothing.
+    #[test]
+    fn a_new_path_to_administrator_raises_a_finding_once() {
+        let catalog = Arc::new(Catalog::aws().unwrap());
+        let store = MemStore::new();
+        let mut stage = ProcessorStage::open(catalog.clone(), ProcessorConfig::default(), &store).unwrap();
+        let with_path = || {
+            let ProcessorInput::Entitlements(mut r) = entitlements(&["sts:AssumeRole", "s3:GetObject"]) else {
+                unreachable!()
+            };
+            r.reachable = vec!["*".into()];
+            r.escalation = Some(grantwatch_types::Escalation {
+                admin: None,
+                path: vec![grantwatch_types::EscalationStep {
+                    from: ARN.into(),
+                    to: "arn:aws:iam::111122223333:role/admin".into(),
+                    kind: "assume-role".into(),
+                    actions: vec!["sts:AssumeRole".into()],
+                    conditional: false,
+                    policies: vec!["inline:alice:hop".into()],
+                }],
+                administrator: "arn:aws:iam::111122223333:role/admin".into(),
+                administrator_reason: "holds nearly every action".into(),
+                conditional: false,
+            });
+            ProcessorInput::Entitlements(r)
+        };
+        let findings = |out: &[ProcessorOutput]| -> Vec<String> {
+            out.iter()
+                .filter_map(|o| match o {
+                    ProcessorOutput::Finding(f) => Some(serde_json::to_string(f).unwrap()),
+                    ProcessorOutput::Pci(_) => None,
+                })
+                .collect()
+        };
+        let day0 = 19_800 * DAY;
+        let out = feed(
+            &mut stage,
+            &store,
+            vec![entitlements(&["sts:AssumeRole", "s3:GetObject"]), event("a", day0 + 1000, "s3:GetObject")],
+        );
+        let out2 = feed(&mut stage, &store, vec![event("b", day0 + DAY + 5, "s3:GetObject")]);
+        assert!(findings(&out).iter().chain(&findings(&out2)).all(|f| !f.contains("escalation-path")));
+        let before = pci(&out2)[0].pci.score;
+
+        let out = feed(&mut stage, &store, vec![with_path(), event("c", day0 + 2 * DAY + 5, "s3:GetObject")]);
+        let raised = findings(&out);
+        assert_eq!(raised.iter().filter(|f| f.contains("grantwatch/escalation-path")).count(), 1, "{raised:?}");
+        assert!(raised.iter().any(|f| f.contains("role/admin") && f.contains("assume-role")));
+        let update = pci(&out)[0];
+        assert!(
+            update.status.contains(&StatusFlag::EscalationPath) && update.status.contains(&StatusFlag::SuperIdentity)
+        );
+        assert!(
+            update.pci.score > before,
+            "reaching an administrator raises the PCI: {} -> {}",
+            before,
+            update.pci.score
+        );
+
+        let out = feed(&mut stage, &store, vec![with_path(), event("d", day0 + 3 * DAY + 5, "s3:GetObject")]);
+        assert!(findings(&out).iter().all(|f| !f.contains("escalation-path")), "the same path is not new");
+    }
+
     #[test]
     fn windows_close_on_event_time_and_state_survives_a_restart() {
         let catalog = Arc::new(Catalog::aws().unwrap());

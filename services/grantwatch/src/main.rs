@@ -35,7 +35,7 @@ enum Command {
     ///
     /// Exit status: 0 when all input was read, 3 when some input was quarantined (the run still
     /// completes and reports), 1 on an error that stopped the run.
-    Analyze(AnalyzeArgs),
+    Analyze(Box<AnalyzeArgs>),
     /// Learn behavior models (per identity and per peer group) from CloudTrail history.
     Train(TrainArgs),
     /// Generate a labeled attack scenario: attack-free history, then days with attacks injected.
