@@ -192,9 +192,11 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         resource_policies.extend(parse_resource_policies(&text, &file.display().to_string())?);
     }
+    let graph_started = std::time::Instant::now();
     let model = AccessModel::new(&iam.snapshot, &resource_policies, org.as_deref());
     let escalation = grantwatch_core::escalation::apply(&model, &catalog, &mut grants, opts.super_identity_share);
     tracing::info!(
+        elapsed_ms = graph_started.elapsed().as_millis() as u64,
         edges = escalation.edges,
         administrators = escalation.administrators,
         escalate = escalation.escalate,
