@@ -1,6 +1,7 @@
 //! Properties of request-level evaluation (`grantwatch_core::access`) over generated policies: a Deny
 //! added anywhere (identity policy, permissions boundary, resource policy, SCP) never allows more; an
 //! SCP never grants; a resource policy statement that allows never takes access away.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 use grantwatch_core::access::{AccessModel, Grade, ResourcePolicy, parse_resource_policies};
 use grantwatch_core::iam::{IamSnapshot, parse_iam_json};
