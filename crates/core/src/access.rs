@@ -30,7 +30,10 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::glob::Glob;
-use crate::iam::{Effect, IamSnapshot, PolicyDocument, Principal, Statement, arn_account, parse_policy_document};
+use crate::iam::{
+    Effect, IamSnapshot, PolicyDocument, Principal, Statement, account_principal, arn_account, is_account_id,
+    parse_policy_document, principal_account,
+};
 use crate::org::Organization;
 use crate::policy::Vendored;
 use grantwatch_types::IdentityKind;
@@ -116,37 +119,14 @@ type OrgSources = (Vec<Vec<u32>>, Vec<u32>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub grade: Grade,
-    /// The Allow statements that grant it (identity, boundary, resource or trust policies), and the
-    /// conditional Denies that may take it away.
+    /// Allowed: the Allow statements that grant it (identity, boundary, resource or trust policies)
+    /// and the conditional Denies that may take it away. Denied by an explicit Deny: that Deny.
     pub statements: Vec<StatementRef>,
-    /// Why it is not allowed: an explicit Deny, or which policy does not allow it.
-    pub reason: Option<Refusal>,
 }
 
 impl Decision {
     pub fn allowed(&self) -> bool {
         self.grade > Grade::No
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    DeniedBy(StatementRef),
-    NoIdentityAllow,
-    BoundaryDoesNotAllow,
-    ResourcePolicyDoesNotAllow,
-    ScpDoesNotAllow,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::DeniedBy(s) => write!(f, "explicitly denied (source {} statement {})", s.source, s.index),
-            Refusal::NoIdentityAllow => f.write_str("no identity policy allows it"),
-            Refusal::BoundaryDoesNotAllow => f.write_str("the permissions boundary does not allow it"),
-            Refusal::ResourcePolicyDoesNotAllow => f.write_str("the resource policy does not allow this principal"),
-            Refusal::ScpDoesNotAllow => f.write_str("an SCP above the account does not allow it"),
-        }
     }
 }
 
@@ -193,7 +173,7 @@ pub fn parse_resource_policies(text: &str, file: &str) -> Result<Vec<ResourcePol
             (None, Some(a)) => a.to_string(),
             (None, None) => return Err(fail("the ARN names no account: give \"Account\"".to_string())),
         };
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_account_id(&account) {
             return Err(fail(format!("Account {account:?} is not a 12-digit account id")));
         }
         let document = parse_policy_document(&e.policy, file, &format!("ResourcePolicies[{index}].Policy"), true)
@@ -206,21 +186,20 @@ pub fn parse_resource_policies(text: &str, file: &str) -> Result<Vec<ResourcePol
 /// Everything a request is evaluated against: the snapshot's identities and their policies, the
 /// resource policies, the organization.
 #[derive(Debug)]
-pub struct AccessModel<'o> {
+pub struct AccessModel {
     pub subjects: Vec<Subject>,
     pub sources: Vec<PolicySource>,
     by_arn: FxHashMap<String, u32>,
     /// Resource ARN → (owning account, its policy source).
     resource_policies: FxHashMap<String, (String, u32)>,
-    org: Option<&'o Organization>,
     /// Account → the SCP levels and RCPs above it, as sources (`None`: nothing limits it).
     org_sources: FxHashMap<String, Option<OrgSources>>,
 }
 
-impl<'o> AccessModel<'o> {
+impl AccessModel {
     /// Builds the model. Managed policies missing from the snapshot fall back to the vendored AWS
     /// managed policies, as in [`crate::policy`]; missing everywhere, they allow nothing.
-    pub fn new(snapshot: &IamSnapshot, resources: &[ResourcePolicy], org: Option<&'o Organization>) -> AccessModel<'o> {
+    pub fn new(snapshot: &IamSnapshot, resources: &[ResourcePolicy], org: Option<&Organization>) -> AccessModel {
         let mut b = Builder { sources: Vec::new(), managed: FxHashMap::default(), vendored: None, snapshot };
         let mut subjects = Vec::new();
         let mut group_ids: FxHashMap<(&str, &str), u32> = FxHashMap::default();
@@ -239,14 +218,13 @@ impl<'o> AccessModel<'o> {
             }
             (ids, names)
         };
-        for g in &snapshot.groups {
-            let (policies, attached) = own(&mut b, &g.arn, &g.inline, &g.attached);
-            group_ids.insert((g.account.as_str(), g.name.as_str()), subjects.len() as u32);
-            subjects.push(Subject {
-                arn: g.arn.clone(),
-                account: g.account.clone(),
-                name: g.name.clone(),
-                kind: IdentityKind::Group,
+        // What every subject starts as; users and roles then add what only they have.
+        let base =
+            |arn: &str, account: &str, name: &str, kind, (policies, attached): (Vec<u32>, Vec<String>)| Subject {
+                arn: arn.to_string(),
+                account: account.to_string(),
+                name: name.to_string(),
+                kind,
                 policies,
                 attached,
                 boundary: None,
@@ -256,55 +234,34 @@ impl<'o> AccessModel<'o> {
                 instance_profile: false,
                 policy_set: 0,
                 uses_variables: false,
-            });
+            };
+        for g in &snapshot.groups {
+            group_ids.insert((g.account.as_str(), g.name.as_str()), subjects.len() as u32);
+            let own = own(&mut b, &g.arn, &g.inline, &g.attached);
+            subjects.push(base(&g.arn, &g.account, &g.name, IdentityKind::Group, own));
         }
         for u in &snapshot.users {
-            let (mut policies, attached) = own(&mut b, &u.arn, &u.inline, &u.attached);
-            let mut groups = Vec::new();
+            let mut s =
+                base(&u.arn, &u.account, &u.name, IdentityKind::User, own(&mut b, &u.arn, &u.inline, &u.attached));
             for gname in &u.groups {
                 if let Some(&gi) = group_ids.get(&(u.account.as_str(), gname.as_str())) {
-                    groups.push(gi);
+                    s.groups.push(gi);
                     if let Some(g) = subjects.get(gi as usize) {
-                        policies.extend(g.policies.iter().copied());
+                        s.policies.extend(g.policies.iter().copied());
                     }
                 }
             }
-            let boundary = u.boundary.as_deref().and_then(|a| b.managed(a, SourceKind::Boundary));
-            subjects.push(Subject {
-                arn: u.arn.clone(),
-                account: u.account.clone(),
-                name: u.name.clone(),
-                kind: IdentityKind::User,
-                policies,
-                attached,
-                boundary,
-                trust: None,
-                groups,
-                service_linked: false,
-                instance_profile: false,
-                policy_set: 0,
-                uses_variables: false,
-            });
+            s.boundary = u.boundary.as_deref().and_then(|a| b.managed(a, SourceKind::Boundary));
+            subjects.push(s);
         }
         for r in &snapshot.roles {
-            let (policies, attached) = own(&mut b, &r.arn, &r.inline, &r.attached);
-            let boundary = r.boundary.as_deref().and_then(|a| b.managed(a, SourceKind::Boundary));
-            let trust = r.trust_policy.clone().map(|d| b.push(format!("trust:{}", r.arn), SourceKind::Trust, d));
-            subjects.push(Subject {
-                arn: r.arn.clone(),
-                account: r.account.clone(),
-                name: r.name.clone(),
-                kind: IdentityKind::Role,
-                policies,
-                attached,
-                boundary,
-                trust,
-                groups: Vec::new(),
-                service_linked: r.path.starts_with("/aws-service-role/"),
-                instance_profile: !r.instance_profiles.is_empty(),
-                policy_set: 0,
-                uses_variables: false,
-            });
+            let mut s =
+                base(&r.arn, &r.account, &r.name, IdentityKind::Role, own(&mut b, &r.arn, &r.inline, &r.attached));
+            s.boundary = r.boundary.as_deref().and_then(|a| b.managed(a, SourceKind::Boundary));
+            s.trust = r.trust_policy.clone().map(|d| b.push(format!("trust:{}", r.arn), SourceKind::Trust, d));
+            s.service_linked = r.path.starts_with("/aws-service-role/");
+            s.instance_profile = !r.instance_profiles.is_empty();
+            subjects.push(s);
         }
         let mut sources = b.sources;
         let mut sets: FxHashMap<(Vec<u32>, Option<u32>), u32> = FxHashMap::default();
@@ -335,8 +292,7 @@ impl<'o> AccessModel<'o> {
             });
             resource_policies.insert(r.arn.clone(), (r.account.clone(), (sources.len() - 1) as u32));
         }
-        let mut model =
-            AccessModel { subjects, sources, by_arn, resource_policies, org, org_sources: FxHashMap::default() };
+        let mut model = AccessModel { subjects, sources, by_arn, resource_policies, org_sources: FxHashMap::default() };
         if let Some(org) = org {
             let mut accounts: Vec<String> = model.subjects.iter().map(|s| s.account.clone()).collect();
             accounts.extend(model.resource_policies.values().map(|(a, _)| a.clone()));
@@ -371,10 +327,6 @@ impl<'o> AccessModel<'o> {
         self.by_arn.get(arn).copied()
     }
 
-    pub fn organization(&self) -> Option<&'o Organization> {
-        self.org
-    }
-
     /// The policy and statement a reference points at.
     pub fn statement(&self, r: StatementRef) -> Option<(&PolicySource, &Statement)> {
         let src = self.sources.get(r.source as usize)?;
@@ -400,7 +352,7 @@ impl<'o> AccessModel<'o> {
     /// `resource` an ARN (or `*` for actions without a resource type).
     pub fn decide(&self, who: u32, action: &str, resource: &str) -> Decision {
         let Some(s) = self.subjects.get(who as usize) else {
-            return Decision { grade: Grade::No, statements: Vec::new(), reason: Some(Refusal::NoIdentityAllow) };
+            return Decision { grade: Grade::No, statements: Vec::new() };
         };
         let identity = self.identity_side(s, action, resource);
         self.finish(s, identity, action, resource)
@@ -426,14 +378,7 @@ impl<'o> AccessModel<'o> {
     pub fn finish(&self, s: &Subject, identity: IdentitySide, action: &str, resource: &str) -> Decision {
         let IdentitySide { scan: mut all, boundary } = identity;
         let mut id_grade = all.allow;
-        let mut reason = None;
-        if id_grade == Grade::No {
-            reason = Some(Refusal::NoIdentityAllow);
-        }
         if let Some(b) = boundary {
-            if b.allow == Grade::No && id_grade > Grade::No {
-                reason = Some(Refusal::BoundaryDoesNotAllow);
-            }
             id_grade = id_grade.min(b.allow);
             all.absorb(b, false);
         }
@@ -441,35 +386,24 @@ impl<'o> AccessModel<'o> {
         // The resource side.
         let mut grade = id_grade;
         let mut resource_account = arn_account(resource).filter(|a| !a.is_empty()).map(str::to_string);
-        if let Some((account, src)) = self.resource_policy(action, resource) {
-            resource_account = Some(account.to_string());
-            let mut rs = Scan::default();
-            self.scan_source(src, action, resource, Some(s), Some(s), &mut rs);
-            let required = self.sources.get(src as usize).is_some_and(|p| p.kind == SourceKind::Trust)
-                || resource.starts_with("arn:aws:kms:");
-            let same_account = account == s.account;
-            grade = match (same_account, required) {
-                (true, false) => id_grade.max(rs.named),
-                (true, true) => rs.named.max(rs.account.min(id_grade)),
-                (false, _) => id_grade.min(rs.named.max(rs.account)),
-            };
-            if grade == Grade::No && id_grade > Grade::No {
-                reason = Some(Refusal::ResourcePolicyDoesNotAllow);
+        match self.resource_policy(action, resource) {
+            Some((account, src)) => {
+                resource_account = Some(account.to_string());
+                let mut rs = Scan::default();
+                self.scan_source(src, action, resource, Some(s), Some(s), &mut rs);
+                let required = self.sources.get(src as usize).is_some_and(|p| p.kind == SourceKind::Trust)
+                    || resource.starts_with("arn:aws:kms:");
+                grade = match (account == s.account, required) {
+                    (true, false) => id_grade.max(rs.named),
+                    (true, true) => rs.named.max(rs.account.min(id_grade)),
+                    (false, _) => id_grade.min(rs.named.max(rs.account)),
+                };
+                all.absorb(rs, true);
             }
-            if grade > Grade::No && id_grade == Grade::No {
-                reason = None;
-            }
-            all.absorb(rs, true);
-        }
-
-        if self.resource_policy(action, resource).is_none()
-            && resource_account.as_deref().is_some_and(|a| a != s.account && a != "aws")
-            && grade > Grade::No
-        {
             // Another account's resource without a resource policy (an IAM user, a role without
             // trust in this account): nothing in that account lets this principal in.
-            grade = Grade::No;
-            reason = Some(Refusal::ResourcePolicyDoesNotAllow);
+            None if resource_account.as_deref().is_some_and(|a| a != s.account && a != "aws") => grade = Grade::No,
+            None => {}
         }
 
         // The organization: SCPs above the principal, RCPs above the resource's account.
@@ -480,9 +414,6 @@ impl<'o> AccessModel<'o> {
                 let mut ls = Scan::default();
                 for &p in level {
                     self.scan_source(p, action, resource, None, None, &mut ls);
-                }
-                if ls.allow == Grade::No && grade > Grade::No {
-                    reason = Some(Refusal::ScpDoesNotAllow);
                 }
                 grade = grade.min(ls.allow);
                 all.absorb(ls, false);
@@ -499,19 +430,19 @@ impl<'o> AccessModel<'o> {
 
         // Denies anywhere.
         if let Some(d) = all.deny {
-            return Decision { grade: Grade::No, statements: vec![d], reason: Some(Refusal::DeniedBy(d)) };
+            return Decision { grade: Grade::No, statements: vec![d] };
         }
         if !all.conditional_denies.is_empty() {
             grade = grade.min(Grade::Conditional);
         }
         if grade == Grade::No {
-            return Decision { grade, statements: Vec::new(), reason: reason.or(Some(Refusal::NoIdentityAllow)) };
+            return Decision { grade, statements: Vec::new() };
         }
         let mut statements = all.allows;
         statements.extend(all.conditional_denies);
         statements.sort_unstable();
         statements.dedup();
-        Decision { grade, statements, reason: None }
+        Decision { grade, statements }
     }
 
     /// Scans one policy for statements matching the request. `subject` substitutes policy variables;
@@ -596,7 +527,7 @@ impl<'o> AccessModel<'o> {
 /// Public and cross-account access granted by role trust policies and resource-based policies, one
 /// entry per (statement, principal). Service principals are not listed (a service acting for the
 /// account is the account's own use), nor the account's own identity providers.
-pub fn resource_access(model: &AccessModel<'_>) -> Vec<grantwatch_types::ResourceAccess> {
+pub fn resource_access(model: &AccessModel) -> Vec<grantwatch_types::ResourceAccess> {
     let known: std::collections::BTreeSet<&str> = model.subjects.iter().map(|s| s.account.as_str()).collect();
     let mut entries: Vec<(&String, &(String, u32))> = model.resource_policies.iter().collect();
     entries.sort();
@@ -626,11 +557,7 @@ pub fn resource_access(model: &AccessModel<'_>) -> Vec<grantwatch_types::Resourc
                 push("public", "*", None);
             }
             for a in p.aws.iter().filter(|a| *a != "*") {
-                let account = if a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) {
-                    Some(a.as_str())
-                } else {
-                    arn_account(a)
-                };
+                let account = principal_account(a);
                 if account.is_some_and(|acc| acc != owner) {
                     push("cross-account", a, account);
                 }
@@ -668,7 +595,7 @@ pub struct WhoCanAnswer {
     pub grade: Grade,
 }
 
-impl AccessModel<'_> {
+impl AccessModel {
     /// Every principal (user or role) that may assume a role, with the decision saying why. Candidates
     /// come from the trust policies (naming the principal, its account, or anyone), so the cost is the
     /// number of such pairs; the identity side is computed once per distinct policy set and role.
@@ -685,14 +612,9 @@ impl AccessModel<'_> {
                     anyone.push(ri as u32);
                 }
                 for a in &p.aws {
-                    if a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) {
-                        by_account.entry(a.as_str()).or_default().push(ri as u32);
-                    } else if a.ends_with(":root") {
-                        if let Some(acc) = arn_account(a) {
-                            by_account.entry(acc).or_default().push(ri as u32);
-                        }
-                    } else {
-                        by_arn.entry(a.as_str()).or_default().push(ri as u32);
+                    match account_principal(a) {
+                        Some(acc) => by_account.entry(acc).or_default().push(ri as u32),
+                        None => by_arn.entry(a.as_str()).or_default().push(ri as u32),
                     }
                 }
             }
@@ -804,12 +726,6 @@ pub struct IdentitySide {
     boundary: Option<Scan>,
 }
 
-impl IdentitySide {
-    pub fn grade(&self) -> Grade {
-        self.boundary.as_ref().map_or(self.scan.allow, |b| self.scan.allow.min(b.allow))
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 struct Scan {
     allow: Grade,
@@ -834,7 +750,7 @@ impl Scan {
     }
 }
 
-fn action_matches(st: &Statement, action: &str) -> bool {
+pub(crate) fn action_matches(st: &Statement, action: &str) -> bool {
     st.actions.iter().any(|p| Glob::IAM_ACTION.matches(p.trim(), action)) != st.not_action
 }
 
@@ -925,14 +841,7 @@ fn principal_matches(p: Option<&Principal>, s: &Subject) -> PrincipalMatch {
         if *a == s.arn {
             return PrincipalMatch::Named;
         }
-        let account = if a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) {
-            Some(a.as_str())
-        } else if a.ends_with(":root") {
-            arn_account(a)
-        } else {
-            None
-        };
-        if account == Some(s.account.as_str()) {
+        if account_principal(a) == Some(s.account.as_str()) {
             best = PrincipalMatch::Account;
         }
     }
@@ -966,5 +875,42 @@ impl Builder<'_> {
         let id = doc.map(|d| self.push(arn.to_string(), kind, d));
         self.managed.insert(key, id);
         id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad resource-policies file stops with an error naming the file, and for an entry its index
+    /// and ARN.
+    #[test]
+    fn bad_resource_policy_files_are_named() {
+        let err = |text: &str| parse_resource_policies(text, "rp.json").unwrap_err().to_string();
+        assert!(err("[1]").starts_with("rp.json: not a resource-policies file"));
+        assert!(err(r#"{"ResourcePolicies": [], "Extra": 1}"#).contains("unknown field"), "a misspelt key is refused");
+        let e = err(r#"{"ResourcePolicies": [{"Arn": "arn:aws:s3:::b", "Policy": {"Statement": []}}]}"#);
+        assert!(e.starts_with("rp.json: ResourcePolicies[0] (arn:aws:s3:::b): ") && e.contains("Account"), "{e}");
+        let e =
+            err(r#"{"ResourcePolicies": [{"Arn": "arn:aws:sqs:us-east-1:111122223333:q", "Policy": "{not json"}]}"#);
+        assert!(e.contains("ResourcePolicies[0] (arn:aws:sqs:us-east-1:111122223333:q)"), "{e}");
+        let e = err(r#"{"ResourcePolicies": [{"Arn": "arn:aws:s3:::b", "Account": "12", "Policy": {}}]}"#);
+        assert!(e.contains("12-digit"), "{e}");
+        let ok = parse_resource_policies(
+            r#"{"ResourcePolicies": [{"Arn": "arn:aws:sqs:us-east-1:111122223333:q",
+                "Policy": "{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"sqs:*\",\"Resource\":\"*\"}]}"}]}"#,
+            "rp.json",
+        )
+        .unwrap();
+        assert_eq!((ok[0].account.as_str(), ok[0].document.statements.len()), ("111122223333", 1));
+    }
+
+    #[test]
+    fn principal_entries_name_accounts() {
+        assert_eq!(account_principal("111122223333"), Some("111122223333"));
+        assert_eq!(account_principal("arn:aws:iam::111122223333:root"), Some("111122223333"));
+        assert_eq!(account_principal("arn:aws:iam::111122223333:role/r"), None);
+        assert_eq!(principal_account("arn:aws:iam::111122223333:role/r"), Some("111122223333"));
+        assert_eq!(principal_account("*"), None);
     }
 }

@@ -121,7 +121,7 @@ pub struct EscalationGraph {
 }
 
 /// The grants of the model's subjects, by subject index (`None`: not evaluated, grants nothing).
-pub fn grants_by_subject<'g>(model: &AccessModel<'_>, grants: &'g [IdentityGrants]) -> Vec<Option<&'g IdentityGrants>> {
+pub fn grants_by_subject<'g>(model: &AccessModel, grants: &'g [IdentityGrants]) -> Vec<Option<&'g IdentityGrants>> {
     let by_arn: FxHashMap<&str, &IdentityGrants> = grants.iter().map(|g| (g.arn.as_str(), g)).collect();
     model.subjects.iter().map(|s| by_arn.get(s.arn.as_str()).copied()).collect()
 }
@@ -131,7 +131,7 @@ impl EscalationGraph {
     /// after the organization's ceiling); `super_share` the share of the catalog that makes an
     /// identity hold "nearly everything" ([`crate::findings::SUPER_IDENTITY_SHARE`]).
     pub fn build(
-        model: &AccessModel<'_>,
+        model: &AccessModel,
         catalog: &Catalog,
         grants: &[IdentityGrants],
         super_share: f64,
@@ -181,10 +181,16 @@ impl EscalationGraph {
             };
             list.entry(s.account.as_str()).or_default().push(i as u32);
         }
+        // Instances run as the roles EC2 may assume: the targets of the `ssm` edges too.
         let service_roles: Vec<Vec<u32>> = PASS_ROLE_SERVICES
             .iter()
             .map(|(svc, _)| (0..model.subjects.len() as u32).filter(|&r| trusts_service(model, r, svc)).collect())
             .collect();
+        let ec2_roles: &[u32] = PASS_ROLE_SERVICES
+            .iter()
+            .position(|(svc, _)| *svc == "ec2.amazonaws.com")
+            .and_then(|i| service_roles.get(i))
+            .map_or(&[], Vec::as_slice);
 
         for (pi, p) in model.subjects.iter().enumerate() {
             if p.kind == IdentityKind::Group || admin.get(pi).is_some_and(Option::is_some) {
@@ -275,7 +281,7 @@ impl EscalationGraph {
                 } else {
                     "ssm:StartSession"
                 };
-                for &r in service_roles.get(1).into_iter().flatten() {
+                for &r in ec2_roles {
                     let role = &model.subjects[r as usize];
                     if role.account != p.account || !role.instance_profile {
                         continue;
@@ -338,7 +344,7 @@ impl EscalationGraph {
     /// Strongly connected components are merged first, so each union is done once per component.
     pub fn reachable_actions(
         &self,
-        model: &AccessModel<'_>,
+        model: &AccessModel,
         catalog: &Catalog,
         grants: &[IdentityGrants],
     ) -> Vec<ActionSet> {
@@ -383,12 +389,7 @@ impl EscalationGraph {
         }
         (0..n)
             .map(|v| {
-                let c = comp[v] as usize;
-                // A subject alone in its component with no way out reaches nothing beyond itself.
-                if members[c].len() == 1 && out_edges[v].is_empty() && self.admin[v].is_none() {
-                    return catalog.empty_set();
-                }
-                let mut s = sets[c].clone();
+                let mut s = sets[comp[v] as usize].clone();
                 if let Some(Some(g)) = by_subject.get(v) {
                     s.difference_with(&g.granted);
                 }
@@ -410,7 +411,7 @@ pub struct EscalationSummary {
 /// Builds the graph of `model` and writes, into each identity's grants, its path to an administrator
 /// and the actions it can reach. `grants` must be those of `model`'s snapshot (by ARN).
 pub fn apply(
-    model: &AccessModel<'_>,
+    model: &AccessModel,
     catalog: &Catalog,
     grants: &mut [IdentityGrants],
     super_share: f64,
@@ -435,7 +436,7 @@ pub fn apply(
 
 impl EscalationGraph {
     /// A path in the report's terms.
-    pub fn describe(&self, model: &AccessModel<'_>, p: &PathToAdmin) -> grantwatch_types::Escalation {
+    pub fn describe(&self, model: &AccessModel, p: &PathToAdmin) -> grantwatch_types::Escalation {
         let arn = |i: u32| model.subjects.get(i as usize).map(|s| s.arn.clone()).unwrap_or_default();
         let policies = |refs: &[StatementRef]| {
             let mut v: Vec<String> =
@@ -468,20 +469,20 @@ impl EscalationGraph {
     }
 }
 
-fn trusts_service(model: &AccessModel<'_>, role: u32, service: &str) -> bool {
+fn trusts_service(model: &AccessModel, role: u32, service: &str) -> bool {
     let Some(s) = model.subjects.get(role as usize) else { return false };
     let Some(src) = s.trust.and_then(|t| model.sources.get(t as usize)) else { return false };
     src.document.statements.iter().any(|st| {
         st.effect == crate::iam::Effect::Allow
             && !st.has_condition()
             && st.principal.as_ref().is_some_and(|p| p.service.iter().any(|x| x.eq_ignore_ascii_case(service)))
-            && st.actions.iter().any(|a| crate::glob::Glob::IAM_ACTION.matches(a, "sts:AssumeRole")) != st.not_action
+            && crate::access::action_matches(st, "sts:AssumeRole")
     })
 }
 
 /// Why subject `i` is an administrator, if it is.
 fn admin_reason(
-    model: &AccessModel<'_>,
+    model: &AccessModel,
     catalog: &Catalog,
     i: usize,
     grants: Option<&IdentityGrants>,
@@ -536,10 +537,7 @@ fn admin_reason(
     for attach in ["iam:AttachRolePolicy", "iam:PutRolePolicy"] {
         let g = all_granted(i, &["iam:CreateRole", attach]);
         if g > Grade::No {
-            consider(
-                format!("iam:CreateRole and {attach}"),
-                Decision { grade: g, statements: Vec::new(), reason: None },
-            );
+            consider(format!("iam:CreateRole and {attach}"), Decision { grade: g, statements: Vec::new() });
         }
     }
     best

@@ -308,6 +308,30 @@ pub fn arn_account(arn: &str) -> Option<&str> {
     Some(account)
 }
 
+/// A 12-digit AWS account id.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The account a `Principal.AWS` entry names as a whole (`123456789012` or
+/// `arn:aws:iam::123456789012:root`): the account delegates to its own policies. `None` for a user or
+/// role ARN, or `*`.
+pub fn account_principal(entry: &str) -> Option<&str> {
+    if is_account_id(entry) {
+        Some(entry)
+    } else if entry.ends_with(":root") {
+        arn_account(entry)
+    } else {
+        None
+    }
+}
+
+/// The account a `Principal.AWS` entry belongs to, whatever its form: an account id, the account's
+/// root, or a user or role ARN. `None` for `*` and for what is none of these.
+pub fn principal_account(entry: &str) -> Option<&str> {
+    if is_account_id(entry) { Some(entry) } else { arn_account(entry).filter(|a| !a.is_empty()) }
+}
+
 struct Cx<'a> {
     file: &'a str,
 }

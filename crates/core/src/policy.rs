@@ -49,8 +49,8 @@ use rustc_hash::FxHashMap;
 
 use crate::catalog::{ActionId, ActionSet, Catalog};
 use crate::iam::{
-    AccessKey, Effect, IamSnapshot, InlinePolicy, PolicyDocument, Statement, arn_account, is_aws_managed,
-    parse_policy_document,
+    AccessKey, Effect, IamSnapshot, InlinePolicy, PolicyDocument, Statement, is_aws_managed, parse_policy_document,
+    principal_account,
 };
 use arn_match::{Pattern, Template};
 
@@ -373,14 +373,8 @@ pub fn trusted_accounts(trust: &PolicyDocument, own: &str) -> Vec<String> {
             out.push("*".to_string());
         }
         for a in &p.aws {
-            let account = if a == "*" {
-                Some("*")
-            } else if a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) {
-                Some(a.as_str())
-            } else {
-                arn_account(a)
-            };
-            if let Some(acc) = account.filter(|acc| !acc.is_empty() && *acc != own) {
+            let account = if a == "*" { Some("*") } else { principal_account(a) };
+            if let Some(acc) = account.filter(|acc| *acc != own) {
                 out.push(acc.to_string());
             }
         }

@@ -562,8 +562,7 @@ fn shared_with(add: &serde_json::Value, own: &str) -> Option<String> {
 /// The account a principal (`123456789012`, `arn:aws:iam::123456789012:root`, a role or user ARN)
 /// belongs to, when it is a 12-digit account other than `own`.
 fn foreign_account<'a>(principal: &'a str, own: &str) -> Option<&'a str> {
-    let account = if principal.starts_with("arn:") { principal.split(':').nth(4)? } else { principal };
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && account != own).then_some(account)
+    grantwatch_core::iam::principal_account(principal).filter(|a| grantwatch_core::iam::is_account_id(a) && *a != own)
 }
 
 /// A policy document (object, or JSON text as CloudTrail often logs it) that exposes its resource: an

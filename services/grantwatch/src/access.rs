@@ -1,7 +1,7 @@
 //! `grantwatch who-can`: reads the snapshots, the organization and the resource policies, and asks
 //! [`grantwatch_core::access`] who can perform one action on one resource.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -30,19 +30,25 @@ pub struct Loaded {
 
 pub fn load(inputs: &AccessInputs) -> Result<Loaded> {
     let (snapshot, _) = crate::analyze::load_snapshot(&inputs.iam)?;
-    let organization = match &inputs.organization {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            Some(Organization::parse(&text, &file.display().to_string())?)
-        }
-        None => None,
-    };
-    let mut resource_policies = Vec::new();
-    for file in &inputs.resource_policies {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        resource_policies.extend(parse_resource_policies(&text, &file.display().to_string())?);
-    }
+    let organization = inputs.organization.as_deref().map(read_organization).transpose()?;
+    let resource_policies = read_resource_policies(&inputs.resource_policies)?;
     Ok(Loaded { snapshot, organization, resource_policies })
+}
+
+/// Reads the Organizations file (`docs/organizations.md`).
+pub fn read_organization(file: &Path) -> Result<Organization> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(Organization::parse(&text, &file.display().to_string())?)
+}
+
+/// Reads resource-policies files (`docs/access.md`), in order.
+pub fn read_resource_policies(files: &[PathBuf]) -> Result<Vec<ResourcePolicy>> {
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        out.extend(parse_resource_policies(&text, &file.display().to_string())?);
+    }
+    Ok(out)
 }
 
 /// `who-can`'s answer, as printed with `--format json` (schema: `schemas/who_can.v1.json`).
@@ -102,7 +108,7 @@ fn access_word(g: Grade) -> &'static str {
     }
 }
 
-pub fn statement_view(model: &AccessModel<'_>, r: StatementRef) -> Option<StatementView> {
+pub fn statement_view(model: &AccessModel, r: StatementRef) -> Option<StatementView> {
     let (src, st) = model.statement(r)?;
     Some(StatementView {
         policy: src.label.clone(),
@@ -116,12 +122,12 @@ pub fn statement_view(model: &AccessModel<'_>, r: StatementRef) -> Option<Statem
     })
 }
 
-fn views(model: &AccessModel<'_>, d: &Decision) -> Vec<StatementView> {
+fn views(model: &AccessModel, d: &Decision) -> Vec<StatementView> {
     d.statements.iter().filter_map(|&r| statement_view(model, r)).collect()
 }
 
 /// Answers one who-can question on a built model.
-pub fn who_can(model: &AccessModel<'_>, catalog: &Catalog, action: &str, resource: &str) -> Result<WhoCanReport> {
+pub fn who_can(model: &AccessModel, catalog: &Catalog, action: &str, resource: &str) -> Result<WhoCanReport> {
     let Some(id) = catalog.lookup(action) else {
         bail!("{action:?} is not an action of the AWS catalog (spell it service:Action, e.g. s3:GetObject)");
     };

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use grantwatch_core::access::{AccessModel, parse_resource_policies};
+use grantwatch_core::access::AccessModel;
 use grantwatch_core::catalog::Catalog;
 use grantwatch_core::cloudtrail::{ActionMap, Normalizer};
 use grantwatch_core::findings::{AccountRollup, FindingsConfig, for_each_subject_batch_capped, identity_finding_as};
@@ -178,8 +178,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let mut grants = iam.grants;
     let org = match &opts.organization {
         Some(file) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let org = Organization::parse(&text, &file.display().to_string())?;
+            let org = crate::access::read_organization(file)?;
             for (account, n) in org.apply(&catalog, &mut grants) {
                 tracing::info!(account, actions_removed = n, "Organizations policies applied.");
             }
@@ -187,11 +186,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         }
         None => None,
     };
-    let mut resource_policies = Vec::new();
-    for file in &opts.resource_policies {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        resource_policies.extend(parse_resource_policies(&text, &file.display().to_string())?);
-    }
+    let resource_policies = crate::access::read_resource_policies(&opts.resource_policies)?;
     let graph_started = std::time::Instant::now();
     let model = AccessModel::new(&iam.snapshot, &resource_policies, org.as_deref());
     let escalation = grantwatch_core::escalation::apply(&model, &catalog, &mut grants, opts.super_identity_share);
