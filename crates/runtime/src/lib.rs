@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod order;
 pub mod pipeline;
 pub mod reorder;
+pub mod scan;
 
 /// How far out of event-time order events may arrive before stages count them late: more than
 /// CloudTrail's ~15 minutes of delivery spread between files. One setting for every runner.

@@ -5,11 +5,13 @@
 //! `grantwatch-core` validates serialized fixtures against them.
 
 mod event;
+mod remediation;
 mod report;
 mod stream;
 mod time_ms;
 
 pub use event::*;
+pub use remediation::*;
 pub use report::*;
 pub use stream::*;
 pub use time_ms::*;
