@@ -10,5 +10,8 @@ pub mod detect;
 pub mod eval;
 pub mod floor;
 pub mod output;
+pub mod policy_generate;
+pub mod remediate;
+pub mod remediate_apply;
 pub mod rss;
 pub mod train;

@@ -48,6 +48,15 @@ enum Command {
     /// Who can perform an action on a resource: every user and role allowed, directly or by assuming
     /// roles (the chain shown), with the statements that allow it and their conditions.
     WhoCan(WhoCanArgs),
+    /// Right-size identities safely: `plan` (with a replay proof), `apply` (journaled), `rollback`.
+    #[command(subcommand)]
+    Remediate(RemediateCommand),
+    /// Least-privilege policies from activity.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Journaled, reversible IAM changes: attach or detach a managed policy; export an account.
+    #[command(subcommand)]
+    Iam(IamCommand),
     /// Benchmark floor: only read, decompress and parse CloudTrail files; print records/s.
     Floor {
         #[arg(long = "cloudtrail", required = true, num_args = 1..)]
@@ -55,6 +64,33 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum RemediateCommand {
+    /// Plan the removal of permissions unused in the lookback; prove it by replaying the lookback's
+    /// events against the snapshot as it would be after; write plan.json, after/ and a summary.
+    Plan(Box<grantwatch::remediate::PlanArgs>),
+    /// Execute a plan (a dry run without --yes), journaling every call before and after it.
+    Apply(grantwatch::remediate_apply::ApplyArgs),
+    /// Undo what a journal records, in reverse.
+    Rollback(grantwatch::remediate_apply::RollbackArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print a least-privilege policy from an identity's (or a group's members') activity.
+    Generate(grantwatch::policy_generate::GenerateArgs),
+}
+
+#[derive(Subcommand)]
+enum IamCommand {
+    /// Attach a managed policy to a user, role or group (journaled; a dry run without --yes).
+    Attach(grantwatch::remediate_apply::AttachArgs),
+    /// Detach a managed policy from a user, role or group (journaled; a dry run without --yes).
+    Detach(grantwatch::remediate_apply::AttachArgs),
+    /// Export an account with GetAccountAuthorizationDetails, in the shape `--iam` reads.
+    Export(grantwatch::remediate_apply::ExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -551,6 +587,13 @@ fn real_main() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Remediate(RemediateCommand::Plan(a)) => grantwatch::remediate::plan_cmd(&a),
+        Command::Remediate(RemediateCommand::Apply(a)) => grantwatch::remediate_apply::apply_cmd(&a),
+        Command::Remediate(RemediateCommand::Rollback(a)) => grantwatch::remediate_apply::rollback_cmd(&a),
+        Command::Policy(PolicyCommand::Generate(a)) => grantwatch::policy_generate::generate_cmd(&a),
+        Command::Iam(IamCommand::Attach(a)) => grantwatch::remediate_apply::attach_cmd(&a, true),
+        Command::Iam(IamCommand::Detach(a)) => grantwatch::remediate_apply::attach_cmd(&a, false),
+        Command::Iam(IamCommand::Export(a)) => grantwatch::remediate_apply::export_cmd(&a),
         Command::Floor { cloudtrail, threads } => {
             let o = grantwatch::floor::run(&cloudtrail, threads)?;
             let secs = o.elapsed.as_secs_f64();
