@@ -733,3 +733,189 @@ mod tests {
         assert_eq!(d.statements[0].actions, vec!["s3:GetObject".to_string()]);
     }
 }
+
+/// A policy document as IAM's JSON (`Version` 2012-10-17; lists always arrays; `Condition` as parsed):
+/// what `parse_policy_document` reads back to the same [`PolicyDocument`].
+pub fn document_json(doc: &PolicyDocument) -> Value {
+    let statements: Vec<Value> = doc.statements.iter().map(statement_json).collect();
+    serde_json::json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// One statement as IAM's JSON.
+pub fn statement_json(s: &Statement) -> Value {
+    let mut o = Map::new();
+    if let Some(sid) = &s.sid {
+        o.insert("Sid".into(), Value::String(sid.clone()));
+    }
+    o.insert("Effect".into(), Value::String(if s.effect == Effect::Allow { "Allow" } else { "Deny" }.into()));
+    if let Some(p) = &s.principal {
+        let principal = if p.any && p.aws.iter().all(|a| a == "*") && p.service.is_empty() && p.federated.is_empty() {
+            Value::String("*".into())
+        } else {
+            let mut po = Map::new();
+            for (key, list) in [("AWS", &p.aws), ("Service", &p.service), ("Federated", &p.federated)] {
+                if !list.is_empty() {
+                    po.insert(key.into(), Value::Array(list.iter().cloned().map(Value::String).collect()));
+                }
+            }
+            Value::Object(po)
+        };
+        o.insert("Principal".into(), principal);
+    }
+    let strings = |l: &[String]| Value::Array(l.iter().cloned().map(Value::String).collect());
+    o.insert(if s.not_action { "NotAction" } else { "Action" }.into(), strings(&s.actions));
+    // Trust policies may have no resource at all.
+    if !s.resources.is_empty() || s.not_resource {
+        o.insert(if s.not_resource { "NotResource" } else { "Resource" }.into(), strings(&s.resources));
+    }
+    if let Some(c) = &s.condition
+        && let Ok(v) = serde_json::from_str::<Value>(c)
+    {
+        o.insert("Condition".into(), v);
+    }
+    Value::Object(o)
+}
+
+impl IamSnapshot {
+    /// The snapshot's identities and policies of `account`, in the shape of
+    /// `aws iam get-account-authorization-details` (plus its access keys as `AccessKeyMetadata`, the
+    /// shape of `list-access-keys`, which [`parse_iam_json`] reads from the same file). Managed policies
+    /// are those of the account and the AWS managed policies its identities attach.
+    pub fn authorization_details(&self, account: &str) -> Value {
+        let time = |t: Option<EventTime>| t.map(|t| Value::String(t.to_rfc3339()));
+        let inline = |list: &[InlinePolicy]| -> Value {
+            Value::Array(
+                list.iter()
+                    .map(|p| serde_json::json!({ "PolicyName": p.name, "PolicyDocument": document_json(&p.document) }))
+                    .collect(),
+            )
+        };
+        let attached = |list: &[String]| -> Value {
+            Value::Array(
+                list.iter()
+                    .map(|arn| {
+                        let name = self
+                            .policies
+                            .get(arn)
+                            .map_or_else(|| arn.rsplit('/').next().unwrap_or(arn).to_string(), |p| p.name.clone());
+                        serde_json::json!({ "PolicyName": name, "PolicyArn": arn })
+                    })
+                    .collect(),
+            )
+        };
+        let boundary = |b: &Option<String>, o: &mut Map<String, Value>| {
+            if let Some(b) = b {
+                o.insert(
+                    "PermissionsBoundary".into(),
+                    serde_json::json!({ "PermissionsBoundaryType": "Policy", "PermissionsBoundaryArn": b }),
+                );
+            }
+        };
+        let mut users = Vec::new();
+        let mut used_policies: Vec<&str> = Vec::new();
+        for u in self.users.iter().filter(|u| u.account == account) {
+            let mut o = Map::new();
+            o.insert("Path".into(), Value::String(u.path.clone()));
+            o.insert("UserName".into(), Value::String(u.name.clone()));
+            o.insert("Arn".into(), Value::String(u.arn.clone()));
+            if let Some(t) = time(u.created) {
+                o.insert("CreateDate".into(), t);
+            }
+            o.insert("UserPolicyList".into(), inline(&u.inline));
+            o.insert("GroupList".into(), Value::Array(u.groups.iter().cloned().map(Value::String).collect()));
+            o.insert("AttachedManagedPolicies".into(), attached(&u.attached));
+            boundary(&u.boundary, &mut o);
+            used_policies.extend(u.attached.iter().map(String::as_str));
+            users.push(Value::Object(o));
+        }
+        let mut groups = Vec::new();
+        for g in self.groups.iter().filter(|g| g.account == account) {
+            let mut o = Map::new();
+            o.insert("Path".into(), Value::String(g.path.clone()));
+            o.insert("GroupName".into(), Value::String(g.name.clone()));
+            o.insert("Arn".into(), Value::String(g.arn.clone()));
+            if let Some(t) = time(g.created) {
+                o.insert("CreateDate".into(), t);
+            }
+            o.insert("GroupPolicyList".into(), inline(&g.inline));
+            o.insert("AttachedManagedPolicies".into(), attached(&g.attached));
+            used_policies.extend(g.attached.iter().map(String::as_str));
+            groups.push(Value::Object(o));
+        }
+        let mut roles = Vec::new();
+        for r in self.roles.iter().filter(|r| r.account == account) {
+            let mut o = Map::new();
+            o.insert("Path".into(), Value::String(r.path.clone()));
+            o.insert("RoleName".into(), Value::String(r.name.clone()));
+            o.insert("Arn".into(), Value::String(r.arn.clone()));
+            if let Some(t) = time(r.created) {
+                o.insert("CreateDate".into(), t);
+            }
+            if let Some(t) = &r.trust_policy {
+                o.insert("AssumeRolePolicyDocument".into(), document_json(t));
+            }
+            o.insert(
+                "InstanceProfileList".into(),
+                Value::Array(r.instance_profiles.iter().map(|a| serde_json::json!({ "Arn": a })).collect()),
+            );
+            o.insert("RolePolicyList".into(), inline(&r.inline));
+            o.insert("AttachedManagedPolicies".into(), attached(&r.attached));
+            boundary(&r.boundary, &mut o);
+            if let Some(t) = time(r.last_used) {
+                o.insert("RoleLastUsed".into(), serde_json::json!({ "LastUsedDate": t }));
+            }
+            used_policies.extend(r.attached.iter().map(String::as_str));
+            roles.push(Value::Object(o));
+        }
+        let mut policies: Vec<&ManagedPolicy> = self
+            .policies
+            .values()
+            .filter(|p| {
+                arn_account(&p.arn) == Some(account) || (is_aws_managed(&p.arn) && used_policies.contains(&p.arn.as_str()))
+            })
+            .collect();
+        policies.sort_by(|a, b| a.arn.cmp(&b.arn));
+        let policies: Vec<Value> = policies
+            .into_iter()
+            .map(|p| {
+                let version = p.default_version.clone().unwrap_or_else(|| "v1".to_string());
+                let versions = match &p.document {
+                    Some(d) => serde_json::json!([{ "Document": document_json(d), "VersionId": version, "IsDefaultVersion": true }]),
+                    None => serde_json::json!([]),
+                };
+                serde_json::json!({
+                    "PolicyName": p.name,
+                    "Arn": p.arn,
+                    "DefaultVersionId": version,
+                    "PolicyVersionList": versions,
+                })
+            })
+            .collect();
+        let keys: Vec<Value> = self
+            .access_keys
+            .iter()
+            .filter(|k| {
+                k.account.as_deref() == Some(account)
+                    || (k.account.is_none() && self.users.iter().any(|u| u.account == account && u.name == k.user_name))
+            })
+            .map(|k| {
+                let mut o = Map::new();
+                o.insert("UserName".into(), Value::String(k.user_name.clone()));
+                o.insert("AccessKeyId".into(), Value::String(k.access_key_id.clone()));
+                o.insert("Status".into(), Value::String(k.status.clone()));
+                if let Some(t) = time(k.created) {
+                    o.insert("CreateDate".into(), t);
+                }
+                Value::Object(o)
+            })
+            .collect();
+        serde_json::json!({
+            "Account": account,
+            "UserDetailList": users,
+            "GroupDetailList": groups,
+            "RoleDetailList": roles,
+            "Policies": policies,
+            "AccessKeyMetadata": keys,
+        })
+    }
+}

@@ -26,6 +26,7 @@ pub mod org;
 pub mod pci;
 pub mod policy;
 pub mod processor;
+pub mod remediate;
 pub mod stage;
 pub mod time_guard;
 pub mod usage;

@@ -62,6 +62,9 @@ pub struct ReplayProof {
     pub events_unexplained_before: u64,
     /// Allowed after only under a condition the snapshot cannot decide (as before).
     pub events_conditional: u64,
+    /// Events of callers the snapshot does not hold (other accounts, deleted identities, services):
+    /// no plan changes them.
+    pub events_other_identities: u64,
     /// The denied requests (at most 100), each with its event count.
     pub denied: Vec<DeniedRequest>,
 }
@@ -83,7 +86,8 @@ pub struct AccountPlanSummary {
     pub account: String,
     pub identities_touched: u64,
     pub actions_removed: u64,
-    /// The account's PCI (the mean over its identities, as `accounts.json` reports it) before and after.
+    /// The account's PCI before and after: the mean over its users and roles, as `accounts.json`
+    /// reports it, unrounded.
     pub pci_before: f64,
     pub pci_after: f64,
 }
@@ -118,8 +122,9 @@ pub struct IdentityPlan {
     pub granted_after: u64,
     /// Granted actions used in the lookback (all kept).
     pub used: u64,
-    pub pci_before: f64,
-    pub pci_after: f64,
+    /// The identity's PCI (0–100) before and after.
+    pub pci_before: u8,
+    pub pci_after: u8,
     /// What the identity has in IAM now: `apply` refuses to run when the live state differs.
     pub before: IdentityIamState,
     /// In the order `apply` makes them: additions first, then removals, so that access never widens
@@ -252,4 +257,246 @@ pub struct RemediationProposal {
     pub lookback_days: u32,
     /// The command that turns the proposal into a reviewed plan.
     pub plan_command: String,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The journal of `remediate apply`, `remediate rollback` and `iam attach|detach`.
+// ---------------------------------------------------------------------------------------------------
+
+/// The journal format's version, in every line's `schema`.
+pub const JOURNAL_SCHEMA: &str = "grantwatch.remediation-journal.v1";
+
+/// One line of a journal: JSON Lines, append-only, each line fsync'd before the next call is made.
+/// A step is a [`JournalRecord::Begun`] line written before its API call and a
+/// [`JournalRecord::Done`] (or [`JournalRecord::Failed`]) line written after it; a `Begun` with neither
+/// is a call whose outcome is unknown (the process stopped), which the next run re-checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// [`JOURNAL_SCHEMA`].
+    pub schema: String,
+    /// The line's position in the file, from 1.
+    pub seq: u64,
+    /// When the line was written (the CLI's wall clock: an audit stamp, never used in decisions).
+    pub time: EventTime,
+    /// The command invocation that wrote the line.
+    pub run: String,
+    #[serde(flatten)]
+    pub record: JournalRecord,
+}
+
+/// Which command wrote a run's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalCommand {
+    Apply,
+    Rollback,
+    Attach,
+    Detach,
+}
+
+/// What a journal line says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum JournalRecord {
+    /// A run began, acting on `account` (the caller's).
+    RunStarted {
+        command: JournalCommand,
+        account: String,
+        /// `remediate apply`: the plan file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<String>,
+        /// Identities of `account` the run acts on.
+        identities: u64,
+        /// Identities of other accounts it leaves for a run with their credentials.
+        other_account_identities: u64,
+    },
+    /// A call is about to be made (written and fsync'd first).
+    Begun {
+        /// Unique in the journal: `<run>/<n>`.
+        step: String,
+        /// `remediate apply`: the plan change this step makes (`<identity ARN>#<index in changes>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// `remediate rollback`: the step this call undoes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undoes: Option<String>,
+        account: String,
+        /// The identity the change is for (absent for a policy's own calls).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+        /// The AWS API operation (`AttachUserPolicy`, `PutInlinePolicyToPermissionSet`, ...).
+        operation: String,
+        call: IamCall,
+        /// What the call replaces, as read from IAM before it.
+        prior: Prior,
+    },
+    /// The step's change is in effect.
+    Done {
+        step: String,
+        outcome: StepOutcome,
+        /// The AWS request ids of the calls made (none when no call was needed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        request_ids: Vec<String>,
+        /// `CreatePolicy`: the version created (or found).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// AWS refused the call: nothing changed (the next run tries the step again).
+    Failed {
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        message: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        request_ids: Vec<String>,
+    },
+    /// A rollback restored what `step` changed (every undoing call is done).
+    Undone { step: String },
+    /// The run refused to make any call: the live state differs from the plan's (or the journal's).
+    Refused { drift: Vec<Drift> },
+    /// The run ended (an aborted run has no such line).
+    RunFinished {
+        outcome: RunOutcome,
+        /// API calls that change IAM made by this run.
+        calls: u64,
+        /// Steps found already done (by an earlier run, or in IAM).
+        #[serde(default)]
+        already_done: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// This journal's call made the change: a rollback undoes it.
+    Done,
+    /// IAM already was in the state the step asks for: nothing to undo.
+    AlreadyInState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Completed,
+    Refused,
+    Failed,
+}
+
+/// One difference between an identity's live state and what the plan (or journal) expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub identity: String,
+    pub difference: String,
+}
+
+/// The identity a call acts on: `name` is the API's `UserName` / `RoleName` / `GroupName`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    pub kind: IdentityKind,
+    pub name: String,
+    pub arn: String,
+}
+
+/// One IAM change as the journal records it: everything needed to make it again or undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum IamCall {
+    CreatePolicy { policy_arn: String, policy_name: String, path: String, description: String, document: serde_json::Value },
+    /// `Attach{User,Role,Group}Policy`.
+    AttachPolicy { subject: Subject, policy_arn: String },
+    /// `Detach{User,Role,Group}Policy`.
+    DetachPolicy { subject: Subject, policy_arn: String },
+    /// `Delete{User,Role,Group}Policy`.
+    DeleteInlinePolicy { subject: Subject, policy_name: String },
+    /// `Put{User,Role,Group}Policy` (a rollback restoring a deleted inline policy).
+    PutInlinePolicy { subject: Subject, policy_name: String, document: serde_json::Value },
+    RemoveUserFromGroup { subject: Subject, group: String },
+    AddUserToGroup { subject: Subject, group: String },
+    /// `UpdateAccessKey` to `status` (`Active` / `Inactive`).
+    UpdateAccessKey { subject: Subject, access_key_id: String, status: String },
+    DeletePolicyVersion { policy_arn: String, version_id: String },
+    DeletePolicy { policy_arn: String },
+    /// IAM Identity Center: set the permission set's inline policy (`None`: delete it), detach and
+    /// attach managed policies, then `ProvisionPermissionSet` to every account it is provisioned to.
+    UpdatePermissionSet {
+        permission_set_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inline_policy: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        detach_managed: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attach_managed: Vec<String>,
+    },
+}
+
+impl IamCall {
+    /// The AWS API operation's name (the first one, for a permission set's sequence).
+    pub fn operation(&self) -> &'static str {
+        let by_kind = |s: &Subject, user: &'static str, role: &'static str, group: &'static str| match s.kind {
+            IdentityKind::Role => role,
+            IdentityKind::Group => group,
+            _ => user,
+        };
+        match self {
+            IamCall::CreatePolicy { .. } => "CreatePolicy",
+            IamCall::AttachPolicy { subject, .. } => {
+                by_kind(subject, "AttachUserPolicy", "AttachRolePolicy", "AttachGroupPolicy")
+            }
+            IamCall::DetachPolicy { subject, .. } => {
+                by_kind(subject, "DetachUserPolicy", "DetachRolePolicy", "DetachGroupPolicy")
+            }
+            IamCall::DeleteInlinePolicy { subject, .. } => {
+                by_kind(subject, "DeleteUserPolicy", "DeleteRolePolicy", "DeleteGroupPolicy")
+            }
+            IamCall::PutInlinePolicy { subject, .. } => by_kind(subject, "PutUserPolicy", "PutRolePolicy", "PutGroupPolicy"),
+            IamCall::RemoveUserFromGroup { .. } => "RemoveUserFromGroup",
+            IamCall::AddUserToGroup { .. } => "AddUserToGroup",
+            IamCall::UpdateAccessKey { .. } => "UpdateAccessKey",
+            IamCall::DeletePolicyVersion { .. } => "DeletePolicyVersion",
+            IamCall::DeletePolicy { .. } => "DeletePolicy",
+            IamCall::UpdatePermissionSet { inline_policy: Some(_), .. } => "PutInlinePolicyToPermissionSet",
+            IamCall::UpdatePermissionSet { .. } => "DeleteInlinePolicyFromPermissionSet",
+        }
+    }
+}
+
+/// What a call replaces, read from IAM before it (only the fields that concern the call are set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prior {
+    /// Attach/detach: whether the policy was attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<bool>,
+    /// Delete/put inline: the document that was there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<serde_json::Value>,
+    /// Group calls: whether the user was a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<bool>,
+    /// `UpdateAccessKey`: the key's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `CreatePolicy` / `DeletePolicy`: whether the policy existed, and its default version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_exists: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_version_id: Option<String>,
+    /// `UpdatePermissionSet`: the permission set as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_set: Option<PermissionSetState>,
+}
+
+/// A permission set's policies (IAM Identity Center).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PermissionSetState {
+    pub instance_arn: String,
+    pub permission_set_arn: String,
+    /// The inline policy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_policy: Option<serde_json::Value>,
+    /// Attached AWS managed policy ARNs, sorted.
+    pub managed_policies: Vec<String>,
 }
