@@ -14,7 +14,7 @@ use grantwatch_state::keys;
 use grantwatch_state::{StateRead, Table, WriteBatch};
 use grantwatch_types::{
     AnalyticKind, DetectionFinding, EntitlementRecord, Event, EventTime, FindingSpec, IdentityKind, PciUpdate,
-    Severity, StatusFlag,
+    PlanReason, RemediationProposal, Severity, StatusFlag,
 };
 use rustc_hash::FxHashMap;
 
@@ -36,6 +36,9 @@ pub enum ProcessorInput {
 pub enum ProcessorOutput {
     Pci(Box<PciUpdate>),
     Finding(Box<DetectionFinding>),
+    /// A remediation proposal for an identity that newly became over-provisioned or inactive
+    /// (`ProcessorConfig::propose_remediation`): published, never applied.
+    Proposal(Box<RemediationProposal>),
 }
 
 /// Knobs of the processor stage.
@@ -53,6 +56,9 @@ pub struct ProcessorConfig {
     /// Close windows and emit PCI updates. Off when nothing consumes them (`analyze --no-detect`
     /// computes its findings from the usage state at the end): usage is then all the stage does.
     pub emit_windows: bool,
+    /// Emit a [`RemediationProposal`] when an identity newly becomes over-provisioned, or inactive
+    /// after having been active.
+    pub propose_remediation: bool,
 }
 
 impl Default for ProcessorConfig {
@@ -64,6 +70,7 @@ impl Default for ProcessorConfig {
             super_identity_share: crate::findings::SUPER_IDENTITY_SHARE,
             organization: None,
             emit_windows: true,
+            propose_remediation: false,
         }
     }
 }
@@ -319,6 +326,53 @@ impl ProcessorStage {
         Ok(())
     }
 
+    /// The proposal a newly raised over-provisioned flag, or a newly raised inactive flag of an
+    /// identity that was active, calls for (once per raise: the flags are state).
+    fn proposal(
+        &self,
+        grants: &IdentityGrants,
+        score: &crate::findings::IdentityScore,
+        before: &[StatusFlag],
+        was_active: bool,
+        as_of: EventTime,
+    ) -> Option<RemediationProposal> {
+        if !matches!(grants.kind, IdentityKind::User | IdentityKind::Role) || grants.service_linked {
+            return None;
+        }
+        let raised = |f: StatusFlag| score.status.contains(&f) && !before.contains(&f);
+        let reason = if raised(StatusFlag::OverProvisioned) {
+            PlanReason::OverProvisioned
+        } else if raised(StatusFlag::Inactive) && was_active {
+            PlanReason::Inactive
+        } else {
+            return None;
+        };
+        let mut granted = grants.granted.clone();
+        granted.difference_with(self.catalog.permissionless());
+        let mut unused = granted.clone();
+        unused.difference_with(&score.used);
+        Some(RemediationProposal {
+            class_uid: 7001,
+            category_uid: 7,
+            activity_id: 4,
+            activity_name: "Harden".into(),
+            time: as_of,
+            identity: grants.arn.clone(),
+            account: grants.account.clone(),
+            kind: grants.kind,
+            reason,
+            remove: self.catalog.compact_names(&unused),
+            keep: self.catalog.compact_names(&score.used),
+            unused_count: unused.len() as u64,
+            granted_count: granted.len() as u64,
+            lookback_days: self.cfg.lookback_days,
+            plan_command: format!(
+                "grantwatch remediate plan --iam <snapshots> --cloudtrail <logs> --identity {} --lookback-days {} --out <dir>",
+                grants.arn, self.cfg.lookback_days
+            ),
+        })
+    }
+
     fn load_flags(&self, arn: &str, state: &dyn StateRead) -> Result<Vec<StatusFlag>, StageError> {
         if let Some(f) = self.flags.get(arn) {
             return Ok(f.clone());
@@ -371,6 +425,11 @@ impl ProcessorStage {
                     cx.out.push(ProcessorOutput::Finding(Box::new(finding)));
                 }
             }
+        }
+        if self.cfg.propose_remediation
+            && let Some(p) = self.proposal(&grants, &score, &before, usage.activity.is_some(), as_of)
+        {
+            cx.out.push(ProcessorOutput::Proposal(Box::new(p)));
         }
         if before != score.status {
             self.flags.insert(arn.to_string(), score.status.clone());
@@ -642,7 +701,7 @@ mod tests {
         out.iter()
             .filter_map(|o| match o {
                 ProcessorOutput::Pci(u) => Some(&**u),
-                ProcessorOutput::Finding(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -717,7 +776,7 @@ mod tests {
             out.iter()
                 .filter_map(|o| match o {
                     ProcessorOutput::Finding(f) => Some(serde_json::to_string(f).unwrap()),
-                    ProcessorOutput::Pci(_) => None,
+                    _ => None,
                 })
                 .collect()
         };
@@ -829,5 +888,56 @@ mod tests {
         assert_eq!((alice[0].used, alice[0].events_in_lookback), (1, 1));
         assert_eq!((alice[1].used, alice[1].events_in_lookback), (0, 0));
         assert!(alice[1].status.contains(&StatusFlag::Inactive));
+    }
+
+    #[test]
+    fn proposals_follow_newly_raised_flags_once_across_a_restart() {
+        let catalog = Arc::new(Catalog::aws().unwrap());
+        let store = MemStore::new();
+        let cfg = ProcessorConfig { lookback_days: 2, propose_remediation: true, ..ProcessorConfig::default() };
+        let mut stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
+        let day0 = 19_800 * DAY;
+        let mut granted: Vec<String> = catalog.expand("ec2:Describe*").names(&catalog);
+        granted.push("s3:GetObject".into());
+        let granted: Vec<&str> = granted.iter().map(String::as_str).collect();
+        let mut inputs = vec![entitlements(&granted), event("a", day0 + 1000, "s3:GetObject")];
+        for d in 1..8 {
+            let mut e = crate::testing::event(&format!("b{d}"), EventTime(day0 + d * DAY + 5));
+            e.actor.uid = "arn:aws:iam::111122223333:user/bob".into();
+            e.actions = vec!["s3:ListBucket".into()];
+            inputs.push(ProcessorInput::Event(Box::new(e)));
+        }
+        let mut out = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            out.extend(feed(&mut stage, &store, vec![input]));
+            if i == 3 {
+                let mut batch = WriteBatch::new();
+                stage.snapshot(&mut batch).unwrap();
+                store.write(batch).unwrap();
+                stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
+            }
+        }
+        let proposals: Vec<&RemediationProposal> = out
+            .iter()
+            .filter_map(|o| match o {
+                ProcessorOutput::Proposal(p) if p.identity == ARN => Some(&**p),
+                _ => None,
+            })
+            .collect();
+        let reasons: Vec<PlanReason> = proposals.iter().map(|p| p.reason).collect();
+        // Over-provisioned when its first window closes (1 of 200-odd actions used), inactive once
+        // that use leaves the 2-day lookback; each once, the restart in between notwithstanding.
+        assert_eq!(reasons, [PlanReason::OverProvisioned, PlanReason::Inactive], "{proposals:?}");
+        assert_eq!(proposals[0].keep, ["s3:GetObject"]);
+        assert!(proposals[0].remove.contains(&"ec2:Describe*".to_string()));
+        assert_eq!(proposals[1].keep, Vec::<String>::new());
+        assert_eq!(proposals[0].unused_count + 1, proposals[0].granted_count);
+        assert_eq!((proposals[0].class_uid, proposals[0].activity_id), (7001, 4));
+        let json = serde_json::to_value(proposals[0]).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/remediation_proposal.v1.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{errors:?}");
     }
 }

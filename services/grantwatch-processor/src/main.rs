@@ -50,6 +50,7 @@ fn run() -> Result<()> {
             super_identity_share: p.super_identity_share,
             organization,
             emit_windows: true,
+            propose_remediation: p.remediation_proposals,
         },
         await_entitlements: p.await_entitlements,
     };

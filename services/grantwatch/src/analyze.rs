@@ -174,28 +174,19 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?);
 
     // 1. Entitlements.
-    let iam = load_iam(&opts.iam, &catalog)?;
-    let mut grants = iam.grants;
+    let mut iam = load_iam(&opts.iam, &catalog)?;
     let org = match &opts.organization {
-        Some(file) => {
-            let org = crate::access::read_organization(file)?;
-            for (account, n) in org.apply(&catalog, &mut grants) {
-                tracing::info!(account, actions_removed = n, "Organizations policies applied.");
-            }
-            Some(Arc::new(org))
-        }
+        Some(file) => Some(Arc::new(crate::access::read_organization(file)?)),
         None => None,
     };
     let resource_policies = crate::access::read_resource_policies(&opts.resource_policies)?;
-    let graph_started = std::time::Instant::now();
-    let model = AccessModel::new(&iam.snapshot, &resource_policies, org.as_deref());
-    let escalation = grantwatch_core::escalation::apply(&model, &catalog, &mut grants, opts.super_identity_share);
-    tracing::info!(
-        elapsed_ms = graph_started.elapsed().as_millis() as u64,
-        edges = escalation.edges,
-        administrators = escalation.administrators,
-        escalate = escalation.escalate,
-        "Escalation graph built."
+    let Entitlements { grants, model, escalation } = finish_entitlements(
+        std::mem::take(&mut iam.grants),
+        &iam.snapshot,
+        &catalog,
+        org.as_deref(),
+        &resource_policies,
+        opts.super_identity_share,
     );
     let resource_access = grantwatch_core::access::resource_access(&model);
     drop(model);
@@ -414,6 +405,51 @@ fn write_findings(
     outputs.write_json(&outputs.accounts, &accounts)?;
     outputs.write_json(&outputs.ingest_report, report)?;
     Ok((accounts, top, n))
+}
+
+/// Every identity's effective permissions, with what the request-level model and the escalation
+/// graph add: the Organizations ceiling applied, reachable actions and escalation paths filled in.
+pub struct Entitlements {
+    pub grants: Vec<IdentityGrants>,
+    pub model: AccessModel,
+    pub escalation: grantwatch_core::escalation::EscalationSummary,
+}
+
+/// [`Entitlements`] of a snapshot, as `analyze` computes them.
+pub fn entitlements(
+    snapshot: &IamSnapshot,
+    catalog: &Catalog,
+    org: Option<&Organization>,
+    resource_policies: &[grantwatch_core::access::ResourcePolicy],
+    share: f64,
+) -> Entitlements {
+    finish_entitlements(evaluate(snapshot, catalog), snapshot, catalog, org, resource_policies, share)
+}
+
+fn finish_entitlements(
+    mut grants: Vec<IdentityGrants>,
+    snapshot: &IamSnapshot,
+    catalog: &Catalog,
+    org: Option<&Organization>,
+    resource_policies: &[grantwatch_core::access::ResourcePolicy],
+    share: f64,
+) -> Entitlements {
+    if let Some(org) = org {
+        for (account, n) in org.apply(catalog, &mut grants) {
+            tracing::info!(account, actions_removed = n, "Organizations policies applied.");
+        }
+    }
+    let started = std::time::Instant::now();
+    let model = AccessModel::new(snapshot, resource_policies, org);
+    let escalation = grantwatch_core::escalation::apply(&model, catalog, &mut grants, share);
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        edges = escalation.edges,
+        administrators = escalation.administrators,
+        escalate = escalation.escalate,
+        "Escalation graph built."
+    );
+    Entitlements { grants, model, escalation }
 }
 
 /// Entitlements from IAM snapshots.

@@ -95,6 +95,9 @@ impl App for ProcessorApp {
             ProcessorOutput::Finding(f) => {
                 (&self.topics.findings.name, f.actor.user.uid.clone(), serde_json::to_vec(&f), "finding")
             }
+            ProcessorOutput::Proposal(p) => {
+                (&self.topics.remediation.name, p.identity.clone(), serde_json::to_vec(&p), "proposal")
+            }
         };
         match payload {
             Ok(payload) => {

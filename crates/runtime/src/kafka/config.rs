@@ -299,6 +299,9 @@ pub struct Topics {
     pub entitlements: TopicSpec,
     pub pci: TopicSpec,
     pub findings: TopicSpec,
+    /// Remediation proposals (over-provisioned or newly inactive identities), keyed by identity:
+    /// suggestions for a human's `grantwatch remediate plan`, never applied from the topic.
+    pub remediation: TopicSpec,
     pub alerts: TopicSpec,
     /// Events that arrived later than the watermark allows (still counted).
     pub late: TopicSpec,
@@ -318,6 +321,7 @@ impl Default for Topics {
             entitlements: TopicSpec::new("grantwatch.entitlements", 12, -1, true),
             pci: TopicSpec::new("grantwatch.pci", 12, -1, true),
             findings: TopicSpec::new("grantwatch.findings", 6, 90, false),
+            remediation: TopicSpec::new("grantwatch.remediation", 3, 90, false),
             alerts: TopicSpec::new("grantwatch.alerts", 6, 90, false),
             late: TopicSpec::new("grantwatch.late", 3, 30, false),
             dlq: TopicSpec::new("grantwatch.dlq", 3, 30, false),
@@ -329,12 +333,13 @@ impl Default for Topics {
 }
 
 impl Topics {
-    pub fn all(&self) -> [&TopicSpec; 10] {
+    pub fn all(&self) -> [&TopicSpec; 11] {
         [
             &self.events,
             &self.entitlements,
             &self.pci,
             &self.findings,
+            &self.remediation,
             &self.alerts,
             &self.late,
             &self.dlq,
@@ -351,6 +356,7 @@ impl Topics {
             &mut self.entitlements,
             &mut self.pci,
             &mut self.findings,
+            &mut self.remediation,
             &mut self.alerts,
             &mut self.late,
             &mut self.dlq,
@@ -451,6 +457,9 @@ pub struct ProcessorSection {
     /// restores from it. Off: it rebuilds from the input topics (their retention must cover the
     /// lookback), and the processor produces ~1.8 fewer records per event.
     pub changelog: bool,
+    /// Publish a remediation proposal to `topics.remediation` when an identity newly becomes
+    /// over-provisioned, or inactive after having been active (docs/remediation.md).
+    pub remediation_proposals: bool,
 }
 
 impl Default for ProcessorSection {
@@ -469,6 +478,7 @@ impl Default for ProcessorSection {
             http_listen: "127.0.0.1:9465".into(),
             await_entitlements: true,
             changelog: true,
+            remediation_proposals: true,
         }
     }
 }
@@ -585,6 +595,7 @@ impl Config {
             "entitlements",
             "pci",
             "findings",
+            "remediation",
             "alerts",
             "late",
             "dlq",
