@@ -75,6 +75,10 @@ pub struct PlanArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Test hook: take this action out of every policy the plan creates, as a planner bug would, so
+    /// that the replay proof must refuse the plan.
+    #[arg(long, hide = true)]
+    pub fault_drop_action: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -208,7 +212,18 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
         }
     }
     let edits: Vec<&grantwatch_core::remediate::Edit> = planned.iter().map(|p| &p.edit).collect();
-    let after_snapshot = apply_edits(&snapshot, &edits);
+    let mut after_snapshot = apply_edits(&snapshot, &edits);
+    if let Some(action) = &a.fault_drop_action {
+        for e in &edits {
+            for p in &e.create {
+                if let Some(doc) = after_snapshot.policies.get_mut(&p.arn).and_then(|p| p.document.as_mut()) {
+                    for st in &mut doc.statements {
+                        st.actions.retain(|x| !x.eq_ignore_ascii_case(action));
+                    }
+                }
+            }
+        }
+    }
     let after = entitlements(&after_snapshot, &catalog, org.as_ref(), &[], cfg.super_identity_share);
     let after_index: FxHashMap<&str, usize> = after.grants.iter().enumerate().map(|(i, g)| (g.arn.as_str(), i)).collect();
     let before_index: FxHashMap<&str, usize> =
