@@ -25,6 +25,7 @@ pub mod iam;
 pub mod org;
 pub mod pci;
 pub mod policy;
+pub mod policygen;
 pub mod processor;
 pub mod remediate;
 pub mod stage;
