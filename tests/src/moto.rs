@@ -91,3 +91,91 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+/// A fresh account of the moto server, one per test: temporary credentials from `sts:AssumeRole` into
+/// a role of a random account id (moto acts in the account of the role for every request signed with
+/// them: IAM, STS and SSO Admin alike), so tests sharing the server never see each other's identities.
+#[derive(Clone)]
+pub struct MotoAccount {
+    pub endpoint: String,
+    pub id: String,
+    pub access_key: String,
+    /// moto's generated secret: a test checks that it is never printed.
+    pub secret_key: String,
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for MotoAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MotoAccount").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Runs one future on a runtime of its own (tests are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn sdk_config(endpoint: &str, creds: Credentials) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(creds))
+        .build()
+}
+
+impl MotoAccount {
+    /// A new account with a random 12-digit id.
+    pub fn new(endpoint: &str) -> MotoAccount {
+        let id = format!("{}", 100_000_000_000u64 + rand::random::<u64>() % 800_000_000_000);
+        let base = Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "grantwatch-e2e");
+        let sts = aws_sdk_sts::Client::new(&sdk_config(endpoint, base));
+        let out = block_on(
+            sts.assume_role()
+                .role_arn(format!("arn:aws:iam::{id}:role/grantwatch-e2e"))
+                .role_session_name("e2e")
+                .send(),
+        )
+        .unwrap();
+        let c = out.credentials().unwrap();
+        MotoAccount {
+            endpoint: endpoint.to_string(),
+            id,
+            access_key: c.access_key_id().to_string(),
+            secret_key: c.secret_access_key().to_string(),
+            session_token: c.session_token().to_string(),
+        }
+    }
+
+    fn config(&self) -> aws_config::SdkConfig {
+        let creds = Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            Some(self.session_token.clone()),
+            None,
+            "grantwatch-e2e",
+        );
+        sdk_config(&self.endpoint, creds)
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.config())
+    }
+
+    pub fn sso(&self) -> aws_sdk_ssoadmin::Client {
+        aws_sdk_ssoadmin::Client::new(&self.config())
+    }
+
+    /// The environment a process needs to act in this account through the SDK's default chain.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_SESSION_TOKEN", self.session_token.clone()),
+            ("AWS_REGION", REGION.to_string()),
+            // No instance-metadata probing on a machine that is not in AWS.
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ]
+    }
+}
