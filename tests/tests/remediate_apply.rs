@@ -469,7 +469,7 @@ fn dry_run_apply_rerun_and_rollback_restore_the_account() {
     assert_eq!(canonical(&f.export()), canonical(&original), "a dry run changes nothing");
 
     // Apply.
-    let out = f.apply(&plan_path.parent().unwrap().to_path_buf(), &journal, true, &[]);
+    let out = f.apply(plan_path.parent().unwrap(), &journal, true, &[]);
     assert!(out.status.success());
     let applied = f.export();
     assert_applied(&f, &applied, &original);
@@ -791,10 +791,11 @@ impl SsoProxy {
     }
 }
 
+/// An HTTP/1.1 message: its first line, headers and body.
+type Message = (String, Vec<(String, String)>, Vec<u8>);
+
 /// Reads one HTTP/1.1 message (head + Content-Length body).
-fn read_message(
-    reader: &mut BufReader<TcpStream>,
-) -> std::io::Result<Option<(String, Vec<(String, String)>, Vec<u8>)>> {
+fn read_message(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Message>> {
     let mut first = String::new();
     if reader.read_line(&mut first)? == 0 {
         return Ok(None);

@@ -92,13 +92,13 @@ pub fn check_order(plan: &RemediationPlan) -> Result<(), Error> {
             }
             match c {
                 Change::CreatePolicy { policy_arn, .. } => created_so_far.push(policy_arn),
-                Change::AttachPolicy { policy_arn } if created.contains(&policy_arn.as_str()) => {
-                    if !created_so_far.contains(&policy_arn.as_str()) {
-                        return Err(Error::Refused(format!(
-                            "{}: change {i} attaches {policy_arn} before the plan creates it",
-                            ip.arn
-                        )));
-                    }
+                Change::AttachPolicy { policy_arn }
+                    if created.contains(&policy_arn.as_str()) && !created_so_far.contains(&policy_arn.as_str()) =>
+                {
+                    return Err(Error::Refused(format!(
+                        "{}: change {i} attaches {policy_arn} before the plan creates it",
+                        ip.arn
+                    )));
                 }
                 _ => {}
             }

@@ -38,6 +38,8 @@ struct FakeIam {
     calls: Vec<IamCall>,
     /// Make the change of this (1-based) call, then fail as if the answer were lost.
     stop_after: Option<usize>,
+    /// GetCallerIdentity fails as it does without credentials.
+    no_credentials: bool,
 }
 
 fn subject(kind: IdentityKind, name: &str) -> Subject {
@@ -100,6 +102,7 @@ impl FakeIam {
             provisioned: 0,
             calls: Vec::new(),
             stop_after: None,
+            no_credentials: false,
         }
     }
 
@@ -229,6 +232,14 @@ impl FakeIam {
 
 impl IamApi for FakeIam {
     fn caller(&mut self) -> Result<Caller, ApiError> {
+        if self.no_credentials {
+            return Err(ApiError {
+                kind: ApiErrorKind::NotSent,
+                code: None,
+                message: "no credentials in the chain".into(),
+                request_id: None,
+            });
+        }
         Ok(Caller { account: self.account.clone(), arn: format!("arn:aws:iam::{}:user/admin", self.account) })
     }
 
@@ -736,4 +747,26 @@ fn attach_and_detach_are_journaled_and_rolled_back() {
     let e =
         attach(&mut fake, &mut j, "arn:aws:iam::999999999999:role/x", RO, true, &opts, &mut Vec::new()).unwrap_err();
     assert!(e.to_string().contains("account 999999999999"), "{e}");
+}
+
+#[test]
+fn a_dry_run_without_credentials_lists_every_call_unchecked_and_a_real_run_stops() {
+    let mut fake = FakeIam::new();
+    fake.no_credentials = true;
+    let mut plan = full_plan(&fake);
+    let mut other = plan.identities[1].clone();
+    other.account = "444455556666".into();
+    other.arn = "arn:aws:iam::444455556666:role/deploy".into();
+    plan.identities.push(other);
+    let mut run = Run::new();
+    let opts = run.opts(true);
+    let mut j = Journal::open(&run.path(), false).unwrap();
+    let mut out = Vec::new();
+    let s = apply(&mut fake, &plan, "plan.json", &mut j, &opts, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!((s.outcome, s.account, s.calls), (Outcome::DryRun, None, TOTAL_CALLS as u64 + 4));
+    assert!(text.contains("not checked against IAM"), "{text}");
+    assert!(text.contains("would call: 444455556666 DetachRolePolicy role/deploy"), "{text}");
+    assert!(run.apply(&mut fake, &plan).unwrap_err().to_string().contains("GetCallerIdentity"));
+    assert!(fake.calls.is_empty());
 }

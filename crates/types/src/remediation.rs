@@ -295,6 +295,8 @@ pub enum JournalCommand {
 }
 
 /// What a journal line says.
+// `Begun` is the big one and the most frequent: boxing it would only add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum JournalRecord {
@@ -405,21 +407,55 @@ pub struct Subject {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum IamCall {
-    CreatePolicy { policy_arn: String, policy_name: String, path: String, description: String, document: serde_json::Value },
+    CreatePolicy {
+        policy_arn: String,
+        policy_name: String,
+        path: String,
+        description: String,
+        document: serde_json::Value,
+    },
     /// `Attach{User,Role,Group}Policy`.
-    AttachPolicy { subject: Subject, policy_arn: String },
+    AttachPolicy {
+        subject: Subject,
+        policy_arn: String,
+    },
     /// `Detach{User,Role,Group}Policy`.
-    DetachPolicy { subject: Subject, policy_arn: String },
+    DetachPolicy {
+        subject: Subject,
+        policy_arn: String,
+    },
     /// `Delete{User,Role,Group}Policy`.
-    DeleteInlinePolicy { subject: Subject, policy_name: String },
+    DeleteInlinePolicy {
+        subject: Subject,
+        policy_name: String,
+    },
     /// `Put{User,Role,Group}Policy` (a rollback restoring a deleted inline policy).
-    PutInlinePolicy { subject: Subject, policy_name: String, document: serde_json::Value },
-    RemoveUserFromGroup { subject: Subject, group: String },
-    AddUserToGroup { subject: Subject, group: String },
+    PutInlinePolicy {
+        subject: Subject,
+        policy_name: String,
+        document: serde_json::Value,
+    },
+    RemoveUserFromGroup {
+        subject: Subject,
+        group: String,
+    },
+    AddUserToGroup {
+        subject: Subject,
+        group: String,
+    },
     /// `UpdateAccessKey` to `status` (`Active` / `Inactive`).
-    UpdateAccessKey { subject: Subject, access_key_id: String, status: String },
-    DeletePolicyVersion { policy_arn: String, version_id: String },
-    DeletePolicy { policy_arn: String },
+    UpdateAccessKey {
+        subject: Subject,
+        access_key_id: String,
+        status: String,
+    },
+    DeletePolicyVersion {
+        policy_arn: String,
+        version_id: String,
+    },
+    DeletePolicy {
+        policy_arn: String,
+    },
     /// IAM Identity Center: set the permission set's inline policy (`None`: delete it), detach and
     /// attach managed policies, then `ProvisionPermissionSet` to every account it is provisioned to.
     UpdatePermissionSet {
@@ -452,7 +488,9 @@ impl IamCall {
             IamCall::DeleteInlinePolicy { subject, .. } => {
                 by_kind(subject, "DeleteUserPolicy", "DeleteRolePolicy", "DeleteGroupPolicy")
             }
-            IamCall::PutInlinePolicy { subject, .. } => by_kind(subject, "PutUserPolicy", "PutRolePolicy", "PutGroupPolicy"),
+            IamCall::PutInlinePolicy { subject, .. } => {
+                by_kind(subject, "PutUserPolicy", "PutRolePolicy", "PutGroupPolicy")
+            }
             IamCall::RemoveUserFromGroup { .. } => "RemoveUserFromGroup",
             IamCall::AddUserToGroup { .. } => "AddUserToGroup",
             IamCall::UpdateAccessKey { .. } => "UpdateAccessKey",
