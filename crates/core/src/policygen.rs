@@ -863,7 +863,12 @@ impl<'c> PolicyGenerator<'c> {
             let base = self.sid_base(&ids, &resources);
             let n = sids.entry(base.clone()).or_insert(0);
             *n += 1;
-            let sid = if *n == 1 { base } else { format!("{base}{n}") };
+            let sid = match *n {
+                1 => base,
+                // `S32` would read as a service name.
+                n if base.ends_with(|c: char| c.is_ascii_digit()) => format!("{base}Part{n}"),
+                n => format!("{base}{n}"),
+            };
             statements.push(GeneratedStatement {
                 sid,
                 effect: "Allow",
@@ -891,7 +896,8 @@ impl<'c> PolicyGenerator<'c> {
     }
 
     /// A statement's Sid: its services in CamelCase (`S3`, `DynamodbKms`), `Services` past three, or
-    /// `AnyResource` for the `*` statement.
+    /// `AnyResource` for the `*` statement; a number from the second statement of the same name on
+    /// (`Ecr2`, `S3Part2`).
     fn sid_base(&self, ids: &[ActionId], resources: &[String]) -> String {
         if resources == ["*"] {
             return "AnyResource".to_string();
@@ -1170,7 +1176,7 @@ mod tests {
             ev("ec2:StartInstances", &[], T0),
         ];
         let got = generate(Config::default(), &events);
-        assert_eq!(resources_of(&got, "s3:GetObject"), [o.clone()]);
+        assert_eq!(resources_of(&got, "s3:GetObject"), std::slice::from_ref(&o));
         assert_eq!(resources_of(&got, "s3:ListBucket"), [b]);
         assert_eq!(resources_of(&got, "ec2:DescribeInstances"), ["*"]);
         // The log names no instance: any instance of the call's region and account, never a bare `*`.
@@ -1239,18 +1245,18 @@ mod tests {
         let old = object("b", "old.json");
         let events = vec![ev("s3:GetObject", &[&old], T0), ev("s3:GetObject", &[&recent], T0 + 100 * DAY)];
         let got = generate(Config::default(), &events);
-        assert_eq!(resources_of(&got, "s3:GetObject"), [recent.clone()]);
+        assert_eq!(resources_of(&got, "s3:GetObject"), std::slice::from_ref(&recent));
         assert_eq!(got.window, Some((EventTime(T0 + 10 * DAY), EventTime(T0 + 100 * DAY))));
         // --as-of: later events do not exist; the window ends there.
         let cfg = Config { as_of: Some(EventTime(T0 + 50 * DAY)), ..Config::default() };
         let got = generate(cfg, &events);
-        assert_eq!(resources_of(&got, "s3:GetObject"), [old.clone()]);
+        assert_eq!(resources_of(&got, "s3:GetObject"), std::slice::from_ref(&old));
         assert_eq!(got.events_seen, 1);
         // Twenty objects read long ago do not make the one read in the window a pattern.
         let mut many: Vec<Event> =
             (0..20).map(|i| ev("s3:GetObject", &[&object("b", &format!("x/{i}"))], T0 + i * DAY)).collect();
         many.push(ev("s3:GetObject", &[&recent], T0 + 200 * DAY));
-        assert_eq!(resources_of(&generate(Config::default(), &many), "s3:GetObject"), [recent.clone()]);
+        assert_eq!(resources_of(&generate(Config::default(), &many), "s3:GetObject"), std::slice::from_ref(&recent));
         let cfg = Config { lookback_days: 365, ..Config::default() };
         assert_eq!(resources_of(&generate(cfg, &many), "s3:GetObject"), ["arn:aws:s3:::b/*"]);
         // An action used only before the window is left out.
