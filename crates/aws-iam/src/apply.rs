@@ -247,7 +247,7 @@ pub fn apply(
                     let found = api
                         .policy(policy_arn)
                         .map_err(|e| Error::Api { what: format!("reading policy {policy_arn}"), error: e })?;
-                    if let Some(f) = found.filter(|f| &f.document != document) {
+                    if let Some(f) = found.filter(|f| !crate::state::same_document(&f.document, document)) {
                         summary.drift.push(Drift {
                             identity: ip.arn.clone(),
                             difference: format!(

@@ -190,7 +190,7 @@ impl<'a> Exec<'a> {
             IamCall::CreatePolicy { policy_arn, document, .. } => {
                 match self.api.policy(policy_arn).map_err(|e| what(e, format!("reading policy {policy_arn}")))? {
                     None => Ok((false, Prior { policy_exists: Some(false), ..Prior::default() })),
-                    Some(p) if &p.document == document => Ok((
+                    Some(p) if crate::state::same_document(&p.document, document) => Ok((
                         true,
                         Prior {
                             policy_exists: Some(true),
@@ -342,7 +342,7 @@ impl<'a> Exec<'a> {
                     .policy(policy_arn)
                     .map_err(|e| Error::Api { what: format!("reading policy {policy_arn}"), error: e })?;
                 match found {
-                    Some(p) if &p.document == document => {
+                    Some(p) if crate::state::same_document(&p.document, document) => {
                         let outcome = resumed.unwrap_or(StepOutcome::AlreadyInState);
                         let out = crate::api::CallOutput {
                             request_ids: e.request_id.clone().into_iter().collect(),

@@ -16,6 +16,74 @@ pub fn decode_document(s: &str) -> Option<Value> {
     serde_json::from_str(&decoded).ok()
 }
 
+/// Whether two policy documents say the same: IAM keeps a document as it was written, and a plan
+/// carries it as grantwatch re-wrote it (`Action` always a list, `Version` added), so they are compared
+/// for meaning, not spelling: a lone string is a one-element list, lists and statements are sets,
+/// object keys are unordered, and `Version`/`Id` are left aside.
+pub fn same_document(a: &Value, b: &Value) -> bool {
+    canonical_document(a) == canonical_document(b)
+}
+
+fn canonical_document(doc: &Value) -> Value {
+    let Some(o) = doc.as_object() else { return doc.clone() };
+    let statements = match o.get("Statement") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(one @ Value::Object(_)) => vec![one.clone()],
+        _ => Vec::new(),
+    };
+    let mut statements: Vec<Value> = statements.iter().map(canonical_statement).collect();
+    statements.sort_by_key(Value::to_string);
+    statements.dedup();
+    serde_json::json!({ "Statement": statements })
+}
+
+fn canonical_statement(s: &Value) -> Value {
+    let Some(o) = s.as_object() else { return s.clone() };
+    let mut out = serde_json::Map::new();
+    for (k, v) in o {
+        let v = match k.as_str() {
+            "Action" | "NotAction" | "Resource" | "NotResource" => string_set(v),
+            "Principal" | "NotPrincipal" => match v {
+                Value::Object(p) => Value::Object(p.iter().map(|(k, v)| (k.clone(), string_set(v))).collect()),
+                other => other.clone(),
+            },
+            "Condition" => match v {
+                Value::Object(ops) => Value::Object(
+                    ops.iter()
+                        .map(|(op, keys)| {
+                            let keys = match keys {
+                                Value::Object(m) => {
+                                    Value::Object(m.iter().map(|(k, v)| (k.clone(), string_set(v))).collect())
+                                }
+                                other => other.clone(),
+                            };
+                            (op.clone(), keys)
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// A string or a list of strings as a sorted, deduplicated list (other values as they are).
+fn string_set(v: &Value) -> Value {
+    match v {
+        Value::String(_) => Value::Array(vec![v.clone()]),
+        Value::Array(items) => {
+            let mut items = items.clone();
+            items.sort_by_key(Value::to_string);
+            items.dedup();
+            Value::Array(items)
+        }
+        other => other.clone(),
+    }
+}
+
 /// Sorts every list the way [`IdentityIamState`] promises (managed policies, inline policies by name,
 /// groups, keys by id), so that states compare as values.
 pub fn normalize(state: &mut IdentityIamState) {
@@ -71,7 +139,7 @@ pub fn target_holds(state: &IdentityIamState, call: &IamCall) -> Option<bool> {
             !state.inline_policies.iter().any(|p| &p.name == policy_name)
         }
         IamCall::PutInlinePolicy { policy_name, document, .. } => {
-            state.inline_policies.iter().any(|p| &p.name == policy_name && &p.document == document)
+            state.inline_policies.iter().any(|p| &p.name == policy_name && same_document(&p.document, document))
         }
         IamCall::RemoveUserFromGroup { group, .. } => !state.groups.contains(group),
         IamCall::AddUserToGroup { group, .. } => state.groups.contains(group),
@@ -117,7 +185,7 @@ pub fn prior_of(state: &IdentityIamState, call: &IamCall) -> Prior {
 }
 
 /// Every difference between what is expected and what IAM has, in words (an identity's name is added
-/// by the caller). Empty when they are equal. Documents are compared as JSON values.
+/// by the caller). Empty when they are equal. Documents are compared for meaning ([`same_document`]).
 pub fn diff(expected: &IdentityIamState, live: &IdentityIamState) -> Vec<String> {
     let mut out = Vec::new();
     for p in &live.managed_policies {
@@ -133,7 +201,9 @@ pub fn diff(expected: &IdentityIamState, live: &IdentityIamState) -> Vec<String>
     for p in &live.inline_policies {
         match expected.inline_policies.iter().find(|e| e.name == p.name) {
             None => out.push(format!("inline policy {} exists, the plan does not expect it", p.name)),
-            Some(e) if e.document != p.document => out.push(format!("inline policy {}: its document changed", p.name)),
+            Some(e) if !same_document(&e.document, &p.document) => {
+                out.push(format!("inline policy {}: its document changed", p.name));
+            }
             Some(_) => {}
         }
     }
@@ -255,5 +325,16 @@ mod tests {
             ..IdentityIamState::default()
         };
         assert!(diff(&a, &b).is_empty());
+    }
+
+    #[test]
+    fn documents_compare_by_meaning_not_spelling() {
+        let written = json!({"Statement": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": ["b", "a"],
+            "Condition": {"StringEquals": {"aws:PrincipalTag/team": "x"}}}});
+        let rewritten = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": ["a", "b"], "Condition": {"StringEquals": {"aws:PrincipalTag/team": ["x"]}}}]});
+        assert!(same_document(&written, &rewritten));
+        let other = json!({"Statement": [{"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": ["a", "b"]}]});
+        assert!(!same_document(&written, &other));
     }
 }
