@@ -23,6 +23,7 @@ fn args(org: &Path, out: &Path) -> PlanArgs {
         state: None,
         scope: ScopeArg::All,
         identities: Vec::new(),
+        exclude: Vec::new(),
         lookback_days: 90,
         as_of: None,
         over_provisioned_threshold: 0.10,

@@ -189,6 +189,7 @@ fn plan_apply_killed_and_resumed_then_rollback_round_trip_in_moto() {
         state: None,
         scope: ScopeArg::All,
         identities,
+        exclude: Vec::new(),
         lookback_days: 90,
         as_of: None,
         over_provisioned_threshold: 0.10,

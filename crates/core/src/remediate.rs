@@ -41,6 +41,8 @@ pub struct PlanOptions {
     /// Only these identities (ARNs); empty: every identity the scope selects. A named identity is
     /// planned whatever its status.
     pub only: Vec<String>,
+    /// Identities never planned: ARN patterns (`*` wildcards), e.g. `*:role/break-glass-*`.
+    pub exclude: Vec<String>,
 }
 
 /// The context of a plan: the snapshot and the usage of IAM Identity Center roles, pooled per
@@ -161,6 +163,9 @@ impl<'a> PlanCx<'a> {
         let named = self.opts.only.iter().any(|a| a == &grants.arn);
         if !self.opts.only.is_empty() && !named {
             return Outcome::OutOfScope;
+        }
+        if let Some(p) = self.opts.exclude.iter().find(|p| crate::glob::Glob::STAR_ONLY.matches(p, &grants.arn)) {
+            return Outcome::Skipped(format!("excluded by --exclude {p}"));
         }
         let (user, role) = match grants.kind {
             IdentityKind::User => match self.users.get(grants.arn.as_str()) {

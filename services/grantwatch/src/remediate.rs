@@ -56,6 +56,10 @@ pub struct PlanArgs {
     /// Only these identities (user or role ARNs), whatever their status.
     #[arg(long = "identity", num_args = 1..)]
     pub identities: Vec<String>,
+    /// Never plan these identities: ARN patterns with `*` (e.g. `*:role/break-glass-*`); listed in
+    /// `skipped`.
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
     #[arg(long, default_value_t = 90)]
     pub lookback_days: u32,
     /// The end of the lookback (RFC 3339). Default: the latest event time.
@@ -190,7 +194,7 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
         }
     })?;
     drop(store);
-    let plan_opts = PlanOptions { scope: a.scope.into(), only: a.identities.clone() };
+    let plan_opts = PlanOptions { scope: a.scope.into(), only: a.identities.clone(), exclude: a.exclude.clone() };
     for arn in &plan_opts.only {
         if !before.grants.iter().any(|g| &g.arn == arn) {
             bail!("--identity {arn}: no such user or role in the IAM snapshots");

@@ -49,7 +49,7 @@ impl Fixture {
     }
 
     fn plan(&self, arn: &str, u: &IdentityUsage, scope: PlanScope) -> Outcome {
-        let opts = PlanOptions { scope, only: Vec::new() };
+        let opts = PlanOptions { scope, only: Vec::new(), exclude: Vec::new() };
         let grants = evaluate(&self.snapshot, &self.catalog);
         let mut cx = PlanCx::new(&self.catalog, &self.cfg, &opts, &self.snapshot);
         for g in &grants {
@@ -311,4 +311,14 @@ fn policy_names_are_valid_and_change_with_the_document() {
     assert!(policy_name("bob", &json!({}), 1, 2).ends_with("-2"));
     assert_eq!(leading_word("GetObject"), "Get");
     assert_eq!(leading_word("X"), "X");
+}
+
+#[test]
+fn excluded_identities_are_never_planned() {
+    let f = Fixture::new(user_account());
+    let opts = PlanOptions { scope: PlanScope::All, only: Vec::new(), exclude: vec!["*:user/ali*".into()] };
+    let grants = evaluate(&f.snapshot, &f.catalog);
+    let cx = PlanCx::new(&f.catalog, &f.cfg, &opts, &f.snapshot);
+    let g = grants.iter().find(|g| g.arn == alice()).unwrap();
+    assert!(matches!(cx.plan(g, &alice_usage()), Outcome::Skipped(why) if why.contains("--exclude *:user/ali*")));
 }
