@@ -57,7 +57,8 @@ fn validate(schema: &str, value: &serde_json::Value) {
     let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::meta::validate(&schema).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(value).take(5).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    let errors: Vec<String> =
+        validator.iter_errors(value).take(5).map(|e| format!("{e} at {}", e.instance_path)).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
 
@@ -107,8 +108,7 @@ fn a_plan_keeps_every_used_action_removes_the_unused_and_proves_it() {
     let (snapshot, _) = grantwatch::analyze::load_snapshot(&[org.join("iam")]).unwrap();
     let snapshot_identities: BTreeSet<String> =
         snapshot.users.iter().map(|u| u.arn.clone()).chain(snapshot.roles.iter().map(|r| r.arn.clone())).collect();
-    let expected =
-        successful_calls_in_window(&org, p.window_start.millis(), p.as_of.millis(), &snapshot_identities);
+    let expected = successful_calls_in_window(&org, p.window_start.millis(), p.as_of.millis(), &snapshot_identities);
     assert!(expected > 1_000, "{expected}");
     assert_eq!(r.events_replayed - r.events_other_identities, expected);
 
@@ -183,7 +183,11 @@ fn a_plan_that_would_deny_a_past_call_is_refused_and_the_call_named() {
     let refused: RemediationPlan =
         serde_json::from_str(&std::fs::read_to_string(out.join("refused.json")).unwrap()).unwrap();
     assert!(refused.replay.events_denied > 0);
-    assert!(refused.replay.denied.iter().any(|d| d.action.eq_ignore_ascii_case(&action)), "{:?}", refused.replay.denied);
+    assert!(
+        refused.replay.denied.iter().any(|d| d.action.eq_ignore_ascii_case(&action)),
+        "{:?}",
+        refused.replay.denied
+    );
     let listed: u64 = refused.replay.denied.iter().map(|d| d.events).sum();
     assert!(listed <= refused.replay.events_denied);
     // The command's exit status says so (4), and its summary names the call.

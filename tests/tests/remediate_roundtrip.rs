@@ -168,7 +168,11 @@ fn plan_apply_killed_and_resumed_then_rollback_round_trip_in_moto() {
         .unwrap();
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
     let skipped: serde_json::Value = serde_json::from_slice(&std::fs::read(&notes).unwrap()).unwrap();
-    assert_eq!(skipped["skipped"].as_array().map(Vec::len), Some(0), "moto refused part of the organization: {skipped}");
+    assert_eq!(
+        skipped["skipped"].as_array().map(Vec::len),
+        Some(0),
+        "moto refused part of the organization: {skipped}"
+    );
 
     let original_file = dir.path().join("original.json");
     let original = export(&moto, &original_file);

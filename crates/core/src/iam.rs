@@ -696,44 +696,6 @@ fn parse_statement(cx: &Cx<'_>, v: &Value, path: &str, trust: bool) -> Result<St
     Ok(Statement { sid, effect, not_action, actions, not_resource, resources, condition, principal })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arn_account_parses() {
-        assert_eq!(arn_account("arn:aws:iam::123456789012:user/a"), Some("123456789012"));
-        assert_eq!(arn_account("arn:aws:iam::aws:policy/ReadOnlyAccess"), Some("aws"));
-        assert_eq!(arn_account("arn:aws:iam"), None);
-        assert_eq!(arn_account("nope"), None);
-        assert!(is_aws_managed("arn:aws:iam::aws:policy/service-role/X"));
-        assert!(!is_aws_managed("arn:aws:iam::123456789012:policy/X"));
-    }
-
-    #[test]
-    fn malformed_inputs_are_errors_with_paths() {
-        let e = parse_iam_json(b"[1]", "f.json").unwrap_err();
-        assert_eq!(e.path, "$");
-        let e = parse_iam_json(
-            br#"{"RoleDetailList":[{"RoleName":"r","Arn":"arn:aws:iam::111122223333:role/r","RolePolicyList":[{"PolicyName":"p","PolicyDocument":{"Statement":{"Effect":"Allow","Action":5,"Resource":"*"}}}]}]}"#,
-            "f.json",
-        )
-        .unwrap_err();
-        assert_eq!(e.path, "RoleDetailList[0].RolePolicyList[0].PolicyDocument.Statement.Action");
-        assert!(e.to_string().starts_with("f.json: "));
-        let e = parse_iam_json(br#"{"UserDetailList":[{"UserName":"u","Arn":"bad"}]}"#, "g").unwrap_err();
-        assert_eq!(e.path, "UserDetailList[0].Arn");
-    }
-
-    #[test]
-    fn encoded_documents_decode() {
-        let enc = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
-        let d = parse_policy_document(&Value::String(enc.to_string()), "x", "p", false).unwrap();
-        assert_eq!(d.statements.len(), 1);
-        assert_eq!(d.statements[0].actions, vec!["s3:GetObject".to_string()]);
-    }
-}
-
 /// A policy document as IAM's JSON (`Version` 2012-10-17; lists always arrays; `Condition` as parsed):
 /// what `parse_policy_document` reads back to the same [`PolicyDocument`].
 pub fn document_json(doc: &PolicyDocument) -> Value {
@@ -871,7 +833,8 @@ impl IamSnapshot {
             .policies
             .values()
             .filter(|p| {
-                arn_account(&p.arn) == Some(account) || (is_aws_managed(&p.arn) && used_policies.contains(&p.arn.as_str()))
+                arn_account(&p.arn) == Some(account)
+                    || (is_aws_managed(&p.arn) && used_policies.contains(&p.arn.as_str()))
             })
             .collect();
         policies.sort_by(|a, b| a.arn.cmp(&b.arn));
@@ -917,5 +880,43 @@ impl IamSnapshot {
             "Policies": policies,
             "AccessKeyMetadata": keys,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arn_account_parses() {
+        assert_eq!(arn_account("arn:aws:iam::123456789012:user/a"), Some("123456789012"));
+        assert_eq!(arn_account("arn:aws:iam::aws:policy/ReadOnlyAccess"), Some("aws"));
+        assert_eq!(arn_account("arn:aws:iam"), None);
+        assert_eq!(arn_account("nope"), None);
+        assert!(is_aws_managed("arn:aws:iam::aws:policy/service-role/X"));
+        assert!(!is_aws_managed("arn:aws:iam::123456789012:policy/X"));
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors_with_paths() {
+        let e = parse_iam_json(b"[1]", "f.json").unwrap_err();
+        assert_eq!(e.path, "$");
+        let e = parse_iam_json(
+            br#"{"RoleDetailList":[{"RoleName":"r","Arn":"arn:aws:iam::111122223333:role/r","RolePolicyList":[{"PolicyName":"p","PolicyDocument":{"Statement":{"Effect":"Allow","Action":5,"Resource":"*"}}}]}]}"#,
+            "f.json",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "RoleDetailList[0].RolePolicyList[0].PolicyDocument.Statement.Action");
+        assert!(e.to_string().starts_with("f.json: "));
+        let e = parse_iam_json(br#"{"UserDetailList":[{"UserName":"u","Arn":"bad"}]}"#, "g").unwrap_err();
+        assert_eq!(e.path, "UserDetailList[0].Arn");
+    }
+
+    #[test]
+    fn encoded_documents_decode() {
+        let enc = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
+        let d = parse_policy_document(&Value::String(enc.to_string()), "x", "p", false).unwrap();
+        assert_eq!(d.statements.len(), 1);
+        assert_eq!(d.statements[0].actions, vec!["s3:GetObject".to_string()]);
     }
 }

@@ -110,7 +110,12 @@ enum Source<'s> {
 }
 
 impl<'a> PlanCx<'a> {
-    pub fn new(catalog: &'a Catalog, cfg: &'a FindingsConfig, opts: &'a PlanOptions, snapshot: &'a IamSnapshot) -> Self {
+    pub fn new(
+        catalog: &'a Catalog,
+        cfg: &'a FindingsConfig,
+        opts: &'a PlanOptions,
+        snapshot: &'a IamSnapshot,
+    ) -> Self {
         PlanCx {
             catalog,
             cfg,
@@ -118,7 +123,12 @@ impl<'a> PlanCx<'a> {
             snapshot,
             users: snapshot.users.iter().enumerate().map(|(i, u)| (u.arn.as_str(), i)).collect(),
             roles: snapshot.roles.iter().enumerate().map(|(i, r)| (r.arn.as_str(), i)).collect(),
-            groups: snapshot.groups.iter().enumerate().map(|(i, g)| ((g.account.as_str(), g.name.as_str()), i)).collect(),
+            groups: snapshot
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| ((g.account.as_str(), g.name.as_str()), i))
+                .collect(),
             vendored: std::sync::OnceLock::new(),
             permission_set_usage: FxHashMap::default(),
         }
@@ -292,7 +302,8 @@ impl<'a> PlanCx<'a> {
                     }
                 }
             }
-            let why = |what: &str| format!("{what} grants actions unused in the {}-day lookback", self.cfg.lookback_days);
+            let why =
+                |what: &str| format!("{what} grants actions unused in the {}-day lookback", self.cfg.lookback_days);
             match source {
                 Source::Inline(p) => {
                     delete_inline.push(p.name.clone());
@@ -353,14 +364,8 @@ impl<'a> PlanCx<'a> {
             ));
         }
         let mut changes = Vec::new();
-        let mut edit = Edit {
-            arn: grants.arn.clone(),
-            detach,
-            delete_inline,
-            remove_groups,
-            deactivate_keys,
-            ..Edit::default()
-        };
+        let mut edit =
+            Edit { arn: grants.arn.clone(), detach, delete_inline, remove_groups, deactivate_keys, ..Edit::default() };
         if let Some(ps) = ps_name {
             let doc = documents.into_iter().next().unwrap_or_default();
             let detach_managed = std::mem::take(&mut edit.detach);
@@ -389,7 +394,10 @@ impl<'a> PlanCx<'a> {
                     path: POLICY_PATH.to_string(),
                     policy_arn: arn.clone(),
                     document: document_json(&doc),
-                    description: format!("grantwatch: what {} used in the {}-day lookback", grants.name, self.cfg.lookback_days),
+                    description: format!(
+                        "grantwatch: what {} used in the {}-day lookback",
+                        grants.name, self.cfg.lookback_days
+                    ),
                 });
                 changes.push(Change::AttachPolicy { policy_arn: arn.clone() });
                 edit.create.push(ManagedPolicy { arn, name, default_version: Some("v1".into()), document: Some(doc) });
@@ -474,8 +482,11 @@ fn iam_state(
 fn policy_name(identity: &str, document: &serde_json::Value, i: usize, n: usize) -> String {
     let hash = xxhash_rust::xxh3::xxh3_64(document.to_string().as_bytes());
     let suffix = if n > 1 { format!("-{}", i + 1) } else { String::new() };
-    let clean: String =
-        identity.chars().filter(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(*c)).take(128 - 11 - 17 - 3).collect();
+    let clean: String = identity
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(*c))
+        .take(128 - 11 - 17 - 3)
+        .collect();
     format!("grantwatch-{clean}-{:08x}{suffix}", hash as u32)
 }
 

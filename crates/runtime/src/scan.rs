@@ -128,7 +128,9 @@ fn read_file(
     visit: &mut dyn FnMut(Item<'_>),
 ) -> Result<(), String> {
     match &file.location {
-        Location::Local(_) => grantwatch_files::read_records_with(file, read, buf, visit).map(drop).map_err(|e| e.to_string()),
+        Location::Local(_) => {
+            grantwatch_files::read_records_with(file, read, buf, visit).map(drop).map_err(|e| e.to_string())
+        }
         Location::S3(object) => {
             let s3 = s3.ok_or_else(|| "no S3 client".to_string())?;
             let body = s3.open(object).map_err(|e| e.to_string())?;

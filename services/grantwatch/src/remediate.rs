@@ -229,11 +229,13 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
         }
     }
     let after = entitlements(&after_snapshot, &catalog, org.as_ref(), &[], cfg.super_identity_share);
-    let after_index: FxHashMap<&str, usize> = after.grants.iter().enumerate().map(|(i, g)| (g.arn.as_str(), i)).collect();
+    let after_index: FxHashMap<&str, usize> =
+        after.grants.iter().enumerate().map(|(i, g)| (g.arn.as_str(), i)).collect();
     let before_index: FxHashMap<&str, usize> =
         before.grants.iter().enumerate().map(|(i, g)| (g.arn.as_str(), i)).collect();
     for p in &mut planned {
-        let (Some(&b), Some(&af)) = (before_index.get(p.plan.arn.as_str()), after_index.get(p.plan.arn.as_str())) else {
+        let (Some(&b), Some(&af)) = (before_index.get(p.plan.arn.as_str()), after_index.get(p.plan.arn.as_str()))
+        else {
             continue;
         };
         if let (Some(bg), Some(ag)) = (before.grants.get(b), after.grants.get(af)) {
@@ -245,7 +247,8 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
 
     // 3. The replay proof.
     let replay_started = std::time::Instant::now();
-    let normalizer = Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?);
+    let normalizer =
+        Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?);
     let replay = replay(
         &cloudtrail,
         &normalizer,
@@ -401,7 +404,9 @@ fn resources_for<'e>(ev: &'e Event, action: &str) -> Vec<&'e str> {
         .map(String::as_str)
         .filter(|r| {
             let mut parts = r.splitn(4, ':');
-            parts.next() == Some("arn") && parts.next().is_some() && parts.next().is_some_and(|s| s.eq_ignore_ascii_case(prefix))
+            parts.next() == Some("arn")
+                && parts.next().is_some()
+                && parts.next().is_some_and(|s| s.eq_ignore_ascii_case(prefix))
         })
         .collect()
 }
@@ -586,13 +591,22 @@ fn write_summary(w: &mut dyn Write, o: &PlanOutcome, out: &Path) -> std::io::Res
         writeln!(
             w,
             "  {:<60} {:>6} removed, {:>4} kept   PCI {:>3} → {:<3}  ({:?})",
-            i.arn, i.removed.len(), i.granted_after, i.pci_before, i.pci_after, i.reason
+            i.arn,
+            i.removed.len(),
+            i.granted_after,
+            i.pci_before,
+            i.pci_after,
+            i.reason
         )?;
     }
     writeln!(w)?;
     if o.written {
         writeln!(w, "Plan: {}   after: {}", out.join("plan.json").display(), out.join("after").display())?;
-        writeln!(w, "Review it, then: grantwatch remediate apply --plan {} --journal FILE", out.join("plan.json").display())?;
+        writeln!(
+            w,
+            "Review it, then: grantwatch remediate apply --plan {} --journal FILE",
+            out.join("plan.json").display()
+        )?;
     } else {
         writeln!(
             w,
@@ -601,7 +615,11 @@ fn write_summary(w: &mut dyn Write, o: &PlanOutcome, out: &Path) -> std::io::Res
             out.join("refused.json").display()
         )?;
         for d in r.denied.iter().take(10) {
-            writeln!(w, "  {} {} on {} ×{} (e.g. event {})", d.identity, d.action, d.resource, d.events, d.example_event)?;
+            writeln!(
+                w,
+                "  {} {} on {} ×{} (e.g. event {})",
+                d.identity, d.action, d.resource, d.events, d.example_event
+            )?;
         }
     }
     writeln!(

@@ -233,9 +233,11 @@ fn scope_service_linked_young_and_permission_set_roles() {
     let young = format!("arn:aws:iam::{ACCOUNT}:role/young");
     assert!(matches!(f.plan(&young, &none, PlanScope::All), Outcome::Skipped(why) if why.contains("too young")));
 
-    let sso = format!("arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_DataTeam_0123456789abcdef");
+    let sso =
+        format!("arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_DataTeam_0123456789abcdef");
     let p = f.planned(&sso, &usage(&[("athena:StartQueryExecution", 1), ("s3:ListBucket", 2)]));
-    let [Change::UpdatePermissionSet { permission_set_name, inline_policy, detach_managed, .. }] = p.plan.changes.as_slice()
+    let [Change::UpdatePermissionSet { permission_set_name, inline_policy, detach_managed, .. }] =
+        p.plan.changes.as_slice()
     else {
         panic!("{:?}", p.plan.changes)
     };
@@ -267,7 +269,8 @@ fn big_kept_sets_fit_iam_limits_without_granting_more_than_before() {
     let arn = format!("arn:aws:iam::{ACCOUNT}:role/reader");
     let grants = evaluate(&f.snapshot, &f.catalog);
     let before = grants.iter().find(|g| g.arn == arn).unwrap();
-    let used: Vec<String> = before.granted.iter().step_by(7).take(1000).map(|id| f.catalog.name(id).to_string()).collect();
+    let used: Vec<String> =
+        before.granted.iter().step_by(7).take(1000).map(|id| f.catalog.name(id).to_string()).collect();
     let u = usage(&used.iter().map(|a| (a.as_str(), 1)).collect::<Vec<_>>());
     let p = f.planned(&arn, &u);
     for c in &p.plan.changes {
@@ -294,7 +297,8 @@ fn the_after_file_reads_back_as_the_after_snapshot() {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.arn, &x.granted, &x.conditional, &x.groups), (&y.arn, &y.granted, &y.conditional, &y.groups));
-        let keys = |g: &IdentityGrants| g.access_keys.iter().map(|k| (k.access_key_id.clone(), k.active)).collect::<Vec<_>>();
+        let keys =
+            |g: &IdentityGrants| g.access_keys.iter().map(|k| (k.access_key_id.clone(), k.active)).collect::<Vec<_>>();
         assert_eq!(keys(x), keys(y));
     }
     let alice_after = b.iter().find(|g| g.arn == alice()).unwrap();
