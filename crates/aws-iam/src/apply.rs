@@ -300,18 +300,8 @@ pub fn apply(
 
     exec.record(run_started(plan_name, &account, mine.len(), &summary))?;
     let result = run_steps(&mut exec, &mine, &planned, &mut live_states);
-    if let Err(e) = result {
-        exec.finish_failed(&e);
-        return Err(e);
-    }
-    exec.record(JournalRecord::RunFinished {
-        outcome: RunOutcome::Completed,
-        calls: exec.calls,
-        already_done: exec.already,
-        error: None,
-    })?;
-    summary.calls = exec.calls;
-    summary.already_done = exec.already;
+    exec.or_fail(result)?;
+    (summary.calls, summary.already_done) = exec.finish_completed()?;
     let verb = if opts.dry_run { "would make" } else { "made" };
     exec.say(&format!(
         "Account {account}: {} identities, {verb} {} call(s); {} step(s) already done.",

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use grantwatch_types::IdentityKind;
-use grantwatch_types::{IamCall, JournalCommand, JournalRecord, RunOutcome, Subject};
+use grantwatch_types::{IamCall, JournalCommand, JournalRecord, Subject};
 
 use crate::api::IamApi;
 use crate::exec::{Exec, Outcome, Ran, RunOptions, RunSummary, Step};
@@ -96,21 +96,9 @@ pub fn attach(
         other_account_identities: 0,
     })?;
     let step = Step { key: None, undoes: None, identity: Some(identity_arn.to_string()), call: &call, existing };
-    let ran = match exec.run_step(&step, Some(&live)) {
-        Ok(r) => r,
-        Err(e) => {
-            exec.finish_failed(&e);
-            return Err(e);
-        }
-    };
-    exec.record(JournalRecord::RunFinished {
-        outcome: RunOutcome::Completed,
-        calls: exec.calls,
-        already_done: exec.already,
-        error: None,
-    })?;
-    summary.calls = exec.calls;
-    summary.already_done = exec.already;
+    let ran = exec.run_step(&step, Some(&live));
+    let ran = exec.or_fail(ran)?;
+    (summary.calls, summary.already_done) = exec.finish_completed()?;
     if ran == Ran::AlreadySo {
         let what = if attach { "already attached" } else { "not attached" };
         exec.say(&format!("{policy_arn} is {what}: nothing to do."))?;

@@ -134,6 +134,25 @@ impl<'a> Exec<'a> {
     }
 
     /// Journals the end of a failed run (best effort: the error being reported matters more).
+    /// `result`, after journaling the run's failure if it is one.
+    pub(crate) fn or_fail<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(e) = &result {
+            self.finish_failed(e);
+        }
+        result
+    }
+
+    /// Journals the run's successful end; returns (calls made, steps found already done).
+    pub(crate) fn finish_completed(&mut self) -> Result<(u64, u64), Error> {
+        self.record(JournalRecord::RunFinished {
+            outcome: RunOutcome::Completed,
+            calls: self.calls,
+            already_done: self.already,
+            error: None,
+        })?;
+        Ok((self.calls, self.already))
+    }
+
     pub(crate) fn finish_failed(&mut self, error: &Error) {
         let record = JournalRecord::RunFinished {
             outcome: RunOutcome::Failed,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use grantwatch_types::IdentityKind;
-use grantwatch_types::{IamCall, IdentityIamState, JournalCommand, JournalRecord, RunOutcome, StepOutcome, Subject};
+use grantwatch_types::{IamCall, IdentityIamState, JournalCommand, JournalRecord, StepOutcome, Subject};
 
 use crate::api::IamApi;
 use crate::exec::{Exec, Outcome, Ran, RunOptions, RunSummary, Step, prior_held};
@@ -189,18 +189,8 @@ pub fn rollback(
         other_account_identities: summary.other_accounts.values().sum(),
     })?;
     let result = run_undo(&mut exec, &undo, &pending_undos, &mut summary.restored);
-    if let Err(e) = result {
-        exec.finish_failed(&e);
-        return Err(e);
-    }
-    exec.record(JournalRecord::RunFinished {
-        outcome: RunOutcome::Completed,
-        calls: exec.calls,
-        already_done: exec.already,
-        error: None,
-    })?;
-    summary.calls = exec.calls;
-    summary.already_done = exec.already;
+    exec.or_fail(result)?;
+    (summary.calls, summary.already_done) = exec.finish_completed()?;
     let verb = if opts.dry_run { "would come back" } else { "came back" };
     if summary.restored.is_empty() {
         exec.say("Nothing to restore.")?;

@@ -18,14 +18,10 @@ use crate::remediate::EXIT_REFUSED;
 /// the call and before its outcome is journaled.
 pub const FAULT_ENV: &str = "GRANTWATCH_FAULT_APPLY_AFTER_CALLS";
 
+/// Where the AWS API is, and whether to act: shared by every command that changes IAM.
 #[derive(clap::Args, Debug)]
-pub struct ApplyArgs {
-    /// The plan: `DIR/plan.json` (or `DIR`).
-    #[arg(long)]
-    pub plan: PathBuf,
-    /// The journal (JSON Lines, appended to; created if absent). Keep it: rollback reads it.
-    #[arg(long)]
-    pub journal: PathBuf,
+pub struct AwsArgs {
+    /// The IAM, STS and SSO Admin endpoint (moto, a VPC endpoint); default: AWS's.
     #[arg(long = "endpoint-url")]
     pub endpoint_url: Option<String>,
     #[arg(long)]
@@ -42,23 +38,24 @@ pub struct ApplyArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// The plan: `DIR/plan.json` (or `DIR`).
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// The journal (JSON Lines, appended to; created if absent). Keep it: rollback reads it.
+    #[arg(long)]
+    pub journal: PathBuf,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct RollbackArgs {
     /// The journal of the apply (or attach/detach) runs to undo.
     #[arg(long)]
     pub journal: PathBuf,
-    #[arg(long = "endpoint-url")]
-    pub endpoint_url: Option<String>,
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Refuse unless the credentials are of this account.
-    #[arg(long)]
-    pub account: Option<String>,
-    /// Make the calls (without it: a dry run that prints them).
-    #[arg(long)]
-    pub yes: bool,
-    /// Test hook: abort after this many changing calls (also `GRANTWATCH_FAULT_APPLY_AFTER_CALLS`).
-    #[arg(long, hide = true)]
-    pub crash_after_calls: Option<u64>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,16 +69,8 @@ pub struct AttachArgs {
     /// The journal (appended to; `remediate rollback --journal` reverses it).
     #[arg(long)]
     pub journal: PathBuf,
-    #[arg(long = "endpoint-url")]
-    pub endpoint_url: Option<String>,
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Refuse unless the credentials are of this account.
-    #[arg(long)]
-    pub account: Option<String>,
-    /// Make the call (without it: a dry run that prints it).
-    #[arg(long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,8 +112,18 @@ fn crash_after(flag: Option<u64>) -> Result<Option<u64>> {
     }
 }
 
-fn open_journal(path: &Path, dry_run: bool) -> Result<Journal> {
-    Ok(Journal::open(path, !dry_run)?)
+/// The client, the journal and the run options of one command.
+fn start(aws: &AwsArgs, journal: &Path, command: &str) -> Result<(AwsIam, Journal, RunOptions<'static>)> {
+    let api = connect(&aws.endpoint_url, &aws.region)?;
+    let journal = Journal::open(journal, aws.yes)?;
+    let opts = RunOptions {
+        dry_run: !aws.yes,
+        account: aws.account.clone(),
+        run: run_name(command),
+        clock: &wall_clock,
+        crash_after_calls: crash_after(aws.crash_after_calls)?,
+    };
+    Ok((api, journal, opts))
 }
 
 fn exit(summary: &RunSummary) -> ExitCode {
@@ -139,16 +138,7 @@ pub fn apply_cmd(a: &ApplyArgs) -> Result<ExitCode> {
     let bytes = std::fs::read(&plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
     let plan: RemediationPlan =
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not a remediation plan", plan_path.display()))?;
-    let mut api = connect(&a.endpoint_url, &a.region)?;
-    let mut journal = open_journal(&a.journal, !a.yes)?;
-    let clock = wall_clock;
-    let opts = RunOptions {
-        dry_run: !a.yes,
-        account: a.account.clone(),
-        run: run_name("apply"),
-        clock: &clock,
-        crash_after_calls: crash_after(a.crash_after_calls)?,
-    };
+    let (mut api, mut journal, opts) = start(&a.aws, &a.journal, "apply")?;
     let mut out = std::io::stdout().lock();
     let summary =
         grantwatch_aws_iam::apply(&mut api, &plan, &plan_path.display().to_string(), &mut journal, &opts, &mut out)
@@ -161,16 +151,7 @@ pub fn rollback_cmd(a: &RollbackArgs) -> Result<ExitCode> {
     if !a.journal.exists() {
         anyhow::bail!("{}: no such journal", a.journal.display());
     }
-    let mut api = connect(&a.endpoint_url, &a.region)?;
-    let mut journal = open_journal(&a.journal, !a.yes)?;
-    let clock = wall_clock;
-    let opts = RunOptions {
-        dry_run: !a.yes,
-        account: a.account.clone(),
-        run: run_name("rollback"),
-        clock: &clock,
-        crash_after_calls: crash_after(a.crash_after_calls)?,
-    };
+    let (mut api, mut journal, opts) = start(&a.aws, &a.journal, "rollback")?;
     let mut out = std::io::stdout().lock();
     let summary = grantwatch_aws_iam::rollback(&mut api, &mut journal, &opts, &mut out)
         .with_context(|| format!("remediate rollback (journal {})", a.journal.display()))?;
@@ -179,16 +160,7 @@ pub fn rollback_cmd(a: &RollbackArgs) -> Result<ExitCode> {
 }
 
 pub fn attach_cmd(a: &AttachArgs, attach: bool) -> Result<ExitCode> {
-    let mut api = connect(&a.endpoint_url, &a.region)?;
-    let mut journal = open_journal(&a.journal, !a.yes)?;
-    let clock = wall_clock;
-    let opts = RunOptions {
-        dry_run: !a.yes,
-        account: a.account.clone(),
-        run: run_name(if attach { "attach" } else { "detach" }),
-        clock: &clock,
-        crash_after_calls: crash_after(None)?,
-    };
+    let (mut api, mut journal, opts) = start(&a.aws, &a.journal, if attach { "attach" } else { "detach" })?;
     let mut out = std::io::stdout().lock();
     let summary = grantwatch_aws_iam::attach(&mut api, &mut journal, &a.identity, &a.policy, attach, &opts, &mut out)
         .with_context(|| {
