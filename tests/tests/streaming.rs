@@ -10,7 +10,10 @@ use grantwatch::analyze::{AnalyzeOptions, run};
 use grantwatch_e2e::cloudtrail_record;
 use grantwatch_e2e::stack::{Records, Stack, assert_same_usage, embedded_usage, repo};
 use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
-use grantwatch_types::{DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate};
+use grantwatch_types::{
+    DeadLetter, DeadLetterSource, DetectionFinding, Event, EventTime, PciUpdate, PlanReason, RemediationProposal,
+    StatusFlag,
+};
 use rand::{Rng, SeedableRng};
 
 // Generous: with dynamic membership every kill costs a session timeout (6 s) before partitions move.
@@ -204,6 +207,7 @@ fn outputs(stack: &Stack) -> BTreeMap<&'static str, BTreeMap<i32, Records>> {
     BTreeMap::from([
         ("pci", stack.records_by_partition(&t.pci.name)),
         ("findings", sorted(&t.findings.name)),
+        ("remediation", sorted(&t.remediation.name)),
         ("alerts", sorted(&t.alerts.name)),
     ])
 }
@@ -393,6 +397,22 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
     let entitlements: Vec<serde_json::Value> = stack.read_json(&t.entitlements.name);
     assert!(entitlements.iter().all(|e| e.get("as_of").is_some()));
     entitlements.iter().take(20).for_each(|e| validate("entitlements.v1.json", e));
+
+    // Remediation proposals: one per newly raised flag, for identities the PCI updates flag so.
+    let proposals: Vec<RemediationProposal> = stack.read_json(&t.remediation.name);
+    assert!(proposals.iter().any(|p| p.reason == PlanReason::OverProvisioned), "{} proposals", proposals.len());
+    let mut seen = BTreeSet::new();
+    for p in &proposals {
+        validate("remediation_proposal.v1.json", &serde_json::to_value(p).unwrap());
+        assert!(seen.insert((p.identity.clone(), format!("{:?}", p.reason), p.time)), "duplicate proposal {p:?}");
+        let flag = match p.reason {
+            PlanReason::OverProvisioned => StatusFlag::OverProvisioned,
+            _ => StatusFlag::Inactive,
+        };
+        let update = &pci[&(p.identity.clone(), p.time)];
+        assert!(update.status.contains(&flag), "{p:?} vs {update:?}");
+        assert!(p.unused_count <= p.granted_count && p.granted_count <= update.granted as u64, "{p:?}");
+    }
 }
 
 #[test]
