@@ -4,7 +4,7 @@
 //! to the end — and exported again: IAM now equals the plan's `after/`. Rolled back and exported once
 //! more: IAM equals the original export.
 //!
-//! moto runs as an instance of this test's own (its port and data dir), started with AWS's managed
+//! moto runs as an instance of this test's own (a free port and its own data dir), started with AWS's managed
 //! policies loaded and the generated account as its default account (scripts/moto, scripts/pmapper
 //! load): the generated account's ARNs are moto's.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
@@ -21,18 +21,18 @@ use grantwatch_e2e::stack::{repo, service_bin};
 use grantwatch_synth::{Layout, OrgSpec, generate};
 use grantwatch_types::Change;
 
-const PORT: &str = "19097";
-
-/// This test's moto server; stopped when dropped.
+/// This test's moto server, on a free port of its own; stopped when dropped.
 struct Moto {
     data: tempfile::TempDir,
     account: String,
+    port: u16,
 }
 
 impl Moto {
     fn start(account: &str) -> Moto {
         let data = tempfile::tempdir().unwrap();
-        let m = Moto { data, account: account.to_string() };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let m = Moto { data, account: account.to_string(), port };
         let out = m.script("start");
         assert!(out.status.success(), "moto: {}", String::from_utf8_lossy(&out.stderr));
         m
@@ -41,7 +41,7 @@ impl Moto {
     fn script(&self, cmd: &str) -> Output {
         Command::new(repo().join("scripts/moto"))
             .arg(cmd)
-            .env("MOTO_PORT", PORT)
+            .env("MOTO_PORT", self.port.to_string())
             .env("GRANTWATCH_MOTO_DATA", self.data.path())
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .env("MOTO_ACCOUNT_ID", &self.account)
@@ -50,7 +50,7 @@ impl Moto {
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{PORT}")
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
