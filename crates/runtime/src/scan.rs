@@ -10,12 +10,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use grantwatch_core::cloudtrail::{NormalizeError, Normalizer};
+use grantwatch_core::time_guard::TimeBounds;
 use grantwatch_files::{Input, Item, Location, ReadBuffers, ReadOptions, SourceFile};
 use grantwatch_s3::{S3Config, S3Source};
 use grantwatch_types::Event;
 use rayon::prelude::*;
 
-use crate::order::ReadOrder;
+use crate::order::{ReadOrder, delivery_of};
 
 /// What a scan read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +31,9 @@ pub struct ScanCounts {
     pub bad_records: u64,
     /// Records the caller's prefilter set aside unparsed (they cannot be about what it looks for).
     pub prefiltered: u64,
+    /// Events whose time their delivery contradicts (`core::time_guard`, as `analyze` quarantines
+    /// them): not visited, so a forged time cannot weigh here when it did not in `analyze`.
+    pub time_refused: u64,
     /// Files that could not be read, with why.
     pub bad_files: Vec<(String, String)>,
 }
@@ -95,15 +99,19 @@ where
     }
     let pool = pool.build().map_err(|e| ScanError::Pool(e.to_string()))?;
     let (records, events, non_api, bad) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    let prefiltered = AtomicU64::new(0);
+    let (prefiltered, time_refused) = (AtomicU64::new(0), AtomicU64::new(0));
     let bad_files = Mutex::new(order.skipped.clone());
+    // The time guard `analyze` applies: an event whose time its delivery contradicts is not visited.
+    let bounds = TimeBounds::default();
     let accumulators: Vec<T> = pool.install(|| {
         order
             .files
             .par_iter()
+            .zip(order.stamps.par_iter())
             .fold(
                 || (init(), ReadBuffers::default(), false),
-                |(mut acc, mut buf, _), file| {
+                |(mut acc, mut buf, _), (file, stamp)| {
+                    let delivery = delivery_of(file, *stamp);
                     let mut visit_item = |item: Item<'_>| {
                         records.fetch_add(1, Ordering::Relaxed);
                         let Item::Record(rec) = item else {
@@ -115,6 +123,9 @@ where
                             return;
                         }
                         match normalizer.normalize(rec.raw) {
+                            Ok(ev) if bounds.check(ev.time, delivery).is_err() => {
+                                time_refused.fetch_add(1, Ordering::Relaxed);
+                            }
                             Ok(ev) => {
                                 events.fetch_add(1, Ordering::Relaxed);
                                 visit(&mut acc, &ev);
@@ -146,6 +157,7 @@ where
         non_api: non_api.into_inner(),
         bad_records: bad.into_inner(),
         prefiltered: prefiltered.into_inner(),
+        time_refused: time_refused.into_inner(),
         bad_files: bad_files.into_inner().unwrap_or_default(),
     };
     Ok((counts, accumulators))
@@ -251,5 +263,21 @@ mod tests {
         assert!(bob.keeps(br#"{"userName":"b\u006fb"}"#));
         assert!(bob.keeps(br#"{"arn":"arn:aws:sts::1:assumed-role/bob/s"}"#));
         assert!(!bob.keeps(br#"{"userName":"alice"}"#));
+
+        // An event dated after its file was written is refused, as analyze's time guard refuses it.
+        let future = record("from-the-future").replace("2024-05-01", "2099-05-01");
+        std::fs::write(dir.path().join("future.jsonl"), future + "\n").expect("write");
+        let (counts, accs) = for_each_event(
+            &inputs,
+            &S3Config::default(),
+            &normalizer,
+            ReadOptions::default(),
+            2,
+            Vec::<String>::new,
+            |acc, ev| acc.push(ev.uid.clone()),
+        )
+        .expect("scan");
+        assert_eq!((counts.events, counts.time_refused), (100, 1));
+        assert!(!accs.into_iter().flatten().any(|u| u == "from-the-future"));
     }
 }
