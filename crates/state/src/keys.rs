@@ -255,6 +255,22 @@ pub const ALERTS_LENGTH: KeySpace = meta(
     "committed length in bytes, big-endian u64",
 );
 
+pub const ACCESS_REQUEST: KeySpace =
+    meta(b"acc:req\0", "access::store", "request id ([A-Za-z0-9_-], no \\0)", "JSON AccessRecord");
+pub const ACCESS_LOG: KeySpace = meta(
+    b"acc:log\0",
+    "access::store",
+    "request id, \\0, transition seq (big-endian u64): append-only",
+    "JSON AccessTransition",
+);
+pub const ACCESS_DUE: KeySpace = meta(
+    b"acc:due\0",
+    "access::store",
+    "due time ms (big-endian i64, sign bit flipped so keys sort as times), request id: an active grant's next \
+     revocation check",
+    "empty",
+);
+
 const fn meta(prefix: &'static [u8], owner: &'static str, suffix: &'static str, value: &'static str) -> KeySpace {
     KeySpace { table: Table::Meta, prefix, shape: Shape::Prefix, owner, suffix, value }
 }
@@ -289,6 +305,9 @@ pub const ALL: &[&KeySpace] = &[
     &RUNNER_LOGGED,
     &FILE_INGESTED,
     &ALERTS_LENGTH,
+    &ACCESS_REQUEST,
+    &ACCESS_LOG,
+    &ACCESS_DUE,
 ];
 
 /// Why two spaces of one table overlap, if they do.

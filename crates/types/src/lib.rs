@@ -4,12 +4,14 @@
 //! `schemas/` describe these types' serialized form and are the contract with subscribers; a test in
 //! `grantwatch-core` validates serialized fixtures against them.
 
+mod access;
 mod event;
 mod remediation;
 mod report;
 mod stream;
 mod time_ms;
 
+pub use access::*;
 pub use event::*;
 pub use remediation::*;
 pub use report::*;
