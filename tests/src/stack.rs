@@ -140,6 +140,7 @@ impl Stack {
             ("entitlements", partitions, true),
             ("pci", partitions, true),
             ("findings", 2, false),
+            ("remediation", 2, false),
             ("alerts", 2, false),
             ("late", 1, false),
             ("dlq", 1, false),

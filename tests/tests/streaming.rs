@@ -409,7 +409,11 @@ fn services_compute_what_analyze_computes_and_route_bad_and_late_records() {
             PlanReason::OverProvisioned => StatusFlag::OverProvisioned,
             _ => StatusFlag::Inactive,
         };
-        let update = &pci[&(p.identity.clone(), p.time)];
+        let Some(update) = pci.get(&(p.identity.clone(), p.time)) else {
+            let times: Vec<String> =
+                pci.keys().filter(|(a, _)| a == &p.identity).map(|(_, t)| t.to_rfc3339()).collect();
+            panic!("{p:?}: no PCI update of the identity at that time; its updates are at {times:?}");
+        };
         assert!(update.status.contains(&flag), "{p:?} vs {update:?}");
         assert!(p.unused_count <= p.granted_count && p.granted_count <= update.granted as u64, "{p:?}");
     }

@@ -427,7 +427,7 @@ impl ProcessorStage {
             }
         }
         if self.cfg.propose_remediation
-            && let Some(p) = self.proposal(&grants, &score, &before, usage.activity.is_some(), as_of)
+            && let Some(p) = self.proposal(&grants, &score, &before, had_activity_by(&usage, as_of), as_of)
         {
             cx.out.push(ProcessorOutput::Proposal(Box::new(p)));
         }
@@ -462,6 +462,13 @@ impl ProcessorStage {
         })));
         Ok(())
     }
+}
+
+/// Whether the identity acted at or before `as_of`. Not "has any activity": a window closes while
+/// events past its end are already counted, and how many depends on arrival, so only activity up to
+/// the window's end may decide what the window emits.
+fn had_activity_by(usage: &IdentityUsage, as_of: EventTime) -> bool {
+    usage.activity.is_some_and(|s| s.first_ms <= as_of.millis())
 }
 
 /// The Discover finding a newly raised status flag becomes (inactivity is reported in PCI updates,
