@@ -2,16 +2,14 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
 mod common;
-use common::gz_files;
+use common::{findings, gz_files, validate};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use grantwatch::analyze::{AnalyzeOptions, AnalyzeOutcome, run};
-use grantwatch_core::catalog::Catalog;
-use grantwatch_core::findings::expand_actions;
 use grantwatch_synth::{GroundTruth, Layout, OrgSpec, generate};
-use grantwatch_types::{ActionsForm, IdentityFinding, StatusFlag};
+use grantwatch_types::{IdentityFinding, StatusFlag};
 
 fn spec(layout: Layout) -> OrgSpec {
     OrgSpec::new(42, 2, 18, 120, 25_000, layout)
@@ -25,35 +23,6 @@ fn analyze(org: &Path, out: &Path, state: Option<&Path>, cloudtrail: Vec<PathBuf
     o.progress = false;
     o.flush_budget = 5_000; // many flushes: exercises the batch boundaries
     run(&o).unwrap()
-}
-
-/// The findings of `identities.jsonl`, their action lists expanded to the exact form (the file has
-/// them compact by default; the counts beside them must match the expansion).
-fn findings(out: &Path) -> BTreeMap<String, IdentityFinding> {
-    let catalog = Catalog::aws().unwrap();
-    std::fs::read_to_string(out.join("identities.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<IdentityFinding>(l).unwrap())
-        .map(|mut f| {
-            if f.actions_form == ActionsForm::Compact {
-                for list in
-                    [&mut f.granted_actions, &mut f.conditional_actions, &mut f.used_actions, &mut f.unused_actions]
-                {
-                    *list = expand_actions(&catalog, list);
-                }
-                f.actions_form = ActionsForm::Exact;
-            }
-            let counts = f.action_counts.expect("action counts");
-            assert_eq!(
-                (counts.granted, counts.conditional, counts.used, counts.unused),
-                (f.granted_actions.len(), f.conditional_actions.len(), f.used_actions.len(), f.unused_actions.len()),
-                "{}",
-                f.arn
-            );
-            (f.arn.clone(), f)
-        })
-        .collect()
 }
 
 /// Asserts two runs' findings are equal, naming the first identity and field that differ (the full
@@ -73,14 +42,6 @@ fn assert_same_findings(a: &BTreeMap<String, IdentityFinding>, b: &BTreeMap<Stri
             assert_eq!(x, y, "{what}: {arn} differs in {field}");
         }
     }
-}
-
-fn validate(schema: &str, instance: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema);
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let v = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path)).collect();
-    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// (account, group name) → ARNs of its member users, from the IAM snapshots.

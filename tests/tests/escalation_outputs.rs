@@ -2,6 +2,9 @@
 //! and `who-can`'s JSON, on the escalation comparison account, each checked against its schema.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
+mod common;
+use common::validate;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,14 +17,6 @@ use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn validate(schema: &str, instance: &Value) {
-    let path = repo().join("schemas").join(schema);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let v = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path)).collect();
-    assert!(errors.is_empty(), "{errors:?}");
 }
 
 const ACCOUNT: &str = "123456789012";

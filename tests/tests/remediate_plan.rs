@@ -4,6 +4,9 @@
 //! deny one, and its files match their schemas.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
+mod common;
+use common::{findings, validate};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +15,8 @@ use grantwatch::analyze::{AnalyzeOptions, run};
 use grantwatch::remediate::{PlanArgs, ScopeArg, plan};
 use grantwatch_core::catalog::Catalog;
 use grantwatch_core::cloudtrail::{ActionMap, Normalizer};
-use grantwatch_core::findings::expand_actions;
 use grantwatch_synth::{Layout, OrgSpec, generate};
-use grantwatch_types::{ActionsForm, Change, IdentityFinding, PlanReason, RemediationPlan, Status};
+use grantwatch_types::{Change, PlanReason, RemediationPlan, Status};
 
 fn args(org: &Path, out: &Path) -> PlanArgs {
     PlanArgs {
@@ -33,33 +35,6 @@ fn args(org: &Path, out: &Path) -> PlanArgs {
         quiet: true,
         fault_drop_action: None,
     }
-}
-
-fn findings(out: &Path) -> BTreeMap<String, IdentityFinding> {
-    let catalog = Catalog::aws().unwrap();
-    std::fs::read_to_string(out.join("identities.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<IdentityFinding>(l).unwrap())
-        .map(|mut f| {
-            if f.actions_form == ActionsForm::Compact {
-                for list in [&mut f.granted_actions, &mut f.used_actions, &mut f.unused_actions] {
-                    *list = expand_actions(&catalog, list);
-                }
-            }
-            (f.arn.clone(), f)
-        })
-        .collect()
-}
-
-fn validate(schema: &str, value: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema);
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::meta::validate(&schema).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(value).take(5).map(|e| format!("{e} at {}", e.instance_path)).collect();
-    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// Successful calls that need a permission, by identities of the snapshot, in the lookback: counted

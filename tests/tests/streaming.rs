@@ -2,6 +2,9 @@
 //! computes, route bad and late records, and survive `kill -9` and rebalances without a trace.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
+mod common;
+use common::validate;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,14 +167,6 @@ fn pci_updates(stack: &Stack) -> BTreeMap<(String, EventTime), PciUpdate> {
         assert!(by_key.insert(key.clone(), u).is_none(), "PCI update {key:?} published twice");
     }
     by_key
-}
-
-fn validate(schema: &str, instance: &serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema);
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let v = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path)).collect();
-    assert!(errors.is_empty(), "{instance} does not match its schema: {errors:?}");
 }
 
 /// Entitlements first (as a deployment would load them), then the trail, then the extra records.
