@@ -166,7 +166,7 @@ pub fn expand_actions(catalog: &Catalog, list: &[String]) -> Vec<String> {
 }
 
 /// `granted` without the actions that need no permission ([`Catalog::permissionless`]).
-fn removable(catalog: &Catalog, granted: &ActionSet) -> ActionSet {
+pub fn removable(catalog: &Catalog, granted: &ActionSet) -> ActionSet {
     let mut out = granted.clone();
     out.difference_with(catalog.permissionless());
     out

@@ -347,8 +347,7 @@ impl ProcessorStage {
         } else {
             return None;
         };
-        let mut granted = grants.granted.clone();
-        granted.difference_with(self.catalog.permissionless());
+        let granted = crate::findings::removable(&self.catalog, &grants.granted);
         let mut unused = granted.clone();
         unused.difference_with(&score.used);
         Some(RemediationProposal {

@@ -20,7 +20,7 @@ use grantwatch_types::{
 };
 
 use crate::catalog::{ActionSet, Catalog};
-use crate::findings::{FindingsConfig, IdentityScore, identity_score};
+use crate::findings::{FindingsConfig, IdentityScore, identity_score, removable};
 use crate::iam::{Effect, IamSnapshot, InlinePolicy, ManagedPolicy, PolicyDocument, Statement, document_json};
 use crate::policy::{IdentityGrants, Vendored};
 use crate::usage::IdentityUsage;
@@ -734,12 +734,7 @@ pub fn complete(
 ) {
     let before_score: IdentityScore = identity_score(catalog, cfg, before, usage);
     let after_score = identity_score(catalog, cfg, after, usage);
-    let removable = |set: &ActionSet| {
-        let mut s = set.clone();
-        s.difference_with(catalog.permissionless());
-        s
-    };
-    let (granted_before, granted_after) = (removable(&before.granted), removable(&after.granted));
+    let (granted_before, granted_after) = (removable(catalog, &before.granted), removable(catalog, &after.granted));
     plan.granted_before = granted_before.len() as u64;
     plan.granted_after = granted_after.len() as u64;
     plan.pci_before = before_score.pci.score;
