@@ -859,54 +859,14 @@ mod tests {
         assert_eq!(updates[0].events_in_lookback, 5, "d counted once");
     }
 
-    #[test]
-    fn an_identity_whose_usage_leaves_the_lookback_is_scored_again_once() {
+    /// Alice, granted `granted`, calls s3:GetObject once on day 0; then someone else keeps the clock
+    /// going, one event a day for a week. The stage restarts (snapshot, reopen) after day 2 closed, so
+    /// what is due at day 3 comes from state. Returns every output.
+    fn alice_once_then_days_pass(cfg: ProcessorConfig, granted: &[&str], day0: i64) -> Vec<ProcessorOutput> {
         let catalog = Arc::new(Catalog::aws().unwrap());
         let store = MemStore::new();
-        let cfg = ProcessorConfig { lookback_days: 2, ..ProcessorConfig::default() };
         let mut stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
-        let day0 = 19_800 * DAY;
-        let other = "arn:aws:iam::111122223333:user/bob";
-        let mut inputs = vec![entitlements(&["s3:GetObject"]), event("a", day0 + 1000, "s3:GetObject")];
-        // Someone else keeps the clock going, day after day.
-        for d in 1..8 {
-            let mut e = crate::testing::event(&format!("b{d}"), EventTime(day0 + d * DAY + 5));
-            e.actor.uid = other.into();
-            e.actions = vec!["s3:ListBucket".into()];
-            inputs.push(ProcessorInput::Event(Box::new(e)));
-        }
-        let mut out = Vec::new();
-        for (i, input) in inputs.into_iter().enumerate() {
-            out.extend(feed(&mut stage, &store, vec![input]));
-            if i == 3 {
-                // A restart after day 2 closed: the re-score due at day 3 is in state.
-                let mut batch = WriteBatch::new();
-                stage.snapshot(&mut batch).unwrap();
-                store.write(batch).unwrap();
-                stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
-            }
-        }
-        let alice: Vec<&PciUpdate> = pci(&out).into_iter().filter(|u| u.arn == ARN).collect();
-        let days: Vec<i64> = alice.iter().map(|u| (u.as_of.millis() - day0) / DAY).collect();
-        // Active on day 0 (closed at day 1); its last use leaves the 2-day lookback in the window that
-        // closes at day 3; nothing after that.
-        assert_eq!(days, [1, 3], "{alice:?}");
-        assert_eq!((alice[0].used, alice[0].events_in_lookback), (1, 1));
-        assert_eq!((alice[1].used, alice[1].events_in_lookback), (0, 0));
-        assert!(alice[1].status.contains(&StatusFlag::Inactive));
-    }
-
-    #[test]
-    fn proposals_follow_newly_raised_flags_once_across_a_restart() {
-        let catalog = Arc::new(Catalog::aws().unwrap());
-        let store = MemStore::new();
-        let cfg = ProcessorConfig { lookback_days: 2, propose_remediation: true, ..ProcessorConfig::default() };
-        let mut stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
-        let day0 = 19_800 * DAY;
-        let mut granted: Vec<String> = catalog.expand("ec2:Describe*").names(&catalog);
-        granted.push("s3:GetObject".into());
-        let granted: Vec<&str> = granted.iter().map(String::as_str).collect();
-        let mut inputs = vec![entitlements(&granted), event("a", day0 + 1000, "s3:GetObject")];
+        let mut inputs = vec![entitlements(granted), event("a", day0 + 1000, "s3:GetObject")];
         for d in 1..8 {
             let mut e = crate::testing::event(&format!("b{d}"), EventTime(day0 + d * DAY + 5));
             e.actor.uid = "arn:aws:iam::111122223333:user/bob".into();
@@ -923,6 +883,32 @@ mod tests {
                 stage = ProcessorStage::open(catalog.clone(), cfg.clone(), &store).unwrap();
             }
         }
+        out
+    }
+
+    #[test]
+    fn an_identity_whose_usage_leaves_the_lookback_is_scored_again_once() {
+        let cfg = ProcessorConfig { lookback_days: 2, ..ProcessorConfig::default() };
+        let day0 = 19_800 * DAY;
+        let out = alice_once_then_days_pass(cfg, &["s3:GetObject"], day0);
+        let alice: Vec<&PciUpdate> = pci(&out).into_iter().filter(|u| u.arn == ARN).collect();
+        let days: Vec<i64> = alice.iter().map(|u| (u.as_of.millis() - day0) / DAY).collect();
+        // Active on day 0 (closed at day 1); its last use leaves the 2-day lookback in the window that
+        // closes at day 3; nothing after that.
+        assert_eq!(days, [1, 3], "{alice:?}");
+        assert_eq!((alice[0].used, alice[0].events_in_lookback), (1, 1));
+        assert_eq!((alice[1].used, alice[1].events_in_lookback), (0, 0));
+        assert!(alice[1].status.contains(&StatusFlag::Inactive));
+    }
+
+    #[test]
+    fn proposals_follow_newly_raised_flags_once_across_a_restart() {
+        let catalog = Catalog::aws().unwrap();
+        let cfg = ProcessorConfig { lookback_days: 2, propose_remediation: true, ..ProcessorConfig::default() };
+        let mut granted: Vec<String> = catalog.expand("ec2:Describe*").names(&catalog);
+        granted.push("s3:GetObject".into());
+        let granted: Vec<&str> = granted.iter().map(String::as_str).collect();
+        let out = alice_once_then_days_pass(cfg, &granted, 19_800 * DAY);
         let proposals: Vec<&RemediationProposal> = out
             .iter()
             .filter_map(|o| match o {
