@@ -150,6 +150,22 @@ fn a_plan_that_would_deny_a_past_call_is_refused_and_the_call_named() {
             _ => None,
         })
         .expect("a created policy");
+    // A later event of another account in the input does not move the lookback: it ends at the
+    // snapshot's identities' latest activity, so the same plan comes out.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let later = grantwatch_types::EventTime(good.as_of.millis() + 200 * 86_400_000).to_rfc3339();
+    let stranger = serde_json::json!({"type": "IAMUser", "arn": "arn:aws:iam::999999999999:user/stranger",
+        "accountId": "999999999999", "userName": "stranger", "principalId": "AIDASTRANGER"});
+    let record = grantwatch_e2e::cloudtrail_record("foreign-1", &later, &stranger, "s3.amazonaws.com", "ListBuckets");
+    std::fs::write(foreign.join("foreign.jsonl"), record + "\n").unwrap();
+    let mut with_foreign = args(&org, &dir.path().join("plan-foreign"));
+    with_foreign.cloudtrail.push(foreign.display().to_string());
+    let mixed = plan(&with_foreign).unwrap();
+    assert!(mixed.written);
+    assert_eq!(mixed.plan.as_of, good.as_of);
+    assert_eq!(mixed.plan.identities, good.identities);
+
     let mut a = args(&org, &out);
     a.fault_drop_action = Some(action.clone());
     let outcome = plan(&a).unwrap();

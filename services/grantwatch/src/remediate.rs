@@ -62,7 +62,8 @@ pub struct PlanArgs {
     pub exclude: Vec<String>,
     #[arg(long, default_value_t = 90)]
     pub lookback_days: u32,
-    /// The end of the lookback (RFC 3339). Default: the latest event time.
+    /// The end of the lookback (RFC 3339). Default: the latest activity of the snapshots' users and
+    /// roles (a later event of another account does not move it).
     #[arg(long)]
     pub as_of: Option<String>,
     #[arg(long, default_value_t = 0.10)]
@@ -116,6 +117,9 @@ pub struct PlanOutcome {
     pub analyze_elapsed: std::time::Duration,
     pub replay_elapsed: std::time::Duration,
     pub records_read: u64,
+    /// Input files or records were quarantined (`analysis/quarantine.jsonl`): exit status 3, as `analyze`.
+    pub records_quarantined: u64,
+    pub files_quarantined: u64,
 }
 
 pub fn plan_cmd(a: &PlanArgs) -> Result<ExitCode> {
@@ -123,7 +127,13 @@ pub fn plan_cmd(a: &PlanArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
     write_summary(&mut w, &outcome, &a.out)?;
-    Ok(if outcome.written { ExitCode::SUCCESS } else { ExitCode::from(EXIT_REFUSED) })
+    Ok(if !outcome.written {
+        ExitCode::from(EXIT_REFUSED)
+    } else if outcome.records_quarantined + outcome.files_quarantined > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Runs `remediate plan`.
@@ -164,15 +174,6 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
     opts.progress = !a.quiet;
     let analyzed = crate::analyze::run(&opts)?;
     let analyze_elapsed = analyzed.elapsed;
-    let as_of = match (as_of, analyzed.ingest.last_event) {
-        (Some(t), _) => t,
-        (None, Some(t)) => t,
-        (None, None) => bail!("the activity logs hold no event: a plan needs the activity of the lookback"),
-    };
-    let mut cfg = FindingsConfig::new(as_of);
-    cfg.lookback_days = a.lookback_days;
-    cfg.over_provisioned_ratio = a.over_provisioned_threshold;
-
     // 2. Plans and the after snapshot.
     let catalog = Arc::new(Catalog::aws().context("loading the AWS action catalog")?);
     let (snapshot, _) = load_snapshot(&a.iam)?;
@@ -180,12 +181,14 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
         Some(f) => Some(crate::access::read_organization(f)?),
         None => None,
     };
-    let before = entitlements(&snapshot, &catalog, org.as_ref(), &[], cfg.super_identity_share);
+    let share = grantwatch_core::findings::SUPER_IDENTITY_SHARE;
+    let before = entitlements(&snapshot, &catalog, org.as_ref(), &[], share);
     let store = RocksStore::open(&state_dir).with_context(|| format!("opening state dir {}", state_dir.display()))?;
     let mut usages: FxHashMap<String, IdentityUsage> = FxHashMap::default();
+    let in_snapshot: rustc_hash::FxHashSet<&str> = before.grants.iter().map(|g| g.arn.as_str()).collect();
     for_each_subject_batch(&catalog, &before.grants, &store, 256, &mut |batch| {
         for (g, u) in batch {
-            if matches!(g.kind, IdentityKind::User | IdentityKind::Role) {
+            if matches!(g.kind, IdentityKind::User | IdentityKind::Role) && in_snapshot.contains(g.arn.as_str()) {
                 let mut u = u.clone();
                 // Session names can be many; nothing here reads them.
                 u.sessions = Vec::new();
@@ -194,6 +197,31 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
         }
     })?;
     drop(store);
+    // The lookback ends at the latest activity of the snapshot's own identities, not at the latest
+    // event read: one record of another account, or of an identity deleted since, dated later,
+    // would otherwise push every identity of the snapshot out of its own lookback and make it look
+    // inactive (analysis/ keeps analyze's view, as of the latest event read).
+    let latest_own = usages.values().filter_map(|u| u.activity).map(|s| s.last_ms).max();
+    let as_of = match (as_of, latest_own) {
+        (Some(t), _) => t,
+        (None, Some(ms)) => EventTime(ms),
+        (None, None) => bail!(
+            "the activity logs hold no event of the IAM snapshots' users and roles ({} events read): a plan \
+             needs their activity in the lookback",
+            analyzed.ingest.events_counted
+        ),
+    };
+    if analyzed.ingest.last_event.is_some_and(|t| t > as_of) {
+        tracing::warn!(
+            latest_event = %analyzed.ingest.last_event.map(EventTime::to_rfc3339).unwrap_or_default(),
+            as_of = %as_of.to_rfc3339(),
+            "Events later than the snapshot's identities' latest activity were read (other accounts or identities): \
+             the lookback ends at that activity."
+        );
+    }
+    let mut cfg = FindingsConfig::new(as_of);
+    cfg.lookback_days = a.lookback_days;
+    cfg.over_provisioned_ratio = a.over_provisioned_threshold;
     let plan_opts = PlanOptions { scope: a.scope.into(), only: a.identities.clone(), exclude: a.exclude.clone() };
     for arn in &plan_opts.only {
         if !before.grants.iter().any(|g| &g.arn == arn) {
@@ -297,6 +325,8 @@ pub fn plan(a: &PlanArgs) -> Result<PlanOutcome> {
         analyze_elapsed,
         replay_elapsed,
         records_read: analyzed.ingest.records_read,
+        records_quarantined: analyzed.ingest.records_quarantined,
+        files_quarantined: analyzed.ingest.files_quarantined,
     })
 }
 
@@ -575,6 +605,15 @@ fn write_summary(w: &mut dyn Write, o: &PlanOutcome, out: &Path) -> std::io::Res
         r.events_other_identities,
         r.events_conditional
     )?;
+    if o.records_quarantined + o.files_quarantined > 0 {
+        writeln!(
+            w,
+            "Quarantined input: {} files, {} records (reasons in {})",
+            o.files_quarantined,
+            o.records_quarantined,
+            out.join("analysis").join("ingest_report.json").display()
+        )?;
+    }
     writeln!(w)?;
     writeln!(w, "{:<14} {:>10} {:>10} {:>12}", "account", "identities", "removed", "PCI")?;
     for a in &p.accounts {
