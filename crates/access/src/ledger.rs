@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use grantwatch_core::catalog::Catalog;
 use grantwatch_state::{StateError, StateRead, StateStore, Table, WriteBatch, keys};
 use grantwatch_types::{
-    AccessCommand, AccessRecord, AccessRequest, AccessState, AccessTransition, Approval, EarlyEnd, EventTime,
-    GrantAction, RequestedIdentity, RevokeAction, RevokeClaim, RevokeSchedule, SYSTEM_ACTOR,
+    AccessAuditEvent, AccessCommand, AccessRecord, AccessRequest, AccessState, AccessTransition, Approval, EarlyEnd,
+    EventTime, GrantAction, RequestedIdentity, RevokeAction, RevokeClaim, RevokeSchedule, SYSTEM_ACTOR,
 };
 
 use crate::Principal;
@@ -134,13 +134,16 @@ pub struct AccessLedger<S> {
     /// Serializes read-modify-write steps: the store has atomic batches but no compare-and-swap, so two
     /// threads of one process must not both read a record before either writes it.
     writer: Mutex<()>,
+    /// The next audit sequence number, read from the store on the first commit (always taken with
+    /// `writer` held).
+    audit_next: Mutex<Option<u64>>,
 }
 
 impl<S: StateStore> AccessLedger<S> {
     /// Opens the ledger over `store`. Nothing is cached: everything is read from the store, so a ledger
     /// opened after a crash continues where the last committed batch left off.
     pub fn open(store: S, config: AccessConfig, catalog: Arc<Catalog>) -> Self {
-        Self { store, config, catalog, writer: Mutex::new(()) }
+        Self { store, config, catalog, writer: Mutex::new(()), audit_next: Mutex::new(None) }
     }
 
     pub fn store(&self) -> &S {
@@ -514,7 +517,8 @@ impl<S: StateStore> AccessLedger<S> {
         self.commit(Some(&before), record, log)
     }
 
-    /// Writes the record, its new log entries and the index change in one batch.
+    /// Writes the record, its new log entries, their audit events (the outbox) and the index change
+    /// in one batch.
     fn commit(
         &self,
         before: Option<&AccessRecord>,
@@ -522,11 +526,23 @@ impl<S: StateStore> AccessLedger<S> {
         transitions: Vec<AccessTransition>,
     ) -> Result<Applied, AccessError> {
         let id = record.request.id.as_str();
-        let mut batch = WriteBatch::with_capacity(transitions.len() + 3);
+        let mut audit_next = self
+            .audit_next
+            .lock()
+            .map_err(|_| StateError::Engine("access ledger audit counter lock poisoned".into()))?;
+        let mut seq = match *audit_next {
+            Some(n) => n,
+            None => read_audit_next(&self.store)?,
+        };
+        let mut batch = WriteBatch::with_capacity(2 * transitions.len() + 4);
         batch.put(Table::Meta, keys::ACCESS_REQUEST.key_str(id), encode("access record", &record)?);
         for t in &transitions {
             batch.put(Table::Meta, log_key(id, t.seq), encode("access transition", t)?);
+            let event = AccessAuditEvent::new(seq, &record, t.clone());
+            batch.put(Table::Meta, keys::ACCESS_OUTBOX.key(&seq.to_be_bytes()), encode("access audit event", &event)?);
+            seq += 1;
         }
+        batch.put(Table::Meta, keys::ACCESS_AUDIT_NEXT.prefix.to_vec(), seq.to_be_bytes().to_vec());
         let (old_due, new_due) = (before.and_then(due_of), due_of(&record));
         if old_due != new_due {
             if let Some(t) = old_due {
@@ -537,7 +553,66 @@ impl<S: StateStore> AccessLedger<S> {
             }
         }
         self.store.write(batch)?;
+        *audit_next = Some(seq);
         Ok(Applied { record, transitions })
+    }
+
+    /// Up to `limit` audit events not yet acknowledged, oldest first: what the publisher writes to the
+    /// audit log and the topic.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<AccessAuditEvent>, AccessError> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.store.scan_prefix(Table::Meta, keys::ACCESS_OUTBOX.prefix, &mut |k, v| {
+            match serde_json::from_slice(v) {
+                Ok(e) => out.push(e),
+                Err(e) => {
+                    bad = Some(keys::ACCESS_OUTBOX.corrupt(k, e.to_string()));
+                    return false;
+                }
+            }
+            out.len() < limit
+        })?;
+        match bad {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
+        }
+    }
+
+    /// Forgets the audit events up to `through` (inclusive): they are in the audit log and the topic.
+    pub fn ack_outbox(&self, through: u64) -> Result<(), AccessError> {
+        let mut batch = WriteBatch::default();
+        self.store.scan_prefix(Table::Meta, keys::ACCESS_OUTBOX.prefix, &mut |k, _| {
+            let seq = keys::ACCESS_OUTBOX.suffix_of(k).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
+            match seq {
+                Some(s) if s <= through => {
+                    batch.delete(Table::Meta, k.to_vec());
+                    true
+                }
+                _ => false,
+            }
+        })?;
+        if !batch.is_empty() {
+            self.store.write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// The earliest due time in the expiry index: when the scheduler next has work.
+    pub fn next_due(&self) -> Result<Option<EventTime>, AccessError> {
+        let mut first = None;
+        self.store.scan_prefix(Table::Meta, keys::ACCESS_DUE.prefix, &mut |k, _| {
+            first = decode_due_key(k).map(|(t, _)| t);
+            false
+        })?;
+        Ok(first)
+    }
+}
+
+fn read_audit_next(store: &(impl StateRead + ?Sized)) -> Result<u64, AccessError> {
+    let key = keys::ACCESS_AUDIT_NEXT.prefix;
+    match store.get(Table::Meta, key)? {
+        Some(v) => Ok(keys::ACCESS_AUDIT_NEXT.decode_u64(key, &v)?),
+        None => Ok(0),
     }
 }
 

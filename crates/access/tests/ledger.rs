@@ -385,3 +385,29 @@ fn a_value_that_does_not_decode_is_reported_not_treated_as_absent() {
     assert!(matches!(l.get("r1"), Err(AccessError::State(StateError::Corrupt { .. }))));
     assert!(matches!(l.submit(read_request("r1", PROD), t(0)), Err(AccessError::State(StateError::Corrupt { .. }))));
 }
+
+#[test]
+fn every_transition_reaches_the_outbox_once_numbered_without_gaps_across_restarts() {
+    let store = Arc::new(MemStore::new());
+    let l = ledger(store.clone());
+    active(&l, "a");
+    let first = l.outbox(100).unwrap();
+    let seqs: Vec<u64> = first.iter().map(|e| e.audit_seq).collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    let last = first.last().unwrap();
+    assert_eq!((last.transition.command, last.transition.state), (AccessCommand::Activate, AccessState::Active));
+    assert_eq!(last.expires_at, Some(t(620)));
+    assert_eq!(last.approvals.len(), 1);
+    assert_eq!(l.outbox(2).unwrap().len(), 2, "the limit bounds a page");
+    l.ack_outbox(1).unwrap();
+    assert_eq!(l.outbox(100).unwrap().iter().map(|e| e.audit_seq).collect::<Vec<_>>(), [2]);
+    drop(l);
+    // A restarted ledger continues the numbering where the store left it.
+    let l = ledger(store);
+    active(&l, "b");
+    let seqs: Vec<u64> = l.outbox(100).unwrap().iter().map(|e| e.audit_seq).collect();
+    assert_eq!(seqs, [2, 3, 4, 5]);
+    assert_eq!(l.next_due().unwrap(), Some(t(620)));
+    l.ack_outbox(5).unwrap();
+    assert!(l.outbox(100).unwrap().is_empty());
+}

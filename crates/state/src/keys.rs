@@ -182,6 +182,20 @@ pub const PROCESSOR_EXPIRY: KeySpace = meta(
     "window boundary ms (big-endian i64), identity ARN (its usage leaves the lookback by then)",
     "empty",
 );
+pub const ACCESS_OUTBOX: KeySpace = meta(
+    b"acc:out\0",
+    "access::store",
+    "audit sequence number (big-endian u64): transitions committed, not yet in the audit log and topic",
+    "JSON AccessAuditEvent",
+);
+pub const ACCESS_AUDIT_NEXT: KeySpace = KeySpace {
+    table: Table::Meta,
+    prefix: b"acc:seq",
+    shape: Shape::Exact,
+    owner: "access::store",
+    suffix: "",
+    value: "the next audit sequence number, big-endian u64",
+};
 pub const PROCESSOR_EXPIRY_OF: KeySpace = meta(
     b"expiry-of\0",
     "core::processor",
@@ -308,6 +322,8 @@ pub const ALL: &[&KeySpace] = &[
     &ACCESS_REQUEST,
     &ACCESS_LOG,
     &ACCESS_DUE,
+    &ACCESS_OUTBOX,
+    &ACCESS_AUDIT_NEXT,
 ];
 
 /// Why two spaces of one table overlap, if they do.

@@ -334,3 +334,65 @@ pub enum RevokeAction {
     /// `sso:DeleteAccountAssignment`.
     DeleteAccountAssignment { account_id: String, permission_set_name: String, user_id: String },
 }
+
+/// The schema id of [`AccessAuditEvent`] (`schemas/access_event.v1.json`).
+pub const ACCESS_EVENT_SCHEMA: &str = "grantwatch.access-event.v1";
+
+/// One record of the access service's audit log and of its `grantwatch.access` topic: one transition,
+/// with what a SIEM needs to read it alone (who got what, on which identity and account, approved by
+/// whom, until when).
+///
+/// `audit_seq` numbers the events of one service's state without gaps, in commit order. The audit
+/// file holds each once; the topic is at least once (a crash between the send and its
+/// acknowledgement sends again), so a consumer drops an `audit_seq` it has seen — the pair
+/// `(request_id, seq)` identifies a transition as well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessAuditEvent {
+    pub schema: String,
+    pub audit_seq: u64,
+    #[serde(flatten)]
+    pub transition: AccessTransition,
+    pub identity: RequestedIdentity,
+    pub account_id: String,
+    pub access: RequestedAccess,
+    pub risk: RiskLevel,
+    pub requester: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    pub approvals: Vec<Approval>,
+    /// When the grant became active (set from the `activate` transition on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<EventTime>,
+    /// When the grant ends: its `aws:CurrentTime` lock (set from the `activate` transition on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<EventTime>,
+    /// Set once the grant is revoked and the request ended (expired, revoked, failed...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<EventTime>,
+    /// Set while a revocation keeps failing: a person must look.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alert: bool,
+}
+
+impl AccessAuditEvent {
+    /// The event of `transition`, read against the record as it stands after it.
+    pub fn new(audit_seq: u64, record: &AccessRecord, transition: AccessTransition) -> AccessAuditEvent {
+        let revoke = record.revoke.as_ref();
+        AccessAuditEvent {
+            schema: ACCESS_EVENT_SCHEMA.to_string(),
+            audit_seq,
+            transition,
+            identity: record.request.identity.clone(),
+            account_id: record.request.account_id.clone(),
+            access: record.request.access.clone(),
+            risk: record.risk,
+            requester: record.request.requester.clone(),
+            ticket: record.request.ticket.clone(),
+            approvals: record.approvals.clone(),
+            activated_at: record.activated_at,
+            expires_at: revoke.map(|r| r.expires_at),
+            ended_at: record.ended_at,
+            alert: revoke.is_some_and(|r| r.alert),
+        }
+    }
+}
