@@ -5,6 +5,7 @@
 //! leak (the Kafka services run the same stages).
 
 pub mod access;
+pub mod access_cli;
 pub mod analyze;
 pub mod detect;
 pub mod eval;

@@ -57,6 +57,9 @@ enum Command {
     /// Journaled, reversible IAM changes: attach or detach a managed policy; export an account.
     #[command(subcommand)]
     Iam(IamCommand),
+    /// Permissions on demand, through the access service: request, approve, deny, cancel, revoke, list,
+    /// show.
+    Access(Box<grantwatch::access_cli::AccessArgs>),
     /// Benchmark floor: only read, decompress and parse CloudTrail files; print records/s.
     Floor {
         #[arg(long = "cloudtrail", required = true, num_args = 1..)]
@@ -594,6 +597,7 @@ fn real_main() -> Result<ExitCode> {
         Command::Iam(IamCommand::Attach(a)) => grantwatch::remediate_apply::attach_cmd(&a, true),
         Command::Iam(IamCommand::Detach(a)) => grantwatch::remediate_apply::attach_cmd(&a, false),
         Command::Iam(IamCommand::Export(a)) => grantwatch::remediate_apply::export_cmd(&a),
+        Command::Access(a) => grantwatch::access_cli::run(&a, &mut stdout),
         Command::Floor { cloudtrail, threads } => {
             let o = grantwatch::floor::run(&cloudtrail, threads)?;
             let secs = o.elapsed.as_secs_f64();
