@@ -50,7 +50,7 @@ impl fmt::Debug for AwsIam {
     }
 }
 
-fn api_err<E>(err: SdkError<E, HttpResponse>) -> ApiError
+pub(crate) fn api_err<E>(err: SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -116,40 +116,99 @@ fn s(v: Option<&str>) -> Option<Value> {
     v.map(|v| Value::String(v.to_string()))
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("gw-aws-iam")
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// The SDK configuration of `cfg`: the default credential chain, the region from `cfg`, else the
+/// chain, else `us-east-1`, and the one endpoint URL. Shared by [`AwsIam`] and
+/// [`crate::GrantClient`]. Never formatted: it holds the credentials provider.
+pub(crate) async fn load_sdk_config(cfg: &AwsConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = with_default_region(loader.load().await);
+    tracing::info!(
+        region = sdk.region().map_or("", |r| r.as_ref()),
+        custom_endpoint = sdk.endpoint_url().is_some(),
+        "AWS IAM client ready."
+    );
+    sdk
+}
+
+/// `us-east-1` when the configuration names no region (IAM is global).
+pub(crate) fn with_default_region(sdk: aws_config::SdkConfig) -> aws_config::SdkConfig {
+    if sdk.region().is_some() {
+        return sdk;
+    }
+    sdk.into_builder().region(aws_config::Region::from_static("us-east-1")).build()
+}
+
+/// The region's IAM Identity Center instance (the first `ListInstances` names) and the ARN of its
+/// permission set called `name` (`None`: there is none). No instance is an error.
+pub(crate) async fn find_permission_set(
+    sso: &aws_sdk_ssoadmin::Client,
+    name: &str,
+) -> Result<(String, Option<String>), ApiError> {
+    let instances = sso.list_instances().into_paginator().items().send().try_collect().await.map_err(api_err)?;
+    let instance = instances.iter().find_map(|i| i.instance_arn()).map(str::to_string).ok_or_else(|| {
+        ApiError::service(
+            "ResourceNotFoundException",
+            "no IAM Identity Center instance in this region (set AWS_REGION)",
+        )
+    })?;
+    let arns = sso
+        .list_permission_sets()
+        .instance_arn(&instance)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api_err)?;
+    for arn in arns {
+        let d = sso.describe_permission_set().instance_arn(&instance).permission_set_arn(&arn).send().await;
+        if d.map_err(api_err)?.permission_set().and_then(|p| p.name()) == Some(name) {
+            return Ok((instance, Some(arn)));
+        }
+    }
+    Ok((instance, None))
+}
+
 impl AwsIam {
     /// Resolves region and endpoint and builds the clients. Credentials are resolved on the first
     /// request.
     pub fn connect(cfg: &AwsConfig) -> Result<AwsIam, Error> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("gw-aws-iam")
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &cfg.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let mut sdk = runtime.block_on(loader.load());
-        if sdk.region().is_none() {
-            sdk = sdk.into_builder().region(aws_config::Region::from_static("us-east-1")).build();
-        }
-        tracing::info!(
-            region = sdk.region().map_or("", |r| r.as_ref()),
-            custom_endpoint = sdk.endpoint_url().is_some(),
-            "AWS IAM client ready."
-        );
-        Ok(AwsIam {
-            iam: aws_sdk_iam::Client::new(&sdk),
-            sts: aws_sdk_sts::Client::new(&sdk),
-            sso: aws_sdk_ssoadmin::Client::new(&sdk),
+        let runtime = runtime()?;
+        let sdk = runtime.block_on(load_sdk_config(cfg));
+        Ok(AwsIam::build(&sdk, runtime))
+    }
+
+    /// The client over an SDK configuration the caller built (its own credentials provider, region
+    /// and endpoint): for a process that acts in several accounts at once, and for tests. The region
+    /// defaults to `us-east-1` as in [`AwsIam::connect`].
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig) -> Result<AwsIam, Error> {
+        Ok(AwsIam::build(&with_default_region(sdk.clone()), runtime()?))
+    }
+
+    fn build(sdk: &aws_config::SdkConfig, runtime: tokio::runtime::Runtime) -> AwsIam {
+        AwsIam {
+            iam: aws_sdk_iam::Client::new(sdk),
+            sts: aws_sdk_sts::Client::new(sdk),
+            sso: aws_sdk_ssoadmin::Client::new(sdk),
             account: None,
             permission_sets: HashMap::new(),
             runtime,
-        })
+        }
     }
 
     fn account(&mut self) -> Result<String, ApiError> {
@@ -314,34 +373,16 @@ impl AwsIam {
         if let Some(found) = self.permission_sets.get(name) {
             return Ok(found.clone());
         }
-        let instances = self
-            .runtime
-            .block_on(self.sso.list_instances().into_paginator().items().send().try_collect())
-            .map_err(api_err)?;
-        let instance = instances.iter().find_map(|i| i.instance_arn()).map(str::to_string).ok_or_else(|| {
-            ApiError::service(
+        let (instance, arn) = self.runtime.block_on(find_permission_set(&self.sso, name))?;
+        let Some(arn) = arn else {
+            return Err(ApiError::service(
                 "ResourceNotFoundException",
-                "no IAM Identity Center instance in this region (set AWS_REGION)",
-            )
-        })?;
-        let arns = self
-            .runtime
-            .block_on(
-                self.sso.list_permission_sets().instance_arn(&instance).into_paginator().items().send().try_collect(),
-            )
-            .map_err(api_err)?;
-        for arn in arns {
-            let d = self
-                .runtime
-                .block_on(self.sso.describe_permission_set().instance_arn(&instance).permission_set_arn(&arn).send())
-                .map_err(api_err)?;
-            if d.permission_set().and_then(|p| p.name()) == Some(name) {
-                let found = (instance.clone(), arn);
-                self.permission_sets.insert(name.to_string(), found.clone());
-                return Ok(found);
-            }
-        }
-        Err(ApiError::service("ResourceNotFoundException", format!("no permission set named {name:?} in {instance}")))
+                format!("no permission set named {name:?} in {instance}"),
+            ));
+        };
+        let found = (instance, arn);
+        self.permission_sets.insert(name.to_string(), found.clone());
+        Ok(found)
     }
 
     fn update_permission_set(

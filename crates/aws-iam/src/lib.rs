@@ -9,6 +9,9 @@
 //! * [`rollback()`]: what a journal changed, restored newest first, journaled in the same file.
 //! * [`attach()`]: one policy attached or detached, journaled the same way.
 //! * [`AwsIam::export`]: `get-account-authorization-details` (+ access keys) as `analyze --iam` reads it.
+//! * [`GrantClient`]: the access service's async client: installs and revokes what a grant of
+//!   permissions on demand names (inline policy, managed policy attachment, Identity Center account
+//!   assignment), every call bounded by timeouts, revocations idempotent ([`grant`]).
 //!
 //! Layout: the decisions are pure ([`state`]: effects, drift; [`apply::check_order`],
 //! [`rollback::undo_of`]; [`journal::steps`]), the runs are written against the [`IamApi`] trait (the
@@ -24,6 +27,7 @@ pub mod apply;
 pub mod attach;
 mod aws;
 mod exec;
+pub mod grant;
 pub mod journal;
 pub mod render;
 pub mod rollback;
@@ -39,6 +43,7 @@ pub use apply::apply;
 pub use attach::attach;
 pub use aws::{AwsConfig, AwsIam};
 pub use exec::{Outcome, RunOptions, RunSummary};
+pub use grant::{GrantClient, GrantClientOptions};
 pub use journal::Journal;
 pub use rollback::rollback;
 
