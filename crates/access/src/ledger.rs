@@ -366,6 +366,49 @@ impl<S: StateStore> AccessLedger<S> {
         due(&self.store, now)
     }
 
+    /// [`due`], at most `limit` of them.
+    pub fn due_limited(&self, now: EventTime, limit: usize) -> Result<Vec<GrantToRevoke>, AccessError> {
+        due_limited(&self.store, now, limit)
+    }
+
+    /// Call once when a service opens the store, before its workers start: every claim still
+    /// recorded belongs to a process that is gone (one process owns one store), so its attempt was
+    /// interrupted. Each such grant is due now again, its log saying why; failures are not counted.
+    /// Returns the grants released.
+    pub fn release_interrupted_claims(&self, now: EventTime) -> Result<Vec<String>, AccessError> {
+        let _w = self.lock()?;
+        let mut claimed = Vec::new();
+        let mut bad: Option<Vec<u8>> = None;
+        self.store.scan_prefix(Table::Meta, keys::ACCESS_DUE.prefix, &mut |k, _| {
+            match decode_due_key(k) {
+                Some((_, id)) => claimed.push(id.to_string()),
+                None => bad = Some(k.to_vec()),
+            }
+            bad.is_none()
+        })?;
+        if let Some(k) = bad {
+            return Err(keys::ACCESS_DUE.corrupt(&k, "expected a sortable time and a UTF-8 request id").into());
+        }
+        let mut released = Vec::new();
+        for id in claimed {
+            let before = self.load(&id)?;
+            let Some(claim) = before.revoke.as_ref().and_then(|r| r.claim.clone()) else { continue };
+            let mut record = before.clone();
+            let r = schedule_mut(&mut record)?;
+            r.claim = None;
+            r.due_at = now;
+            let reason = format!(
+                "revocation attempt {} by {} was interrupted (the service stopped); due again now",
+                claim.attempt, claim.worker
+            );
+            let mut log = Vec::new();
+            step(&mut record, AccessCommand::RevokeFailed, SYSTEM_ACTOR, &reason, now, &mut log)?;
+            self.commit(Some(&before), record, log)?;
+            released.push(id);
+        }
+        Ok(released)
+    }
+
     /// Claims a due grant for `worker` until `now` + the lease. Refused if it is not due (or another
     /// worker's lease still runs) or not active.
     pub fn claim(&self, id: &str, now: EventTime, worker: &str) -> Result<RevokeTicket, AccessError> {
@@ -782,13 +825,23 @@ fn read_log(store: &(impl StateRead + ?Sized), id: &str) -> Result<Vec<AccessTra
 /// oldest entries. A claimed grant is absent until its lease runs out; a completed one is absent
 /// for good.
 pub fn due(store: &(impl StateRead + ?Sized), now: EventTime) -> Result<Vec<GrantToRevoke>, AccessError> {
+    due_limited(store, now, usize::MAX)
+}
+
+/// [`due`], at most `limit` of them (the earliest): a scheduler with a backlog reads one page at a
+/// time.
+pub fn due_limited(
+    store: &(impl StateRead + ?Sized),
+    now: EventTime,
+    limit: usize,
+) -> Result<Vec<GrantToRevoke>, AccessError> {
     let mut entries: Vec<(EventTime, String)> = Vec::new();
     let mut bad: Option<Vec<u8>> = None;
     store.scan_prefix(Table::Meta, keys::ACCESS_DUE.prefix, &mut |k, _| match decode_due_key(k) {
         Some((t, _)) if t > now => false,
         Some((t, id)) => {
             entries.push((t, id.to_string()));
-            true
+            entries.len() < limit
         }
         None => {
             bad = Some(k.to_vec());
@@ -818,6 +871,26 @@ pub fn due(store: &(impl StateRead + ?Sized), now: EventTime) -> Result<Vec<Gran
         });
     }
     Ok(out)
+}
+
+/// Calls `f` on every stored request, in id order, until it returns false; nothing is collected, so a
+/// listing keeps only what it filters in.
+pub fn for_each_record(
+    store: &(impl StateRead + ?Sized),
+    f: &mut dyn FnMut(AccessRecord) -> bool,
+) -> Result<(), AccessError> {
+    let mut bad = None;
+    store.scan_prefix(Table::Meta, keys::ACCESS_REQUEST.prefix, &mut |k, v| match serde_json::from_slice(v) {
+        Ok(r) => f(r),
+        Err(e) => {
+            bad = Some(keys::ACCESS_REQUEST.corrupt(k, e.to_string()));
+            false
+        }
+    })?;
+    match bad {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// Every stored request.

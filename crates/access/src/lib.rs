@@ -23,7 +23,10 @@ pub mod transition;
 pub mod validate;
 
 pub use config::{AccessConfig, ApprovalRule, ConfigError, RevocationConfig};
-pub use ledger::{AccessError, AccessLedger, Applied, GrantToRevoke, RevokeOutcome, RevokeTicket, due, verify_index};
+pub use ledger::{
+    AccessError, AccessLedger, Applied, GrantToRevoke, RevokeOutcome, RevokeTicket, all_records, due, due_limited,
+    for_each_record, verify_index,
+};
 pub use transition::{TransitionError, next};
 pub use validate::ValidationError;
 

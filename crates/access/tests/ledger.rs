@@ -411,3 +411,25 @@ fn every_transition_reaches_the_outbox_once_numbered_without_gaps_across_restart
     l.ack_outbox(5).unwrap();
     assert!(l.outbox(100).unwrap().is_empty());
 }
+
+#[test]
+fn a_restarted_service_releases_the_claims_of_the_process_that_died() {
+    let store = Arc::new(MemStore::new());
+    let l = ledger(store.clone());
+    active(&l, "a");
+    active(&l, "b");
+    let _lost = l.claim("a", t(620), "old-worker").unwrap();
+    drop(l);
+    // Restarted at t(630): "a" is claimed until t(680) by a process that is gone.
+    let l = ledger(store);
+    assert_eq!(l.due_limited(t(630), 10).unwrap().len(), 1, "only b is due while a's stale lease runs");
+    assert_eq!(l.release_interrupted_claims(t(630)).unwrap(), ["a"]);
+    let due: Vec<_> = l.due(t(630)).unwrap().into_iter().map(|g| (g.request_id, g.failures)).collect();
+    assert_eq!(due, [("a".to_string(), 0), ("b".to_string(), 0)]);
+    assert_eq!(l.due_limited(t(630), 1).unwrap().len(), 1, "a page holds at most the limit");
+    let last = l.log("a").unwrap().pop().unwrap();
+    assert_eq!(last.command, AccessCommand::RevokeFailed);
+    assert!(last.reason.contains("interrupted"), "{}", last.reason);
+    assert!(l.release_interrupted_claims(t(631)).unwrap().is_empty());
+    verify_index(l.store()).unwrap();
+}

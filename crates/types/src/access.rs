@@ -13,6 +13,7 @@ use crate::EventTime;
 pub const SYSTEM_ACTOR: &str = "system";
 
 /// The identity that is to receive the extra permissions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RequestedIdentity {
@@ -26,6 +27,7 @@ pub enum RequestedIdentity {
 
 /// One statement of an actions-with-resources request: the actions (names or IAM wildcards) and the
 /// resources (ARNs or `*`) they are allowed on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ActionGrant {
     pub action: String,
@@ -33,6 +35,7 @@ pub struct ActionGrant {
 }
 
 /// What is requested.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RequestedAccess {
@@ -46,6 +49,7 @@ pub enum RequestedAccess {
 
 /// A request as submitted. The id is the caller's (the service makes it unique); it names the inline
 /// policy and the state keys, so it is restricted to `[A-Za-z0-9_-]`, at most 64 characters.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRequest {
     pub id: String,
@@ -68,6 +72,7 @@ pub struct AccessRequest {
 /// `pending → approved → active → expired` is the ordinary path; `denied` and `cancelled` end a
 /// request that was never active; `revoked` ends a grant taken back before its time; `failed` ends
 /// one that could not be installed (or was abandoned by an operator).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessState {
@@ -126,6 +131,7 @@ impl std::fmt::Display for AccessState {
 }
 
 /// What happened to a request: the input of the transition table.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessCommand {
@@ -195,6 +201,7 @@ impl std::fmt::Display for AccessCommand {
 }
 
 /// How much a request could do, which decides how many approvers it needs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
@@ -214,6 +221,7 @@ impl RiskLevel {
 }
 
 /// One approver's approval.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub approver: String,
@@ -221,6 +229,7 @@ pub struct Approval {
 }
 
 /// Why an active grant is being revoked before its deadline; decides its final state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EarlyEnd {
@@ -231,6 +240,7 @@ pub enum EarlyEnd {
 }
 
 /// A revocation worker's lease on a due grant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeClaim {
     pub worker: String,
@@ -240,6 +250,7 @@ pub struct RevokeClaim {
 }
 
 /// An active grant's revocation bookkeeping.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeSchedule {
     /// When the grant ends (activation + duration). The inline policy's time condition says the same.
@@ -262,6 +273,7 @@ pub struct RevokeSchedule {
 }
 
 /// A request and everything decided about it: the value stored per request.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRecord {
     pub request: AccessRequest,
@@ -284,6 +296,7 @@ pub struct AccessRecord {
 }
 
 /// One entry of a request's append-only transition log (and one record of the audit topic).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTransition {
     pub request_id: String,
@@ -346,6 +359,7 @@ pub const ACCESS_EVENT_SCHEMA: &str = "grantwatch.access-event.v1";
 /// file holds each once; the topic is at least once (a crash between the send and its
 /// acknowledgement sends again), so a consumer drops an `audit_seq` it has seen — the pair
 /// `(request_id, seq)` identifies a transition as well.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessAuditEvent {
     pub schema: String,

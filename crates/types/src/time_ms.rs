@@ -4,6 +4,7 @@ use std::fmt;
 ///
 /// grantwatch's logic never reads the wall clock: every "now" is an `EventTime` taken from the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = DateTime))]
 pub struct EventTime(pub i64);
 
 pub const MS_PER_DAY: i64 = 86_400_000;
