@@ -19,7 +19,9 @@
 //! account and the identity's policies allowing too). Across accounts both sides must allow. An
 //! unconditional explicit Deny anywhere denies; a conditional one makes the answer conditional.
 //!
-//! Approximations (documented in `docs/access.md`): conditions are not evaluated (kept and shown);
+//! Approximations (documented in `docs/access.md`): conditions are not evaluated (kept and shown),
+//! except `aws:CurrentTime` under the date operators when the request's time is given
+//! ([`AccessModel::decide_in`], [`crate::condition`]);
 //! `NotPrincipal` is not read; policy variables other than `${aws:username}` and
 //! `${aws:PrincipalAccount}` match anything and make the match conditional; session policies and
 //! VPC endpoint policies are not known.
@@ -29,6 +31,8 @@ use std::borrow::Cow;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::condition::Judgement;
+pub use crate::condition::RequestContext;
 use crate::glob::Glob;
 use crate::iam::{
     Effect, IamSnapshot, PolicyDocument, Principal, Statement, account_principal, arn_account, is_account_id,
@@ -351,24 +355,36 @@ impl AccessModel {
     /// May subject `who` perform `action` on `resource`? `action` is one IAM action (`s3:GetObject`),
     /// `resource` an ARN (or `*` for actions without a resource type).
     pub fn decide(&self, who: u32, action: &str, resource: &str) -> Decision {
+        self.decide_in(who, action, resource, &RequestContext::UNKNOWN)
+    }
+
+    /// [`AccessModel::decide`] for a request made in `ctx`: a statement whose condition `ctx`
+    /// judges true applies unconditionally, one it judges false does not apply, and the rest are
+    /// conditional as without a context. With a request time, a time-locked Allow
+    /// (`DateLessThan aws:CurrentTime`) grants before its expiry and nothing after it.
+    pub fn decide_in(&self, who: u32, action: &str, resource: &str, ctx: &RequestContext) -> Decision {
         let Some(s) = self.subjects.get(who as usize) else {
             return Decision { grade: Grade::No, statements: Vec::new() };
         };
-        let identity = self.identity_side(s, action, resource);
-        self.finish(s, identity, action, resource)
+        let identity = self.identity_side_in(s, action, resource, ctx);
+        self.finish_in(s, identity, action, resource, ctx)
     }
 
     /// The identity side alone (identity policies and boundary): a function of the subject's
     /// `policy_set` unless it `uses_variables`.
     pub fn identity_side(&self, s: &Subject, action: &str, resource: &str) -> IdentitySide {
+        self.identity_side_in(s, action, resource, &RequestContext::UNKNOWN)
+    }
+
+    fn identity_side_in(&self, s: &Subject, action: &str, resource: &str, ctx: &RequestContext) -> IdentitySide {
         let mut scan = Scan::default();
         for &p in &s.policies {
-            self.scan_source(p, action, resource, Some(s), None, &mut scan);
+            self.scan_source(p, action, resource, Some(s), None, ctx, &mut scan);
         }
         let mut boundary = None;
         if let Some(b) = s.boundary {
             let mut bs = Scan::default();
-            self.scan_source(b, action, resource, Some(s), None, &mut bs);
+            self.scan_source(b, action, resource, Some(s), None, ctx, &mut bs);
             boundary = Some(bs);
         }
         IdentitySide { scan, boundary }
@@ -376,6 +392,17 @@ impl AccessModel {
 
     /// Combines a subject's identity side with the resource policy and the organization.
     pub fn finish(&self, s: &Subject, identity: IdentitySide, action: &str, resource: &str) -> Decision {
+        self.finish_in(s, identity, action, resource, &RequestContext::UNKNOWN)
+    }
+
+    fn finish_in(
+        &self,
+        s: &Subject,
+        identity: IdentitySide,
+        action: &str,
+        resource: &str,
+        ctx: &RequestContext,
+    ) -> Decision {
         let IdentitySide { scan: mut all, boundary } = identity;
         let mut id_grade = all.allow;
         if let Some(b) = boundary {
@@ -390,7 +417,7 @@ impl AccessModel {
             Some((account, src)) => {
                 resource_account = Some(account.to_string());
                 let mut rs = Scan::default();
-                self.scan_source(src, action, resource, Some(s), Some(s), &mut rs);
+                self.scan_source(src, action, resource, Some(s), Some(s), ctx, &mut rs);
                 let required = self.sources.get(src as usize).is_some_and(|p| p.kind == SourceKind::Trust)
                     || resource.starts_with("arn:aws:kms:");
                 grade = match (account == s.account, required) {
@@ -413,7 +440,7 @@ impl AccessModel {
             for level in levels {
                 let mut ls = Scan::default();
                 for &p in level {
-                    self.scan_source(p, action, resource, None, None, &mut ls);
+                    self.scan_source(p, action, resource, None, None, ctx, &mut ls);
                 }
                 grade = grade.min(ls.allow);
                 all.absorb(ls, false);
@@ -423,7 +450,7 @@ impl AccessModel {
         if let Some(Some((_, rcps))) = self.org_sources.get(&rcp_account) {
             let mut rs = Scan::default();
             for &p in rcps {
-                self.scan_source(p, action, resource, None, Some(s), &mut rs);
+                self.scan_source(p, action, resource, None, Some(s), ctx, &mut rs);
             }
             all.absorb(rs, false);
         }
@@ -447,7 +474,8 @@ impl AccessModel {
 
     /// Scans one policy for statements matching the request. `subject` substitutes policy variables;
     /// `principal`, when given, is matched against the statements' `Principal` (resource, trust and
-    /// resource control policies).
+    /// resource control policies). `ctx` judges the conditions it can.
+    #[allow(clippy::too_many_arguments)]
     fn scan_source(
         &self,
         source: u32,
@@ -455,6 +483,7 @@ impl AccessModel {
         resource: &str,
         subject: Option<&Subject>,
         principal: Option<&Subject>,
+        ctx: &RequestContext,
         scan: &mut Scan,
     ) {
         let Some(src) = self.sources.get(source as usize) else { return };
@@ -463,7 +492,14 @@ impl AccessModel {
             if !action_matches(st, action) {
                 continue;
             }
-            let mut conditional = st.has_condition();
+            let mut conditional = match st.condition.as_deref() {
+                None => false,
+                Some(c) => match ctx.judge(c) {
+                    Judgement::Holds => false,
+                    Judgement::Fails => continue,
+                    Judgement::Unknown => true,
+                },
+            };
             if src.kind != SourceKind::Trust {
                 match resource_matches(st, resource, subject) {
                     Match::No => continue,
@@ -903,6 +939,58 @@ mod tests {
         )
         .unwrap();
         assert_eq!((ok[0].account.as_str(), ok[0].document.statements.len()), ("111122223333", 1));
+    }
+
+    /// A request's time judges `aws:CurrentTime` locks: a time-locked Allow grants before its expiry
+    /// and nothing after it, a time-locked Deny denies only within its window, and a condition that
+    /// also names another key stays conditional while its time part holds. Without a time, all of
+    /// them stay conditional, as `decide` always answered.
+    #[test]
+    fn a_request_time_judges_time_locks() {
+        use crate::iam::{IamSnapshot, parse_iam_json};
+        use grantwatch_types::EventTime;
+        let lock = |op: &str, t: &str| serde_json::json!({op: {"aws:CurrentTime": t}});
+        let allow = |action: &str, condition: serde_json::Value| serde_json::json!({"Effect": "Allow", "Action": action, "Resource": "*", "Condition": condition});
+        let mut ip_and_lock = lock("DateLessThan", "2025-01-02T00:00:00Z");
+        ip_and_lock["IpAddress"] = serde_json::json!({"aws:SourceIp": "10.0.0.0/8"});
+        let statements = serde_json::json!([
+            allow("s3:GetObject", lock("DateLessThan", "2025-01-02T00:00:00Z")),
+            allow("sqs:SendMessage", ip_and_lock),
+            {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
+            {"Effect": "Deny", "Action": "ec2:DescribeInstances", "Resource": "*",
+             "Condition": {"DateGreaterThanEquals": {"aws:CurrentTime": "2025-01-03T00:00:00Z"}}},
+        ]);
+        let user = serde_json::json!({"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u", "Path": "/",
+            "UserPolicyList": [{"PolicyName": "grantwatch-access-r1",
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+            "GroupList": [], "AttachedManagedPolicies": []});
+        let details =
+            serde_json::json!({"UserDetailList": [user], "RoleDetailList": [], "GroupDetailList": [], "Policies": []});
+        let mut snapshot = IamSnapshot::default();
+        snapshot.merge(parse_iam_json(details.to_string().as_bytes(), "u.json").unwrap());
+        let model = AccessModel::new(&snapshot, &[], None);
+        let u = model.subject("arn:aws:iam::111122223333:user/u").unwrap();
+        let grade = |action: &str, ctx: &RequestContext| model.decide_in(u, action, "*", ctx).grade;
+        let at = |t: &str| RequestContext::at(EventTime::parse_rfc3339(t).unwrap());
+        let (before, expired, later) =
+            (at("2025-01-01T12:00:00Z"), at("2025-01-02T00:00:00Z"), at("2025-01-04T00:00:00Z"));
+        let unknown = RequestContext::UNKNOWN;
+        for (action, want) in [
+            ("s3:GetObject", [Grade::Conditional, Grade::Yes, Grade::No, Grade::No]),
+            ("sqs:SendMessage", [Grade::Conditional, Grade::Conditional, Grade::No, Grade::No]),
+            ("ec2:DescribeInstances", [Grade::Conditional, Grade::Yes, Grade::Yes, Grade::No]),
+        ] {
+            let got = [grade(action, &unknown), grade(action, &before), grade(action, &expired), grade(action, &later)];
+            assert_eq!(got, want, "{action}");
+            assert_eq!(model.decide(u, action, "*").grade, want[0], "decide is decide_in without a context");
+        }
+        // The statements that decide: the lock that grants; after it, none; the Deny that denies.
+        assert_eq!(model.decide_in(u, "s3:GetObject", "*", &before).statements, [StatementRef { source: 0, index: 0 }]);
+        assert!(model.decide_in(u, "s3:GetObject", "*", &expired).statements.is_empty());
+        assert_eq!(
+            model.decide_in(u, "ec2:DescribeInstances", "*", &later).statements,
+            [StatementRef { source: 0, index: 3 }]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! * [`policy`]: effective permissions per identity (Allow/Deny, NotAction, boundaries, groups, resources).
 //! * [`escalation`]: the privilege-escalation graph, shortest paths to an administrator, reachable actions.
 //! * [`access`]: one request exactly (identity, boundary, resource and trust policies, SCPs): who can, who can assume.
+//! * [`condition`]: the conditions a request's context can judge (`aws:CurrentTime` under the date operators).
 //! * [`cloudtrail`]: one CloudTrail record to one [`grantwatch_types::Event`], with its IAM actions.
 //! * [`usage`]: the usage-accounting stage: events in, state writes out (dedup, last-used, per-day).
 //! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
@@ -18,6 +19,7 @@
 pub mod access;
 pub mod catalog;
 pub mod cloudtrail;
+pub mod condition;
 pub mod escalation;
 pub mod findings;
 pub mod glob;

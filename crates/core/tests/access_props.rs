@@ -1,11 +1,14 @@
 //! Properties of request-level evaluation (`grantwatch_core::access`) over generated policies: a Deny
 //! added anywhere (identity policy, permissions boundary, resource policy, SCP) never allows more; an
-//! SCP never grants; a resource policy statement that allows never takes access away.
+//! SCP never grants; a resource policy statement that allows never takes access away; a request's time
+//! judges `aws:CurrentTime` locks exactly as removing the statements they stop (and the lock of those
+//! they let through) would.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
-use grantwatch_core::access::{AccessModel, Grade, ResourcePolicy, parse_resource_policies};
+use grantwatch_core::access::{AccessModel, Grade, RequestContext, ResourcePolicy, parse_resource_policies};
 use grantwatch_core::iam::{IamSnapshot, parse_iam_json};
 use grantwatch_core::org::Organization;
+use grantwatch_types::EventTime;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -32,7 +35,16 @@ const RESOURCES: &[&str] = &[
     "arn:aws:iam::*:role/r",
     "arn:aws:kms:*:111122223333:key/*",
 ];
-const CONDITIONS: &[Option<&str>] = &[None, None, Some(r#"{"Bool":{"aws:MultiFactorAuthPresent":"true"}}"#)];
+/// The time the locks of [`CONDITIONS`] name.
+const LOCK_TIME: &str = "2025-06-01T00:00:00Z";
+const CONDITIONS: &[Option<&str>] = &[
+    None,
+    None,
+    Some(r#"{"Bool":{"aws:MultiFactorAuthPresent":"true"}}"#),
+    Some(r#"{"DateLessThan":{"aws:CurrentTime":"2025-06-01T00:00:00Z"}}"#),
+    Some(r#"{"DateGreaterThan":{"aws:CurrentTime":"2025-06-01T00:00:00Z"}}"#),
+    Some(r#"{"DateLessThan":{"aws:CurrentTime":"2025-06-01T00:00:00Z"},"Bool":{"aws:MultiFactorAuthPresent":"true"}}"#),
+];
 const PRINCIPALS: &[&str] = &[
     "*",
     "111122223333",
@@ -110,6 +122,11 @@ fn doc(statements: &[Value]) -> Value {
 
 /// The grade of every request for user `u`, and for `x` of the other account.
 fn grades(w: &World) -> Vec<Grade> {
+    grades_in(w, &RequestContext::UNKNOWN)
+}
+
+/// [`grades`] of requests made in `ctx`.
+fn grades_in(w: &World, ctx: &RequestContext) -> Vec<Grade> {
     let mut user = json!({"UserName": "u", "Arn": format!("arn:aws:iam::{ACCOUNT}:user/u"), "Path": "/",
         "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": doc(&w.user)}], "GroupList": [], "AttachedManagedPolicies": []});
     let mut policies = vec![];
@@ -153,7 +170,7 @@ fn grades(w: &World) -> Vec<Grade> {
     for who in ["arn:aws:iam::111122223333:user/u", "arn:aws:iam::444455556666:user/x"] {
         let s = model.subject(who).unwrap();
         for (action, resource) in REQUESTS {
-            out.push(model.decide(s, action, resource).grade);
+            out.push(model.decide_in(s, action, resource, ctx).grade);
         }
     }
     out
@@ -172,6 +189,41 @@ fn generated_worlds_allow_some_requests() {
         total += g.len();
     }
     assert!(allowed * 20 > total, "only {allowed} of {total} requests allowed");
+}
+
+/// The world as a request at `before_lock` (or after it) sees it, judged by hand: a statement whose
+/// time lock fails is gone, a lock that holds is taken out of its condition (the condition gone when
+/// nothing else is left in it).
+fn settled(w: &World, before_lock: bool) -> World {
+    let settle = |statements: &[Value]| -> Vec<Value> {
+        statements
+            .iter()
+            .filter_map(|st| {
+                let mut st = st.clone();
+                let Some(cond) = st.get_mut("Condition").and_then(Value::as_object_mut) else { return Some(st) };
+                for (op, holds) in [("DateLessThan", before_lock), ("DateGreaterThan", !before_lock)] {
+                    if let Some(keys) = cond.remove(op) {
+                        assert_eq!(keys, json!({"aws:CurrentTime": LOCK_TIME}));
+                        if !holds {
+                            return None;
+                        }
+                    }
+                }
+                if cond.is_empty() {
+                    st.as_object_mut().unwrap().remove("Condition");
+                }
+                Some(st)
+            })
+            .collect()
+    };
+    World {
+        user: settle(&w.user),
+        boundary: w.boundary.as_deref().map(settle),
+        trust: settle(&w.trust),
+        bucket: settle(&w.bucket),
+        key: settle(&w.key),
+        scp: settle(&w.scp),
+    }
 }
 
 fn no_more(after: &[Grade], before: &[Grade]) -> bool {
@@ -232,6 +284,19 @@ proptest! {
         w.scp.push(allow);
         // (`grades` puts an Allow-everything SCP beside them: it grants nothing either.)
         prop_assert!(grades(&w).iter().all(|g| *g == Grade::No));
+    }
+
+    #[test]
+    fn a_request_time_judges_time_locks_as_removing_what_they_stop(w in world(), before_lock in any::<bool>()) {
+        let t = if before_lock { "2025-05-31T23:59:59Z" } else { "2025-06-01T00:00:01Z" };
+        let ctx = RequestContext::at(EventTime::parse_rfc3339(t).unwrap());
+        let judged = grades_in(&w, &ctx);
+        prop_assert_eq!(&judged, &grades(&settled(&w, before_lock)));
+        // Knowing the time only settles what was conditional.
+        let unknown = grades(&w);
+        for (j, u) in judged.iter().zip(&unknown) {
+            prop_assert!(*u == Grade::Conditional || j == u, "{unknown:?} -> {judged:?}");
+        }
     }
 
     #[test]
