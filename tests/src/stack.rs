@@ -50,7 +50,7 @@ pub fn service_bin(name: &str) -> PathBuf {
         let status = Command::new(cargo)
             .current_dir(repo())
             .args(["build", "-q", "-p", "grantwatch", "-p", "grantwatch-ingest", "-p", "grantwatch-processor"])
-            .args(["-p", "grantwatch-detector"])
+            .args(["-p", "grantwatch-detector", "-p", "grantwatch-access-service"])
             .status()
             .unwrap();
         assert!(status.success(), "building the services failed");
