@@ -22,6 +22,7 @@ pub fn event(uid: &str, time: EventTime) -> Event {
             access_key_id: None,
             invoked_by: None,
             mfa_authenticated: None,
+            on_behalf_of: None,
         },
         api: Api { service: "s3.amazonaws.com".into(), operation: "GetObject".into() },
         actions: vec!["s3:GetObject".into()],

@@ -10,6 +10,8 @@
 //!   policy-version escalation, and "granted and used within minutes".
 //! - [`unusual_hour`]: a closed identity-hour scored by the trained models.
 //! - [`pci_transitions`]: a new super identity, or a sharp PCI rise.
+//! - [`used_after_expiry`] and [`granted_outside`]: permissions on demand used after their grant ended,
+//!   and a grant to an on-demand identity made outside grantwatch.
 //!
 //! [`Policies::admit`] (enabled, severity, allowlists) and [`Profile::triggered_before`] (established
 //! behavior) then apply the rule configuration; an alert that passes is a [`Draft`], which the `build`
@@ -183,11 +185,14 @@ pub(crate) struct Raised {
     pub(crate) desc: String,
     /// A failed call matched a rule that does not judge failures: reported one severity lower.
     pub(crate) demoted: bool,
+    /// The on-demand grant the alert is about, or that the triggering call used
+    /// ([`crate::ondemand::OnDemandGrant::note`]): `explanation.on_demand`.
+    pub(crate) on_demand: Option<serde_json::Value>,
 }
 
 impl Raised {
     /// An alert of a built-in analytic triggered by the single event `ev`.
-    fn on(rule: Builtin, subject: &Subject, ev: &Event, evidence: Vec<Evidence>, desc: String) -> Self {
+    pub(crate) fn on(rule: Builtin, subject: &Subject, ev: &Event, evidence: Vec<Evidence>, desc: String) -> Self {
         Self::at(rule.id().to_string(), subject, ev, vec![related(ev)], evidence, desc)
     }
 
@@ -209,13 +214,14 @@ impl Raised {
             evidence,
             desc,
             demoted: false,
+            on_demand: None,
         }
     }
 
     /// The draft of this alert, as analytic `info` with its effective settings `policy`.
     pub(crate) fn draft(self, info: AnalyticInfo, policy: RulePolicy) -> Draft {
-        let Raised { analytic: _, subject, time, region, events, evidence, desc, demoted: _ } = self;
-        Draft { info, policy, subject, time, region, events, evidence, desc }
+        let Raised { analytic: _, subject, time, region, events, evidence, desc, demoted: _, on_demand } = self;
+        Draft { info, policy, subject, time, region, events, evidence, desc, on_demand }
     }
 }
 
@@ -774,6 +780,73 @@ fn granted_and_used(
     Some(Raised::at(Builtin::GrantedAndUsed.id().to_string(), subject, ev, events, evidence, desc))
 }
 
+/// A call that uses what an on-demand grant gave after the grant ended (within the post-expiry window,
+/// `u` from [`crate::ondemand::OnDemandGrants::after`]). A success means the removal failed or came late
+/// and the grant's time condition did not stop the call; a denied call, that the identity keeps trying
+/// (one severity lower). A success its standing permissions explain (it used these actions outside any
+/// grant within the lookback) is not one.
+pub(crate) fn used_after_expiry(
+    u: &crate::ondemand::Use<'_>,
+    history: &History,
+    settings: &DetectionSettings,
+    ev: &Event,
+    subject: &Subject,
+) -> Option<Raised> {
+    let t = ev.time.millis();
+    let succeeded = ev.status == grantwatch_types::Status::Success;
+    let lookback = settings.first_time_lookback_days;
+    if succeeded && !u.actions.is_empty() && u.actions.iter().all(|a| history.knows_action(a, t, lookback)) {
+        return None;
+    }
+    let g = u.grant;
+    let minutes = (t - g.end().millis()) / 60_000;
+    let what = if u.actions.is_empty() {
+        format!("{}:{}", short(&ev.api.service), ev.api.operation)
+    } else {
+        u.actions.join(", ")
+    };
+    let outcome = if succeeded {
+        "it succeeded: the grant's removal or its time condition did not stop it".to_string()
+    } else {
+        format!("it was denied ({})", ev.status_code.as_deref().unwrap_or("error"))
+    };
+    let desc = format!("{} used {what} {minutes} minutes after {} ended; {outcome}.", subject.display(), g.describe());
+    let evidence = vec![
+        field_evidence("request_id", &g.request_id),
+        Evidence {
+            name: "minutes_after_grant_end".into(),
+            value: minutes as f64,
+            baseline: Some(0.0),
+            spread: None,
+            score: None,
+        },
+    ];
+    let mut alert = Raised::on(Builtin::OnDemandUsedAfterExpiry, subject, ev, evidence, desc);
+    alert.demoted = !succeeded;
+    alert.on_demand = Some(g.note());
+    Some(alert)
+}
+
+/// A change that grants to an identity with on-demand access, made outside grantwatch (`o` from
+/// [`crate::ondemand::OnDemandGrants::outside_grant`]): standing access slipped in beside the
+/// time-bound one, or grantwatch's own policy rewritten.
+pub(crate) fn granted_outside(o: &crate::ondemand::Outside<'_>, ev: &Event, subject: &Subject) -> Raised {
+    let had = o.grant.map(|g| format!(" ({})", g.describe())).unwrap_or_default();
+    let desc = format!(
+        "{} called {} on {}, an identity with on-demand access{had}; grantwatch did not make this change.",
+        subject.display(),
+        o.what,
+        o.target
+    );
+    let mut evidence = vec![field_evidence("target", &o.target), field_evidence("change", &o.what)];
+    if let Some(g) = o.grant {
+        evidence.push(field_evidence("request_id", &g.request_id));
+    }
+    let mut alert = Raised::on(Builtin::GrantOutsideGrantwatch, subject, ev, evidence, desc);
+    alert.on_demand = o.grant.map(|g| g.note());
+    alert
+}
+
 /// The trained models' verdict on the closed identity-hour `w` of `subject` (its `features`).
 /// `running` is the identity's running profile before this window, which places an identity the models
 /// do not know into a peer group ([`ModelSet::score`]).
@@ -824,6 +897,7 @@ pub(crate) fn unusual_hour(
         evidence,
         desc,
         demoted: false,
+        on_demand: None,
     })
 }
 
@@ -857,6 +931,7 @@ pub(crate) fn pci_transitions(
         evidence: vec![pci_evidence(prev_pci)],
         desc,
         demoted: false,
+        on_demand: None,
     };
     let mut raised = Vec::new();
     if is_super && prev_super == Some(false) {

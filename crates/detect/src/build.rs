@@ -58,6 +58,8 @@ pub(crate) struct Draft {
     pub(crate) events: Vec<RelatedEvent>,
     pub(crate) evidence: Vec<Evidence>,
     pub(crate) desc: String,
+    /// `explanation.on_demand`: the on-demand grant the alert is about or the call used.
+    pub(crate) on_demand: Option<serde_json::Value>,
 }
 
 /// What [`emit`] did with the drafts it was given.
@@ -212,6 +214,9 @@ fn finding(key: &str, d: Draft, also: Vec<Draft>, identity_pci: Option<u8>) -> D
     });
     if !also_matched.is_empty() {
         explanation["also_matched"] = also_matched.into();
+    }
+    if let Some(note) = d.on_demand.clone().or_else(|| also.iter().find_map(|a| a.on_demand.clone())) {
+        explanation["on_demand"] = note;
     }
     unmapped.insert("explanation".into(), explanation);
     let mut types = Vec::new();

@@ -319,6 +319,7 @@ pub(crate) mod tests {
                 access_key_id: None,
                 invoked_by: None,
                 mfa_authenticated: None,
+                on_behalf_of: None,
             },
             api: Api { service: "s3.amazonaws.com".into(), operation: operation.into() },
             actions: vec![format!("s3:{operation}")],

@@ -143,6 +143,32 @@ impl History {
     }
 }
 
+impl History {
+    /// Whether the identity used `action` successfully within the lookback before `t`: permission it
+    /// holds on its own, not only through a grant.
+    pub fn knows_action(&self, action: &str, t: i64, lookback_days: u32) -> bool {
+        self.actions.get(action).is_some_and(|d| day_of(t) - d <= lookback_days as i32)
+    }
+
+    /// `ev` as the identity's own history should see it when an on-demand grant gave it the actions
+    /// `granted` (the whole call when `whole`): without the granted actions it had not used on its own
+    /// within the lookback, and for a whole call without the resources it had not touched, so that what
+    /// only the grant allowed is neither news now nor learned as a habit. What it already did on its own
+    /// stays, and stays fresh.
+    pub fn without_new(&self, ev: &Event, granted: &[String], whole: bool, lookback_days: u32) -> Event {
+        let t = ev.time.millis();
+        let lookback = lookback_days as i32;
+        let day = day_of(t);
+        let known = |map: &FxHashMap<String, i32>, key: &str| map.get(key).is_some_and(|d| day - d <= lookback);
+        let mut own = ev.clone();
+        own.actions.retain(|a| !granted.contains(a) || known(&self.actions, a));
+        if whole {
+            own.resources.retain(|r| known(&self.resources, resource_key(r)));
+        }
+        own
+    }
+}
+
 fn touch(map: &mut FxHashMap<String, i32>, key: &str, day: i32, cap: usize) {
     match map.get_mut(key) {
         Some(d) => *d = (*d).max(day),

@@ -16,6 +16,9 @@
 //!   incidents.
 //! - [`alert`] and [`incident`]: the evidence that explains every alert, and an incident: one analytic
 //!   firing on one identity, its repeats counted, emitted as a Create and (if it grew) an Update.
+//! - [`ondemand`]: permissions on demand, folded from the access service's audit events: whether a
+//!   call uses a grant within its window (expected), after it ended, or whether an IAM change grants
+//!   to an on-demand identity outside grantwatch.
 //! - [`load`]: reading the rules and model directories (this crate's only IO).
 //! - [`stage`]: the detection stage, driven by the file runner (`grantwatch analyze`) or the Kafka
 //!   runner (`grantwatch-detector`): runs the analytics on each input, hands their drafts to `build`,
@@ -29,6 +32,7 @@ pub mod history;
 pub mod incident;
 pub mod load;
 pub mod ml;
+pub mod ondemand;
 pub mod rules;
 pub mod sigma;
 pub mod stage;

@@ -49,12 +49,14 @@ pub enum Builtin {
     GrantedAndUsed,
     CredentialHarvest,
     RemoteAccessFanout,
+    OnDemandUsedAfterExpiry,
+    GrantOutsideGrantwatch,
     ModelIdentity,
     ModelPeerGroup,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 20] = [
+    pub const ALL: [Builtin; 22] = [
         Builtin::RootAccountUsed,
         Builtin::LoggingDisabled,
         Builtin::ResourceMadePublic,
@@ -73,6 +75,8 @@ impl Builtin {
         Builtin::GrantedAndUsed,
         Builtin::CredentialHarvest,
         Builtin::RemoteAccessFanout,
+        Builtin::OnDemandUsedAfterExpiry,
+        Builtin::GrantOutsideGrantwatch,
         Builtin::ModelIdentity,
         Builtin::ModelPeerGroup,
     ];
@@ -97,6 +101,8 @@ impl Builtin {
             Builtin::GrantedAndUsed => "grantwatch/granted-and-used",
             Builtin::CredentialHarvest => "grantwatch/credential-harvest",
             Builtin::RemoteAccessFanout => "grantwatch/remote-access-fanout",
+            Builtin::OnDemandUsedAfterExpiry => "grantwatch/on-demand-used-after-expiry",
+            Builtin::GrantOutsideGrantwatch => "grantwatch/grant-outside-grantwatch",
             Builtin::ModelIdentity => "ml/identity-behavior",
             Builtin::ModelPeerGroup => "ml/peer-group-behavior",
         }
@@ -136,6 +142,14 @@ impl Builtin {
             }
             Builtin::RemoteAccessFanout => {
                 ("Shells opened on several instances within an hour", Behavioral, Medium, "T1021")
+            }
+            // High: the removal failed and the time condition did not stop the call (a denied call is
+            // reported one lower: the grant is gone, the identity still tries).
+            Builtin::OnDemandUsedAfterExpiry => {
+                ("On-demand permissions used after their grant ended", Rule, High, "T1078.004")
+            }
+            Builtin::GrantOutsideGrantwatch => {
+                ("Permissions granted outside grantwatch to an identity with on-demand access", Rule, High, "T1098.003")
             }
             Builtin::ModelIdentity => ("Unusual behavior for this identity (model)", Behavioral, Medium, "T1078"),
             Builtin::ModelPeerGroup => ("Unusual behavior for this peer group (model)", Behavioral, Medium, "T1078"),
@@ -194,6 +208,29 @@ pub struct DetectionSettings {
     pub credential_reads_per_hour: u32,
     /// Alerts below this severity are not emitted.
     pub min_severity: Severity,
+    /// A use of on-demand permissions within this many hours after their grant ended (expired or
+    /// revoked) raises `on-demand-used-after-expiry`.
+    pub on_demand_after_expiry_hours: u32,
+    /// The IAM or Identity Center change that installs an on-demand grant is expected within this many
+    /// minutes of its activation; other grants to identities with on-demand access raise
+    /// `grant-outside-grantwatch`.
+    pub on_demand_install_minutes: u32,
+    /// On-demand grants kept at most (in memory and state); past this, those that ended first are
+    /// forgotten first.
+    pub on_demand_max_grants: u32,
+}
+
+impl DetectionSettings {
+    /// The on-demand analytics' settings. An identity counts as having had on-demand access for the
+    /// first-time lookback after its last grant ended.
+    pub fn on_demand_limits(&self) -> crate::ondemand::OnDemandLimits {
+        crate::ondemand::OnDemandLimits {
+            after_expiry_ms: i64::from(self.on_demand_after_expiry_hours) * 3_600_000,
+            install_ms: i64::from(self.on_demand_install_minutes) * 60_000,
+            horizon_ms: i64::from(self.first_time_lookback_days) * 86_400_000,
+            max_grants: self.on_demand_max_grants as usize,
+        }
+    }
 }
 
 impl Default for DetectionSettings {
@@ -207,6 +244,9 @@ impl Default for DetectionSettings {
             granted_used_within_minutes: 30,
             credential_reads_per_hour: 5,
             min_severity: Severity::Medium,
+            on_demand_after_expiry_hours: 24,
+            on_demand_install_minutes: 10,
+            on_demand_max_grants: 10_000,
         }
     }
 }

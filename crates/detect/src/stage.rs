@@ -10,20 +10,28 @@
 //! end of each input, `build` merges the drafts into OCSF Detection Findings and groups them into
 //! incidents.
 //!
+//! Permissions on demand ([`OnDemandGrants`], fed by the access service's audit events): a call that
+//! uses a grant within its window is expected (its actions and resources are no first-time news, an
+//! entirely covered call neither a new region nor a return from dormancy nor part of the hour the
+//! models score, and any alert it still raises names the grant); a use right after a grant ended, and
+//! a grant to an on-demand identity that grantwatch did not make, are alerts.
+//!
 //! State (in [`Table::Meta`], JSON): one profile per identity (history, open hour window, PCI, pending
-//! grants and sequence steps), open incidents, and an index of open windows by end time so the
-//! watermark can close windows of identities that went quiet. Events already processed are remembered
+//! grants and sequence steps), open incidents, an index of open windows by end time so the
+//! watermark can close windows of identities that went quiet, and the on-demand grants (every shard
+//! and task holds all of them: a grant is no identity's alone). Events already processed are remembered
 //! in [`Table::Seen`] by `(day, event id)`, so a re-delivered event changes nothing. The same stage
 //! collects the training windows for `grantwatch train` (one code path for training and detection).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use grantwatch_core::catalog::Catalog;
+use grantwatch_core::catalog::{ActionSet, Catalog};
 use grantwatch_core::stage::{Cx, Stage, StageError};
 use grantwatch_core::usage::SeenKey;
 use grantwatch_state::{StateRead, Table, WriteBatch};
-use grantwatch_types::{Cloud, DetectionFinding, Event, EventTime, IdentityKind, PciUpdate};
+
+use grantwatch_types::{AccessAuditEvent, Cloud, DetectionFinding, Event, EventTime, IdentityKind, PciUpdate};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::analytics::{self, PENDING_MAX, Pending, Policies, Profile, Raised, sigma_id};
@@ -31,6 +39,7 @@ use crate::build::{self, Draft, OpenIncidents, Subject, related};
 use crate::features::{HOUR_MS, HourWindow, Novelty, hour_start};
 use crate::incident::Incident;
 use crate::ml::{ModelSet, TrainingWindow};
+use crate::ondemand::{OnDemandGrant, OnDemandGrants, OnDemandIdentity, PolicyContent};
 use crate::rules::{self, Builtin, RulesConfig};
 use crate::sigma::SigmaSet;
 
@@ -40,12 +49,17 @@ const PROFILE_CACHE_MAX: usize = 50_000;
 const PROFILE: &[u8] = grantwatch_state::keys::DETECT_PROFILE.prefix;
 const INCIDENT: &[u8] = grantwatch_state::keys::DETECT_INCIDENT.prefix;
 const WINDOW: &[u8] = grantwatch_state::keys::DETECT_WINDOW.prefix;
+const ON_DEMAND: &grantwatch_state::keys::KeySpace = &grantwatch_state::keys::DETECT_ON_DEMAND;
+const ON_DEMAND_IDENTITY: &grantwatch_state::keys::KeySpace = &grantwatch_state::keys::DETECT_ON_DEMAND_IDENTITY;
 
 /// What the detector consumes.
 #[derive(Debug, Clone)]
 pub enum DetectInput {
     Event(Box<Event>),
     Pci(Box<PciUpdate>),
+    /// A transition of an on-demand access request (the access service's audit event). Changes what
+    /// later events are judged against; raises nothing itself.
+    Access(Box<AccessAuditEvent>),
 }
 
 /// Everything detection loads once: reference data, rules, models.
@@ -117,6 +131,10 @@ pub struct DetectCounts {
     /// Alerts not raised because the behavior is established for the identity.
     pub established: u64,
     pub windows_scored: u64,
+    /// Access audit events folded in (new or newer transitions of active grants).
+    pub access_events: u64,
+    /// Calls that used on-demand permissions within their grant's window (expected, not news).
+    pub on_demand_uses: u64,
 }
 
 /// The detection stage.
@@ -139,7 +157,46 @@ pub struct DetectStage {
     collect: Option<Vec<TrainingWindow>>,
     /// Alerts of the current input, before analytics on the same event are merged.
     drafts: Vec<Draft>,
+    /// Permissions on demand: the grants, and what the AWS managed policies they name allow.
+    on_demand: OnDemandGrants,
+    managed: ManagedPolicies,
+    /// The current event's id and the grant it uses within its window, if any: alerts it raises say so.
+    using: Option<(String, serde_json::Value, String)>,
     pub counts: DetectCounts,
+}
+
+/// What AWS managed policies allow, from the documents `grantwatch-core` vendors (read once, when a
+/// grant first names one). Customer managed policies are unknown to detection.
+struct ManagedPolicies {
+    catalog: Arc<Catalog>,
+    vendored: Option<grantwatch_core::policy::Vendored>,
+    sets: FxHashMap<String, Option<ActionSet>>,
+}
+
+/// Managed policies whose allowed actions are kept at once (grants name few distinct ones).
+const MANAGED_CACHE_MAX: usize = 256;
+
+impl PolicyContent for ManagedPolicies {
+    fn allows(&mut self, policy_arn: &str, action: &str) -> Option<bool> {
+        if !grantwatch_core::iam::is_aws_managed(policy_arn) {
+            return None;
+        }
+        if !self.sets.contains_key(policy_arn) {
+            if self.sets.len() >= MANAGED_CACHE_MAX {
+                self.sets.clear();
+            }
+            let vendored = self.vendored.get_or_insert_with(grantwatch_core::policy::Vendored::load);
+            let set = vendored.document(policy_arn).map(|doc| {
+                let g = grantwatch_core::policy::evaluate_policies(&self.catalog, &[&doc], None);
+                let mut set = g.granted;
+                set.union_with(&g.conditional);
+                set
+            });
+            self.sets.insert(policy_arn.to_string(), set);
+        }
+        let set = self.sets.get(policy_arn)?.as_ref()?;
+        Some(self.catalog.lookup(action).is_some_and(|id| set.contains(id)))
+    }
 }
 
 impl DetectStage {
@@ -195,7 +252,11 @@ impl DetectStage {
         if let Some(e) = corrupt {
             return Err(e.into());
         }
+        let on_demand = Self::restore_on_demand(&det, state)?;
         Ok(Self {
+            managed: ManagedPolicies { catalog: det.catalog.clone(), vendored: None, sets: FxHashMap::default() },
+            on_demand,
+            using: None,
             det,
             policies,
             profiles: FxHashMap::default(),
@@ -220,6 +281,53 @@ impl DetectStage {
 
     pub fn take_windows(&mut self) -> Vec<TrainingWindow> {
         self.collect.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The on-demand grants kept in state (every shard holds all of them).
+    fn restore_on_demand(det: &Detection, state: &dyn StateRead) -> Result<OnDemandGrants, StageError> {
+        let mut grants = OnDemandGrants::new(det.config.detection.on_demand_limits());
+        let mut corrupt = None;
+        state.scan_prefix(Table::Meta, ON_DEMAND.prefix, &mut |k, v| {
+            match grantwatch_core::stage::decode_json::<OnDemandGrant>(ON_DEMAND, k, v) {
+                Ok(g) => grants.merge_grant(&g),
+                Err(e) => corrupt = Some(e),
+            }
+            corrupt.is_none()
+        })?;
+        state.scan_prefix(Table::Meta, ON_DEMAND_IDENTITY.prefix, &mut |k, v| {
+            match grantwatch_core::stage::decode_json::<OnDemandIdentity>(ON_DEMAND_IDENTITY, k, v) {
+                Ok(seen) => {
+                    let key = String::from_utf8_lossy(ON_DEMAND_IDENTITY.suffix_of(k).unwrap_or_default()).into_owned();
+                    grants.merge_identity(&key, seen);
+                }
+                Err(e) => corrupt = Some(e),
+            }
+            corrupt.is_none()
+        })?;
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
+        grants.restored();
+        Ok(grants)
+    }
+
+    /// Folds one transition of an on-demand request into the grants (idempotent: a transition seen
+    /// before, or older than one seen, changes nothing).
+    pub fn apply_access(&mut self, ev: &AccessAuditEvent) {
+        if self.on_demand.apply(ev) == crate::ondemand::Applied::Changed {
+            self.counts.access_events += 1;
+        }
+    }
+
+    /// Folds in on-demand grants read elsewhere (`grantwatch analyze --access-log`: read once, handed
+    /// to every shard).
+    pub fn supply_on_demand(&mut self, grants: &OnDemandGrants) {
+        self.on_demand.merge(grants);
+    }
+
+    /// The on-demand grants as the stage holds them.
+    pub fn on_demand(&self) -> &OnDemandGrants {
+        &self.on_demand
     }
 
     fn settings(&self) -> &rules::DetectionSettings {
@@ -291,6 +399,7 @@ impl DetectStage {
     }
 
     fn on_event(&mut self, ev: &Event, cx: &mut Cx<'_, DetectionFinding>) -> Result<(), StageError> {
+        self.using = None;
         if self.already_seen(ev, cx.state)? {
             self.counts.duplicates += 1;
             return Ok(());
@@ -301,6 +410,9 @@ impl DetectStage {
         let subject = Subject::of(ev);
         // The profile must be at hand before any analytic raises (established behavior lives there).
         Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
+
+        // Permissions on demand, judged before anything else looks at the call.
+        let expected = self.on_demand_analytics(ev, &subject, request.as_ref());
 
         for alert in analytics::single_event(&self.det.sigma, ev, &subject, request.as_ref(), response.as_ref()) {
             self.raise(alert);
@@ -336,7 +448,22 @@ impl DetectStage {
         profile.kind = Some(ev.actor.kind);
         profile.name = ev.actor.name.clone();
         profile.account = subject.account.clone();
-        let novel = profile.history.observe(ev, passed.as_deref(), lookback, min_history);
+        // What an on-demand grant gave is not news, and not learned as the identity's own: its history
+        // sees the call without the granted actions (and, when the grant gave the whole call, without
+        // the resources) it had not used outside a grant.
+        let whole = expected.as_ref().is_some_and(|(_, whole)| *whole);
+        let novel = match &expected {
+            None => profile.history.observe(ev, passed.as_deref(), lookback, min_history),
+            Some((granted, whole)) => {
+                let own = profile.history.without_new(ev, granted, *whole, lookback);
+                let mut novel = profile.history.observe(&own, passed.as_deref(), lookback, min_history);
+                if *whole {
+                    // Where and when a granted call was made is the grant's business, not a new habit.
+                    (novel.region, novel.network, novel.agent, novel.idle_days) = (false, false, false, None);
+                }
+                novel
+            }
+        };
         let novelty = Novelty {
             new_action: !novel.actions.is_empty() && novel.established,
             new_ip: novel.network && novel.established,
@@ -347,12 +474,15 @@ impl DetectStage {
             idle_days: novel.idle_days,
         };
         let mut opened = None;
-        let window = profile.window.get_or_insert_with(|| {
-            opened = Some(this_hour + HOUR_MS);
-            HourWindow::new(this_hour)
-        });
-        // A late event for an hour already closed is counted in the current window.
-        window.add(ev, &novelty);
+        // A call wholly under an on-demand grant is not part of the hour the models judge.
+        if !whole {
+            let window = profile.window.get_or_insert_with(|| {
+                opened = Some(this_hour + HOUR_MS);
+                HourWindow::new(this_hour)
+            });
+            // A late event for an hour already closed is counted in the current window.
+            window.add(ev, &novelty);
+        }
         let settings = &self.det.config.detection;
         let raised = analytics::stateful(profile, &self.det.catalog, settings, ev, &subject, &novel, request.as_ref());
         self.dirty_profiles.insert(ev.actor.uid.clone());
@@ -364,6 +494,41 @@ impl DetectStage {
             self.raise(alert);
         }
         Ok(())
+    }
+
+    /// The on-demand analytics on `ev`: a use within a grant is remembered for the alerts the call
+    /// raises (and returned: the actions it gave, and whether it gave the whole call); a use after one
+    /// ended and a grant made outside grantwatch are raised.
+    fn on_demand_analytics(
+        &mut self,
+        ev: &Event,
+        subject: &Subject,
+        request: Option<&serde_json::Value>,
+    ) -> Option<(Vec<String>, bool)> {
+        if self.on_demand.is_empty() {
+            return None;
+        }
+        let mut raised = Vec::new();
+        let mut expected = None;
+        if ev.actor.kind != IdentityKind::Service {
+            if let Some(u) = self.on_demand.within(ev, &mut self.managed) {
+                self.counts.on_demand_uses += 1;
+                self.using = Some((ev.uid.clone(), u.grant.note(), u.grant.describe()));
+                expected = Some((u.actions, u.whole));
+            } else if let Some(u) = self.on_demand.after(ev, &mut self.managed)
+                && let Some(profile) = self.profiles.get(&ev.actor.uid)
+            {
+                let settings = &self.det.config.detection;
+                raised.extend(analytics::used_after_expiry(&u, &profile.history, settings, ev, subject));
+            }
+        }
+        if let Some(o) = self.on_demand.outside_grant(ev, request) {
+            raised.push(analytics::granted_outside(&o, ev, subject));
+        }
+        for alert in raised {
+            self.raise(alert);
+        }
+        expected
     }
 
     /// An identity-hour is over: score it (or keep it for training).
@@ -418,7 +583,15 @@ impl DetectStage {
     /// ([`Policies::admit`]), then established behavior (the identity triggered this analytic on an
     /// earlier day in the lookback, [`Profile::triggered_before`]). What passes waits in `drafts` for
     /// the end of the input.
-    fn raise(&mut self, alert: Raised) {
+    fn raise(&mut self, mut alert: Raised) {
+        // An alert on a call made with on-demand permissions says so.
+        if let Some((uid, note, describe)) = &self.using
+            && alert.on_demand.is_none()
+            && alert.events.first().is_some_and(|e| e.uid == *uid)
+        {
+            alert.on_demand = Some(note.clone());
+            alert.desc = format!("{} The call was made under {describe}.", alert.desc);
+        }
         let Some((info, policy)) = self.policies.admit(&self.det.config, &alert) else { return };
         let lookback = self.det.config.detection.first_time_lookback_days;
         if let Some(profile) = self.profiles.get_mut(&alert.subject.uid) {
@@ -451,6 +624,10 @@ impl Stage for DetectStage {
         let result = match input {
             DetectInput::Event(ev) => self.on_event(ev, cx),
             DetectInput::Pci(u) => self.on_pci(u, cx),
+            DetectInput::Access(a) => {
+                self.apply_access(a);
+                Ok(())
+            }
         };
         self.flush_drafts(cx);
         result
@@ -473,6 +650,7 @@ impl Stage for DetectStage {
             }
         }
         self.incidents.close_expired(w, cx.out);
+        self.on_demand.prune(w);
         self.flush_drafts(cx);
         Ok(())
     }
@@ -501,6 +679,21 @@ impl Stage for DetectStage {
                 batch.delete(Table::Meta, k);
             }
         }
+        let (grants, identities) = self.on_demand.take_changes();
+        for (id, grant) in grants {
+            match grant.map(serde_json::to_vec) {
+                Some(Ok(v)) => batch.put(Table::Meta, ON_DEMAND.key_str(&id), v),
+                Some(Err(_)) => {}
+                None => batch.delete(Table::Meta, ON_DEMAND.key_str(&id)),
+            }
+        }
+        for (key, seen) in identities {
+            match seen.map(|s| serde_json::to_vec(&s)) {
+                Some(Ok(v)) => batch.put(Table::Meta, ON_DEMAND_IDENTITY.key_str(&key), v),
+                Some(Err(_)) => {}
+                None => batch.delete(Table::Meta, ON_DEMAND_IDENTITY.key_str(&key)),
+            }
+        }
         let incidents = &mut self.incidents;
         for key in incidents.closed.drain(..) {
             if !incidents.by_key.contains_key(&key) {
@@ -527,7 +720,7 @@ impl Stage for DetectStage {
     }
 
     fn pending(&self) -> usize {
-        self.seen.len() + self.dirty_profiles.len() + self.incidents.dirty.len()
+        self.seen.len() + self.dirty_profiles.len() + self.incidents.dirty.len() + self.on_demand.pending()
     }
 }
 
@@ -588,7 +781,7 @@ mod tests {
         for i in inputs {
             let t = match &i {
                 DetectInput::Event(e) => Some(e.time),
-                DetectInput::Pci(_) => None,
+                DetectInput::Pci(_) | DetectInput::Access(_) => None,
             };
             stage.process(&i, &mut Cx { state: store, out: &mut out }).unwrap();
             if let Some(t) = t {
@@ -931,5 +1124,194 @@ mod tests {
         // Root use is alerted every time (not learned), one incident per quiet period.
         let out = feed(&mut stage, &store, vec![root("r1", T0 + 10 * DAY), root("r2", T0 + 12 * DAY)]);
         assert_eq!(analytics(&out).iter().filter(|a| a.0 == "grantwatch/root-account-used" && a.1 == 1).count(), 2);
+    }
+
+    /// An on-demand grant to alice: `action` on `resource`, active from `from` for an hour.
+    fn grant(id: &str, seq: u64, from: i64, action: &str, resource: &str, ended: Option<i64>) -> DetectInput {
+        let ev: AccessAuditEvent = serde_json::from_value(serde_json::json!({
+            "schema": grantwatch_types::ACCESS_EVENT_SCHEMA,
+            "audit_seq": seq,
+            "request_id": id,
+            "seq": seq,
+            "at": EventTime(from),
+            "by": "system",
+            "command": if ended.is_some() { "expire" } else { "activate" },
+            "from": "approved",
+            "state": if ended.is_some() { "expired" } else { "active" },
+            "reason": "approved",
+            "identity": {"kind": "iam_user", "arn": ALICE},
+            "account_id": "111122223333",
+            "access": {"kind": "actions", "grants": [{"action": action, "resources": [resource]}]},
+            "risk": "high",
+            "requester": "alice",
+            "ticket": "CHG-7",
+            "approvals": [{"approver": "carol", "at": EventTime(from)}, {"approver": "dave", "at": EventTime(from)}],
+            "activated_at": EventTime(from),
+            "expires_at": EventTime(from + HOUR_MS),
+            "ended_at": ended.map(EventTime),
+        }))
+        .unwrap();
+        DetectInput::Access(Box::new(ev))
+    }
+
+    /// Eight days of alice's routine reads: her history is established.
+    fn routine() -> Vec<DetectInput> {
+        (0..8)
+            .map(|d| {
+                call(
+                    &format!("d{d}"),
+                    T0 + d * DAY + 10 * HOUR_MS,
+                    "s3.amazonaws.com",
+                    "GetObject",
+                    "s3:GetObject",
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    fn all_analytics(out: &[DetectionFinding]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for f in out {
+            ids.push(f.finding_info.analytic.uid.clone());
+            for a in f.unmapped["explanation"]["also_matched"].as_array().into_iter().flatten() {
+                ids.push(a["analytic"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn on_demand_use_is_expected_in_its_window_and_an_alert_after_it_or_beside_it() {
+        let start = T0 + 9 * DAY + 9 * HOUR_MS;
+        let attach = |uid: &str, at: i64| {
+            call(
+                uid,
+                at,
+                "iam.amazonaws.com",
+                "AttachRolePolicy",
+                "iam:AttachRolePolicy",
+                Some(r#"{"roleName":"app","policyArn":"arn:aws:iam::111122223333:policy/app-extra"}"#),
+            )
+        };
+        let key_for_svc = |uid: &str, at: i64| {
+            call(uid, at, "iam.amazonaws.com", "CreateAccessKey", "iam:CreateAccessKey", Some(r#"{"userName":"svc"}"#))
+        };
+        let installer = "arn:aws:iam::111122223333:role/grantwatch-access";
+        let install = by(
+            call(
+                "install",
+                start + 1_000,
+                "iam.amazonaws.com",
+                "PutUserPolicy",
+                "iam:PutUserPolicy",
+                Some(r#"{"userName":"alice","policyName":"grantwatch-access-r-1","policyDocument":"{}"}"#),
+            ),
+            installer,
+            "grantwatch-access",
+        );
+        let use_in_window = vec![install, attach("a1", start + 5 * MIN), key_for_svc("k1", start + 6 * MIN)];
+
+        // Without the grant: first use of a high-risk permission, granted and used within minutes.
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        feed(&mut stage, &store, routine());
+        let without = all_analytics(&feed(&mut stage, &store, use_in_window.clone()));
+        assert!(without.iter().any(|a| a == "grantwatch/high-risk-permission-used"), "{without:?}");
+        assert!(without.iter().any(|a| a == "grantwatch/granted-and-used"), "{without:?}");
+
+        // With it: the permission-management call is expected; the credentials created for another
+        // identity are still an alert, which names the request, its approvers and its window.
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        feed(&mut stage, &store, routine());
+        let mut inputs = vec![grant("r-1", 3, start, "iam:*", "*", None)];
+        inputs.extend(use_in_window);
+        let out = feed(&mut stage, &store, inputs);
+        assert_eq!(all_analytics(&out), ["grantwatch/access-key-for-other-identity"], "{:?}", analytics(&out));
+        let note = &out[0].unmapped["explanation"]["on_demand"];
+        assert_eq!(note["request_id"], "r-1");
+        assert_eq!(note["approved_by"], serde_json::json!(["carol", "dave"]));
+        assert_eq!(note["from"], EventTime(start).to_rfc3339());
+        assert_eq!(note["until"], EventTime(start + HOUR_MS).to_rfc3339());
+        assert!(
+            out[0].finding_info.desc.contains("on-demand request r-1 (approved by carol, dave;"),
+            "{}",
+            out[0].finding_info.desc
+        );
+        assert_eq!(stage.counts.on_demand_uses, 2);
+        commit(&mut stage, &store);
+
+        // A restart keeps the grant. The grant expires (a duplicate of its activation arrives late:
+        // no change); an hour after expiry the permission works again: high; denied: one lower.
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        let mut denied = attach("a3", start + 3 * HOUR_MS);
+        if let DetectInput::Event(e) = &mut denied {
+            e.status = Status::Failure;
+            e.status_code = Some("AccessDenied".into());
+        }
+        let out = feed(
+            &mut stage,
+            &store,
+            vec![
+                grant("r-1", 9, start, "iam:*", "*", Some(start + HOUR_MS)),
+                grant("r-1", 3, start, "iam:*", "*", None),
+                attach("a2", start + 2 * HOUR_MS),
+                denied,
+            ],
+        );
+        assert_eq!(analytics(&out), [("grantwatch/on-demand-used-after-expiry", 1, 1)], "repeats join the incident");
+        assert_eq!(out[0].severity_id, Severity::High.id());
+        assert!(
+            out[0].finding_info.desc.contains("60 minutes after on-demand request r-1"),
+            "{}",
+            out[0].finding_info.desc
+        );
+        assert_eq!(out[0].unmapped["explanation"]["on_demand"]["state"], "expired");
+        // Alone, the denied attempt is medium.
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        let mut denied = attach("a4", start + 2 * HOUR_MS);
+        if let DetectInput::Event(e) = &mut denied {
+            e.status = Status::Failure;
+        }
+        let out = feed(&mut stage, &store, vec![grant("r-1", 9, start, "iam:*", "*", Some(start + HOUR_MS)), denied]);
+        assert_eq!(analytics(&out), [("grantwatch/on-demand-used-after-expiry", 1, 1)]);
+        assert_eq!(out[0].severity_id, Severity::Medium.id());
+        // Past the post-expiry window: not this analytic's.
+        let out = feed(&mut stage, &store, vec![attach("a5", start + 30 * HOUR_MS)]);
+        assert!(!all_analytics(&out).iter().any(|a| a == "grantwatch/on-demand-used-after-expiry"), "{out:?}");
+    }
+
+    #[test]
+    fn standing_permission_used_after_a_grant_is_no_alert_and_grants_beside_grantwatch_are() {
+        let start = T0 + 9 * DAY + 9 * HOUR_MS;
+        let store = MemStore::new();
+        let mut stage = DetectStage::open(detection(RulesConfig::default()), &store).unwrap();
+        feed(&mut stage, &store, routine());
+        let read = |uid: &str, at: i64| call(uid, at, "s3.amazonaws.com", "GetObject", "s3:GetObject", None);
+        let bob = "arn:aws:iam::111122223333:user/bob";
+        let put = |uid: &str, at: i64, name: &str| {
+            let request = format!(r#"{{"userName":"alice","policyName":"{name}","policyDocument":"{{}}"}}"#);
+            by(call(uid, at, "iam.amazonaws.com", "PutUserPolicy", "iam:PutUserPolicy", Some(&request)), bob, "bob")
+        };
+        let out = feed(
+            &mut stage,
+            &store,
+            vec![
+                grant("r-2", 9, start, "s3:GetObject", "*", Some(start + HOUR_MS)),
+                // alice reads every day on her own: after the grant, that is her standing permission.
+                read("r1", start + 2 * HOUR_MS),
+                // bob gives alice a policy of his own, and one named like grantwatch's, long after.
+                put("p1", start + 3 * HOUR_MS, "more-access"),
+            ],
+        );
+        assert_eq!(analytics(&out), [("grantwatch/grant-outside-grantwatch", 1, 1)]);
+        assert_eq!(out[0].actor.user.uid, bob);
+        assert!(out[0].finding_info.desc.contains("user/alice"), "{}", out[0].finding_info.desc);
+        assert_eq!(out[0].unmapped["explanation"]["on_demand"]["request_id"], "r-2");
+        let out = feed(&mut stage, &store, vec![put("p2", start + 5 * HOUR_MS, "grantwatch-access-r-2")]);
+        assert_eq!(all_analytics(&out), Vec::<String>::new(), "the same incident: counted, not emitted again");
+        assert_eq!(stage.counts.repeats, 1);
     }
 }

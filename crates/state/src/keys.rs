@@ -210,6 +210,14 @@ pub const DETECT_WINDOW: KeySpace = meta(
     "window end ms (big-endian i64), identity ARN (an open identity-hour window)",
     "empty",
 );
+pub const DETECT_ON_DEMAND: KeySpace =
+    meta(b"det-od\0", "detect::stage", "access request id (an on-demand grant)", "JSON OnDemandGrant");
+pub const DETECT_ON_DEMAND_IDENTITY: KeySpace = meta(
+    b"det-odi\0",
+    "detect::stage",
+    "identity key (`user:`/`role:<account>:<name>`, `ic:<user id>`) that had on-demand grants",
+    "JSON OnDemandIdentity",
+);
 pub const RUNNER_OFFSET: KeySpace =
     meta(b"rt:offset\0", "stream::runner", "input topic", "next offset to apply, big-endian i64");
 pub const RUNNER_OUTBOX: KeySpace = KeySpace {
@@ -309,6 +317,8 @@ pub const ALL: &[&KeySpace] = &[
     &DETECT_PROFILE,
     &DETECT_INCIDENT,
     &DETECT_WINDOW,
+    &DETECT_ON_DEMAND,
+    &DETECT_ON_DEMAND_IDENTITY,
     &RUNNER_OFFSET,
     &RUNNER_OUTBOX,
     &RUNNER_OUTBOX_FROM,

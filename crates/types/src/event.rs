@@ -128,6 +128,10 @@ pub struct Actor {
     pub invoked_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfa_authenticated: Option<bool>,
+    /// The IAM Identity Center user behind the call (CloudTrail `userIdentity.onBehalfOf.userId`), when
+    /// the record names one: Identity Center users' own calls, and identity-enhanced role sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 /// The API call as the provider names it.

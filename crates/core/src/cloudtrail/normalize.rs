@@ -303,6 +303,7 @@ fn resolve_actor(id: &RawIdentity<'_>) -> Actor {
         access_key_id: own(id.access_key_id.get()),
         invoked_by: own(id.invoked_by.get()),
         mfa_authenticated: mfa,
+        on_behalf_of: own(id.on_behalf_of.as_ref().and_then(|o| o.user_id.get())),
     };
     match id.kind.get() {
         Some("IAMUser") => {

@@ -151,8 +151,9 @@ impl App for DetectorApp {
         match input {
             DetectInput::Event(e) => Some(e.time),
             // PCI updates are stamped with the window boundary they close, which is behind the events
-            // that caused them: they must not hold the watermark back or move it.
-            DetectInput::Pci(_) => None,
+            // that caused them: they must not hold the watermark back or move it. Access events are
+            // reference data, judged by the times they carry.
+            DetectInput::Pci(_) | DetectInput::Access(_) => None,
         }
     }
 
