@@ -159,6 +159,12 @@ impl MotoAccount {
         sdk_config(&self.endpoint, creds)
     }
 
+    /// The SDK configuration of this account (its temporary credentials, moto's endpoint, the test
+    /// region), for clients built in the test process.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.config()
+    }
+
     pub fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.config())
     }
