@@ -82,7 +82,7 @@ fn grants_that_fall_due_while_the_service_is_killed_are_revoked_once_after_resta
         d.join("access.toml"),
         format!(
             "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\naudit_log = \"audit.jsonl\"\nrules = \"rules.toml\"\n\
-             [auth]\ntokens_file = \"tokens.toml\"\n[kafka]\nbootstrap_servers = {:?}\ntopic = {topic:?}\n\
+             [auth]\ntokens_file = \"tokens.toml\"\n[kafka]\nbootstrap_servers = {:?}\ntopic = {topic:?}\npartitions = 1\n\
              [aws]\nendpoint_url = {:?}\nregion = \"us-east-1\"\n",
             broker(),
             account.endpoint

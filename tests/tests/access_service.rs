@@ -128,6 +128,8 @@ impl Service {
                 bootstrap_servers: broker(),
                 properties: Default::default(),
                 topic: topic.clone(),
+                partitions: 1,
+                replication_factor: 1,
             }),
             aws: AwsSection::default(),
             scheduler: SchedulerConfig::default(),
@@ -516,7 +518,7 @@ fn bad_input_and_bad_callers_get_clear_refusals() {
     // A body over 64 KiB.
     let mut b = base();
     b["justification"] = json!("x".repeat(70_000));
-    assert_eq!(svc.call("bob", "POST", "/v1/requests", Some(b)).0, 413);
+    assert_eq!(svc.call("dave", "POST", "/v1/requests", Some(b)).0, 413);
     // Nothing was stored by the refused requests.
     assert_eq!(svc.ok("root", "GET", "/v1/requests", None)["requests"].as_array().unwrap().len(), 1);
 }

@@ -161,8 +161,14 @@ impl From<AccessError> for ApiError {
     }
 }
 
+/// Bodies that do not parse or do not fit the schema are 400 (axum says 422 for the latter); a body
+/// over the limit keeps its 413, a missing content type its 415.
 fn json_rejection(r: JsonRejection) -> ApiError {
-    ApiError::new(r.status(), "invalid", r.body_text())
+    let status = match r.status() {
+        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+        s => s,
+    };
+    ApiError::new(status, "invalid", r.body_text())
 }
 
 // ---------------------------------------------------------------------------------------------------

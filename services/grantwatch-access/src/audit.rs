@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use grantwatch_types::AccessAuditEvent;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 
 use crate::config::KafkaSection;
@@ -96,13 +99,24 @@ pub struct AuditTopic {
 }
 
 impl AuditTopic {
-    pub fn new(cfg: &KafkaSection) -> Result<AuditTopic> {
+    /// Creates the topic if it does not exist, and the producer.
+    pub async fn new(cfg: &KafkaSection) -> Result<AuditTopic> {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &cfg.bootstrap_servers);
         for (k, v) in &cfg.properties {
             c.set(k, v);
         }
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+        let admin: AdminClient<DefaultClientContext> = c.create().context("creating the Kafka admin client")?;
+        let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in admin.create_topics([&topic], &opts).await.context("creating the audit topic")? {
+            match r {
+                Ok(name) => tracing::info!(topic = %name, "created the audit topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => anyhow::bail!("creating the audit topic {name}: {code}"),
+            }
+        }
         c.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "30000");
         let producer: FutureProducer = c.create().context("creating the audit topic's producer")?;
         Ok(AuditTopic { producer, topic: cfg.topic.clone() })

@@ -139,6 +139,18 @@ pub struct KafkaSection {
     pub properties: std::collections::BTreeMap<String, String>,
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// The topic is created with these when it does not exist (an existing topic is left as it is).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
 }
 
 impl std::fmt::Debug for KafkaSection {
@@ -158,6 +170,8 @@ impl std::fmt::Debug for KafkaSection {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("properties", &props)
             .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
             .finish()
     }
 }

@@ -85,7 +85,10 @@ pub async fn start(cfg: &ServiceConfig, clock: Arc<dyn Clock>, grants: Arc<dyn G
     let (released, reinstalled, approved) = engine.recover().await?;
     tracing::info!(released, reinstalled, approved, "recovered the previous run's work");
     let log = AuditLog::open(&cfg.audit_log)?;
-    let topic = cfg.kafka.as_ref().map(AuditTopic::new).transpose()?;
+    let topic = match &cfg.kafka {
+        Some(k) => Some(AuditTopic::new(k).await?),
+        None => None,
+    };
     let rl = &cfg.rate_limit;
     let state = Arc::new(AppState {
         engine: engine.clone(),

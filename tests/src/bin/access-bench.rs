@@ -10,7 +10,7 @@
 //!   `--principals`: submissions of medium-risk requests (validated, stored, logged, no AWS call),
 //!   then approvals of all of them (each installs its grant in moto); latency percentiles and errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ fn token(i: usize) -> String {
     format!("bench-token-{i:04}")
 }
 
-fn start(bin: &PathBuf, dir: &PathBuf, account: &MotoAccount, principals: usize) -> Result<Service> {
+fn start(bin: &Path, dir: &Path, account: &MotoAccount, principals: usize) -> Result<Service> {
     std::fs::create_dir_all(dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     std::fs::write(
@@ -156,16 +156,16 @@ fn body(account: &MotoAccount, i: usize, roles: usize, action: &str, duration: u
     })
 }
 
-async fn expiry(
-    svc: &Service,
-    account: &MotoAccount,
-    dir: &PathBuf,
+struct ExpiryRun {
     grants: usize,
     roles: usize,
     spread: u64,
     setup: u64,
     concurrency: usize,
-) -> Result<()> {
+}
+
+async fn expiry(svc: &Service, account: &MotoAccount, dir: &Path, run: ExpiryRun) -> Result<()> {
+    let ExpiryRun { grants, roles, spread, setup, concurrency } = run;
     let client = reqwest::Client::new();
     let t0 = now_ms();
     let first_deadline = t0 + setup as i64 * 1000;
@@ -308,7 +308,7 @@ fn main() -> Result<()> {
         Mode::Expiry { grants, roles, spread, setup, concurrency } => {
             create_roles(&account, roles);
             let svc = start(&a.bin, &a.dir, &account, 1)?;
-            rt.block_on(expiry(&svc, &account, &a.dir, grants, roles, spread, setup, concurrency))?;
+            rt.block_on(expiry(&svc, &account, &a.dir, ExpiryRun { grants, roles, spread, setup, concurrency }))?;
         }
         Mode::Api { requests, principals } => {
             create_roles(&account, 100);
