@@ -147,6 +147,7 @@ impl Stack {
             ("ingest_checkpoints", 1, true),
             ("processor_changelog", partitions, true),
             ("detector_changelog", partitions, true),
+            ("access", 1, false),
         ] {
             toml.push_str(&format!("[topics.{key}]\nname = \"{prefix}{key}\"\npartitions = {parts}\n"));
             if compacted {

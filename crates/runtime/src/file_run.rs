@@ -34,6 +34,7 @@ use grantwatch_core::policy::IdentityGrants;
 use grantwatch_core::stage::StageError;
 use grantwatch_core::time_guard::{Delivery, TimeBounds};
 use grantwatch_detect::ml::TrainingWindow;
+use grantwatch_detect::ondemand::OnDemandGrants;
 use grantwatch_detect::stage::{DetectCounts, Detection};
 use grantwatch_files::{
     FileError, FileErrorKind, Format, Input, Item, Location, QuarantineWriter, ReadOptions, SourceFile,
@@ -114,6 +115,8 @@ pub struct FileRunOptions<'a> {
     pub detection: Option<Arc<Detection>>,
     /// Entitlements evaluated from IAM snapshots, for PCI and the permission analytics.
     pub grants: Vec<Arc<IdentityGrants>>,
+    /// On-demand grants (folded from the access service's audit log), for detection.
+    pub on_demand: Option<Arc<OnDemandGrants>>,
     pub pipeline: PipelineConfig,
     pub time_bounds: TimeBounds,
     pub read: ReadOptions,
@@ -151,6 +154,7 @@ impl<'a> FileRunOptions<'a> {
             normalizer,
             detection,
             grants: Vec::new(),
+            on_demand: None,
             pipeline: PipelineConfig::default(),
             time_bounds: TimeBounds::default(),
             read: ReadOptions::default(),
@@ -362,6 +366,9 @@ pub fn run<S: StateStore>(
     let mut pipeline = Pipeline::open(opts.catalog.clone(), opts.detection.clone(), &opts.pipeline, store)?;
     for g in &opts.grants {
         pipeline.supply_grants(g.clone());
+    }
+    if let Some(on_demand) = &opts.on_demand {
+        pipeline.supply_on_demand(on_demand);
     }
     let tally = Tally::default();
     let quarantined = Mutex::new(Vec::<Quarantined>::new());

@@ -14,7 +14,9 @@
 //!   grantee's shard at the granting event's position;
 //! - the window clock (`LAST_CLOSE`) and the run-wide event span are the same in every shard
 //!   (same ticks; a merge), so each shard writing them is harmless;
-//! - models and peer-group statistics are read-only reference data.
+//! - models and peer-group statistics are read-only reference data;
+//! - on-demand grants ([`Pipeline::supply_on_demand`]) are given to every shard, which all fold and
+//!   forget them alike (same input, same ticks), so each writing them is harmless too.
 //!
 //! Output does not depend on the number of shards or on thread timing: alerts of a batch are ordered
 //! by (position in the batch, phase: the event, then PCI updates, then the watermark's closings,
@@ -33,6 +35,7 @@ use grantwatch_core::processor::{ProcessorConfig, ProcessorOutput, ProcessorStag
 use grantwatch_core::stage::{Cx, Stage, StageError};
 use grantwatch_core::usage::Observed;
 use grantwatch_detect::ml::TrainingWindow;
+use grantwatch_detect::ondemand::OnDemandGrants;
 use grantwatch_detect::stage::{DetectCounts, DetectInput, DetectStage, Detection, GrantNotice};
 use grantwatch_state::{StateRead, WriteBatch};
 use grantwatch_types::{ActionMapping, DetectionFinding, Event, EventTime};
@@ -281,6 +284,17 @@ impl Pipeline {
         }
     }
 
+    /// On-demand grants read by the runner (the access service's audit log), supplied on every start:
+    /// every shard holds all of them (a grant names an identity, or a permission set whose role's
+    /// sessions any shard may own).
+    pub fn supply_on_demand(&mut self, grants: &OnDemandGrants) {
+        for s in &mut self.shards {
+            if let Some(d) = &mut s.detect {
+                d.supply_on_demand(grants);
+            }
+        }
+    }
+
     /// Offers one event; processes whatever the reorder buffer releases.
     pub fn push(&mut self, ev: Box<Event>, tag: u32, state: &(dyn StateRead + Sync)) -> Result<(), StageError> {
         let t = ev.time.millis();
@@ -449,6 +463,9 @@ impl Pipeline {
             t.repeats += k.repeats;
             t.established += k.established;
             t.windows_scored += k.windows_scored;
+            t.on_demand_uses += k.on_demand_uses;
+            // Every shard folds the same access events.
+            t.access_events = t.access_events.max(k.access_events);
         }
         total
     }

@@ -290,4 +290,8 @@ pub struct IngestReport {
     pub last_event: Option<EventTime>,
     pub iam_snapshots_read: u64,
     pub identities: u64,
+    /// Audit events of the access service read (`--access-log`): the permissions granted on demand
+    /// that detection judged the calls against.
+    #[serde(default)]
+    pub access_events_read: u64,
 }

@@ -73,6 +73,9 @@ pub struct AnalyzeOptions {
     pub crash_after_flushes: Option<u32>,
     /// Detection (rules, anomalies, models) into `alerts.jsonl`; `None`: no detection.
     pub detection: Option<Arc<Detection>>,
+    /// The access service's audit logs (JSON Lines): permissions granted on demand, which detection
+    /// judges the calls against (`docs/access-on-demand.md`, Detection).
+    pub access_logs: Vec<PathBuf>,
     /// How far event times may stray from their delivery before records are quarantined.
     pub time_bounds: TimeBounds,
     /// Limits of the file reader (decompressed size, record size).
@@ -104,6 +107,7 @@ impl AnalyzeOptions {
             progress: true,
             crash_after_flushes: None,
             detection: None,
+            access_logs: Vec::new(),
             time_bounds: TimeBounds::default(),
             read: ReadOptions::default(),
             reorder_capacity: grantwatch_runtime::DEFAULT_REORDER_CAPACITY,
@@ -215,6 +219,20 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     access_file.finish()?;
     let mut report =
         IngestReport { iam_snapshots_read: iam.files, identities: grants.len() as u64, ..Default::default() };
+    let access = match (&opts.detection, opts.access_logs.is_empty()) {
+        (_, true) => None,
+        (Some(d), false) => Some(crate::ondemand::read(
+            &opts.access_logs,
+            d.config.detection.on_demand_limits(),
+            &opts.read,
+            &quarantine,
+        )),
+        (None, false) => {
+            tracing::warn!("--access-log is only read for detection: ignored with --no-detect.");
+            None
+        }
+    };
+    let on_demand = access.as_ref().map(|a| Arc::new(a.grants.clone()));
 
     let mut run_outcome = FileRunOutcome::default();
     if !opts.cloudtrail.is_empty() {
@@ -239,6 +257,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
             normalizer: &normalizer,
             detection: opts.detection.clone(),
             grants: if opts.detection.is_some() { grants.iter().cloned().map(Arc::new).collect() } else { Vec::new() },
+            on_demand,
             pipeline: PipelineConfig {
                 processor: ProcessorConfig {
                     lookback_days: opts.lookback_days,
@@ -276,6 +295,12 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         tracing::info!(rocksdb_memory_bytes = store.memory_bytes(), "Ingest finished.");
     }
     fill_report(&mut report, &mut run_outcome);
+    if let Some(a) = access {
+        report.access_events_read = a.events;
+        report.files_quarantined += a.files_quarantined;
+        report.records_quarantined += a.records_quarantined;
+        report.quarantined.extend(a.quarantined);
+    }
     let qc = quarantine.counts();
     report.quarantine_file = (qc.files + qc.records > 0).then(|| quarantine_path.display().to_string());
 

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod detect;
 pub mod eval;
 pub mod floor;
+pub mod ondemand;
 pub mod output;
 pub mod policy_generate;
 pub mod remediate;

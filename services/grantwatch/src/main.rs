@@ -189,6 +189,12 @@ struct AnalyzeArgs {
     /// Skip detection (no alerts.jsonl).
     #[arg(long)]
     no_detect: bool,
+    /// The access service's audit log (JSON Lines, optionally gzipped): permissions granted on demand.
+    /// A call within a grant's window is expected (no first-time or model alert; an alert it raises
+    /// names the request); a use right after a grant ended, or a grant to the same identity made outside
+    /// grantwatch, is an alert. Lines that are not audit events are quarantined (exit status 3).
+    #[arg(long = "access-log", value_name = "FILE", num_args = 1..)]
+    access_log: Vec<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -446,6 +452,7 @@ fn real_main() -> Result<ExitCode> {
             if !a.no_detect {
                 opts.detection = Some(load_detection(&a.detect, &mut stdout)?);
             }
+            opts.access_logs = a.access_log;
             let outcome = run(&opts)?;
             grantwatch::output::write_summary(&mut stdout, &outcome)?;
             let secs = outcome.elapsed.as_secs_f64();

@@ -302,6 +302,13 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
              their incidents), {} identity-hours scored by the model, {} PCI updates",
             d.events, d.late, d.counts.alerts, d.counts.repeats, d.counts.windows_scored, d.pci_updates
         )?;
+        if r.access_events_read > 0 {
+            writeln!(
+                w,
+                "Permissions on demand: {} access audit events read, {} calls made under an on-demand grant (expected)",
+                r.access_events_read, d.counts.on_demand_uses
+            )?;
+        }
         writeln!(w, "Alerts (OCSF Detection Findings) in {}", path.display())?;
     }
     writeln!(w)?;

@@ -8,7 +8,7 @@ use grantwatch_core::processor::{ProcessorConfig, ProcessorInput, ProcessorOutpu
 use grantwatch_core::stage::StageError;
 use grantwatch_detect::stage::{DetectInput, DetectStage, Detection};
 use grantwatch_state::StateRead;
-use grantwatch_types::{DetectionFinding, EventTime};
+use grantwatch_types::{ACCESS_EVENT_SCHEMA, AccessAuditEvent, DetectionFinding, EventTime};
 
 use crate::kafka::client::Emit;
 use crate::kafka::config::Topics;
@@ -113,7 +113,8 @@ impl App for ProcessorApp {
 /// Aligned on the PCI updates (`await_pci`): an event is processed once the processor's marks say every
 /// PCI update up to the event's watermark is on the topic, and an update takes effect when the watermark
 /// reaches its `as_of`, so each event meets the PCI of its time. Late events are counted here but
-/// copied to the late topic by the processor only.
+/// copied to the late topic by the processor only. Every task reads the access service's audit topic
+/// whole (a broadcast input): the on-demand grants it judges calls against.
 pub struct DetectorApp {
     pub topics: Topics,
     pub detection: Arc<Detection>,
@@ -170,6 +171,19 @@ impl App for DetectorApp {
 
     fn routes_late(&self) -> bool {
         false
+    }
+
+    fn broadcast_input(&self) -> Option<String> {
+        Some(self.topics.access.name.clone())
+    }
+
+    fn decode_broadcast(&self, payload: &[u8]) -> Result<DetectInput, String> {
+        let ev: AccessAuditEvent =
+            serde_json::from_slice(payload).map_err(|e| format!("not an access audit event: {e}"))?;
+        if ev.schema != ACCESS_EVENT_SCHEMA {
+            return Err(format!("schema {:?}, expected {ACCESS_EVENT_SCHEMA}", ev.schema));
+        }
+        Ok(DetectInput::Access(Box::new(ev)))
     }
 
     fn encode(&self, out: DetectionFinding, emits: &mut Vec<Emit>) {

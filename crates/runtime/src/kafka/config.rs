@@ -312,6 +312,10 @@ pub struct Topics {
     pub processor_changelog: TopicSpec,
     /// The detector tasks' state, likewise.
     pub detector_changelog: TopicSpec,
+    /// The access service's audit events (one per transition of a permissions-on-demand request, at
+    /// least once; schema `schemas/access_event.v1.json`). Every detector task reads it whole (its
+    /// partitioning is free); kept forever by default: it is an audit trail, and it is small.
+    pub access: TopicSpec,
 }
 
 impl Default for Topics {
@@ -328,12 +332,13 @@ impl Default for Topics {
             ingest_checkpoints: TopicSpec::new("grantwatch.ingest.checkpoints", 1, -1, true),
             processor_changelog: TopicSpec::new("grantwatch.processor.changelog", 12, -1, true),
             detector_changelog: TopicSpec::new("grantwatch.detector.changelog", 12, -1, true),
+            access: TopicSpec::new("grantwatch.access", 1, -1, false),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&TopicSpec; 11] {
+    pub fn all(&self) -> [&TopicSpec; 12] {
         [
             &self.events,
             &self.entitlements,
@@ -346,6 +351,7 @@ impl Topics {
             &self.ingest_checkpoints,
             &self.processor_changelog,
             &self.detector_changelog,
+            &self.access,
         ]
     }
 
@@ -363,6 +369,7 @@ impl Topics {
             &mut self.ingest_checkpoints,
             &mut self.processor_changelog,
             &mut self.detector_changelog,
+            &mut self.access,
         ] {
             t.name = format!("{prefix}{}", t.name);
         }
@@ -602,6 +609,7 @@ impl Config {
             "ingest_checkpoints",
             "processor_changelog",
             "detector_changelog",
+            "access",
         ];
         for (field, t) in names.iter().zip(self.topics.all()) {
             let key = format!("topics.{field}");

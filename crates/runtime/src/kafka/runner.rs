@@ -28,6 +28,14 @@
 //! first: a backlog, a live run and a run with restarts give the same outputs. Records of the side
 //! input before its first mark (the first snapshot) take effect at once, and events wait for that mark.
 //! An app that writes a side input for another ([`App::output_mark`]) writes the marks into it.
+//!
+//! **Broadcast input.** An app may also read a topic whole in every task ([`App::broadcast_input`]):
+//! low-volume reference records that concern identities of every partition (the detector's on-demand
+//! grants, from the access service's audit topic). It is not in the group's subscription: a task reads
+//! it to its end when it opens, before it catches up on its own inputs, and a consumer of the runner's
+//! own, positioned at the topic's end when the runner starts, hands every later record to every open
+//! task. The stage folds them idempotently (each open reads them all again) and raises nothing on them;
+//! they take effect when read, neither aligned on event time nor in the task's offsets.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -92,6 +100,15 @@ pub trait App {
     /// Whether this app copies late events to the late topic (one service does, so each is there once).
     fn routes_late(&self) -> bool {
         true
+    }
+    /// A topic every task reads whole, whatever its partition (see the module docs); `None`: none.
+    fn broadcast_input(&self) -> Option<String> {
+        None
+    }
+    /// Decodes a record of the broadcast input. An error is logged and counted, not dead-lettered: every
+    /// task reads the same record.
+    fn decode_broadcast(&self, _payload: &[u8]) -> Result<In<Self>, String> {
+        Err("this service reads no broadcast input".into())
     }
 }
 
@@ -345,6 +362,52 @@ impl<S, St> Task<S, St> {
     }
 }
 
+/// The broadcast input's topic, its partitions, and the consumer that brings its new records.
+struct Broadcast {
+    topic: String,
+    partitions: Vec<i32>,
+    consumer: BaseConsumer,
+}
+
+impl Broadcast {
+    /// A consumer of every partition of `topic` from its current end; `None` if the topic does not
+    /// exist (logged: the service runs without it).
+    fn open(kafka: &KafkaConfig, topic: &str) -> Result<Option<Broadcast>> {
+        let consumer: BaseConsumer = client_config(kafka)
+            .set("group.id", "grantwatch-broadcast")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(|e| StreamError::client(kafka, format!("creating the reader of {topic}"), e))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| StreamError::kafka(format!("reading the metadata of {topic}"), e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            tracing::warn!(%topic, "broadcast input topic does not exist (create-topics creates it); running without it");
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(30))
+                .map_err(|e| StreamError::kafka(format!("fetching the watermarks of {topic}"), e))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(high))
+                .map_err(|e| StreamError::kafka(format!("positioning the reader of {topic}"), e))?;
+        }
+        consumer.assign(&tpl).map_err(|e| StreamError::kafka(format!("assigning {topic}"), e))?;
+        tracing::info!(%topic, partitions = partitions.len(), "broadcast input open");
+        Ok(Some(Broadcast { topic: topic.to_string(), partitions, consumer }))
+    }
+}
+
 /// The runner: one consumer, one transactional producer, the tasks of the assigned partitions.
 pub struct Runner<A: App, T: TaskStores = RocksDirs> {
     app: A,
@@ -367,6 +430,7 @@ pub struct Runner<A: App, T: TaskStores = RocksDirs> {
     unsent_log: BTreeMap<i32, Vec<Emit>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    broadcast: Option<Broadcast>,
 }
 
 impl<A: App, T: TaskStores> Runner<A, T> {
@@ -395,6 +459,12 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         consumer.subscribe(&names).map_err(|e| StreamError::kafka(format!("subscribing to {names:?}"), e))?;
         let txn_id = format!("{}-{}", cfg.group_id, cfg.instance_id);
         let producer = TxnProducer::new(&cfg.kafka, &txn_id, health.clone())?;
+        // Positioned before any task opens: a task reads the topic to its end when it opens, so every
+        // record is read by the one or the other (some by both: the stage folds them idempotently).
+        let broadcast = match app.broadcast_input() {
+            Some(topic) => Broadcast::open(&cfg.kafka, &topic)?,
+            None => None,
+        };
         Ok(Self {
             app,
             cfg,
@@ -410,6 +480,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
             unsent_log: BTreeMap::new(),
             metrics,
             health,
+            broadcast,
         })
     }
 
@@ -494,6 +565,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
                 continue;
             }
             since_clock = 0;
+            self.poll_broadcast()?;
             if !self.reopen.is_empty() && Instant::now() >= self.reopen_after {
                 self.retry_reopen()?;
             }
@@ -512,6 +584,58 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         self.health.draining();
         tracing::info!("stopping: committing in-flight work");
         self.commit()?;
+        Ok(())
+    }
+
+    /// Hands the broadcast input's new records to every open task.
+    fn poll_broadcast(&mut self) -> Result<()> {
+        let Some(b) = &self.broadcast else { return Ok(()) };
+        let counter = self.metrics.input(&b.topic);
+        let mut outs = Vec::new();
+        while let Some(polled) = b.consumer.poll(Duration::ZERO) {
+            let m = match polled {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %b.topic, "broadcast input error");
+                    break;
+                }
+            };
+            counter.inc();
+            match self.app.decode_broadcast(m.payload().unwrap_or_default()) {
+                Ok(value) => {
+                    for task in self.tasks.values_mut() {
+                        task.stage.process(&value, &mut Cx { state: &task.store, out: &mut outs })?;
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    topic = %b.topic, partition = m.partition(), offset = m.offset(), %error,
+                    "unusable broadcast record skipped"
+                ),
+            }
+        }
+        if !outs.is_empty() {
+            tracing::warn!(outputs = outs.len(), "a broadcast record produced outputs; dropped");
+        }
+        Ok(())
+    }
+
+    /// Reads the broadcast input to its end into a task that is opening.
+    fn read_broadcast(&self, task: &mut Task<A::Stage, T::Store>) -> Result<()> {
+        let Some(b) = &self.broadcast else { return Ok(()) };
+        let (mut read, mut unusable) = (0u64, 0u64);
+        let mut outs = Vec::new();
+        read_to_end(&self.cfg.kafka, &b.topic, &b.partitions, Offset::Beginning, None, &mut |_, _, _, payload| {
+            read += 1;
+            match self.app.decode_broadcast(payload.unwrap_or_default()) {
+                Ok(value) => task.stage.process(&value, &mut Cx { state: &task.store, out: &mut outs })?,
+                Err(_) => unusable += 1,
+            }
+            Ok(())
+        })?;
+        if unusable > 0 {
+            tracing::warn!(topic = %b.topic, unusable, "unusable broadcast records skipped");
+        }
+        tracing::info!(partition = task.partition, topic = %b.topic, read, "broadcast input read");
         Ok(())
     }
 
@@ -839,6 +963,7 @@ impl<A: App, T: TaskStores> Runner<A, T> {
         if let Err(e) = self.consumer.resume(&tpl) {
             tracing::debug!(error = %e, partition = p, "resume on open");
         }
+        self.read_broadcast(&mut task)?;
         // Inputs without event time (entitlements: tables) before events (streams), so replayed
         // events meet the entitlements they met the first time as nearly as possible.
         for (i, topic) in self.inputs.iter().enumerate().rev() {
