@@ -658,6 +658,16 @@ fn a_revocation_against_a_hung_endpoint_fails_within_the_timeout() {
         assert!(err.message.contains("timeout") || err.message.contains("timed out"), "{err}");
         assert!(!err.to_string().contains(&account.secret_key));
     }
+    // Only the operation bound set, below the default attempt bound (as the service configures it):
+    // it bounds the call all the same.
+    let operation_timeout = Duration::from_millis(800);
+    let client =
+        self::client(&account, Some(&hung_endpoint()), GrantClientOptions { operation_timeout, ..self::options() });
+    let start = Instant::now();
+    let revoke = RevokeAction::DeleteInlinePolicy { principal: user("alice"), policy_name: POLICY.into() };
+    let err = block_on(client.revoke(&revoke)).unwrap_err();
+    assert_eq!(err.kind, ApiErrorKind::Unknown, "{err}");
+    assert!(start.elapsed() < operation_timeout + Duration::from_secs(3), "{:?}", start.elapsed());
 }
 
 #[test]
