@@ -43,6 +43,14 @@ use crate::ondemand::{OnDemandGrant, OnDemandGrants, OnDemandIdentity, PolicyCon
 use crate::rules::{self, Builtin, RulesConfig};
 use crate::sigma::SigmaSet;
 
+/// What an on-demand grant gave a call: its actions, whether it gave the whole call, and whether the
+/// call was within the grant's window (else right after it).
+struct Granted {
+    actions: Vec<String>,
+    whole: bool,
+    within: bool,
+}
+
 /// Profiles kept in memory between snapshots; past this, clean ones are dropped after a commit.
 const PROFILE_CACHE_MAX: usize = 50_000;
 
@@ -450,14 +458,15 @@ impl DetectStage {
         profile.account = subject.account.clone();
         // What an on-demand grant gave is not news, and not learned as the identity's own: its history
         // sees the call without the granted actions (and, when the grant gave the whole call, without
-        // the resources) it had not used outside a grant.
-        let whole = expected.as_ref().is_some_and(|(_, whole)| *whole);
+        // the resources) it had not used outside a grant. The same after the grant ended: that use is
+        // the after-expiry analytic's, and a habit only if it continues past its window.
+        let whole = expected.as_ref().is_some_and(|g| g.whole && g.within);
         let novel = match &expected {
             None => profile.history.observe(ev, passed.as_deref(), lookback, min_history),
-            Some((granted, whole)) => {
-                let own = profile.history.without_new(ev, granted, *whole, lookback);
+            Some(g) => {
+                let own = profile.history.without_new(ev, &g.actions, whole, lookback);
                 let mut novel = profile.history.observe(&own, passed.as_deref(), lookback, min_history);
-                if *whole {
+                if whole {
                     // Where and when a granted call was made is the grant's business, not a new habit.
                     (novel.region, novel.network, novel.agent, novel.idle_days) = (false, false, false, None);
                 }
@@ -497,14 +506,14 @@ impl DetectStage {
     }
 
     /// The on-demand analytics on `ev`: a use within a grant is remembered for the alerts the call
-    /// raises (and returned: the actions it gave, and whether it gave the whole call); a use after one
-    /// ended and a grant made outside grantwatch are raised.
+    /// raises; a use after one ended and a grant made outside grantwatch are raised. Returns what a
+    /// grant gave the call, within its window or after it.
     fn on_demand_analytics(
         &mut self,
         ev: &Event,
         subject: &Subject,
         request: Option<&serde_json::Value>,
-    ) -> Option<(Vec<String>, bool)> {
+    ) -> Option<Granted> {
         if self.on_demand.is_empty() {
             return None;
         }
@@ -514,12 +523,13 @@ impl DetectStage {
             if let Some(u) = self.on_demand.within(ev, &mut self.managed) {
                 self.counts.on_demand_uses += 1;
                 self.using = Some((ev.uid.clone(), u.grant.note(), u.grant.describe()));
-                expected = Some((u.actions, u.whole));
+                expected = Some(Granted { actions: u.actions, whole: u.whole, within: true });
             } else if let Some(u) = self.on_demand.after(ev, &mut self.managed)
                 && let Some(profile) = self.profiles.get(&ev.actor.uid)
             {
                 let settings = &self.det.config.detection;
                 raised.extend(analytics::used_after_expiry(&u, &profile.history, settings, ev, subject));
+                expected = Some(Granted { actions: u.actions, whole: u.whole, within: false });
             }
         }
         if let Some(o) = self.on_demand.outside_grant(ev, request) {
@@ -1257,10 +1267,13 @@ mod tests {
                 grant("r-1", 9, start, "iam:*", "*", Some(start + HOUR_MS)),
                 grant("r-1", 3, start, "iam:*", "*", None),
                 attach("a2", start + 2 * HOUR_MS),
+                attach("a2b", start + 2 * HOUR_MS + 30 * MIN),
                 denied,
             ],
         );
         assert_eq!(analytics(&out), [("grantwatch/on-demand-used-after-expiry", 1, 1)], "repeats join the incident");
+        // The first use after expiry did not make the permission look like the identity's own.
+        assert_eq!(stage.counts.repeats, 2);
         assert_eq!(out[0].severity_id, Severity::High.id());
         assert!(
             out[0].finding_info.desc.contains("60 minutes after on-demand request r-1"),

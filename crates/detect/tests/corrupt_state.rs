@@ -47,6 +47,16 @@ fn a_corrupt_incident_fails_open() {
 }
 
 #[test]
+fn a_corrupt_on_demand_grant_or_identity_fails_open() {
+    for (space, key) in [(&keys::DETECT_ON_DEMAND, "req-1"), (&keys::DETECT_ON_DEMAND_IDENTITY, "role:111122223333:x")]
+    {
+        let store = store_with(Table::Meta, space.key_str(key), br#"{"request_id": 7}"#);
+        let e = DetectStage::open(detection(), &store).err().expect("open must fail");
+        assert_eq!(corrupt_key(e), format!("{}{key}", String::from_utf8_lossy(space.prefix).replace('\0', "\\u{0}")));
+    }
+}
+
+#[test]
 fn a_malformed_window_key_fails_open() {
     let store = store_with(Table::Meta, keys::DETECT_WINDOW.key(b"\x01\x02"), b"");
     let e = DetectStage::open(detection(), &store).err().expect("open must fail");
