@@ -280,12 +280,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
         i += 1;
@@ -521,4 +522,68 @@ fn bad_input_and_bad_callers_get_clear_refusals() {
     assert_eq!(svc.call("dave", "POST", "/v1/requests", Some(b)).0, 413);
     // Nothing was stored by the refused requests.
     assert_eq!(svc.ok("root", "GET", "/v1/requests", None)["requests"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_cli_requests_approves_lists_and_shows_through_the_api() {
+    let svc = Service::start(Options::default());
+    let gw = grantwatch_e2e::stack::service_bin("grantwatch");
+    let token_file = svc._dir.path().join("bob.token");
+    std::fs::write(&token_file, "tok-bob\n").unwrap();
+    let run = |token: Option<&str>, args: &[&str]| {
+        let mut c = std::process::Command::new(&gw);
+        c.arg("access").args(["--url", &svc.base]).args(args).env_remove("GRANTWATCH_ACCESS_TOKEN");
+        match token {
+            Some(t) => c.env("GRANTWATCH_ACCESS_TOKEN", t),
+            None => c.arg("--token-file").arg(&token_file),
+        };
+        let out = c.output().unwrap();
+        let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+        assert!(!stdout.contains("tok-") && !stderr.contains("tok-"), "a token was printed");
+        (out.status.success(), stdout, stderr)
+    };
+    let role = svc.role_arn();
+    let (ok, out, err) = run(
+        Some("tok-rita"),
+        &[
+            "request",
+            "--identity",
+            &role,
+            "--action",
+            "s3:PutObject=arn:aws:s3:::cli/*",
+            "--duration",
+            "10m",
+            "--justification",
+            "cli test",
+            "--ticket",
+            "CHG-9",
+            "--id",
+            "cli-1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("cli-1 is pending (risk medium, 0/1 approvals)"), "{out}");
+    let (ok, _, err) = run(Some("tok-rita"), &["approve", "cli-1"]);
+    assert!(!ok && err.contains("403"), "a requester cannot approve: {err}");
+    let (ok, out, err) = run(None, &["approve", "cli-1", "--reason", "looks right"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("cli-1 is active (risk medium, 1/1 approvals), expires "), "{out}");
+    assert!(svc.role_policy("cli-1").is_some());
+    let (ok, out, _) = run(Some("tok-rita"), &["list", "--json"]);
+    assert!(ok);
+    let listed: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["request"]["id"].as_str(), listed[0]["state"].as_str()), (Some("cli-1"), Some("active")));
+    let (ok, out, _) = run(Some("tok-rita"), &["list"]);
+    assert!(ok && out.lines().nth(1).unwrap().starts_with("cli-1 "), "{out}");
+    let (ok, out, _) = run(Some("tok-rita"), &["show", "cli-1"]);
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["log"].as_array().unwrap().len(), 3, "{shown}");
+    assert_eq!(shown["request"]["request"]["ticket"], "CHG-9");
+    let (ok, _, err) = run(Some("tok-rita"), &["revoke", "cli-1", "--reason", "done"]);
+    assert!(ok, "{err}");
+    svc.wait_for("cli-1", "revoked", |r| r["state"] == "revoked");
+    let (ok, _, err) = run(Some("tok-rita"), &["show", "../admin"]);
+    assert!(!ok && err.contains("request id"), "{err}");
 }

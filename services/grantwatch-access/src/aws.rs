@@ -39,8 +39,20 @@ impl Grants for AwsGrants {
                 GrantAction::PutInlinePolicy { principal, .. } | GrantAction::AttachManagedPolicy { principal, .. } => {
                     principal
                 }
-                // The assignment call itself refuses an unknown user or permission set.
-                GrantAction::CreateAccountAssignment { .. } => return Ok(None),
+                // The assignment call itself refuses an unknown user or permission set; one that is
+                // already assigned must not be taken away at expiry.
+                GrantAction::CreateAccountAssignment { account_id, permission_set_name, user_id } => {
+                    let exists = self
+                        .client
+                        .account_assignment_exists(account_id, permission_set_name, user_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(exists.then(|| {
+                        format!(
+                            "{permission_set_name} is already assigned to the user on {account_id}: revoking it at expiry would remove access it had before"
+                        )
+                    }));
+                }
             };
             if !self.client.principal_exists(principal).await.map_err(|e| e.to_string())? {
                 return Ok(Some(format!("{principal:?} does not exist in the account")));

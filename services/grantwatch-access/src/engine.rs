@@ -60,6 +60,10 @@ pub struct Engine {
     /// Wakes the audit publisher (something was committed).
     pub committed: Notify,
     pub metrics: Metrics,
+    /// Grants whose installation call is in flight: the scheduler leaves them alone until it returns,
+    /// so a removal can never overtake the installation it would undo (a grant shorter than a slow
+    /// AWS call).
+    installing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -90,6 +94,7 @@ impl Engine {
             schedule_changed: Notify::new(),
             committed: Notify::new(),
             metrics: Metrics::default(),
+            installing: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -157,10 +162,44 @@ impl Engine {
             tracing::warn!(request_id = id, %reason, "grant not installed");
             return Ok(self.committed(self.ledger.fail_before_install(id, self.now(), &reason)?).record);
         }
-        let (applied, action) = self.ledger.activate(id, self.now())?;
+        self.set_installing(id, true);
+        let activated = self.ledger.activate(id, self.now());
+        let (applied, action) = match activated {
+            Ok(a) => a,
+            Err(e) => {
+                self.set_installing(id, false);
+                return Err(e);
+            }
+        };
         self.committed.notify_one();
+        let installed = self.call(self.grants.install(&action)).await;
+        let result = self.after_install(id, applied, installed);
+        self.set_installing(id, false);
         self.schedule_changed.notify_one();
-        match self.call(self.grants.install(&action)).await {
+        result
+    }
+
+    fn set_installing(&self, id: &str, on: bool) {
+        if let Ok(mut set) = self.installing.lock() {
+            if on {
+                set.insert(id.to_string());
+            } else {
+                set.remove(id);
+            }
+        }
+    }
+
+    fn is_installing(&self, id: &str) -> bool {
+        self.installing.lock().is_ok_and(|set| set.contains(id))
+    }
+
+    fn after_install(
+        &self,
+        id: &str,
+        applied: Applied,
+        installed: Result<(), String>,
+    ) -> Result<AccessRecord, OpError> {
+        match installed {
             Ok(()) => {
                 self.metrics.installed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(request_id = id, expires_at = %applied.record.revoke.as_ref().map(|r| r.expires_at).unwrap_or_default(), "grant installed");
@@ -169,9 +208,7 @@ impl Engine {
             Err(e) => {
                 self.metrics.install_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(request_id = id, error = %e, "grant installation failed; removing what was installed");
-                let applied = self.committed(self.ledger.install_failed(id, self.now(), &e)?);
-                self.schedule_changed.notify_one();
-                Ok(applied.record)
+                Ok(self.committed(self.ledger.install_failed(id, self.now(), &e)?).record)
             }
         }
     }
@@ -233,10 +270,16 @@ impl Engine {
                 break;
             }
             let mut full_page = false;
+            let mut waiting_on_install = false;
             match self.ledger.due_limited(self.now(), self.scheduler.page) {
                 Ok(page) => {
                     full_page = page.len() >= self.scheduler.page;
                     for grant in page {
+                        if self.is_installing(&grant.request_id) {
+                            // Due, but its installation has not returned yet: after it.
+                            waiting_on_install = true;
+                            continue;
+                        }
                         let Ok(permit) = permits.clone().acquire_owned().await else { break };
                         match self.ledger.claim(&grant.request_id, self.now(), &self.worker) {
                             Ok(ticket) => {
@@ -262,10 +305,13 @@ impl Engine {
                 }
                 Err(e) => tracing::error!(error = %e, "reading the expiry index failed"),
             }
-            if full_page {
+            if full_page && !waiting_on_install {
                 continue;
             }
             let wait = match self.ledger.next_due() {
+                // An installation in flight holds a due grant back: the end of the installation wakes
+                // the scheduler.
+                _ if waiting_on_install => max_idle,
                 Ok(Some(t)) => Duration::from_millis(u64::try_from(t.0 - self.now().0).unwrap_or(0)).min(max_idle),
                 Ok(None) => max_idle,
                 Err(e) => {
