@@ -1,7 +1,8 @@
 //! Support for the end-to-end tests in `tests/` and the streaming benchmark (`src/bin`): [`stack`] runs
 //! the services as real processes against the project's real Kafka broker; [`moto`] runs moto's S3
-//! server for the tests of `--cloudtrail s3://...`.
+//! server for the tests of `--cloudtrail s3://...`; [`http1`] is the tests' proxies' HTTP.
 
+pub mod http1;
 pub mod moto;
 pub mod stack;
 

@@ -8,7 +8,7 @@
 //! access model with the request's time).
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use grantwatch_aws_iam::state::decode_document;
 use grantwatch_aws_iam::{ApiError, ApiErrorKind, AwsIam, GrantClient, GrantClientOptions};
 use grantwatch_core::access::{AccessModel, Grade, RequestContext};
 use grantwatch_core::iam::{IamSnapshot, parse_iam_json};
+use grantwatch_e2e::http1::{read_message, respond};
 use grantwatch_e2e::moto::{self, MotoAccount, block_on};
 use grantwatch_types::{EventTime, GrantAction, GrantPrincipal, RevokeAction};
 use serde_json::{Value, json};
@@ -296,48 +297,6 @@ impl Proxy {
         assert!(s.errors.is_empty(), "the proxy failed: {:?}", s.errors);
         std::mem::take(&mut s.ops)
     }
-}
-
-type Message = (String, Vec<(String, String)>, Vec<u8>);
-
-/// Reads one HTTP/1.1 message (head + Content-Length body).
-fn read_message(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Message>> {
-    let mut first = String::new();
-    if reader.read_line(&mut first)? == 0 {
-        return Ok(None);
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
-    Ok(Some((first.trim_end().to_string(), headers, body)))
-}
-
-fn respond(conn: &mut TcpStream, status: &str, headers: &[(String, String)], body: &[u8]) -> std::io::Result<()> {
-    write!(conn, "HTTP/1.1 {status}\r\n")?;
-    for (k, v) in headers {
-        if !["content-length", "connection", "transfer-encoding"].contains(&k.to_ascii_lowercase().as_str()) {
-            write!(conn, "{k}: {v}\r\n")?;
-        }
-    }
-    write!(conn, "Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-    conn.write_all(body)?;
-    conn.flush()
 }
 
 fn answer(conn: &mut TcpStream, body: &Value) -> std::io::Result<()> {

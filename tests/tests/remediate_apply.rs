@@ -5,13 +5,14 @@
 //! checks IAM through a second export after each command.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use grantwatch_e2e::http1::{read_message, respond};
 use grantwatch_e2e::moto::{self, MotoAccount, block_on};
 use grantwatch_e2e::stack::{repo, service_bin};
 use grantwatch_types::{
@@ -789,49 +790,6 @@ impl SsoProxy {
         assert!(s.errors.is_empty(), "the proxy failed: {:?}", s.errors);
         s.sso_ops.clone()
     }
-}
-
-/// An HTTP/1.1 message: its first line, headers and body.
-type Message = (String, Vec<(String, String)>, Vec<u8>);
-
-/// Reads one HTTP/1.1 message (head + Content-Length body).
-fn read_message(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Message>> {
-    let mut first = String::new();
-    if reader.read_line(&mut first)? == 0 {
-        return Ok(None);
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
-    Ok(Some((first.trim_end().to_string(), headers, body)))
-}
-
-fn respond(conn: &mut TcpStream, status: &str, headers: &[(String, String)], body: &[u8]) -> std::io::Result<()> {
-    write!(conn, "HTTP/1.1 {status}\r\n")?;
-    for (k, v) in headers {
-        if !["content-length", "connection", "transfer-encoding"].contains(&k.to_ascii_lowercase().as_str()) {
-            write!(conn, "{k}: {v}\r\n")?;
-        }
-    }
-    write!(conn, "Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-    conn.write_all(body)?;
-    conn.flush()
 }
 
 fn proxy(conn: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> std::io::Result<()> {

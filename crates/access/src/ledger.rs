@@ -896,21 +896,11 @@ pub fn for_each_record(
 /// Every stored request.
 pub fn all_records(store: &(impl StateRead + ?Sized)) -> Result<Vec<AccessRecord>, AccessError> {
     let mut out = Vec::new();
-    let mut bad = None;
-    store.scan_prefix(Table::Meta, keys::ACCESS_REQUEST.prefix, &mut |k, v| match serde_json::from_slice(v) {
-        Ok(r) => {
-            out.push(r);
-            true
-        }
-        Err(e) => {
-            bad = Some(keys::ACCESS_REQUEST.corrupt(k, e.to_string()));
-            false
-        }
+    for_each_record(store, &mut |r| {
+        out.push(r);
+        true
     })?;
-    match bad {
-        Some(e) => Err(e.into()),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// Checks that the expiry index holds exactly one entry per active grant, at its due time, and nothing
