@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)] // test support: a panic is a failed test
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 
 /// An HTTP/1.1 message: its first line, headers and body.
 pub type Message = (String, Vec<(String, String)>, Vec<u8>);
@@ -47,4 +48,20 @@ pub fn respond(conn: &mut TcpStream, status: &str, headers: &[(String, String)],
     write!(conn, "Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
     conn.write_all(body)?;
     conn.flush()
+}
+
+/// Listens on a free loopback port and runs `handle` on each connection, in a thread of its own;
+/// returns the listener's URL. The proxies of the tests are each a `handle`.
+pub fn serve(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(conn));
+        }
+    });
+    url
 }

@@ -17,7 +17,7 @@ use grantwatch_aws_iam::state::decode_document;
 use grantwatch_aws_iam::{ApiError, ApiErrorKind, AwsIam, GrantClient, GrantClientOptions};
 use grantwatch_core::access::{AccessModel, Grade, RequestContext};
 use grantwatch_core::iam::{IamSnapshot, parse_iam_json};
-use grantwatch_e2e::http1::{read_message, respond};
+use grantwatch_e2e::http1::{read_message, respond, serve};
 use grantwatch_e2e::moto::{self, MotoAccount, block_on};
 use grantwatch_types::{EventTime, GrantAction, GrantPrincipal, RevokeAction};
 use serde_json::{Value, json};
@@ -268,20 +268,12 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let script = Arc::new(Mutex::new(Script::default()));
         let shared = script.clone();
         let upstream = upstream.trim_start_matches("http://").to_string();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (shared, upstream) = (shared.clone(), upstream.clone());
-                std::thread::spawn(move || {
-                    if let Err(e) = proxy(conn, &upstream, &shared) {
-                        shared.lock().unwrap().errors.push(e.to_string());
-                    }
-                });
+        let url = serve(move |conn| {
+            if let Err(e) = proxy(conn, &upstream, &shared) {
+                shared.lock().unwrap().errors.push(e.to_string());
             }
         });
         Proxy { url, script }

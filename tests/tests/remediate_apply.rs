@@ -6,13 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a panic is a failed test
 
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use grantwatch_e2e::http1::{read_message, respond};
+use grantwatch_e2e::http1::{read_message, respond, serve};
 use grantwatch_e2e::moto::{self, MotoAccount, block_on};
 use grantwatch_e2e::stack::{repo, service_bin};
 use grantwatch_types::{
@@ -766,20 +766,12 @@ struct SsoProxy {
 
 impl SsoProxy {
     fn start(upstream: &str) -> SsoProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let shared = state.clone();
         let upstream = upstream.trim_start_matches("http://").to_string();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (shared, upstream) = (shared.clone(), upstream.clone());
-                std::thread::spawn(move || {
-                    if let Err(e) = proxy(conn, &upstream, &shared) {
-                        shared.lock().unwrap().errors.push(e.to_string());
-                    }
-                });
+        let url = serve(move |conn| {
+            if let Err(e) = proxy(conn, &upstream, &shared) {
+                shared.lock().unwrap().errors.push(e.to_string());
             }
         });
         SsoProxy { url, state }
