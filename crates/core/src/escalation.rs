@@ -493,7 +493,8 @@ fn admin_reason(
     if let Some(g) = grants {
         let mut solid = g.unscoped.clone();
         solid.difference_with(&g.conditional);
-        if !catalog.is_empty() && solid.len() as f64 >= super_share * catalog.len() as f64 {
+        let size = catalog.cloud_len(g.cloud);
+        if size > 0 && solid.len() as f64 >= super_share * size as f64 {
             return Some(AdminReason {
                 reason: "holds nearly every action".to_string(),
                 grade: Grade::Yes,

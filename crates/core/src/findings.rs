@@ -45,7 +45,7 @@ impl FindingsConfig {
 
 /// IAM actions that let an identity grant itself any permission: holding one of them on every resource
 /// without condition makes an identity as powerful as an administrator.
-pub const SELF_ESCALATION_ACTIONS: [&str; 7] = [
+pub const SELF_ESCALATION_ACTIONS: [&str; 14] = [
     "iam:AttachUserPolicy",
     "iam:PutUserPolicy",
     "iam:AttachRolePolicy",
@@ -53,6 +53,16 @@ pub const SELF_ESCALATION_ACTIONS: [&str; 7] = [
     "iam:AttachGroupPolicy",
     "iam:PutGroupPolicy",
     "iam:CreatePolicyVersion",
+    // Azure: assign oneself any role, rewrite a role one holds, or take User Access Administrator at
+    // the root.
+    "Microsoft.Authorization/roleAssignments/write",
+    "Microsoft.Authorization/roleDefinitions/write",
+    "Microsoft.Authorization/elevateAccess/Action",
+    // GCP: rewrite the IAM policy of the project or of any ancestor, or a custom role one holds.
+    "resourcemanager.projects.setIamPolicy",
+    "resourcemanager.folders.setIamPolicy",
+    "resourcemanager.organizations.setIamPolicy",
+    "iam.roles.update",
 ];
 
 /// A super identity can do (nearly) everything, or can grant itself anything: it holds, on every resource
@@ -61,7 +71,10 @@ pub fn is_super_identity(catalog: &Catalog, unconditional_unscoped: &ActionSet, 
     if catalog.is_empty() {
         return false;
     }
-    if unconditional_unscoped.len() as f64 >= share * catalog.len() as f64 {
+    // The share is of the identity's own cloud: an Azure Owner holds every Azure operation, none of AWS's.
+    let cloud = unconditional_unscoped.iter().next().map_or(Cloud::Aws, |id| catalog.cloud_of(id));
+    let size = catalog.cloud_len(cloud);
+    if size > 0 && unconditional_unscoped.len() as f64 >= share * size as f64 {
         return true;
     }
     SELF_ESCALATION_ACTIONS.iter().filter_map(|a| catalog.lookup(a)).any(|id| unconditional_unscoped.contains(id))
@@ -160,7 +173,7 @@ pub fn identity_score(
 pub fn expand_actions(catalog: &Catalog, list: &[String]) -> Vec<String> {
     let mut set = catalog.empty_set();
     for entry in list {
-        set.union_with(&catalog.expand(entry));
+        set.union_with(&catalog.expand_compact(entry));
     }
     set.names(catalog)
 }
@@ -267,7 +280,8 @@ pub fn identity_finding_as(
     IdentityFinding {
         arn: grants.arn.clone(),
         account: grants.account.clone(),
-        cloud: Cloud::Aws,
+        cloud: grants.cloud,
+        human: grants.human.clone(),
         kind: grants.kind,
         name: grants.name.clone(),
         granted_actions: names(&grants.granted),

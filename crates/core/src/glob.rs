@@ -43,6 +43,8 @@ impl Glob {
     /// Only `*` is special, case-sensitive: the detection allowlists' identity patterns, whose syntax has
     /// always treated `?` literally (IAM names cannot contain `?`, so it never matches there anyway).
     pub const STAR_ONLY: Glob = Glob { case: Case::Sensitive, question_mark: false };
+    /// Azure operation and GCP permission patterns: only `*` is special, and case does not matter.
+    pub const CLOUD_ACTION: Glob = Glob { case: Case::AsciiInsensitive, question_mark: false };
 
     /// Whether `text` matches `pattern` in this dialect.
     pub fn matches(self, pattern: &str, text: &str) -> bool {
@@ -160,7 +162,7 @@ mod tests {
         row[t.len()]
     }
 
-    const DIALECTS: [Glob; 3] = [Glob::IAM_ACTION, Glob::RESOURCE, Glob::STAR_ONLY];
+    const DIALECTS: [Glob; 4] = [Glob::IAM_ACTION, Glob::RESOURCE, Glob::STAR_ONLY, Glob::CLOUD_ACTION];
 
     #[test]
     fn examples() {

@@ -25,6 +25,24 @@ use grantwatch_types::EventTime;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
+/// The values of an identity's email-like tags (`Tags: [{Key, Value}]`), lower-cased. Tags are
+/// optional and free-form: anything that is not a `{Key, Value}` of strings is skipped.
+fn email_tags(o: &Map<String, Value>) -> Vec<String> {
+    let Some(Value::Array(tags)) = o.get("Tags") else { return Vec::new() };
+    let mut out: Vec<String> = tags
+        .iter()
+        .filter_map(|t| {
+            let key = t.get("Key")?.as_str()?;
+            let value = t.get("Value")?.as_str()?.trim();
+            (["email", "mail", "e-mail"].iter().any(|k| key.eq_ignore_ascii_case(k)) && value.contains('@'))
+                .then(|| value.to_ascii_lowercase())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A structural problem in one input file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {path}: {message}")]
@@ -113,6 +131,9 @@ pub struct IamUser {
     pub groups: Vec<String>,
     /// ARN of the permissions boundary policy.
     pub boundary: Option<String>,
+    /// Values of the user's `email` (or `Email`, `mail`) tags, lower-cased: how an IAM user is linked
+    /// to the human behind it.
+    pub emails: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,6 +490,7 @@ pub fn parse_iam_json(bytes: &[u8], source_name: &str) -> Result<IamDocument, Ia
             attached: cx.attached(o, &p)?,
             groups,
             boundary: cx.boundary(o, &p)?,
+            emails: email_tags(o),
             arn,
         });
     }

@@ -44,7 +44,7 @@ mod arn_match;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
-use grantwatch_types::{EventTime, IdentityKind};
+use grantwatch_types::{Cloud, EventTime, IdentityKind};
 use rustc_hash::FxHashMap;
 
 use crate::catalog::{ActionId, ActionSet, Catalog};
@@ -59,7 +59,10 @@ const MANAGED_POLICIES_GZ: &[u8] = include_bytes!("../../../data/aws/managed-pol
 /// The effective permissions of one identity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdentityGrants {
+    /// The identity's uid: an AWS ARN, or the uid `docs/multi-cloud.md` gives other clouds' identities.
     pub arn: String,
+    /// Its cloud: every action in its sets belongs to it.
+    pub cloud: Cloud,
     pub account: String,
     pub kind: IdentityKind,
     pub name: String,
@@ -92,6 +95,11 @@ pub struct IdentityGrants {
     pub reachable: ActionSet,
     /// How it is, or can become, an administrator; set by [`crate::escalation::apply`].
     pub escalation: Option<Arc<grantwatch_types::Escalation>>,
+    /// The human behind it, when linked (`crate::humans`).
+    pub human: Option<String>,
+    /// The addresses it is known by (Entra UPN and mail, a GCP member's email, an IAM user's `email`
+    /// tag), lower-cased: what links it to a human.
+    pub emails: Vec<String>,
 }
 
 impl IdentityGrants {
@@ -99,6 +107,7 @@ impl IdentityGrants {
     pub fn unknown(catalog: &Catalog, arn: &str, account: &str, kind: IdentityKind, name: &str) -> IdentityGrants {
         IdentityGrants {
             arn: arn.to_string(),
+            cloud: Cloud::Aws,
             account: account.to_string(),
             kind,
             name: name.to_string(),
@@ -117,6 +126,8 @@ impl IdentityGrants {
             warnings: Vec::new(),
             reachable: catalog.empty_set(),
             escalation: None,
+            human: None,
+            emails: Vec::new(),
         }
     }
 }
@@ -126,6 +137,9 @@ impl IdentityGrants {
     pub fn to_record(&self, catalog: &Catalog) -> grantwatch_types::EntitlementRecord {
         grantwatch_types::EntitlementRecord {
             arn: self.arn.clone(),
+            cloud: self.cloud,
+            human: self.human.clone(),
+            emails: self.emails.clone(),
             account: self.account.clone(),
             kind: self.kind,
             name: self.name.clone(),
@@ -159,12 +173,15 @@ impl IdentityGrants {
             s
         };
         let mut g = IdentityGrants::unknown(catalog, &r.arn, &r.account, r.kind, &r.name);
+        g.cloud = r.cloud;
+        g.human = r.human.clone();
+        g.emails = r.emails.clone();
         g.granted = set(&r.granted);
         g.conditional = set(&r.conditional);
         g.unscoped = set(&r.unscoped);
         g.groups = r.groups.clone();
         for entry in &r.reachable {
-            g.reachable.union_with(&catalog.expand(entry));
+            g.reachable.union_with(&catalog.expand_compact(entry));
         }
         g.escalation = r.escalation.clone().map(Arc::new);
         g.access_keys = r
@@ -229,6 +246,7 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
         let boundary = u.boundary.as_deref().and_then(|b| ev.boundary_id(snapshot, b, &u.arn, &mut w));
         let g = ev.combine(&ids, boundary);
         out.push(IdentityGrants {
+            cloud: Cloud::Aws,
             arn: u.arn.clone(),
             account: u.account.clone(),
             kind: IdentityKind::User,
@@ -248,6 +266,8 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
             warnings: w,
             reachable: catalog.empty_set(),
             escalation: None,
+            human: None,
+            emails: u.emails.clone(),
         });
     }
 
@@ -257,6 +277,7 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
         let boundary = r.boundary.as_deref().and_then(|b| ev.boundary_id(snapshot, b, &r.arn, &mut w));
         let g = ev.combine(&ids, boundary);
         out.push(IdentityGrants {
+            cloud: Cloud::Aws,
             arn: r.arn.clone(),
             account: r.account.clone(),
             kind: IdentityKind::Role,
@@ -276,6 +297,8 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
             warnings: w,
             reachable: catalog.empty_set(),
             escalation: None,
+            human: None,
+            emails: Vec::new(),
         });
     }
 
@@ -284,6 +307,7 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
         let ids = ev.policy_ids(snapshot, &gr.inline, &gr.attached, &mut w);
         let g = ev.combine(&ids, None);
         out.push(IdentityGrants {
+            cloud: Cloud::Aws,
             arn: gr.arn.clone(),
             account: gr.account.clone(),
             kind: IdentityKind::Group,
@@ -303,6 +327,8 @@ pub fn evaluate_with_warnings(snapshot: &IamSnapshot, catalog: &Catalog) -> Eval
             warnings: w,
             reachable: catalog.empty_set(),
             escalation: None,
+            human: None,
+            emails: Vec::new(),
         });
     }
     out.sort_by(|a, b| a.arn.cmp(&b.arn));

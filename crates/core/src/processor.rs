@@ -673,6 +673,9 @@ mod tests {
         let names: Vec<String> = granted.iter().map(|s| s.to_string()).collect();
         ProcessorInput::Entitlements(Box::new(EntitlementRecord {
             arn: ARN.into(),
+            cloud: Default::default(),
+            human: None,
+            emails: vec![],
             account: "111122223333".into(),
             kind: IdentityKind::User,
             name: "alice".into(),

@@ -76,7 +76,7 @@ pub struct SigmaSet {
     rules: Vec<SigmaRule>,
     /// Indexed by [`slot`]. Each engine rule's id is its index into `rules` (set at load), which is how a
     /// match result finds its way back to the metadata.
-    engines: [Engine; 3],
+    engines: [Engine; 5],
 }
 
 impl std::fmt::Debug for SigmaSet {
@@ -86,11 +86,7 @@ impl std::fmt::Debug for SigmaSet {
 }
 
 fn slot(cloud: Cloud) -> usize {
-    match cloud {
-        Cloud::Aws => 0,
-        Cloud::Azure => 1,
-        Cloud::Gcp => 2,
-    }
+    cloud.index()
 }
 
 fn product_slot(product: &str) -> Option<usize> {
@@ -98,6 +94,8 @@ fn product_slot(product: &str) -> Option<usize> {
         "aws" => Some(0),
         "azure" => Some(1),
         "gcp" => Some(2),
+        "okta" => Some(3),
+        "google_workspace" => Some(4),
         _ => None,
     }
 }
@@ -116,7 +114,7 @@ fn severity(level: Option<Level>) -> Severity {
 impl SigmaSet {
     /// Loads rules from (path, yaml text) pairs. A rule that fails to parse is reported, not fatal.
     pub fn load(sources: &[(String, String)]) -> (SigmaSet, Vec<SigmaError>) {
-        let mut set = SigmaSet { rules: Vec::new(), engines: [Engine::new(), Engine::new(), Engine::new()] };
+        let mut set = SigmaSet { rules: Vec::new(), engines: std::array::from_fn(|_| Engine::new()) };
         let mut errors = Vec::new();
         for (path, text) in sources {
             set.load_one(path, text, &mut errors);
@@ -333,7 +331,7 @@ pub fn sigma_document(ev: &Event) -> Value {
         doc.insert("resources".into(), Value::Array(res));
     }
     match ev.cloud {
-        Cloud::Aws => {}
+        Cloud::Aws | Cloud::Okta | Cloud::GoogleWorkspace => {}
         // SigmaHQ's Azure Activity rules read operationName (a few the Sentinel names).
         Cloud::Azure => {
             doc.insert("operationName".into(), text(&ev.api.operation));
@@ -642,7 +640,9 @@ impl<'a> UserIdentity<'a> {
             // Another account's root, as CloudTrail's AWSAccount identities are normalized.
             IdentityKind::External if a.uid.ends_with(":root") && uid_arn.is_some() => (Some("AWSAccount"), None),
             // Web identity / SAML users and whatever else could not be resolved: the type is unknown.
-            IdentityKind::External | IdentityKind::Group => (None, uid_arn.map(Cow::Borrowed)),
+            IdentityKind::External | IdentityKind::Group | IdentityKind::ServiceAccount => {
+                (None, uid_arn.map(Cow::Borrowed))
+            }
         };
         UserIdentity {
             kind,

@@ -27,6 +27,44 @@ pub enum Cloud {
     Azure,
     #[serde(rename = "GCP")]
     Gcp,
+    /// Okta, as an identity provider: its directory and System Log.
+    #[serde(rename = "Okta")]
+    Okta,
+    /// Google Workspace (or Cloud Identity), as an identity provider: its directory and Reports.
+    #[serde(rename = "GoogleWorkspace")]
+    GoogleWorkspace,
+}
+
+impl Cloud {
+    pub const ALL: [Cloud; 5] = [Cloud::Aws, Cloud::Azure, Cloud::Gcp, Cloud::Okta, Cloud::GoogleWorkspace];
+
+    /// The name OCSF's `cloud.provider` carries, and grantwatch's serialized form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Aws => "AWS",
+            Cloud::Azure => "Azure",
+            Cloud::Gcp => "GCP",
+            Cloud::Okta => "Okta",
+            Cloud::GoogleWorkspace => "GoogleWorkspace",
+        }
+    }
+
+    /// Dense index, `0..Cloud::ALL.len()`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// For `skip_serializing_if`: AWS is the default cloud, left out of records that always had it implied.
+pub fn is_aws(cloud: &Cloud) -> bool {
+    *cloud == Cloud::Aws
+}
+
+/// Records written before grantwatch knew other clouds carry no `cloud`: they are AWS.
+impl Default for Cloud {
+    fn default() -> Cloud {
+        Cloud::Aws
+    }
 }
 
 /// The kind of an identity, as grantwatch reports it.
@@ -42,6 +80,8 @@ pub enum IdentityKind {
     Service,
     /// A principal of another account, or one grantwatch cannot resolve to an IAM identity.
     External,
+    /// A workload identity: an Azure service principal or managed identity, a GCP service account.
+    ServiceAccount,
 }
 
 impl IdentityKind {
@@ -53,6 +93,7 @@ impl IdentityKind {
             IdentityKind::Group => "group",
             IdentityKind::Service => "service",
             IdentityKind::External => "external",
+            IdentityKind::ServiceAccount => "service_account",
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct IdentityFinding {
     pub arn: String,
     pub account: String,
     pub cloud: Cloud,
+    /// The human behind this identity, when grantwatch links one (`docs/multi-cloud.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<String>,
     pub kind: IdentityKind,
     pub name: String,
     /// Actions granted on at least one resource they apply to, sorted, spelled as the catalog spells them.

@@ -10,6 +10,13 @@ use crate::{Cloud, EventTime, IdentityKind, Pci, StatusFlag};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntitlementRecord {
     pub arn: String,
+    /// Absent in records of versions that knew only AWS.
+    #[serde(default, skip_serializing_if = "crate::is_aws")]
+    pub cloud: crate::Cloud,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
     pub account: String,
     pub kind: IdentityKind,
     pub name: String,
