@@ -73,10 +73,10 @@ impl fmt::Display for FileErrorKind {
                 write!(f, "not valid JSON at line {line} column {column} (byte offset {offset}): {message}")
             }
             FileErrorKind::NotObjectOrArray => {
-                write!(f, "not a CloudTrail document: the top level is neither an object nor an array")
+                write!(f, "not a log document: the top level is neither an object nor an array")
             }
             FileErrorKind::NoRecordsArray => {
-                write!(f, "not a CloudTrail document: no top-level \"Records\" array")
+                write!(f, "not a log document: no top-level record array (\"Records\", \"value\", \"items\" or \"entries\")")
             }
         }
     }

@@ -545,7 +545,7 @@ impl<'b, R: Read> Scanner<'b, R> {
             let next = self.ws()?;
             if is_records {
                 if seen {
-                    return Err(self.error("duplicate key `Records`"));
+                    return Err(self.error("a second record array (`Records`, `value`, `items` or `entries`)"));
                 }
                 seen = true;
                 match next {
@@ -555,7 +555,7 @@ impl<'b, R: Read> Scanner<'b, R> {
                     }
                     // Like an absent key.
                     Some(b'n') => self.literal(b"null")?,
-                    Some(_) => return Err(self.error("invalid type: `Records` is not an array")),
+                    Some(_) => return Err(self.error("invalid type: the record array (`Records`, `value`, `items`, `entries`) is not an array")),
                     None => return Err(self.error("EOF while parsing a value")),
                 }
             } else {
@@ -624,11 +624,17 @@ impl<'b, R: Read> Scanner<'b, R> {
     }
 }
 
-/// Whether a key (as written, quotes included, known to be a valid JSON string) says `Records`.
+/// The keys of a document's record array: CloudTrail's `Records`, the `value` of Microsoft Graph and
+/// Azure Resource Manager list responses, the `items` of Google API lists (Workspace Reports), and the
+/// `entries` of Cloud Logging's `entries.list`. A document has one.
+const RECORD_ARRAY_KEYS: [&[u8]; 4] = [b"Records", b"value", b"items", b"entries"];
+
+/// Whether a key (as written, quotes included, known to be a valid JSON string) names the record
+/// array ([`RECORD_ARRAY_KEYS`]).
 fn key_is_records(raw: &[u8]) -> bool {
     let inner = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")).unwrap_or_default();
     if !inner.contains(&b'\\') {
-        return inner == b"Records";
+        return RECORD_ARRAY_KEYS.contains(&inner);
     }
     // Decode the escapes (rare): only ASCII can spell `Records`.
     let mut out = [0u8; 7];
@@ -658,7 +664,7 @@ fn key_is_records(raw: &[u8]) -> bool {
         n += 1;
         i += width;
     }
-    out.get(..n) == Some(b"Records".as_slice())
+    out.get(..n).is_some_and(|k| RECORD_ARRAY_KEYS.contains(&k))
 }
 
 #[cfg(test)]
@@ -691,6 +697,23 @@ mod tests {
         assert!(!key_is_records(b"\"RecordsRecords\""));
         assert!(!key_is_records(b"\"Reco\\rds\""), "`\\r` is a carriage return, not an r");
         assert!(!key_is_records(b"\"\\u0152ecords\""));
+        // Microsoft Graph / ARM lists, Google API lists, Cloud Logging's entries.list.
+        for key in [&b"\"value\""[..], b"\"items\"", b"\"entries\"", b"\"\\u0076alue\""] {
+            assert!(key_is_records(key), "{}", String::from_utf8_lossy(key));
+        }
+        assert!(!key_is_records(b"\"Value\"") && !key_is_records(b"\"item\""));
+    }
+
+    #[test]
+    fn graph_and_google_list_documents_yield_their_records() {
+        let graph = br#"{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns","value":[{"id":"a"},{"id":"b"}],"@odata.nextLink":"x"}"#;
+        let (items, res) = scan(graph, 1 << 20);
+        assert_eq!(res.unwrap().records, 2);
+        assert_eq!(items[1], (1, Ok(r#"{"id":"b"}"#.into())));
+        let reports = br#"{"kind":"admin#reports#activities","items":[{"id":{"time":"t"}}],"nextPageToken":"p"}"#;
+        assert_eq!(scan(reports, 1 << 20).1.unwrap().records, 1);
+        let both = br#"{"value":[1],"items":[2]}"#;
+        assert!(scan(both, 1 << 20).1.unwrap_err().contains("a second record array"));
     }
 
     /// Items yielded: a record's text, or an oversized record's length.
