@@ -13,6 +13,7 @@
 //! * [`access`]: one request exactly (identity, boundary, resource and trust policies, SCPs): who can, who can assume.
 //! * [`condition`]: the conditions a request's context can judge (`aws:CurrentTime` under the date operators).
 //! * [`cloudtrail`]: one CloudTrail record to one [`grantwatch_types::Event`], with its IAM actions.
+//! * [`shape`]: which log a record comes from (CloudTrail, Azure, Entra, GCP, Okta, Workspace).
 //! * [`usage`]: the usage-accounting stage: events in, state writes out (dedup, last-used, per-day).
 //! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
 
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod policygen;
 pub mod processor;
 pub mod remediate;
+pub mod shape;
 pub mod stage;
 pub mod time_guard;
 pub mod usage;
