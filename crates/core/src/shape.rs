@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn each_log_is_recognized_by_its_keys() {
         let cases: [(&str, RecordShape); 8] = [
-            (r#"{"eventVersion":"1.08","eventSource":"s3.amazonaws.com","eventName":"GetObject"}"#, RecordShape::CloudTrail),
+            (
+                r#"{"eventVersion":"1.08","eventSource":"s3.amazonaws.com","eventName":"GetObject"}"#,
+                RecordShape::CloudTrail,
+            ),
             (
                 r#"{"insertId":"x","protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","methodName":"m"}}"#,
                 RecordShape::GcpAudit,
@@ -69,7 +72,10 @@ mod tests {
                 r#"{"eventDataId":"e","operationName":{"value":"Microsoft.Compute/virtualMachines/write"}}"#,
                 RecordShape::AzureActivity,
             ),
-            (r#"{"operationName":"Sign-in activity","category":"SignInLogs","properties":{}}"#, RecordShape::EntraSignIn),
+            (
+                r#"{"operationName":"Sign-in activity","category":"SignInLogs","properties":{}}"#,
+                RecordShape::EntraSignIn,
+            ),
             (
                 r#"{"id":"s","createdDateTime":"t","userPrincipalName":"a@b.c","appDisplayName":"Azure Portal"}"#,
                 RecordShape::EntraSignIn,

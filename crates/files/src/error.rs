@@ -76,7 +76,10 @@ impl fmt::Display for FileErrorKind {
                 write!(f, "not a log document: the top level is neither an object nor an array")
             }
             FileErrorKind::NoRecordsArray => {
-                write!(f, "not a log document: no top-level record array (\"Records\", \"value\", \"items\" or \"entries\")")
+                write!(
+                    f,
+                    "not a log document: no top-level record array (\"Records\", \"value\", \"items\" or \"entries\")"
+                )
             }
         }
     }

@@ -59,6 +59,29 @@ pub const DEFAULT_MAX_RECORD: u64 = 16 << 20;
 const IO_BUF: usize = 256 << 10;
 /// After bad JSON in a gzip file, how much further to inflate to see whether the stream is corrupt.
 const CORRUPT_PROBE: u64 = 1 << 20;
+/// How much of a `.json` file is looked at to tell one document from JSON Lines.
+const SNIFF_BYTES: u64 = 64 << 10;
+
+/// Whether a file named like one JSON document holds JSON Lines: its first line is a whole JSON object
+/// without a record array (`Records`, `value`, `items`, `entries`), and more follows it. A document
+/// written on one line (CloudTrail's delivery files) ends there or has its record array; a
+/// pretty-printed one has no whole object on its first line.
+fn sniff_lines(head: &[u8]) -> bool {
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let Some(start) = head.iter().position(|b| !b.is_ascii_whitespace()) else { return false };
+    if head.get(start) != Some(&b'{') {
+        return false;
+    }
+    let Some(len) = memchr::memchr(b'\n', &head[start..]) else { return false };
+    let (line, rest) = head[start..].split_at(len);
+    if rest.iter().all(u8::is_ascii_whitespace) {
+        return false;
+    }
+    match serde_json::from_slice::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(line) {
+        Ok(keys) => !["Records", "value", "items", "entries"].iter().any(|k| keys.contains_key(*k)),
+        Err(_) => false,
+    }
+}
 
 /// Limits for reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,10 +369,21 @@ fn run<R: Read>(
     let decoded: Box<dyn Read + '_> =
         if *gzip { Box::new(flate2::bufread::MultiGzDecoder::new(stream)) } else { Box::new(stream) };
     let mut capped = CapReader { inner: decoded, cap: opts.max_decompressed, state };
+    // A `.json` name does not make one document: Azure's diagnostic export writes JSON Lines into
+    // `PT1H.json`. The first line decides (`sniff_lines`).
+    let mut peek = Vec::new();
+    let format = match format {
+        Format::JsonLines => Format::JsonLines,
+        Format::RecordsJson => {
+            (&mut capped).take(SNIFF_BYTES).read_to_end(&mut peek).map_err(Failure::Io)?;
+            if sniff_lines(&peek) { Format::JsonLines } else { Format::RecordsJson }
+        }
+    };
+    let mut stream = io::Cursor::new(peek).chain(&mut capped);
     let res = match format {
         // The scanner has its own read window.
-        Format::RecordsJson => scan::records_json(&mut capped, opts.max_record, buf, window, visit),
-        Format::JsonLines => json_lines(Buffered::new(&mut capped, window), opts.max_record, buf, visit),
+        Format::RecordsJson => scan::records_json(&mut stream, opts.max_record, buf, window, visit),
+        Format::JsonLines => json_lines(Buffered::new(&mut stream, window), opts.max_record, buf, visit),
     };
     match res {
         // A corrupt gzip stream can inflate to garbage before the decoder notices: if it fails soon

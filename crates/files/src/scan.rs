@@ -555,7 +555,11 @@ impl<'b, R: Read> Scanner<'b, R> {
                     }
                     // Like an absent key.
                     Some(b'n') => self.literal(b"null")?,
-                    Some(_) => return Err(self.error("invalid type: the record array (`Records`, `value`, `items`, `entries`) is not an array")),
+                    Some(_) => {
+                        return Err(self.error(
+                            "invalid type: the record array (`Records`, `value`, `items`, `entries`) is not an array",
+                        ));
+                    }
                     None => return Err(self.error("EOF while parsing a value")),
                 }
             } else {

@@ -613,3 +613,23 @@ fn quarantine_writes_jsonl_lazily_and_counts() {
     assert_eq!(lines[4]["raw"], serde_json::json!("\u{fffd}\u{fffd}"));
     assert!(lines[5..].iter().all(|l| l["raw"] == serde_json::json!({"k": 1})));
 }
+
+#[test]
+fn json_lines_named_json_are_read_as_lines() {
+    // Azure's diagnostic-settings export: `PT1H.json` holding one object per line, gzip or not.
+    let dir = tempfile::tempdir().unwrap();
+    let lines = b"{\"time\":\"2024-01-01T00:00:00Z\",\"operationName\":\"A\"}\n{\"time\":\"2024-01-01T00:01:00Z\",\"operationName\":\"B\"}\n";
+    for (name, data) in [("PT1H.json", lines.to_vec()), ("PT1H.json.gz", gz(lines))] {
+        let p = put(dir.path(), name, &data);
+        let (records, res) = read(&p, Format::RecordsJson);
+        assert_eq!(res.unwrap().records, 2, "{name}");
+        assert!(records[1].1.contains("\"B\""), "{records:?}");
+    }
+    // One-line documents keep their meaning: a CloudTrail delivery file, a Graph list, a lone object.
+    let ct = put(dir.path(), "ct.json", b"{\"Records\":[{\"a\":1},{\"a\":2}]}\n");
+    assert_eq!(read(&ct, Format::RecordsJson).1.unwrap().records, 2);
+    let graph = put(dir.path(), "g.json", b"{\"value\":[{\"id\":1}]}\n{\"value\":[{\"id\":2}]}\n");
+    assert!(read(&graph, Format::RecordsJson).1.is_err(), "two documents in one .json file are not lines");
+    let lone = put(dir.path(), "lone.json", b"{\"time\":\"t\"}\n");
+    assert!(read(&lone, Format::RecordsJson).1.is_err(), "a lone object without a record array is no log");
+}
