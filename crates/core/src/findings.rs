@@ -417,6 +417,7 @@ fn group_usage<'g>(
 #[derive(Default)]
 struct AccountAcc {
     identities: usize,
+    cloud: Cloud,
     by_kind: BTreeMap<String, usize>,
     dist: BandCounts,
     pci_sum: u64,
@@ -432,12 +433,14 @@ struct AccountAcc {
 /// Rolls findings up per account, one finding at a time.
 #[derive(Default)]
 pub struct AccountRollup {
-    accounts: BTreeMap<String, AccountAcc>,
+    /// Keyed by (cloud, account): an AWS account, an Azure subscription, a GCP project.
+    accounts: BTreeMap<(Cloud, String), AccountAcc>,
 }
 
 impl AccountRollup {
     pub fn add(&mut self, f: &IdentityFinding) {
-        let a = self.accounts.entry(f.account.clone()).or_default();
+        let a = self.accounts.entry((f.cloud, f.account.clone())).or_default();
+        a.cloud = f.cloud;
         a.identities += 1;
         *a.by_kind.entry(f.kind.as_str().to_string()).or_insert(0) += 1;
         let flag = |x| usize::from(f.status.contains(&x));
@@ -454,7 +457,8 @@ impl AccountRollup {
         a.unused_actions += unused;
         // The account's PCI is the mean over identities that act: users, roles and root. Groups hold
         // permissions only through their members, who are scored themselves.
-        if matches!(f.kind, IdentityKind::User | IdentityKind::Role | IdentityKind::Root) {
+        if matches!(f.kind, IdentityKind::User | IdentityKind::Role | IdentityKind::Root | IdentityKind::ServiceAccount)
+        {
             a.pci_sum += u64::from(f.pci.score);
             a.scored += 1;
             match f.pci.band {
@@ -469,11 +473,11 @@ impl AccountRollup {
         let accounts = self
             .accounts
             .into_iter()
-            .map(|(account, a)| {
+            .map(|((_, account), a)| {
                 let pci = if a.scored > 0 { ((a.pci_sum as f64) / (a.scored as f64)).round() as u8 } else { 0 };
                 AccountSummary {
                     account,
-                    cloud: Cloud::Aws,
+                    cloud: a.cloud,
                     pci,
                     pci_band: PciBand::of(pci),
                     pci_version: PCI_VERSION.to_string(),

@@ -107,7 +107,7 @@ impl IdentityGrants {
     pub fn unknown(catalog: &Catalog, arn: &str, account: &str, kind: IdentityKind, name: &str) -> IdentityGrants {
         IdentityGrants {
             arn: arn.to_string(),
-            cloud: Cloud::Aws,
+            cloud: Cloud::of_uid(arn),
             account: account.to_string(),
             kind,
             name: name.to_string(),

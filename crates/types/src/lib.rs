@@ -49,6 +49,19 @@ impl Cloud {
         }
     }
 
+    /// The cloud of an identity uid (`docs/multi-cloud.md`): `azure:`, `gcp:`, `okta:`, `workspace:`;
+    /// anything else (an ARN) is AWS.
+    pub fn of_uid(uid: &str) -> Cloud {
+        let Some((scheme, _)) = uid.split_once(':') else { return Cloud::Aws };
+        match scheme {
+            "azure" => Cloud::Azure,
+            "gcp" => Cloud::Gcp,
+            "okta" => Cloud::Okta,
+            "workspace" => Cloud::GoogleWorkspace,
+            _ => Cloud::Aws,
+        }
+    }
+
     /// Dense index, `0..Cloud::ALL.len()`.
     pub fn index(self) -> usize {
         self as usize
