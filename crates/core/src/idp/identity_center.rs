@@ -418,3 +418,98 @@ impl SsoRoleMatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USERS: &[u8] = include_bytes!("testdata/identity_center/list-users.json");
+    const GROUPS: &[u8] = include_bytes!("testdata/identity_center/list-groups.json");
+    const MEMBERSHIPS: &[u8] = include_bytes!("testdata/identity_center/list-group-memberships.json");
+    const PS_LIST: &[u8] = include_bytes!("testdata/identity_center/list-permission-sets.json");
+    const PS_DESCRIBE: &[u8] = include_bytes!("testdata/identity_center/describe-permission-set.jsonl");
+    const ASSIGNMENTS: &[u8] = include_bytes!("testdata/identity_center/list-account-assignments.json");
+
+    pub(crate) const ALICE: &str = "94482488-3041-7026-18f3-be45837cd0e4";
+    pub(crate) const BOB: &str = "a4e8f4d8-5061-7087-d6bb-4ea6a4b2c3d1";
+    pub(crate) const ADMIN_ROLE: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_AdministratorAccess_0123456789abcdef";
+    pub(crate) const ADMIN_FULL_ROLE: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_AdministratorAccess_Full_aaaabbbbccccdddd";
+    pub(crate) const RO_ROLE: &str = "arn:aws:iam::444455556666:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_ReadOnly_fedcba9876543210";
+
+    pub(crate) fn directory() -> IdentityCenter {
+        let mut d = IdentityCenter::new();
+        for bytes in [USERS, GROUPS, MEMBERSHIPS, PS_LIST, PS_DESCRIBE, ASSIGNMENTS] {
+            d.add_bytes(bytes).unwrap();
+        }
+        d
+    }
+
+    pub(crate) fn roles() -> SsoRoleMatcher {
+        SsoRoleMatcher::new([ADMIN_ROLE, ADMIN_FULL_ROLE, RO_ROLE, "arn:aws:iam::111122223333:role/Okta-Admin"])
+    }
+
+    #[test]
+    fn exports_are_recognized_and_bad_records_named() {
+        let (exports, skipped) = parse_export(USERS).unwrap();
+        let [IdcExport::Users(users)] = exports.as_slice() else { panic!("{exports:?}") };
+        assert_eq!(users.len(), 3);
+        assert_eq!(skipped, [RecordError { index: 3, reason: "Users[3]: missing UserName".into() }]);
+        assert_eq!(users[1].emails, ["bob@example.com"]);
+        assert_eq!(users[1].uid(), format!("identitycenter:d-9067a1b2c3/users/{BOB}"));
+        assert_eq!(users[2].primary_emails, 0);
+
+        let (_, skipped) = parse_export(ASSIGNMENTS).unwrap();
+        assert_eq!(skipped[0].index, 3);
+        assert!(skipped[0].reason.contains("PrincipalType \"ROLE\""), "{}", skipped[0].reason);
+
+        let (exports, _) = parse_export(PS_DESCRIBE).unwrap();
+        assert_eq!(exports.len(), 3, "one describe-permission-set response per line");
+        let e = parse_export(br#"{"Accounts": []}"#).unwrap_err();
+        assert_eq!(e.to_string(), "not a recognized IAM Identity Center export: object with keys [Accounts]");
+    }
+
+    #[test]
+    fn assignments_reach_users_directly_and_through_groups() {
+        let d = directory();
+        let alice = d.assignments_of_user(ALICE);
+        let summary: Vec<(&str, Option<&str>, bool)> =
+            alice.iter().map(|a| (a.account.as_str(), a.permission_set_name.as_deref(), a.via_group.is_some())).collect();
+        assert_eq!(summary, [("111122223333", Some("AdministratorAccess"), true), ("444455556666", Some("ReadOnly"), false)]);
+        let bob = d.assignments_of_user(BOB);
+        assert_eq!(bob.len(), 1);
+        assert_eq!(d.users_named("BOB").map(|u| u.user_id.as_str()).collect::<Vec<_>>(), [BOB]);
+    }
+
+    #[test]
+    fn sso_roles_match_by_account_and_exact_permission_set_name() {
+        let r = parse_sso_role(ADMIN_ROLE).unwrap();
+        assert_eq!(
+            r,
+            SsoRole { account: "111122223333", permission_set_name: "AdministratorAccess", region: Some("eu-west-1"), suffix: "0123456789abcdef" }
+        );
+        assert_eq!(parse_sso_role(ADMIN_FULL_ROLE).unwrap().permission_set_name, "AdministratorAccess_Full");
+        assert_eq!(parse_sso_role(RO_ROLE).unwrap().region, None);
+        assert_eq!(parse_sso_role("arn:aws:iam::111122223333:role/Okta-Admin"), None);
+        assert_eq!(parse_sso_role_name("AWSReservedSSO__abc"), None);
+        assert_eq!(parse_sso_role_name("AWSReservedSSO_Admin"), None);
+
+        let m = roles();
+        assert_eq!(m.roles_for("111122223333", "AdministratorAccess"), [ADMIN_ROLE]);
+        assert_eq!(m.roles_for("444455556666", "AdministratorAccess"), [] as [String; 0], "other account");
+        assert!(SsoRoleMatcher::matches(ADMIN_ROLE, "111122223333", "AdministratorAccess"));
+        assert!(!SsoRoleMatcher::matches(ADMIN_FULL_ROLE, "111122223333", "AdministratorAccess"));
+        assert!(SsoRoleMatcher::matches("AWSReservedSSO_ReadOnly_0011", "444455556666", "ReadOnly"));
+
+        let d = directory();
+        let pairs = d.materialize(&m);
+        assert_eq!(
+            pairs,
+            [
+                (ALICE.to_string(), ADMIN_ROLE.to_string()),
+                (ALICE.to_string(), RO_ROLE.to_string()),
+                (BOB.to_string(), ADMIN_ROLE.to_string()),
+                ("c4d8e4f8-1111-2222-3333-444455556666".to_string(), RO_ROLE.to_string()),
+            ]
+        );
+    }
+}

@@ -751,3 +751,170 @@ pub fn normalize_value(v: &Value, org: Option<&str>) -> Result<Event, EventError
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USERS: &[u8] = include_bytes!("testdata/okta/users.json");
+    const GROUPS: &[u8] = include_bytes!("testdata/okta/groups.json");
+    const MEMBERS: &[u8] = include_bytes!("testdata/okta/group_members.json");
+    const APP: &[u8] = include_bytes!("testdata/okta/app_aws.json");
+    const FACTORS_ALICE: &[u8] = include_bytes!("testdata/okta/factors_alice.json");
+    const FACTORS_BOB: &[u8] = include_bytes!("testdata/okta/factors_bob.json");
+    const LOG: &[u8] = include_bytes!("testdata/okta/system_log.json");
+    const LOG_LINES: &[u8] = include_bytes!("testdata/okta/system_log.jsonl");
+
+    const ALICE: &str = "00u1alice0000000000a";
+    const BOB: &str = "00u2bob00000000000b";
+
+    /// The fixture org: users, groups, members, the AWS app, factors.
+    pub(crate) fn directory() -> OktaDirectory {
+        let mut d = OktaDirectory::new();
+        for bytes in [USERS, GROUPS, MEMBERS, APP, FACTORS_ALICE, FACTORS_BOB] {
+            d.add_bytes(bytes).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn users_export_reads_every_good_user_and_names_the_bad_one() {
+        let (export, skipped) = parse_export(USERS).unwrap();
+        let OktaExport::Users(users) = export else { panic!("{export:?}") };
+        assert_eq!(users.len(), 6);
+        assert_eq!(skipped, [RecordError { index: 6, reason: "lastLogin not RFC 3339: \"last tuesday\"".into() }]);
+        let alice = &users[0];
+        assert_eq!(alice.org.as_deref(), Some("acme.okta.com"));
+        assert_eq!(alice.emails(), (vec!["alice@example.com".to_string()], vec!["alice.doe@gmail.com".to_string()]));
+        assert_eq!(alice.display_name().as_deref(), Some("Alice Doe"));
+        assert_eq!(alice.last_login, EventTime::parse_rfc3339("2024-05-20T08:12:44Z"));
+        assert!(users[2].disabled(), "DEPROVISIONED");
+        assert_eq!(users[3].last_login, None, "lastLogin null: never signed in");
+    }
+
+    #[test]
+    fn directory_joins_groups_members_apps_and_factors() {
+        let d = directory();
+        assert_eq!(d.org(), "acme.okta.com");
+        assert_eq!(d.user_uid(&d.users[ALICE]), format!("okta:acme.okta.com/users/{ALICE}"));
+        assert_eq!(d.groups["00g1admins000000000"].name.as_deref(), Some("AWS-Admins"));
+        assert_eq!(d.groups_of(BOB).collect::<Vec<_>>(), ["00g1admins000000000"]);
+        assert_eq!(d.mfa_of(ALICE), Some(true));
+        assert_eq!(d.mfa_of(BOB), Some(false), "only a pending SMS factor");
+        assert_eq!(d.mfa_of("00u4dave0000000000d"), None, "factors not exported");
+
+        // Alice: her own assignment (an ARN pair) and the AWS-Admins group's.
+        let a: Vec<&AppAssignment> = d.assignments_of(ALICE).collect();
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|x| x.app_label.as_deref() == Some("AWS Production") && x.app_name.as_deref() == Some(AWS_APP_NAME)));
+        let own = a.iter().find(|x| x.assignee == Assignee::User(ALICE.into())).unwrap();
+        assert_eq!(own.aws_roles[0].role_arn.as_deref(), Some("arn:aws:iam::111122223333:role/Okta-Admin"));
+        assert_eq!(own.aws_roles[0].account.as_deref(), Some("111122223333"));
+        let via_group = a.iter().find(|x| matches!(x.assignee, Assignee::Group(_))).unwrap();
+        assert_eq!(via_group.aws_roles[0].account.as_deref(), Some("444455556666"));
+        // Bob's role is a bare name: no ARN, no account.
+        let bob: Vec<&AppAssignment> = d.assignments_of(BOB).filter(|x| x.assignee == Assignee::User(BOB.into())).collect();
+        assert_eq!(bob[0].aws_roles, [AwsRole { raw: "ReadOnly".into(), role_arn: None, account: None }]);
+    }
+
+    #[test]
+    fn app_users_alone_take_the_app_from_their_links() {
+        let raw = r#"[{"id":"00u1","scope":"USER","credentials":{"userName":"a@example.com"},
+            "profile":{"samlRoles":["arn:aws:iam::123456789012:role/Dev"]},
+            "_links":{"app":{"href":"https://acme.okta.com/api/v1/apps/0oaXYZ"}}},
+            {"id":"00u2","scope":"USER","credentials":{}}]"#;
+        let (export, skipped) = parse_export(raw.as_bytes()).unwrap();
+        let OktaExport::Apps { assignments, .. } = export else { panic!() };
+        assert_eq!(assignments.len(), 1);
+        assert_eq!(assignments[0].app_id, "0oaXYZ");
+        assert_eq!(skipped[0].index, 1);
+        assert!(skipped[0].reason.contains("without its app"), "{}", skipped[0].reason);
+    }
+
+    #[test]
+    fn unrecognized_and_broken_exports_say_what_they_saw() {
+        let e = parse_export(br#"{"hello": 1, "world": 2}"#).unwrap_err();
+        assert_eq!(e.to_string(), "not a recognized Okta export: object with keys [hello, world]");
+        let e = parse_export(b"[{\"id\": 1}").unwrap_err();
+        assert!(matches!(e, ExportError::Json(_)), "{e:?}");
+        // A members listing wrapped with a group lacking an id is refused, naming the wrapper.
+        let e = parse_export(br#"{"group": {"profile": {"name": "x"}}, "members": []}"#).unwrap_err();
+        assert_eq!(e.to_string(), "not a recognized Okta export: \"group\": missing id");
+    }
+
+    #[test]
+    fn system_log_events_normalize() {
+        let batch = events_from_export(LOG, Some("acme.okta.com")).unwrap();
+        assert!(batch.errors.is_empty(), "{:?}", batch.errors);
+        assert_eq!(batch.events.len(), 7);
+        let e = &batch.events[0];
+        assert_eq!(e.uid, "a1b2c3d4-0001-11ef-9a1b-0123456789ab");
+        assert_eq!(e.time, EventTime::parse_rfc3339("2024-05-20T08:15:02.123Z").unwrap());
+        assert_eq!(e.cloud, Cloud::Okta);
+        assert_eq!(e.account_uid, "acme.okta.com");
+        assert_eq!(e.actor.uid, format!("okta:acme.okta.com/users/{ALICE}"));
+        assert_eq!(e.actor.kind, IdentityKind::User);
+        assert_eq!(e.actor.name.as_deref(), Some("alice@example.com"));
+        assert_eq!((e.api.service.as_str(), e.api.operation.as_str()), ("okta", "user.mfa.factor.deactivate"));
+        assert!(e.actions.is_empty());
+        assert_eq!(e.mapping, ActionMapping::NoPermission);
+        assert_eq!(e.status, Status::Success);
+        assert_eq!(e.resources, ["bob@example.com", "unknown"]);
+        assert_eq!(e.src_ip.as_deref(), Some("203.0.113.10"));
+        assert!(e.user_agent.as_deref().unwrap().starts_with("Mozilla/5.0"));
+        let extra = e.additional.as_ref().unwrap().parse().unwrap();
+        assert_eq!(extra["outcome"]["result"], "SUCCESS");
+        assert_eq!(extra["target"][0]["alternateId"], "bob@example.com");
+        assert_eq!(extra["severity"], "WARN");
+
+        let ops: Vec<&str> = batch.events.iter().map(|e| e.api.operation.as_str()).collect();
+        assert_eq!(
+            ops[1..4],
+            ["user.account.privilege.grant", "group.user_membership.add", "policy.lifecycle.update"]
+        );
+        let grant = batch.events[1].additional.as_ref().unwrap().parse().unwrap();
+        assert_eq!(grant["debugData"]["privilegeGranted"], "Super administrator");
+
+        // A failed sign-in: status, code and reason; the debug data's secret is redacted.
+        let fail = &batch.events[4];
+        assert_eq!((fail.status, fail.status_code.as_deref()), (Status::Failure, Some("FAILURE")));
+        assert_eq!(fail.error_message.as_deref(), Some("INVALID_CREDENTIALS"));
+        let text = fail.additional.as_ref().unwrap().get().to_string();
+        assert!(text.contains("<redacted>") && !text.contains("s3cr3t-value"), "{text}");
+        // Okta itself acting: a service.
+        assert_eq!(batch.events[5].actor.kind, IdentityKind::Service);
+        // A policy DENY is a failure.
+        assert_eq!(batch.events[6].status, Status::Failure);
+    }
+
+    #[test]
+    fn system_log_lines_skip_bad_records_with_their_index() {
+        let batch = events_from_export(LOG_LINES, None).unwrap();
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.events[0].account_uid, DEFAULT_ORG);
+        assert_eq!(batch.events[0].actor.uid, format!("okta:okta/users/{ALICE}"));
+        let errors: Vec<(u64, &str)> = batch.errors.iter().map(|e| (e.index, e.reason.as_str())).collect();
+        assert_eq!(errors[0], (1, "missing field actor"));
+        assert_eq!(errors[1], (2, "published not RFC 3339: \"yesterday\""));
+        assert_eq!(errors[2].0, 3);
+        assert!(errors[2].1.starts_with("not JSON"), "{}", errors[2].1);
+        assert_eq!(errors.len(), 3);
+        let (export, _) = parse_export(LOG_LINES).unwrap();
+        assert_eq!(export, OktaExport::Log(4));
+    }
+
+    #[test]
+    fn malformed_single_events_are_errors_never_panics() {
+        assert_eq!(normalize_event(b"[1,2]", None).unwrap_err(), EventError::Json("expected a JSON object".into()));
+        assert!(matches!(normalize_event(b"{\"uuid\":", None), Err(EventError::Json(_))));
+        assert_eq!(normalize_event(b"{}", None).unwrap_err(), EventError::Missing("uuid"));
+        let no_actor_id = br#"{"uuid":"u","published":"2024-01-01T00:00:00Z","eventType":"x","actor":{"type":"User"}}"#;
+        assert_eq!(normalize_event(no_actor_id, None).unwrap_err(), EventError::Missing("actor.id"));
+        // Wrong types read as absent rather than failing the record.
+        let odd = br#"{"uuid":"u","published":"2024-01-01T00:00:00Z","eventType":"x","actor":{"id":"00u1","type":7},
+                       "target":"not a list","outcome":{"result":5},"client":{"ipAddress":["x"]}}"#;
+        let e = normalize_event(odd, Some("ACME.okta.com")).unwrap();
+        assert_eq!(e.actor.uid, "okta:acme.okta.com/users/00u1");
+        assert_eq!((e.status, e.src_ip, e.resources.len()), (Status::Success, None, 0));
+    }
+}

@@ -126,7 +126,7 @@ pub fn parse_export(bytes: &[u8]) -> Result<(WorkspaceExport, Vec<RecordError>),
             values
         }
         Document::One(Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect(),
-        Document::One(v) => return parse_object(&v).map(|e| (e, skipped)),
+        Document::One(v) => return parse_object(&v),
     };
     let export = match items.iter().find(|(_, v)| v.is_object()) {
         Some((_, first)) if is_activity(first) => WorkspaceExport::Activities(items.len()),
@@ -156,7 +156,7 @@ fn read_list<'a, T>(
     out
 }
 
-fn parse_object(v: &Value) -> Result<WorkspaceExport, ExportError> {
+fn parse_object(v: &Value) -> Result<(WorkspaceExport, Vec<RecordError>), ExportError> {
     let list = |key: &str| v.get(key).and_then(Value::as_array);
     let mut skipped = Vec::new();
     let export = if let Some(users) = list("users") {
@@ -199,12 +199,11 @@ fn parse_object(v: &Value) -> Result<WorkspaceExport, ExportError> {
     } else {
         return Err(unrecognized(v));
     };
-    // Wrappers list their records in one array: a bad one is reported through the whole-export
-    // error only when nothing else could be read, otherwise it is dropped like an array's record.
+    // A list whose every record is bad is a broken export, not an empty one: say so.
     if !skipped.is_empty() && export_is_empty(&export) {
         return Err(ExportError::Unrecognized { provider: "Google Workspace", seen: skipped[0].to_string() });
     }
-    Ok(export)
+    Ok((export, skipped))
 }
 
 fn export_is_empty(e: &WorkspaceExport) -> bool {
@@ -543,4 +542,119 @@ fn redacted_parameters(params: Option<&Vec<Value>>) -> Value {
         }
     }
     Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USERS: &[u8] = include_bytes!("testdata/workspace/users.json");
+    const GROUPS: &[u8] = include_bytes!("testdata/workspace/groups.json");
+    const MEMBERS: &[u8] = include_bytes!("testdata/workspace/members.json");
+    const MEMBERS_BARE: &[u8] = include_bytes!("testdata/workspace/members_bare.json");
+    const ACTIVITIES: &[u8] = include_bytes!("testdata/workspace/activities.json");
+    const ACTIVITY_LINES: &[u8] = include_bytes!("testdata/workspace/activities.jsonl");
+
+    pub(crate) fn directory() -> WorkspaceDirectory {
+        let mut d = WorkspaceDirectory::new();
+        for bytes in [USERS, GROUPS, MEMBERS] {
+            d.add_bytes(bytes).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn users_with_aliases_2sv_and_never_signed_in() {
+        let (export, skipped) = parse_export(USERS).unwrap();
+        let WorkspaceExport::Users(users) = export else { panic!("{export:?}") };
+        assert_eq!(users.len(), 4);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].index, 4);
+        assert_eq!(skipped[0].reason, "primaryEmail is not an address: \"not-an-address\"");
+        let alice = &users[0];
+        assert_eq!(alice.primary_email, "alice@example.com", "lower-cased");
+        assert_eq!(alice.other_emails, ["adoe@example.com", "alice@example.com.test-google-a.com"]);
+        assert!(alice.is_admin);
+        assert_eq!(alice.enrolled_2sv, Some(true));
+        assert_eq!(users[1].enrolled_2sv, Some(false));
+        let grace = &users[2];
+        assert!(grace.disabled());
+        assert_eq!(grace.status(), "suspended");
+        assert_eq!(grace.last_login, None, "1970-01-01 means never");
+        let d = directory();
+        assert_eq!(d.customer_id(), "C03az79cb");
+        assert_eq!(d.user_uid(&d.users["104857600000000000001"]), "workspace:C03az79cb/users/104857600000000000001");
+        assert_eq!(d.groups_of(&d.users["104857600000000000002"]).collect::<Vec<_>>(), ["03x8tuzt1abcdef"]);
+        assert_eq!(d.groups["03x8tuzt1abcdef"].name.as_deref(), Some("GCP Admins"));
+    }
+
+    #[test]
+    fn members_without_their_group_are_refused_with_how_to_wrap() {
+        let e = parse_export(MEMBERS_BARE).unwrap_err();
+        assert!(e.to_string().contains("wrap it as {\"group\""), "{e}");
+        let keyed = br#"{"groupKey": "eng@example.com", "members": [{"email": "a@example.com", "type": "USER"}]}"#;
+        let (export, _) = parse_export(keyed).unwrap();
+        let WorkspaceExport::Members { group, members } = export else { panic!() };
+        assert_eq!(group.email.as_deref(), Some("eng@example.com"));
+        assert_eq!(members.len(), 1);
+        assert!(matches!(parse_export(br#"{"foo": []}"#), Err(ExportError::Unrecognized { .. })));
+    }
+
+    #[test]
+    fn activities_become_one_event_per_entry() {
+        let batch = events_from_export(ACTIVITIES).unwrap();
+        // The last activity has no uniqueQualifier.
+        assert_eq!(batch.errors, [RecordError { index: 4, reason: "missing field id.uniqueQualifier".into() }]);
+        assert_eq!(batch.events.len(), 5);
+        let role = &batch.events[0];
+        assert_eq!(role.uid, "-8571234567890123456:0");
+        assert_eq!(role.cloud, Cloud::GoogleWorkspace);
+        assert_eq!(role.account_uid, "C03az79cb");
+        assert_eq!(role.actor.uid, "workspace:C03az79cb/users/104857600000000000001");
+        assert_eq!(role.actor.name.as_deref(), Some("alice@example.com"));
+        assert_eq!(role.actor.kind, IdentityKind::User);
+        assert_eq!((role.api.service.as_str(), role.api.operation.as_str()), ("admin", "ASSIGN_ROLE"));
+        assert_eq!(role.mapping, ActionMapping::NoPermission);
+        assert_eq!(role.resources, ["_SEED_ADMIN_ROLE", "bob@example.com"]);
+        assert_eq!(role.status, Status::Success);
+        let extra = role.additional.as_ref().unwrap().parse().unwrap();
+        assert_eq!(extra["type"], "DELEGATED_ADMIN_SETTINGS");
+        assert_eq!(extra["parameters"][0]["name"], "ROLE_ID");
+        // The second entry of the same activity; a password parameter is redacted.
+        let pw = &batch.events[1];
+        assert_eq!(pw.uid, "-8571234567890123456:1");
+        assert_eq!(pw.api.operation, "CHANGE_PASSWORD");
+        let text = pw.additional.as_ref().unwrap().get();
+        assert!(text.contains("<redacted>") && !text.contains("should-never-be-here"), "{text}");
+
+        let twosv = &batch.events[2];
+        assert_eq!((twosv.api.service.as_str(), twosv.api.operation.as_str()), ("login", "2sv_disable"));
+        assert_eq!(twosv.status, Status::Success);
+        assert_eq!(twosv.src_ip.as_deref(), Some("198.51.100.7"));
+        let fail = &batch.events[3];
+        assert_eq!((fail.status, fail.status_code.as_deref()), (Status::Failure, Some("login_failure")));
+        let key = &batch.events[4];
+        assert_eq!(key.actor.uid, "workspace:C03az79cb/keys/SYSTEM");
+        assert_eq!(key.actor.kind, IdentityKind::Service);
+        assert_eq!(key.api.service, "token");
+    }
+
+    #[test]
+    fn activity_lines_skip_malformed_records_with_their_index() {
+        let batch = events_from_export(ACTIVITY_LINES).unwrap();
+        let errors: Vec<(u64, &str)> = batch.errors.iter().map(|e| (e.index, e.reason.as_str())).collect();
+        assert_eq!(errors, [(1, "id.time not RFC 3339: \"not a time\""), (2, "missing field events")]);
+        let ops: Vec<&str> = batch.events.iter().map(|e| e.api.operation.as_str()).collect();
+        assert_eq!(ops, ["2sv_disable", "login_failure"]);
+        assert_eq!(parse_export(ACTIVITY_LINES).unwrap().0, WorkspaceExport::Activities(4));
+        assert_eq!(normalize_activity(b"\"x\"").unwrap_err(), EventError::Json("expected a JSON object".into()));
+        let no_actor = br#"{"id":{"time":"2024-01-01T00:00:00Z","uniqueQualifier":"1","applicationName":"admin"},"events":[{"name":"X"}]}"#;
+        assert_eq!(normalize_activity(no_actor).unwrap_err(), EventError::Missing("actor.profileId"));
+        let unnamed = br#"{"id":{"time":"2024-01-01T00:00:00Z","uniqueQualifier":1,"applicationName":"admin"},"actor":{"profileId":"9"},"events":[{"type":"X"}]}"#;
+        assert_eq!(normalize_activity(unnamed).unwrap_err(), EventError::Missing("events[].name"));
+        // Without a customer id the account is the default, as the uid's customer is.
+        let bare = br#"{"id":{"time":"2024-01-01T00:00:00Z","uniqueQualifier":7,"applicationName":"login"},"actor":{"profileId":"9"},"events":[{"name":"login_success"}]}"#;
+        let e = normalize_activity(bare).unwrap();
+        assert_eq!((e[0].uid.as_str(), e[0].account_uid.as_str()), ("7:0", DEFAULT_CUSTOMER));
+    }
 }
