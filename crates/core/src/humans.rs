@@ -33,8 +33,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use grantwatch_types::{
-    DirectoryAccount, DirectorySource, EventTime, HumanFinding, HumanFlag, HumanIdentity, IdentityFinding, LinkBy,
-    Pci, PciBand, StatusFlag,
+    DirectoryAccount, DirectorySource, EventTime, HumanFinding, HumanFlag, HumanIdentity, IdentityFinding, LinkBy, Pci,
+    PciBand, StatusFlag,
 };
 use serde::Deserialize;
 
@@ -216,7 +216,10 @@ pub struct Human {
 /// How an identity links, or why it does not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link<'a> {
-    Human { id: &'a str, by: LinkBy },
+    Human {
+        id: &'a str,
+        by: LinkBy,
+    },
     /// Identity Center roles assigned to several humans: each of them may act as it.
     Shared(Vec<&'a str>),
     /// The mapping file says: not linked.
@@ -403,7 +406,9 @@ fn people(b: &HumanLinkerBuilder) -> Vec<Person> {
             out.push(Person {
                 tenant: (
                     DirectorySource::IdentityCenter,
-                    u.identity_store_id.clone().unwrap_or_else(|| crate::idp::identity_center::DEFAULT_STORE.to_string()),
+                    u.identity_store_id
+                        .clone()
+                        .unwrap_or_else(|| crate::idp::identity_center::DEFAULT_STORE.to_string()),
                 ),
                 display_name: u.display_name.clone(),
                 account: DirectoryAccount {
@@ -542,6 +547,27 @@ fn build(b: HumanLinkerBuilder) -> HumanLinker {
         });
         members[h].push(n);
     }
+    // Id candidates: each component's primary addresses. An address that is primary in two
+    // components (two people of one directory sharing it) names neither; one that is merely
+    // ambiguous for linking (someone else's secondary address too) still names its owner.
+    let candidates_of = |nodes: &[usize]| -> Vec<(DirectorySource, String)> {
+        let mut c: Vec<(DirectorySource, String)> = nodes
+            .iter()
+            .filter_map(|&n| persons.get(n))
+            .flat_map(|p| p.emails.iter().filter(|(_, r)| *r == 1).map(|(e, _)| (p.tenant.0, e.clone())))
+            .filter(|(_, e)| !unlinked_emails.contains(e))
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let mut primary_in: HashMap<String, usize> = HashMap::new();
+    for nodes in &members {
+        let mut es: Vec<String> = candidates_of(nodes).into_iter().map(|(_, e)| e).collect();
+        es.sort();
+        es.dedup();
+        es.into_iter().for_each(|e| *primary_in.entry(e).or_default() += 1);
+    }
     let mut humans: Vec<Human> = Vec::with_capacity(members.len());
     let mut taken_ids: BTreeSet<String> = BTreeSet::new();
     for nodes in &members {
@@ -549,18 +575,10 @@ fn build(b: HumanLinkerBuilder) -> HumanLinker {
         let ps: Vec<&Person> = nodes.iter().filter_map(|&n| persons.get(n)).collect();
         let mut id = match mapped {
             Some(m) => m.id.clone(),
-            None => {
-                let mut candidates: Vec<(DirectorySource, &str)> = ps
-                    .iter()
-                    .flat_map(|p| p.emails.iter().filter(|(_, r)| *r == 1).map(|(e, _)| (p.tenant.0, e.as_str())))
-                    .filter(|(_, e)| !ambiguous.contains(e) && !unlinked_emails.contains(*e))
-                    .collect();
-                candidates.sort();
-                match candidates.first() {
-                    Some((_, e)) => (*e).to_string(),
-                    None => ps.iter().map(|p| p.uid.clone()).min().unwrap_or_default(),
-                }
-            }
+            None => match candidates_of(nodes).into_iter().find(|(_, e)| primary_in.get(e) == Some(&1)) {
+                Some((_, e)) => e,
+                None => ps.iter().map(|p| p.uid.clone()).min().unwrap_or_default(),
+            },
         };
         if taken_ids.contains(&id) {
             // Only a mapping id spelled like a directory uid can meet another; keep both apart.
@@ -573,14 +591,12 @@ fn build(b: HumanLinkerBuilder) -> HumanLinker {
             warnings.push(format!("human id {base} is taken twice; the second is {id}"));
         }
         taken_ids.insert(id.clone());
-        let display_name = mapped
-            .and_then(|m| m.display_name.clone())
-            .or_else(|| {
-                let mut by_source: Vec<(DirectorySource, &str)> =
-                    ps.iter().filter_map(|p| p.display_name.as_deref().map(|d| (p.tenant.0, d))).collect();
-                by_source.sort();
-                by_source.first().map(|(_, d)| (*d).to_string())
-            });
+        let display_name = mapped.and_then(|m| m.display_name.clone()).or_else(|| {
+            let mut by_source: Vec<(DirectorySource, &str)> =
+                ps.iter().filter_map(|p| p.display_name.as_deref().map(|d| (p.tenant.0, d))).collect();
+            by_source.sort();
+            by_source.first().map(|(_, d)| (*d).to_string())
+        });
         let mut sources: Vec<DirectorySource> = ps.iter().map(|p| p.tenant.0).collect();
         sources.sort();
         sources.dedup();
@@ -672,7 +688,9 @@ fn build(b: HumanLinkerBuilder) -> HumanLinker {
                 by_uid.insert(uid, Decided::One(h, LinkBy::Email));
             }
             Resolved::Ambiguous => {
-                warnings.push(format!("{uid}: its addresses point at several humans or at an ambiguous address; not linked"));
+                warnings.push(format!(
+                    "{uid}: its addresses point at several humans or at an ambiguous address; not linked"
+                ));
                 by_uid.insert(uid, Decided::Ambiguous);
             }
             Resolved::None if emails.is_empty() => {}
@@ -685,13 +703,21 @@ fn build(b: HumanLinkerBuilder) -> HumanLinker {
     for (m, h) in b.mapping.humans.iter().enumerate() {
         let hi = human_of_node(&mut dsu, np + m);
         for i in &h.identities {
-            by_uid.insert(i.clone(), Decided::One(hi, if person_of_uid.contains_key(i.as_str()) { LinkBy::Directory } else { LinkBy::Mapping }));
+            by_uid.insert(
+                i.clone(),
+                Decided::One(
+                    hi,
+                    if person_of_uid.contains_key(i.as_str()) { LinkBy::Directory } else { LinkBy::Mapping },
+                ),
+            );
         }
     }
     for (uid, d) in &by_uid {
         match d {
             Decided::One(h, by) if *by != LinkBy::Directory => humans[*h].identities.push((uid.clone(), *by)),
-            Decided::Shared(hs) => hs.iter().for_each(|h| humans[*h].identities.push((uid.clone(), LinkBy::IdentityCenter))),
+            Decided::Shared(hs) => {
+                hs.iter().for_each(|h| humans[*h].identities.push((uid.clone(), LinkBy::IdentityCenter)))
+            }
             _ => {}
         }
     }
@@ -897,7 +923,8 @@ impl HumanLinker {
 
     /// Whether `role_uid` is an Identity Center role (by its name), whose sessions are people.
     pub fn is_sso_role(role_uid: &str) -> bool {
-        parse_sso_role(role_uid).is_some() || parse_sso_role_name(role_uid.rsplit('/').next().unwrap_or(role_uid)).is_some()
+        parse_sso_role(role_uid).is_some()
+            || parse_sso_role_name(role_uid.rsplit('/').next().unwrap_or(role_uid)).is_some()
     }
 }
 
@@ -992,7 +1019,10 @@ impl<'a> HumanReport<'a> {
     fn session_seen(&self, h: usize, names: &[String]) -> bool {
         let human = &self.linker.humans[h];
         names.iter().any(|n| {
-            human.accounts.iter().any(|a| a.source == DirectorySource::IdentityCenter && a.login.eq_ignore_ascii_case(n))
+            human
+                .accounts
+                .iter()
+                .any(|a| a.source == DirectorySource::IdentityCenter && a.login.eq_ignore_ascii_case(n))
                 || canonical_email(n).is_some_and(|e| human.emails.binary_search(&e).is_ok())
         })
     }
@@ -1000,12 +1030,7 @@ impl<'a> HumanReport<'a> {
     /// One finding per human, in the linker's order.
     pub fn finish(mut self) -> Vec<HumanFinding> {
         let linker = self.linker;
-        linker
-            .humans
-            .iter()
-            .enumerate()
-            .map(|(i, h)| finding(h, self.parts.remove(&i).unwrap_or_default()))
-            .collect()
+        linker.humans.iter().enumerate().map(|(i, h)| finding(h, self.parts.remove(&i).unwrap_or_default())).collect()
     }
 }
 
@@ -1043,7 +1068,8 @@ fn finding(h: &Human, mut parts: Vec<Part>) -> HumanFinding {
             parts.len()
         ));
     }
-    let no_mfa: Vec<String> = enabled.iter().filter(|a| a.mfa == Some(false)).map(|a| source_name(a.source).to_string()).collect();
+    let no_mfa: Vec<String> =
+        enabled.iter().filter(|a| a.mfa == Some(false)).map(|a| source_name(a.source).to_string()).collect();
     if !no_mfa.is_empty() {
         flags.push(HumanFlag::MfaDisabled);
         recommendations.push(format!("Enroll a second factor for {} in {}.", h.id, no_mfa.join(", ")));
@@ -1058,10 +1084,9 @@ fn finding(h: &Human, mut parts: Vec<Part>) -> HumanFinding {
         ));
     }
     if pci.band != PciBand::Low
-        && let Some(worst) = parts
-            .iter()
-            .filter(|p| p.pci.unused_risk > 0.0)
-            .max_by(|a, b| a.pci.unused_risk.total_cmp(&b.pci.unused_risk).then_with(|| b.identity.uid.cmp(&a.identity.uid)))
+        && let Some(worst) = parts.iter().filter(|p| p.pci.unused_risk > 0.0).max_by(|a, b| {
+            a.pci.unused_risk.total_cmp(&b.pci.unused_risk).then_with(|| b.identity.uid.cmp(&a.identity.uid))
+        })
     {
         recommendations.push(format!(
             "PCI {} over {} identities: right-size {} first (most unused risk).",
@@ -1094,4 +1119,415 @@ fn source_name(s: DirectorySource) -> &'static str {
 /// The latest directory sign-in of a human, if any directory says.
 pub fn last_login(h: &Human) -> Option<EventTime> {
     h.accounts.iter().filter_map(|a| a.last_login).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idp::identity_center::tests::{ADMIN_FULL_ROLE, ADMIN_ROLE, BOB as IDC_BOB, RO_ROLE};
+    use crate::idp::okta::OktaExport;
+    use grantwatch_types::{Cloud, IdentityKind};
+
+    const MAPPING: &[u8] = include_bytes!("idp/testdata/humans/mapping.json");
+    const OKTA_ALICE: &str = "okta:acme.okta.com/users/00u1alice0000000000a";
+    const AZURE_ALICE: &str = "azure:/subscriptions/sub-1/principals/0b1c2d3e-alice";
+    const GCP_ADOE: &str = "gcp:projects/p1/user:adoe@example.com";
+    const IAM_CAROL: &str = "arn:aws:iam::111122223333:user/carol";
+    const IAM_ALICE_OLD: &str = "arn:aws:iam::111122223333:user/alice-old";
+    const IAM_BOB_SHARED: &str = "arn:aws:iam::111122223333:user/bob-shared";
+    const IAM_SHARED: &str = "arn:aws:iam::111122223333:user/shared";
+    const IAM_TWO: &str = "arn:aws:iam::111122223333:user/two";
+    const GCP_ZED: &str = "gcp:projects/p1/user:zed@contractor.io";
+    const AZURE_ZED: &str = "azure:/subscriptions/sub-2/principals/9f8e-zed";
+    const AZURE_TEAM: &str = "azure:/subscriptions/sub-1/principals/team";
+    const OKTA_SAML_ROLE: &str = "arn:aws:iam::111122223333:role/Okta-Admin";
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn linker() -> HumanLinker {
+        HumanLinker::builder()
+            .okta(crate::idp::okta::tests::directory())
+            .workspace(crate::idp::workspace::tests::directory())
+            .identity_center(crate::idp::identity_center::tests::directory())
+            .sso_roles(crate::idp::identity_center::tests::roles())
+            // Entra UPN, a GCP member by a Workspace alias, IAM users with an `email` tag.
+            .identity(AZURE_ALICE, &s(&["Alice@Example.com"]))
+            .identity(GCP_ADOE, &s(&["adoe@example.com"]))
+            .identity(IAM_CAROL, &s(&["carol@example.com"]))
+            .identity(IAM_ALICE_OLD, &s(&["alice@example.com"]))
+            .identity(IAM_BOB_SHARED, &s(&["bob@example.com"]))
+            .identity(IAM_SHARED, &s(&["shared@example.com"]))
+            .identity(IAM_TWO, &s(&["alice@example.com", "bob@example.com"]))
+            .identity(GCP_ZED, &s(&["zed@contractor.io"]))
+            .identity(AZURE_ZED, &s(&["ZED@contractor.io"]))
+            .identity(AZURE_TEAM, &s(&["team@example.com"]))
+            .mapping(Mapping::parse(MAPPING).unwrap())
+            .build()
+    }
+
+    #[test]
+    fn people_join_across_directories_by_email() {
+        let l = linker();
+        let ids: Vec<&str> = l.humans().map(|h| h.id.as_str()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [
+                "alice@example.com",
+                "bob@example.com",
+                "carol@example.com",
+                "dave@example.com",
+                "erin@example.com",
+                "frank@example.com",
+                "grace@example.com",
+                "henry@example.com",
+                "ivan@contractor.io",
+                "zed@contractor.io",
+            ],
+            "the SCIM service user is unlinked by the mapping, so no human"
+        );
+        let alice = l.human("alice@example.com").unwrap();
+        assert_eq!(alice.display_name.as_deref(), Some("Alice Doe"));
+        assert_eq!(alice.sources, [DirectorySource::Okta, DirectorySource::Workspace, DirectorySource::IdentityCenter]);
+        assert_eq!(alice.accounts.len(), 3);
+        assert_eq!(alice.accounts[0].mfa, Some(true));
+        assert!(
+            alice.emails.contains(&"alice.doe@gmail.com".to_string())
+                && alice.emails.contains(&"adoe@example.com".to_string())
+        );
+        // Identity Center's "bob" (UserName not an address) joins by his email, spelled in capitals there.
+        let bob = l.human("bob@example.com").unwrap();
+        assert_eq!(bob.sources, [DirectorySource::Okta, DirectorySource::Workspace, DirectorySource::IdentityCenter]);
+        assert_eq!(bob.accounts.iter().map(|a| a.mfa).collect::<Vec<_>>(), [Some(false), Some(false), None]);
+        assert!(l.human("carol@example.com").unwrap().accounts[0].disabled);
+    }
+
+    #[test]
+    fn cloud_identities_link_by_email_mapping_and_directory() {
+        let l = linker();
+        assert_eq!(l.human_of_identity(AZURE_ALICE, &[]), Some("alice@example.com"));
+        assert_eq!(l.link_of_identity(GCP_ADOE, &[]), Link::Human { id: "alice@example.com", by: LinkBy::Email });
+        assert_eq!(l.human_of_identity(IAM_CAROL, &[]), Some("carol@example.com"));
+        // Not registered at build: the addresses given now decide, aliases included.
+        assert_eq!(
+            l.human_of_identity("arn:aws:iam::444455556666:user/x", &s(&["ALICE.DOE@gmail.com"])),
+            Some("alice@example.com")
+        );
+        assert_eq!(l.human_of_identity("arn:aws:iam::444455556666:user/y", &s(&["nobody@example.com"])), None);
+        // Directory accounts are their people; an Okta uid read without the org still finds its user.
+        assert_eq!(l.link_of_identity(OKTA_ALICE, &[]), Link::Human { id: "alice@example.com", by: LinkBy::Directory });
+        assert_eq!(l.human_of_identity("okta:okta/users/00u1alice0000000000a", &[]), Some("alice@example.com"));
+        assert_eq!(
+            l.human_of_identity("workspace:C03az79cb/users/104857600000000000002", &[]),
+            Some("bob@example.com")
+        );
+        // Addresses no directory knows still meet: Zed's GCP and Azure users are one human.
+        assert_eq!(l.human_of_identity(GCP_ZED, &[]), Some("zed@contractor.io"));
+        assert_eq!(l.human_of_identity(AZURE_ZED, &[]), Some("zed@contractor.io"));
+        let zed = l.human("zed@contractor.io").unwrap();
+        assert_eq!(zed.identities, [(AZURE_ZED.to_string(), LinkBy::Email), (GCP_ZED.to_string(), LinkBy::Email)]);
+        assert!(zed.sources.is_empty());
+    }
+
+    #[test]
+    fn the_mapping_wins_links_and_unlinks() {
+        let l = linker();
+        // Tagged alice@, but unlinked by the mapping.
+        assert_eq!(l.link_of_identity(IAM_ALICE_OLD, &s(&["alice@example.com"])), Link::Unlinked);
+        // Tagged bob@, but the mapping says Frank.
+        assert_eq!(
+            l.link_of_identity(IAM_BOB_SHARED, &[]),
+            Link::Human { id: "frank@example.com", by: LinkBy::Mapping }
+        );
+        let frank = l.human("frank@example.com").unwrap();
+        assert_eq!(frank.display_name.as_deref(), Some("Frank Admin"));
+        assert_eq!(frank.identities.len(), 3);
+        assert!(frank.sources.is_empty());
+        // An unlinked address links nothing.
+        assert_eq!(l.human_of_identity(AZURE_TEAM, &[]), None);
+        assert_eq!(l.human_of_identity("x", &s(&["team@example.com"])), None);
+        // An unlinked directory account is no one's.
+        assert_eq!(l.link_of_identity("okta:acme.okta.com/users/00u6svcscim0000000f", &[]), Link::Unlinked);
+
+        // A mapping that names a directory account renames its human, and its addresses follow.
+        let m = Mapping::parse(
+            br#"{"humans":[{"id":"Dave-The-Human","identities":["okta:acme.okta.com/users/00u4dave0000000000d"],
+            "emails":["shared@example.com"]}]}"#,
+        )
+        .unwrap();
+        let l = HumanLinker::builder()
+            .okta(crate::idp::okta::tests::directory())
+            .workspace(crate::idp::workspace::tests::directory())
+            .mapping(m)
+            .build();
+        assert_eq!(l.human_of_identity("okta:acme.okta.com/users/00u4dave0000000000d", &[]), Some("Dave-The-Human"));
+        assert_eq!(l.human_of_identity("arn:aws:iam::1:user/d", &s(&["dave@example.com"])), Some("Dave-The-Human"));
+        // The directories disagree about shared@ (Dave, Erin, Henry claim it); the mapping decides.
+        assert_eq!(l.human_of_identity("arn:aws:iam::1:user/s", &s(&["shared@example.com"])), Some("Dave-The-Human"));
+        assert_eq!(l.human_of_identity("arn:aws:iam::1:user/e", &s(&["erin@example.com"])), Some("erin@example.com"));
+    }
+
+    #[test]
+    fn ambiguous_addresses_link_nothing_and_warn() {
+        let l = linker();
+        // shared@ is Dave's and Erin's secondEmail (one Okta org) and Henry's Workspace alias.
+        assert_eq!(l.link_of_identity(IAM_SHARED, &[]), Link::Ambiguous);
+        assert_eq!(l.human_of_identity("x", &s(&["shared@example.com"])), None);
+        for h in ["dave@example.com", "erin@example.com", "henry@example.com"] {
+            let human = l.human(h).unwrap();
+            assert_eq!(human.accounts.len(), 1, "{h} stays alone");
+            assert!(!human.emails.contains(&"shared@example.com".to_string()));
+        }
+        assert!(l.warnings().iter().any(|w| w.starts_with("shared@example.com: ")), "{:?}", l.warnings());
+        // Two addresses of two humans on one identity.
+        assert_eq!(l.link_of_identity(IAM_TWO, &[]), Link::Ambiguous);
+        assert!(l.warnings().iter().any(|w| w.starts_with(IAM_TWO)));
+
+        // Across directories: Okta's O claims x@ (primary) and y@ (secondary); Workspace has x@ and
+        // y@ as two people. O joins x@'s person; y@ would merge two Workspace people: refused.
+        let mut okta = OktaDirectory::with_org("o.okta.com");
+        okta.add(OktaExport::Users(vec![crate::idp::okta::OktaUser {
+            id: "00uO".into(),
+            org: None,
+            status: Some("ACTIVE".into()),
+            created: None,
+            last_login: None,
+            login: Some("x@example.com".into()),
+            email: None,
+            second_email: Some("y@example.com".into()),
+            first_name: None,
+            last_name: None,
+        }]));
+        let mut ws = WorkspaceDirectory::new();
+        ws.add_bytes(
+            br#"{"users":[{"id":"1","primaryEmail":"x@example.com","customerId":"C1"},
+                                    {"id":"2","primaryEmail":"y@example.com","customerId":"C1"}]}"#,
+        )
+        .unwrap();
+        let l = HumanLinker::builder().okta(okta).workspace(ws).build();
+        assert_eq!(l.human("x@example.com").unwrap().sources, [DirectorySource::Okta, DirectorySource::Workspace]);
+        assert_eq!(l.human("y@example.com").unwrap().sources, [DirectorySource::Workspace]);
+        assert_eq!(l.human_of_identity("a", &s(&["y@example.com"])), None);
+        assert_eq!(l.human_of_identity("workspace:C1/users/2", &[]), Some("y@example.com"));
+    }
+
+    #[test]
+    fn identity_center_roles_and_sessions() {
+        let l = linker();
+        // The admin permission set reaches Alice and Bob through their group: one role, shared.
+        assert_eq!(l.link_of_identity(ADMIN_ROLE, &[]), Link::Shared(vec!["alice@example.com", "bob@example.com"]));
+        assert_eq!(l.human_of_identity(ADMIN_ROLE, &[]), None);
+        assert_eq!(l.humans_of_identity(RO_ROLE), ["alice@example.com", "ivan@contractor.io"]);
+        assert_eq!(l.link_of_identity(ADMIN_FULL_ROLE, &[]), Link::None, "a permission set nobody is assigned");
+        assert!(HumanLinker::is_sso_role(ADMIN_ROLE) && !HumanLinker::is_sso_role(OKTA_SAML_ROLE));
+
+        assert_eq!(l.human_of_session(ADMIN_ROLE, Some("alice@example.com"), None), Some("alice@example.com"));
+        assert_eq!(l.human_of_session(ADMIN_ROLE, Some("BOB"), None), Some("bob@example.com"), "IdC UserName");
+        assert_eq!(l.human_of_session(ADMIN_ROLE, None, Some(IDC_BOB)), Some("bob@example.com"), "onBehalfOf.userId");
+        assert_eq!(l.human_of_session(RO_ROLE, Some("ivan"), None), Some("ivan@contractor.io"));
+        assert_eq!(l.human_of_session(ADMIN_ROLE, Some("mallory"), None), None);
+        assert_eq!(l.human_of_session(ADMIN_ROLE, None, None), None);
+        // Okta's AWS app federates with the login as session name.
+        assert_eq!(l.human_of_session(OKTA_SAML_ROLE, Some("Alice@Example.com"), None), Some("alice@example.com"));
+        assert_eq!(l.human_of_session(OKTA_SAML_ROLE, Some("shared@example.com"), None), None, "ambiguous");
+
+        // The mapping decides every session of a role it names or unlinks.
+        let m = Mapping::parse(
+            format!(r#"{{"humans":[{{"id":"breakglass-owner","identities":["{RO_ROLE}"]}}],"unlink":[{{"identity":"{ADMIN_ROLE}"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let l = HumanLinker::builder()
+            .identity_center(crate::idp::identity_center::tests::directory())
+            .sso_roles(crate::idp::identity_center::tests::roles())
+            .mapping(m)
+            .build();
+        assert_eq!(l.human_of_session(ADMIN_ROLE, Some("alice@example.com"), Some(IDC_BOB)), None);
+        assert_eq!(l.human_of_session(RO_ROLE, Some("ivan"), None), Some("breakglass-owner"));
+    }
+
+    #[test]
+    fn mapping_files_that_contradict_themselves_are_refused() {
+        let err = |j: &str| Mapping::parse(j.as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{"humans":[{"id":"a@x.io","identities":["i1"]},{"id":"b@x.io","identities":["i1"]}]}"#),
+            "humans[1]: i1 is also claimed by humans[0]"
+        );
+        assert_eq!(err(r#"{"humans":[{"id":"a@x.io"},{"id":"A@X.io"}]}"#), "humans[1]: id \"a@x.io\" is used twice");
+        assert_eq!(
+            err(r#"{"humans":[{"id":"a","identities":["i1"]}],"unlink":[{"identity":"i1"}]}"#),
+            "humans[0]: i1 is also unlinked"
+        );
+        assert_eq!(
+            err(r#"{"unlink":[{"identity":"i1","email":"a@x.io"}]}"#),
+            "unlink[0]: give exactly one of identity or email"
+        );
+        assert!(err(r#"{"human":[]}"#).contains("unknown field `human`"));
+        assert!(err(r#"{"humans":[{"id":"a","identity":["i"]}]}"#).contains("unknown field `identity`"));
+        assert_eq!(err(r#"{"humans":[{"id":"a","emails":["nope"]}]}"#), "humans[0]: \"nope\" is not an address");
+        assert_eq!(err(r#"{"humans":[{"id":" "}]}"#), "humans[0]: empty id");
+        let m = Mapping::parse(MAPPING).unwrap();
+        assert_eq!(m.humans[0].id, "frank@example.com");
+        assert_eq!(m.humans[0].emails, ["frank@example.com"]);
+        assert_eq!(m.unlink_emails.iter().collect::<Vec<_>>(), ["team@example.com"]);
+    }
+
+    // ------------------------------------------------------------------ findings
+
+    fn pci(unused: f64, granted: f64) -> Pci {
+        human_pci(&[Pci {
+            score: 0,
+            band: PciBand::Low,
+            version: PCI_VERSION.into(),
+            unused_risk: unused,
+            granted_risk: granted,
+        }])
+    }
+
+    // A fixture builder: one argument per field the tests vary.
+    #[allow(clippy::too_many_arguments)]
+    fn finding(
+        arn: &str,
+        cloud: Cloud,
+        kind: IdentityKind,
+        granted: usize,
+        used: usize,
+        pci: Pci,
+        status: &[StatusFlag],
+        sessions: &[&str],
+    ) -> IdentityFinding {
+        let actions = |n: usize| (0..n).map(|i| format!("svc:A{i}")).collect::<Vec<_>>();
+        IdentityFinding {
+            arn: arn.to_string(),
+            account: "acct".to_string(),
+            cloud,
+            kind,
+            name: arn.rsplit('/').next().unwrap_or(arn).to_string(),
+            granted_actions: actions(granted),
+            conditional_actions: Vec::new(),
+            used_actions: actions(used),
+            unused_actions: actions(granted - used),
+            used_not_granted: Vec::new(),
+            unused_high_risk: granted - used,
+            pci,
+            status: status.to_vec(),
+            last_activity: (used > 0).then(|| EventTime::parse_rfc3339("2024-05-20T00:00:00Z").unwrap()),
+            events_in_lookback: used as u64,
+            active_days: u32::from(used > 0),
+            unused_access_keys: Vec::new(),
+            session_names: s(sessions),
+            recommendations: Vec::new(),
+            actions_form: Default::default(),
+            action_counts: None,
+            escalation: None,
+        }
+    }
+
+    #[test]
+    fn human_pci_is_the_formula_over_the_union() {
+        use crate::catalog::{AccessLevel, Catalog, RiskTags};
+        use crate::pci::{PciInput, score};
+        let e = |n: &str, l| ("svc".to_string(), n.to_string(), l, vec!["*".to_string()], RiskTags::default());
+        let c = Catalog::from_entries([
+            e("Read1", AccessLevel::Read),
+            e("Write1", AccessLevel::Write),
+            e("Write2", AccessLevel::Write),
+            e("Perm1", AccessLevel::PermissionsManagement),
+        ]);
+        let set = |names: &[&str]| {
+            let mut s = c.empty_set();
+            names.iter().for_each(|n| s.insert(c.lookup(&format!("svc:{n}")).unwrap()));
+            s
+        };
+        let none = c.empty_set();
+        let one = |g: &crate::catalog::ActionSet, u: &crate::catalog::ActionSet| {
+            score(&c, &PciInput { granted: g, unscoped: g, conditional: &none, used: u, reachable: &none })
+        };
+        // Two identities with disjoint grants: the human is one identity holding both.
+        let (ga, ua) = (set(&["Read1", "Write1"]), set(&["Read1"]));
+        let (gb, ub) = (set(&["Write2", "Perm1"]), set(&[]));
+        let (gu, uu) = (set(&["Read1", "Write1", "Write2", "Perm1"]), set(&["Read1"]));
+        let parts = [one(&ga, &ua), one(&gb, &ub)];
+        assert_eq!(human_pci(&parts), one(&gu, &uu));
+        assert!(human_pci(&parts).score > parts[0].score);
+        assert_eq!(human_pci(&[]).score, 0);
+        assert_eq!(human_pci(&[one(&ga, &ua)]), one(&ga, &ua));
+    }
+
+    #[test]
+    fn human_findings_sum_identities_and_flag() {
+        let l = linker();
+        let super_flags = [StatusFlag::SuperIdentity];
+        let findings = [
+            finding(AZURE_ALICE, Cloud::Azure, IdentityKind::User, 10, 4, pci(3.0, 6.0), &[], &[]),
+            finding(GCP_ADOE, Cloud::Gcp, IdentityKind::User, 5, 0, pci(2.0, 2.0), &[StatusFlag::Inactive], &[]),
+            // The shared admin role: Alice's session was seen on it, Bob's never.
+            finding(
+                ADMIN_ROLE,
+                Cloud::Aws,
+                IdentityKind::Role,
+                100,
+                20,
+                pci(50.0, 80.0),
+                &super_flags,
+                &["alice@example.com"],
+            ),
+            finding(IAM_CAROL, Cloud::Aws, IdentityKind::User, 7, 0, pci(4.0, 4.0), &[StatusFlag::Inactive], &[]),
+            finding("arn:aws:iam::1:role/unrelated", Cloud::Aws, IdentityKind::Role, 3, 3, pci(0.0, 1.0), &[], &[]),
+        ];
+        let humans = human_findings(&l, &findings);
+        assert_eq!(humans.len(), l.humans().count(), "every human, with or without identities");
+        let by = |id: &str| humans.iter().find(|h| h.id == id).unwrap();
+
+        let alice = by("alice@example.com");
+        let uids: Vec<&str> = alice.identities.iter().map(|i| i.uid.as_str()).collect();
+        assert_eq!(uids, [ADMIN_ROLE, AZURE_ALICE, GCP_ADOE]);
+        assert_eq!((alice.granted_total, alice.used_total), (115, 24));
+        assert_eq!((alice.pci.unused_risk, alice.pci.granted_risk), (55.0, 88.0));
+        assert_eq!(alice.pci, pci(55.0, 88.0));
+        assert!(alice.identities[0].shared && alice.identities[0].linked_by == LinkBy::IdentityCenter);
+        assert_eq!(alice.identities[1].linked_by, LinkBy::Email);
+        assert_eq!(alice.flags, [HumanFlag::SuperSomewhere]);
+        assert_eq!(alice.directories.len(), 3);
+        assert!(alice.recommendations.iter().any(|r| r.contains(&format!("right-size {ADMIN_ROLE} first"))));
+
+        // Bob holds the admin role but never used it: all of it is his unused risk, and he is
+        // inactive everywhere; no second factor in Okta nor Workspace.
+        let bob = by("bob@example.com");
+        assert_eq!((bob.granted_total, bob.used_total), (100, 0));
+        assert_eq!(bob.pci, pci(80.0, 80.0));
+        assert_eq!(bob.identities[0].pci, bob.pci.score);
+        assert_eq!(bob.identities[0].last_activity, None);
+        assert_eq!(bob.flags, [HumanFlag::InactiveEverywhere, HumanFlag::MfaDisabled, HumanFlag::SuperSomewhere]);
+        assert!(
+            bob.recommendations
+                .iter()
+                .any(|r| r == "Enroll a second factor for bob@example.com in Okta, Google Workspace.")
+        );
+
+        // Carol left (Okta DEPROVISIONED) and still holds an IAM user.
+        let carol = by("carol@example.com");
+        assert_eq!(carol.flags, [HumanFlag::DisabledInDirectoryWithAccess, HumanFlag::InactiveEverywhere]);
+        assert!(carol.recommendations[0].starts_with("Every directory account of carol@example.com is disabled"));
+
+        // A human without identities: directory data only, PCI 0, no flags from usage.
+        let dave = by("dave@example.com");
+        assert!(dave.identities.is_empty());
+        assert_eq!((dave.pci.score, dave.granted_total), (0, 0));
+        assert!(dave.flags.is_empty());
+
+        // The report's contract.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/humans.v1.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for h in &humans {
+            let json = serde_json::to_value(h).unwrap();
+            let errors: Vec<String> =
+                validator.iter_errors(&json).map(|e| format!("{e} at {}", e.instance_path)).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", h.id);
+        }
+    }
 }

@@ -111,9 +111,8 @@ pub fn parse_export(bytes: &[u8]) -> Result<(Vec<IdcExport>, Vec<RecordError>), 
         let mut local = Vec::new();
         match response(v, &mut local) {
             Some(e) => out.push(e),
-            None if several => {
-                skipped.push(RecordError { index: *r, reason: format!("not an Identity Center response: {}", shape_of(v)) })
-            }
+            None if several => skipped
+                .push(RecordError { index: *r, reason: format!("not an Identity Center response: {}", shape_of(v)) }),
             None => return Err(ExportError::Unrecognized { provider: "IAM Identity Center", seen: shape_of(v) }),
         }
         for mut e in local {
@@ -126,7 +125,12 @@ pub fn parse_export(bytes: &[u8]) -> Result<(Vec<IdcExport>, Vec<RecordError>), 
     Ok((out, skipped))
 }
 
-fn each<T>(list: &[Value], key: &str, read: impl Fn(&Value) -> Result<T, String>, skipped: &mut Vec<RecordError>) -> Vec<T> {
+fn each<T>(
+    list: &[Value],
+    key: &str,
+    read: impl Fn(&Value) -> Result<T, String>,
+    skipped: &mut Vec<RecordError>,
+) -> Vec<T> {
     let mut out = Vec::new();
     for (i, v) in list.iter().enumerate() {
         match read(v) {
@@ -150,7 +154,12 @@ fn response(v: &Value, skipped: &mut Vec<RecordError>) -> Option<IdcExport> {
         let g = each(
             groups,
             "Groups",
-            |g| Ok(IdcGroup { group_id: req(g, "GroupId")?.to_string(), display_name: str_at(g, &["DisplayName"]).map(str::to_string) }),
+            |g| {
+                Ok(IdcGroup {
+                    group_id: req(g, "GroupId")?.to_string(),
+                    display_name: str_at(g, &["DisplayName"]).map(str::to_string),
+                })
+            },
             skipped,
         );
         return Some(IdcExport::Groups(g));
@@ -168,7 +177,12 @@ fn response(v: &Value, skipped: &mut Vec<RecordError>) -> Option<IdcExport> {
         return Some(IdcExport::Memberships(m));
     }
     if let Some(arns) = list("PermissionSets") {
-        let a = each(arns, "PermissionSets", |a| a.as_str().map(str::to_string).ok_or_else(|| "not an ARN string".to_string()), skipped);
+        let a = each(
+            arns,
+            "PermissionSets",
+            |a| a.as_str().map(str::to_string).ok_or_else(|| "not an ARN string".to_string()),
+            skipped,
+        );
         return Some(IdcExport::PermissionSetArns(a));
     }
     if let Some(ps) = v.get("PermissionSet").filter(|p| p.is_object()) {
@@ -206,9 +220,7 @@ fn user(v: &Value) -> Result<IdcUser, String> {
     Ok(IdcUser {
         user_id,
         user_name,
-        display_name: str_at(v, &["DisplayName"])
-            .or_else(|| str_at(v, &["Name", "Formatted"]))
-            .map(str::to_string),
+        display_name: str_at(v, &["DisplayName"]).or_else(|| str_at(v, &["Name", "Formatted"])).map(str::to_string),
         emails: primary,
         primary_emails: primary_emails.min(seen.len()),
         identity_store_id: str_at(v, &["IdentityStoreId"]).map(str::to_string),
@@ -271,7 +283,11 @@ impl IdentityCenter {
             }
             IdcExport::PermissionSetArns(arns) => {
                 for arn in arns {
-                    self.permission_sets.entry(arn.clone()).or_insert(PermissionSet { arn, name: None, session_duration: None });
+                    self.permission_sets.entry(arn.clone()).or_insert(PermissionSet {
+                        arn,
+                        name: None,
+                        session_duration: None,
+                    });
                 }
             }
             IdcExport::PermissionSet(ps) => {
@@ -420,7 +436,7 @@ impl SsoRoleMatcher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const USERS: &[u8] = include_bytes!("testdata/identity_center/list-users.json");
@@ -434,7 +450,8 @@ mod tests {
     pub(crate) const BOB: &str = "a4e8f4d8-5061-7087-d6bb-4ea6a4b2c3d1";
     pub(crate) const ADMIN_ROLE: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_AdministratorAccess_0123456789abcdef";
     pub(crate) const ADMIN_FULL_ROLE: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_AdministratorAccess_Full_aaaabbbbccccdddd";
-    pub(crate) const RO_ROLE: &str = "arn:aws:iam::444455556666:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_ReadOnly_fedcba9876543210";
+    pub(crate) const RO_ROLE: &str =
+        "arn:aws:iam::444455556666:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_ReadOnly_fedcba9876543210";
 
     pub(crate) fn directory() -> IdentityCenter {
         let mut d = IdentityCenter::new();
@@ -472,9 +489,14 @@ mod tests {
     fn assignments_reach_users_directly_and_through_groups() {
         let d = directory();
         let alice = d.assignments_of_user(ALICE);
-        let summary: Vec<(&str, Option<&str>, bool)> =
-            alice.iter().map(|a| (a.account.as_str(), a.permission_set_name.as_deref(), a.via_group.is_some())).collect();
-        assert_eq!(summary, [("111122223333", Some("AdministratorAccess"), true), ("444455556666", Some("ReadOnly"), false)]);
+        let summary: Vec<(&str, Option<&str>, bool)> = alice
+            .iter()
+            .map(|a| (a.account.as_str(), a.permission_set_name.as_deref(), a.via_group.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            [("111122223333", Some("AdministratorAccess"), true), ("444455556666", Some("ReadOnly"), false)]
+        );
         let bob = d.assignments_of_user(BOB);
         assert_eq!(bob.len(), 1);
         assert_eq!(d.users_named("BOB").map(|u| u.user_id.as_str()).collect::<Vec<_>>(), [BOB]);
@@ -485,7 +507,12 @@ mod tests {
         let r = parse_sso_role(ADMIN_ROLE).unwrap();
         assert_eq!(
             r,
-            SsoRole { account: "111122223333", permission_set_name: "AdministratorAccess", region: Some("eu-west-1"), suffix: "0123456789abcdef" }
+            SsoRole {
+                account: "111122223333",
+                permission_set_name: "AdministratorAccess",
+                region: Some("eu-west-1"),
+                suffix: "0123456789abcdef"
+            }
         );
         assert_eq!(parse_sso_role(ADMIN_FULL_ROLE).unwrap().permission_set_name, "AdministratorAccess_Full");
         assert_eq!(parse_sso_role(RO_ROLE).unwrap().region, None);

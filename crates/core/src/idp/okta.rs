@@ -35,8 +35,8 @@ use grantwatch_types::{ActionMapping, Actor, Api, Cloud, Event, EventTime, Ident
 use serde_json::Value;
 
 use super::{
-    Document, EventError, ExportError, GLOBAL_REGION, RecordError, bounded_detail, canonical_email, cut,
-    read_document, shape_of, str_at, time_at, url_host,
+    Document, EventError, ExportError, GLOBAL_REGION, RecordError, bounded_detail, canonical_email, cut, read_document,
+    shape_of, str_at, time_at, url_host,
 };
 
 /// The `account` and uid org of events and users when no export names the org.
@@ -150,7 +150,10 @@ pub struct AwsRole {
 
 impl AwsRole {
     fn parse(raw: &str) -> AwsRole {
-        let arn = raw.split(',').map(str::trim).find(|p| p.starts_with("arn:") && p.split(':').nth(5).is_some_and(|r| r.starts_with("role/")));
+        let arn = raw
+            .split(',')
+            .map(str::trim)
+            .find(|p| p.starts_with("arn:") && p.split(':').nth(5).is_some_and(|r| r.starts_with("role/")));
         let account = arn.and_then(|a| a.split(':').nth(4)).filter(|a| !a.is_empty());
         AwsRole { raw: raw.to_string(), role_arn: arn.map(str::to_string), account: account.map(str::to_string) }
     }
@@ -173,11 +176,20 @@ pub enum OktaExport {
     Users(Vec<OktaUser>),
     Groups(Vec<OktaGroup>),
     /// A group's members.
-    GroupMembers { group: OktaGroup, members: Vec<OktaUser> },
+    GroupMembers {
+        group: OktaGroup,
+        members: Vec<OktaUser>,
+    },
     /// Apps, and the assignments the export listed (from `_embedded`, or a wrapper's lists).
-    Apps { apps: Vec<OktaApp>, assignments: Vec<AppAssignment> },
+    Apps {
+        apps: Vec<OktaApp>,
+        assignments: Vec<AppAssignment>,
+    },
     /// A user's factors.
-    Factors { user_id: String, factors: Vec<Factor> },
+    Factors {
+        user_id: String,
+        factors: Vec<Factor>,
+    },
     /// System Log events (read them with [`events_from_export`] or [`normalize_event`]); the count.
     Log(usize),
 }
@@ -360,14 +372,13 @@ fn kind_of(v: &Value) -> Option<Kind> {
         Some(Kind::Event)
     } else if o.contains_key("signOnMode") || (o.contains_key("label") && o.contains_key("name")) {
         Some(Kind::App)
-    } else if o.contains_key("scope") && (str_at(v, &["_links", "app", "href"]).is_some() || o.contains_key("credentials"))
+    } else if o.contains_key("scope")
+        && (str_at(v, &["_links", "app", "href"]).is_some() || o.contains_key("credentials"))
     {
         Some(Kind::AppUser)
     } else if str_at(v, &["profile", "login"]).is_some() {
         Some(Kind::User)
-    } else if str_at(v, &["profile", "name"]).is_some()
-        && (o.contains_key("type") || o.contains_key("objectClass"))
-    {
+    } else if str_at(v, &["profile", "name"]).is_some() && (o.contains_key("type") || o.contains_key("objectClass")) {
         Some(Kind::Group)
     } else {
         None
@@ -740,7 +751,10 @@ pub fn normalize_value(v: &Value, org: Option<&str>) -> Result<Event, EventError
             ("target", field("target")),
             ("displayMessage", field("displayMessage")),
             ("severity", field("severity")),
-            ("geographicalContext", v.get("client").and_then(|c| c.get("geographicalContext")).cloned().unwrap_or(Value::Null)),
+            (
+                "geographicalContext",
+                v.get("client").and_then(|c| c.get("geographicalContext")).cloned().unwrap_or(Value::Null),
+            ),
             ("authenticationContext", field("authenticationContext")),
             ("debugData", debug_data),
         ]),
@@ -753,7 +767,7 @@ pub fn normalize_value(v: &Value, org: Option<&str>) -> Result<Event, EventError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const USERS: &[u8] = include_bytes!("testdata/okta/users.json");
@@ -806,14 +820,19 @@ mod tests {
         // Alice: her own assignment (an ARN pair) and the AWS-Admins group's.
         let a: Vec<&AppAssignment> = d.assignments_of(ALICE).collect();
         assert_eq!(a.len(), 2);
-        assert!(a.iter().all(|x| x.app_label.as_deref() == Some("AWS Production") && x.app_name.as_deref() == Some(AWS_APP_NAME)));
+        assert!(
+            a.iter().all(
+                |x| x.app_label.as_deref() == Some("AWS Production") && x.app_name.as_deref() == Some(AWS_APP_NAME)
+            )
+        );
         let own = a.iter().find(|x| x.assignee == Assignee::User(ALICE.into())).unwrap();
         assert_eq!(own.aws_roles[0].role_arn.as_deref(), Some("arn:aws:iam::111122223333:role/Okta-Admin"));
         assert_eq!(own.aws_roles[0].account.as_deref(), Some("111122223333"));
         let via_group = a.iter().find(|x| matches!(x.assignee, Assignee::Group(_))).unwrap();
         assert_eq!(via_group.aws_roles[0].account.as_deref(), Some("444455556666"));
         // Bob's role is a bare name: no ARN, no account.
-        let bob: Vec<&AppAssignment> = d.assignments_of(BOB).filter(|x| x.assignee == Assignee::User(BOB.into())).collect();
+        let bob: Vec<&AppAssignment> =
+            d.assignments_of(BOB).filter(|x| x.assignee == Assignee::User(BOB.into())).collect();
         assert_eq!(bob[0].aws_roles, [AwsRole { raw: "ReadOnly".into(), role_arn: None, account: None }]);
     }
 
@@ -868,10 +887,7 @@ mod tests {
         assert_eq!(extra["severity"], "WARN");
 
         let ops: Vec<&str> = batch.events.iter().map(|e| e.api.operation.as_str()).collect();
-        assert_eq!(
-            ops[1..4],
-            ["user.account.privilege.grant", "group.user_membership.add", "policy.lifecycle.update"]
-        );
+        assert_eq!(ops[1..4], ["user.account.privilege.grant", "group.user_membership.add", "policy.lifecycle.update"]);
         let grant = batch.events[1].additional.as_ref().unwrap().parse().unwrap();
         assert_eq!(grant["debugData"]["privilegeGranted"], "Super administrator");
 

@@ -108,7 +108,10 @@ pub struct Member {
 pub enum WorkspaceExport {
     Users(Vec<WorkspaceUser>),
     Groups(Vec<WorkspaceGroup>),
-    Members { group: WorkspaceGroup, members: Vec<Member> },
+    Members {
+        group: WorkspaceGroup,
+        members: Vec<Member>,
+    },
     /// Reports activities (read them with [`events_from_export`]); the count.
     Activities(usize),
 }
@@ -175,9 +178,10 @@ fn parse_object(v: &Value) -> Result<(WorkspaceExport, Vec<RecordError>), Export
                     None => {
                         return Err(ExportError::Unrecognized {
                             provider: "Google Workspace",
-                            seen: "a members list without its group: wrap it as {\"group\": {...}, \"members\": [...]} \
+                            seen:
+                                "a members list without its group: wrap it as {\"group\": {...}, \"members\": [...]} \
                                    or add \"groupKey\""
-                                .to_string(),
+                                    .to_string(),
                         });
                     }
                 }
@@ -195,7 +199,9 @@ fn parse_object(v: &Value) -> Result<(WorkspaceExport, Vec<RecordError>), Export
     } else if is_activity(v) {
         WorkspaceExport::Activities(1)
     } else if v.get("primaryEmail").is_some() {
-        WorkspaceExport::Users(vec![user(v).map_err(|seen| ExportError::Unrecognized { provider: "Google Workspace", seen })?])
+        WorkspaceExport::Users(vec![
+            user(v).map_err(|seen| ExportError::Unrecognized { provider: "Google Workspace", seen })?,
+        ])
     } else {
         return Err(unrecognized(v));
     };
@@ -232,7 +238,8 @@ fn user(v: &Value) -> Result<WorkspaceUser, String> {
     }
     let id = str_at(v, &["id"]).ok_or("missing id")?;
     let primary = str_at(v, &["primaryEmail"]).ok_or("missing primaryEmail")?;
-    let primary_email = canonical_email(primary).ok_or_else(|| format!("primaryEmail is not an address: {:?}", cut(primary)))?;
+    let primary_email =
+        canonical_email(primary).ok_or_else(|| format!("primaryEmail is not an address: {:?}", cut(primary)))?;
     let mut other: Vec<String> = Vec::new();
     for e in v.get("emails").and_then(Value::as_array).into_iter().flatten() {
         if let Some(a) = str_at(e, &["address"]).and_then(canonical_email) {
@@ -452,7 +459,8 @@ pub fn normalize_activity_value(v: &Value) -> Result<Vec<Event>, EventError> {
     let time = EventTime::parse_rfc3339(time_s)
         .ok_or_else(|| EventError::BadTime { field: "id.time", value: cut(time_s).to_string() })?;
     let customer = str_at(id, &["customerId"]).unwrap_or(DEFAULT_CUSTOMER);
-    let events = v.get("events").and_then(Value::as_array).filter(|e| !e.is_empty()).ok_or(EventError::Missing("events"))?;
+    let events =
+        v.get("events").and_then(Value::as_array).filter(|e| !e.is_empty()).ok_or(EventError::Missing("events"))?;
     if events.iter().any(|e| str_at(e, &["name"]).is_none()) {
         return Err(EventError::Missing("events[].name"));
     }
@@ -545,7 +553,7 @@ fn redacted_parameters(params: Option<&Vec<Value>>) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const USERS: &[u8] = include_bytes!("testdata/workspace/users.json");
