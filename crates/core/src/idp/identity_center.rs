@@ -337,15 +337,22 @@ impl IdentityCenter {
         self.users.values().filter(move |u| u.user_name.eq_ignore_ascii_case(user_name))
     }
 
-    /// Every (user, role) pair: the roles of `matcher` each user's assignments materialize as.
+    /// Every (user id, role) pair, sorted: the roles of `matcher` each user's assignments
+    /// materialize as. One pass over the assignments (a group's reaches each member).
     pub fn materialize(&self, matcher: &SsoRoleMatcher) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for user_id in self.users.keys() {
-            for a in self.assignments_of_user(user_id) {
-                let Some(name) = a.permission_set_name.as_deref() else { continue };
-                for role in matcher.roles_for(&a.account, name) {
-                    out.push((user_id.clone(), role.clone()));
-                }
+        for a in &self.assignments {
+            let Some(name) = self.permission_set_name(&a.permission_set_arn) else { continue };
+            let roles = matcher.roles_for(&a.account_id, name);
+            if roles.is_empty() {
+                continue;
+            }
+            let users: Vec<&String> = match &a.principal {
+                Principal::User(u) => vec![u],
+                Principal::Group(g) => self.members.get(g).into_iter().flatten().collect(),
+            };
+            for u in users {
+                out.extend(roles.iter().map(|r| (u.clone(), r.clone())));
             }
         }
         out.sort();

@@ -530,7 +530,8 @@ pub struct OktaDirectory {
     /// Group id → member user ids.
     pub members: BTreeMap<String, BTreeSet<String>>,
     pub apps: BTreeMap<String, OktaApp>,
-    pub assignments: Vec<AppAssignment>,
+    /// By (app id, assignee): a later export of the same assignment replaces it.
+    pub assignments: BTreeMap<(String, Assignee), AppAssignment>,
     /// User id → factors, for the users whose factors were exported.
     pub factors: BTreeMap<String, Vec<Factor>>,
 }
@@ -577,8 +578,7 @@ impl OktaDirectory {
                         a.app_label = a.app_label.or_else(|| app.label.clone());
                         a.app_name = a.app_name.or_else(|| app.name.clone());
                     }
-                    self.assignments.retain(|b| !(b.app_id == a.app_id && b.assignee == a.assignee));
-                    self.assignments.push(a);
+                    self.assignments.insert((a.app_id.clone(), a.assignee.clone()), a);
                 }
             }
             OktaExport::Factors { user_id, factors } => {
@@ -626,7 +626,7 @@ impl OktaDirectory {
 
     /// The app assignments reaching a user, directly or through a group.
     pub fn assignments_of<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a AppAssignment> + 'a {
-        self.assignments.iter().filter(move |a| match &a.assignee {
+        self.assignments.values().filter(move |a| match &a.assignee {
             Assignee::User(u) => u == user_id,
             Assignee::Group(g) => self.members.get(g).is_some_and(|m| m.contains(user_id)),
         })
