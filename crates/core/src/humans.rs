@@ -33,8 +33,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use grantwatch_types::{
-    DirectoryAccount, DirectorySource, EventTime, HumanFinding, HumanFlag, HumanIdentity, IdentityFinding, LinkBy, Pci,
-    PciBand, StatusFlag,
+    DirectoryAccount, DirectorySource, HumanFinding, HumanFlag, HumanIdentity, IdentityFinding, LinkBy, Pci, PciBand,
+    StatusFlag,
 };
 use serde::Deserialize;
 
@@ -1116,17 +1116,12 @@ fn source_name(s: DirectorySource) -> &'static str {
     }
 }
 
-/// The latest directory sign-in of a human, if any directory says.
-pub fn last_login(h: &Human) -> Option<EventTime> {
-    h.accounts.iter().filter_map(|a| a.last_login).max()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::idp::identity_center::tests::{ADMIN_FULL_ROLE, ADMIN_ROLE, BOB as IDC_BOB, RO_ROLE};
     use crate::idp::okta::OktaExport;
-    use grantwatch_types::{Cloud, IdentityKind};
+    use grantwatch_types::{Cloud, EventTime, IdentityKind};
 
     const MAPPING: &[u8] = include_bytes!("idp/testdata/humans/mapping.json");
     const OKTA_ALICE: &str = "okta:acme.okta.com/users/00u1alice0000000000a";

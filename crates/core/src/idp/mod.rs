@@ -94,8 +94,9 @@ pub(crate) fn read_document(bytes: &[u8]) -> Result<Document, ExportError> {
             Err(e) => errors.push(RecordError { index, reason: format!("not JSON: {e}") }),
         }
     }
-    // One line that does not parse is a broken document, not JSON Lines of one bad record.
-    if values.is_empty() {
+    // JSON Lines hold objects. Without one, this is a broken document (a truncated pretty-printed
+    // array has lines that parse alone, such as a string), and serde's error says where it broke.
+    if !values.iter().any(|(_, v)| v.is_object()) {
         return Err(ExportError::Json(whole_err.to_string()));
     }
     Ok(Document::Lines(values, errors))
@@ -225,6 +226,27 @@ mod tests {
         }
         assert!(matches!(read_document(b"{\"a\": [1,"), Err(ExportError::Json(m)) if m.contains("EOF")));
         assert_eq!(read_document(b" \n ").unwrap_err(), ExportError::Empty);
+        // Truncated pretty-printed JSON whose lines include a valid scalar is still broken JSON.
+        let truncated = b"[\n  {\n    \"aliases\": [\n      \"a@example.com\"\n";
+        assert!(matches!(read_document(truncated), Err(ExportError::Json(m)) if m.contains("EOF")));
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, every reader answers with data or an error, never a panic.
+        #[test]
+        fn readers_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+                               text in "[\\[\\]{}\":,a-z0-9 \n_.@-]{0,200}") {
+            for input in [bytes.as_slice(), text.as_bytes()] {
+                let _ = okta::parse_export(input);
+                let _ = okta::events_from_export(input, None);
+                let _ = okta::normalize_event(input, Some("x"));
+                let _ = workspace::parse_export(input);
+                let _ = workspace::events_from_export(input);
+                let _ = workspace::normalize_activity(input);
+                let _ = identity_center::parse_export(input);
+                let _ = crate::humans::Mapping::parse(input);
+            }
+        }
     }
 
     #[test]
