@@ -978,7 +978,12 @@ impl<'a> HumanReport<'a> {
         let (ids, linked_by, shared) = match self.linker.link_of_identity(&f.arn, &[]) {
             Link::Human { id, by } => (vec![id], by, false),
             Link::Shared(ids) => (ids, LinkBy::IdentityCenter, true),
-            _ => return,
+            // Linked by the caller with addresses the linker was not given at build: by email.
+            Link::None => match f.human.as_deref().and_then(|h| self.index.get(h)) {
+                Some(&h) => (vec![self.linker.humans[h].id.as_str()], LinkBy::Email, false),
+                None => return,
+            },
+            Link::Unlinked | Link::Ambiguous => return,
         };
         let counts = f.action_counts;
         let granted = counts.map_or(f.granted_actions.len(), |c| c.granted);
@@ -1418,6 +1423,7 @@ mod tests {
             actions_form: Default::default(),
             action_counts: None,
             escalation: None,
+            human: None,
         }
     }
 
@@ -1472,6 +1478,20 @@ mod tests {
             ),
             finding(IAM_CAROL, Cloud::Aws, IdentityKind::User, 7, 0, pci(4.0, 4.0), &[StatusFlag::Inactive], &[]),
             finding("arn:aws:iam::1:role/unrelated", Cloud::Aws, IdentityKind::Role, 3, 3, pci(0.0, 1.0), &[], &[]),
+            // Linked by the caller (addresses the linker was not given): taken as an email link.
+            IdentityFinding {
+                human: Some("dave@example.com".into()),
+                ..finding(
+                    "gcp:projects/p2/user:dmoe@example.net",
+                    Cloud::Gcp,
+                    IdentityKind::User,
+                    2,
+                    1,
+                    pci(0.3, 0.6),
+                    &[],
+                    &[],
+                )
+            },
         ];
         let humans = human_findings(&l, &findings);
         assert_eq!(humans.len(), l.humans().count(), "every human, with or without identities");
@@ -1509,10 +1529,13 @@ mod tests {
         assert!(carol.recommendations[0].starts_with("Every directory account of carol@example.com is disabled"));
 
         // A human without identities: directory data only, PCI 0, no flags from usage.
+        let erin = by("erin@example.com");
+        assert!(erin.identities.is_empty());
+        assert_eq!((erin.pci.score, erin.granted_total), (0, 0));
+        assert!(erin.flags.is_empty());
         let dave = by("dave@example.com");
-        assert!(dave.identities.is_empty());
-        assert_eq!((dave.pci.score, dave.granted_total), (0, 0));
-        assert!(dave.flags.is_empty());
+        assert_eq!(dave.identities[0].linked_by, LinkBy::Email);
+        assert_eq!((dave.granted_total, dave.used_total), (2, 1));
 
         // The report's contract.
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/humans.v1.json");
