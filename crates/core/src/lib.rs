@@ -16,6 +16,8 @@
 //! * [`shape`]: which log a record comes from (CloudTrail, Azure, Entra, GCP, Okta, Workspace).
 //! * [`usage`]: the usage-accounting stage: events in, state writes out (dedup, last-used, per-day).
 //! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
+//! * [`idp`]: Okta, Google Workspace and IAM Identity Center exports and activity logs.
+//! * [`humans`]: one human across clouds: linking identities to people, and their findings.
 
 pub mod access;
 pub mod catalog;
@@ -24,7 +26,9 @@ pub mod condition;
 pub mod escalation;
 pub mod findings;
 pub mod glob;
+pub mod humans;
 pub mod iam;
+pub mod idp;
 pub mod org;
 pub mod pci;
 pub mod policy;

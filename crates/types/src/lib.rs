@@ -6,6 +6,7 @@
 
 mod access;
 mod event;
+mod human;
 mod remediation;
 mod report;
 mod stream;
@@ -13,6 +14,7 @@ mod time_ms;
 
 pub use access::*;
 pub use event::*;
+pub use human::*;
 pub use remediation::*;
 pub use report::*;
 pub use stream::*;
