@@ -820,14 +820,17 @@ impl RecordCx<'_, '_, '_> {
     /// Normalizes one record into `events`, or skips or quarantines it.
     fn record(&self, index: u64, raw: &[u8], events: &mut Vec<Event>) {
         let tally = self.readers.tally;
-        match self.readers.opts.normalizer.normalize(raw) {
-            Ok(ev) => match self.readers.opts.time_bounds.check(ev.time, self.delivery) {
+        let bounds = self.readers.opts.time_bounds;
+        let res =
+            self.readers.opts.normalizer.normalize_each(raw, &mut |ev| match bounds.check(ev.time, self.delivery) {
                 Ok(()) => events.push(ev),
                 Err(e) => {
                     tally.time_refused.fetch_add(1, Ordering::Relaxed);
                     self.quarantine(index, Some(raw), e.to_string());
                 }
-            },
+            });
+        match res {
+            Ok(()) => {}
             Err(NormalizeError::NotApiActivity(_)) => {
                 tally.non_api.fetch_add(1, Ordering::Relaxed);
             }

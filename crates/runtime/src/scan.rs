@@ -122,14 +122,16 @@ where
                             prefiltered.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
-                        match normalizer.normalize(rec.raw) {
-                            Ok(ev) if bounds.check(ev.time, delivery).is_err() => {
+                        let res = normalizer.normalize_each(rec.raw, &mut |ev| {
+                            if bounds.check(ev.time, delivery).is_err() {
                                 time_refused.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(ev) => {
+                            } else {
                                 events.fetch_add(1, Ordering::Relaxed);
                                 visit(&mut acc, &ev);
                             }
+                        });
+                        match res {
+                            Ok(()) => {}
                             Err(NormalizeError::NotApiActivity(_)) => {
                                 non_api.fetch_add(1, Ordering::Relaxed);
                             }

@@ -22,12 +22,15 @@ pub const UNKNOWN: &str = "unknown";
 /// Why a record could not be normalized. The caller adds the file name and record index.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
-    #[error("not a CloudTrail record object: {0}")]
+    #[error("not a record of a known log: {0}")]
     Json(String),
     #[error("missing field {0}")]
     Missing(&'static str),
     #[error("eventTime not RFC 3339: {0:?}")]
     BadTime(String),
+    /// A field of another log that is malformed (its message names the field).
+    #[error("{0}")]
+    Invalid(String),
     /// A well-formed record that is not an API call (a CloudTrail Insights event): skipped and counted,
     /// not quarantined.
     #[error("not an API call (eventType {0})")]
@@ -374,29 +377,78 @@ fn resolve_actor(id: &RawIdentity<'_>) -> Actor {
     actor
 }
 
-/// Owns an [`ActionMap`] and normalizes records with it.
+/// Normalizes activity records of every log grantwatch reads: CloudTrail with its [`ActionMap`], and
+/// the other clouds' and identity providers' logs, each record routed by its shape
+/// ([`crate::shape::RecordShape`]).
 #[derive(Debug)]
 pub struct Normalizer {
     map: ActionMap,
+    /// The Okta org of the directory export, which the System Log does not name (`okta` without it).
+    okta_org: Option<String>,
 }
 
 impl Normalizer {
     pub fn new(map: ActionMap) -> Normalizer {
-        Normalizer { map }
+        Normalizer { map, okta_org: None }
     }
 
     /// A normalizer over the AWS catalog compiled into this binary.
     pub fn aws() -> Result<Normalizer, super::ActionMapError> {
-        Ok(Normalizer { map: ActionMap::aws()? })
+        Ok(Normalizer::new(ActionMap::aws()?))
+    }
+
+    /// Names the Okta org the System Log's identities belong to.
+    pub fn with_okta_org(mut self, org: Option<String>) -> Normalizer {
+        self.okta_org = org;
+        self
     }
 
     pub fn action_map(&self) -> &ActionMap {
         &self.map
     }
 
-    /// See [`normalize_record`].
+    /// One record that makes one event (see [`Normalizer::normalize_each`]); a Workspace activity of
+    /// several events gives its first.
     pub fn normalize(&self, raw: &[u8]) -> Result<Event, NormalizeError> {
-        normalize_record(raw, &self.map)
+        let mut first = None;
+        self.normalize_each(raw, &mut |ev| {
+            if first.is_none() {
+                first = Some(ev);
+            }
+        })?;
+        first.ok_or_else(|| NormalizeError::NotApiActivity("no events".to_string()))
+    }
+
+    /// Normalizes one record of any log into its events, handed to `each` in record order: one
+    /// event, except a Google Workspace activity, which makes one per event it lists.
+    pub fn normalize_each(&self, raw: &[u8], each: &mut dyn FnMut(Event)) -> Result<(), NormalizeError> {
+        use crate::shape::RecordShape;
+        match RecordShape::of(raw) {
+            RecordShape::CloudTrail => each(normalize_record(raw, &self.map)?),
+            RecordShape::OktaSystemLog => {
+                each(crate::idp::okta::normalize_event(raw, self.okta_org.as_deref()).map_err(from_idp)?)
+            }
+            RecordShape::WorkspaceActivity => {
+                let events = crate::idp::workspace::normalize_activity(raw).map_err(from_idp)?;
+                if events.is_empty() {
+                    return Err(NormalizeError::NotApiActivity("a Workspace activity without events".to_string()));
+                }
+                events.into_iter().for_each(each);
+            }
+            RecordShape::AzureActivity | RecordShape::EntraSignIn | RecordShape::GcpAudit => {
+                return Err(NormalizeError::Json("this log's normalizer is not built in".to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn from_idp(e: crate::idp::EventError) -> NormalizeError {
+    use crate::idp::EventError;
+    match e {
+        EventError::Json(why) => NormalizeError::Json(why),
+        EventError::Missing(field) => NormalizeError::Missing(field),
+        e @ EventError::BadTime { .. } => NormalizeError::Invalid(e.to_string()),
     }
 }
 

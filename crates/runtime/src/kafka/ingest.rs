@@ -120,24 +120,37 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// What one raw CloudTrail record becomes: its event, or why it is a dead letter (naming `origin`),
-/// or nothing (a well-formed record that is not an API call). An event larger than `max_bytes` is a
-/// dead letter: its transaction would fail, and with it every retry after a restart.
+/// What one raw activity record becomes: its events (one, or several for a Google Workspace
+/// activity), or why it is a dead letter (naming `origin`), or nothing (a well-formed record that is
+/// not an API call). An event larger than `max_bytes` makes the record a dead letter: its
+/// transaction would fail, and with it every retry after a restart.
 fn convert_record(
     normalizer: &Normalizer,
     topic: &str,
     max_bytes: usize,
     raw: &[u8],
     origin: &Origin,
-) -> Option<Result<Emit, String>> {
-    let ev = match normalizer.normalize(raw) {
-        Ok(ev) => ev,
+) -> Option<Result<Vec<Emit>, String>> {
+    let mut events = Vec::new();
+    match normalizer.normalize_each(raw, &mut |ev| events.push(ev)) {
+        Ok(()) => {}
         Err(NormalizeError::NotApiActivity(_)) => return None,
         Err(e) => return Some(Err(format!("{e} ({origin})"))),
-    };
+    }
+    let mut emits = Vec::with_capacity(events.len());
+    for ev in events {
+        match convert_event(ev, topic, max_bytes, origin) {
+            Ok(emit) => emits.push(emit),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(emits))
+}
+
+fn convert_event(ev: grantwatch_types::Event, topic: &str, max_bytes: usize, origin: &Origin) -> Result<Emit, String> {
     let payload = match serde_json::to_vec(&ev) {
         Ok(p) => p,
-        Err(e) => return Some(Err(format!("cannot serialize: {e} ({origin})"))),
+        Err(e) => return Err(format!("cannot serialize: {e} ({origin})")),
     };
     let emit = Emit {
         partition: None,
@@ -148,11 +161,11 @@ fn convert_record(
     };
     let bytes = record_bytes(&emit);
     if bytes > max_bytes {
-        return Some(Err(format!(
+        return Err(format!(
             "event of {bytes} bytes after normalization, over ingest.max_event_bytes ({max_bytes}) ({origin})"
-        )));
+        ));
     }
-    Some(Ok(emit))
+    Ok(emit)
 }
 
 /// The dead-letter record of `raw`: redacted and cut to a bounded size (see `runner::dead_letter`).
@@ -185,7 +198,8 @@ struct Converter {
 
 /// One record as a reader thread converted it.
 enum Converted {
-    Event(Emit),
+    /// Its events (one, or several for a Workspace activity), committed together.
+    Events(Vec<Emit>),
     /// Why it is a dead letter (naming its origin), and the record cut to a dead letter's size.
     Unusable(String, Vec<u8>),
     /// Well-formed, not an API call.
@@ -272,7 +286,7 @@ fn read_files(
                 Item::Record(rec) => {
                     let origin = Origin::File(f.path.clone(), index);
                     match convert_record(&convert.normalizer, &convert.topic, convert.max_bytes, rec.raw, &origin) {
-                        Some(Ok(emit)) => Converted::Event(emit),
+                        Some(Ok(emits)) => Converted::Events(emits),
                         Some(Err(error)) => {
                             let cut = &rec.raw[..rec.raw.len().min(grantwatch_types::DeadLetter::MAX_PAYLOAD)];
                             Converted::Unusable(error, cut.to_vec())
@@ -344,7 +358,11 @@ impl Ingest {
         self.pending.records += 1;
         let events = &self.cfg.topics.events.name;
         match convert_record(&self.normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
-            Some(Ok(emit)) => self.pending.push(emit, origin),
+            Some(Ok(emits)) => {
+                for emit in emits {
+                    self.pending.push(emit, origin.clone());
+                }
+            }
             Some(Err(error)) => self.dead_letter(origin, error, raw),
             None => {}
         }
@@ -600,7 +618,11 @@ impl Ingest {
                     self.pending.records += 1;
                     let origin = Origin::File(f.path.clone(), index);
                     match converted {
-                        Converted::Event(emit) => self.pending.push(emit, origin),
+                        Converted::Events(emits) => {
+                            for emit in emits {
+                                self.pending.push(emit, origin.clone());
+                            }
+                        }
                         Converted::Unusable(error, raw) => self.dead_letter(origin, error, &raw),
                         Converted::NotApi => {}
                         // Over the reader's record cap: never buffered, so there is no payload to keep.
@@ -802,7 +824,8 @@ mod tests {
         let normalizer = Normalizer::aws().unwrap();
         let origin = Origin::File(Arc::from("trail/x.json.gz"), 7);
         let small = record(10);
-        let event = convert_record(&normalizer, "events", 100_000, small.as_bytes(), &origin).unwrap().unwrap();
+        let event =
+            convert_record(&normalizer, "events", 100_000, small.as_bytes(), &origin).unwrap().unwrap().remove(0);
         assert_eq!(event.kind, "event");
         let shown = String::from_utf8_lossy(&event.payload);
         assert!(!shown.contains("Hunter2-secret") && !shown.contains("FwoGZX-session"), "{shown}");
@@ -853,8 +876,8 @@ mod tests {
                     match feeds[i % threads].next().unwrap() {
                         FileChunk::Records(records) => seen.extend(records.into_iter().map(|(index, c)| {
                             let kind = match c {
-                                Converted::Event(e) => {
-                                    format!("event {}", String::from_utf8_lossy(e.key.as_deref().unwrap()))
+                                Converted::Events(e) => {
+                                    format!("event {}", String::from_utf8_lossy(e[0].key.as_deref().unwrap()))
                                 }
                                 Converted::Unusable(error, _) => format!("unusable: {error}"),
                                 Converted::NotApi => "not an API call".into(),
