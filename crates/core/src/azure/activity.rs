@@ -892,6 +892,24 @@ mod tests {
     }
 
     #[test]
+    fn cut_or_corrupted_records_never_panic() {
+        let mut records = list(include_str!("testdata/activity_list.json"));
+        records.extend(lines(include_str!("testdata/activity_export.jsonl")).into_iter().map(str::to_string));
+        records.extend(lines(include_str!("testdata/signins_export.jsonl")).into_iter().map(str::to_string));
+        for rec in &records {
+            let bytes = rec.as_bytes();
+            for cut in (0..bytes.len()).step_by(11) {
+                let _ = normalize_activity(&bytes[..cut], catalog());
+                let _ = normalize_signin(&bytes[..cut]);
+                let mut flipped = bytes.to_vec();
+                flipped[cut] = b"{}[],:\"0"[cut % 8];
+                let _ = normalize_activity(&flipped, catalog());
+                let _ = normalize_signin(&flipped);
+            }
+        }
+    }
+
+    #[test]
     fn malformed_sign_ins_name_the_problem() {
         assert!(matches!(normalize_signin(b"[]"), Err(NormalizeError::Json(_))));
         assert_eq!(normalize_signin(b"{}").unwrap_err(), NormalizeError::Missing("id"));

@@ -31,7 +31,8 @@
 //!   group). At or above the subscription they remove their actions; at a resource group or resource
 //!   they remove them from assignments at or below that scope, and an assignment above keeps them as
 //!   granted but not unscoped, with `!{deny scope}` among the patterns. A deny with
-//!   `doNotApplyToChildScopes` removes nothing (it protects its scope only) and is a warning.
+//!   `doNotApplyToChildScopes` (it protects its scope only) or with a condition removes nothing and is a
+//!   warning: when unsure, a permission is reported, never hidden.
 //! * **Warnings** (unknown role, principal missing from the directory, a management group missing from
 //!   the hierarchy, an unreadable scope) go into the affected identities' `warnings`; those that concern
 //!   no identity into [`AzureEntitlements::warnings`]. Never silently dropped; bounded per identity.
@@ -317,11 +318,11 @@ impl Hierarchy {
     }
 }
 
-/// A role's actions, computed once.
+/// A role's actions, computed once and shared by its assignments.
 struct RoleSets {
-    all: ActionSet,
+    all: Arc<ActionSet>,
     /// Restricted by a condition of one of the role's own blocks.
-    conditional: ActionSet,
+    conditional: Arc<ActionSet>,
 }
 
 struct Roles<'a> {
@@ -363,7 +364,7 @@ impl<'a> Roles<'a> {
             }
             all.union_with(&set);
         }
-        let s = Arc::new(RoleSets { all, conditional });
+        let s = Arc::new(RoleSets { all: Arc::new(all), conditional: Arc::new(conditional) });
         self.sets.insert(role.guid.clone(), s.clone());
         s
     }
@@ -431,7 +432,8 @@ struct Contribution {
 struct Deny<'a> {
     d: &'a DenyAssignment,
     set: ActionSet,
-    scope: Scope,
+    /// The subscriptions its scope reaches, and how.
+    reach: Vec<(String, Reach)>,
     principals: FxHashSet<&'a str>,
     excluded: FxHashSet<&'a str>,
 }
@@ -641,6 +643,7 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
     }
     let mut prepared = Vec::with_capacity(inv.role_assignments.len());
     let mut mg_assignments = false;
+    let nothing = Arc::new(catalog.empty_set());
     for (i, a) in inv.role_assignments.iter().enumerate() {
         by_principal.entry(a.principal_id.as_str()).or_default().push(i);
         let scope = classify_scope(&a.scope);
@@ -662,11 +665,15 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
         let (set, conditional) = match roles.resolve(a) {
             Some(role) => {
                 let rs = roles.sets(role, catalog);
-                let mut cond = rs.conditional.clone();
-                if let Some(c) = &a.condition {
-                    cond.union_with(&condition_actions(c, &rs.all, catalog));
-                }
-                (Arc::new(rs.all.clone()), Arc::new(cond))
+                let conditional = match &a.condition {
+                    Some(c) => {
+                        let mut cond = (*rs.conditional).clone();
+                        cond.union_with(&condition_actions(c, &rs.all, catalog));
+                        Arc::new(cond)
+                    }
+                    None => rs.conditional.clone(),
+                };
+                (rs.all.clone(), conditional)
             }
             None => {
                 warnings.push(format!(
@@ -674,7 +681,7 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
                     describe_assignment(a),
                     a.role_definition_id.as_deref().or(a.role_definition_name.as_deref()).unwrap_or("?")
                 ));
-                (Arc::new(catalog.empty_set()), Arc::new(catalog.empty_set()))
+                (nothing.clone(), nothing.clone())
             }
         };
         prepared.push(Prepared { reach, set, conditional, warnings });
@@ -706,7 +713,7 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
             Deny {
                 d,
                 set,
-                scope: classify_scope(&d.scope),
+                reach: hierarchy.reach(&classify_scope(&d.scope)),
                 principals: d.principals.iter().map(|p| p.id.as_str()).collect(),
                 excluded: d.exclude_principals.iter().map(|p| p.id.as_str()).collect(),
             }
@@ -715,9 +722,9 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
 
     // Principals: every assignee and every member (transitively) of an assignee group.
     let mut principals: BTreeMap<&str, Option<MemberKind>> = BTreeMap::new();
-    for a in &inv.role_assignments {
-        principals.entry(a.principal_id.as_str()).or_insert(None);
-        for (m, kind) in dir.members(&a.principal_id) {
+    for &assignee in by_principal.keys() {
+        principals.entry(assignee).or_insert(None);
+        for (m, kind) in dir.members(assignee) {
             // Devices and contacts cannot sign in to Azure Resource Manager.
             if kind == MemberKind::Other && !inv.users.contains_key(m) && !inv.service_principals.contains_key(m) {
                 continue;
@@ -781,7 +788,7 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
         }
         p_warnings.extend(&a_warnings);
         for (sub, (mut contributions, mut warnings)) in per_sub {
-            apply_denies(&denies, p, &ancestors, sub, &hierarchy, &mut contributions, &mut warnings);
+            apply_denies(&denies, p, &ancestors, sub, &mut contributions, &mut warnings);
             warnings.extend(&p_warnings);
             let mut g = IdentityGrants::unknown(catalog, &identity_uid(sub, p), sub, info.kind, &info.name);
             g.cloud = Cloud::Azure;
@@ -823,7 +830,6 @@ fn apply_denies(
     p: &str,
     ancestors: &[&str],
     sub: &str,
-    hierarchy: &Hierarchy,
     contributions: &mut [Contribution],
     warnings: &mut Warnings,
 ) {
@@ -832,7 +838,7 @@ fn apply_denies(
         if !(deny.principals.contains(EVERYONE) || names(&deny.principals)) || names(&deny.excluded) {
             continue;
         }
-        let Some((_, reach)) = hierarchy.reach(&deny.scope).into_iter().find(|(s, _)| s == sub) else { continue };
+        let Some((_, reach)) = deny.reach.iter().find(|(s, _)| s == sub) else { continue };
         if deny.d.do_not_apply_to_child_scopes {
             warnings.push(format!(
                 "deny assignment {} applies to its scope {} only (doNotApplyToChildScopes): not removed from the grants",
@@ -840,8 +846,17 @@ fn apply_denies(
             ));
             continue;
         }
+        if deny.d.condition.is_some() {
+            // Whether it denies depends on the request: reporting the actions as granted is the side that
+            // never hides a permission.
+            warnings.push(format!(
+                "deny assignment {} has a condition: not removed from the grants",
+                deny.d.id
+            ));
+            continue;
+        }
         for c in contributions.iter_mut() {
-            match (&reach, &c.scope) {
+            match (reach, &c.scope) {
                 (Reach::Whole, _) => Arc::make_mut(&mut c.set).difference_with(&deny.set),
                 (Reach::Inside(d), Some(s)) if at_or_below(s, d) => {
                     Arc::make_mut(&mut c.set).difference_with(&deny.set)
@@ -1186,6 +1201,24 @@ mod tests {
         let inside = get(&e, S1, "9a9a9a9a-0000-4000-8000-000000000002");
         assert!(!inside.granted.contains(write), "the deny covers the whole VM scope");
         assert!(inside.granted.contains(id("Microsoft.Compute/virtualMachines/delete")));
+    }
+
+    #[test]
+    fn conditioned_and_scope_only_denies_remove_nothing_but_say_so() {
+        let extra = r#"{"denyAssignments":[
+            {"id":"/subscriptions/11111111-1111-4111-8111-111111111111/providers/Microsoft.Authorization/denyAssignments/d3",
+             "properties":{"permissions":[{"actions":["Microsoft.Compute/*"]}],"principals":[{"id":"1a1a1a1a-0000-4000-8000-000000000002","type":"User"}],
+             "scope":"/subscriptions/11111111-1111-4111-8111-111111111111","doNotApplyToChildScopes":true}},
+            {"id":"/subscriptions/11111111-1111-4111-8111-111111111111/providers/Microsoft.Authorization/denyAssignments/d4",
+             "properties":{"permissions":[{"actions":["Microsoft.Network/*"]}],"principals":[{"id":"6b6b6b6b-0000-4000-8000-00000000b001","type":"Group"}],
+             "scope":"/","condition":"@Resource[Microsoft.Network/virtualNetworks:name] StringEquals 'hub'","conditionVersion":"2.0"}}]}"#;
+        let e = evaluate_with_roles(&inventory(&[extra]), catalog(), builtin());
+        let bob = get(&e, S1, BOB);
+        assert!(bob.unscoped.contains(id("Microsoft.Compute/virtualMachines/write")));
+        assert!(bob.unscoped.contains(id("Microsoft.Network/virtualNetworks/write")), "bob is in the group the deny names");
+        assert!(bob.warnings.iter().any(|w| w.contains("d3") && w.contains("doNotApplyToChildScopes")), "{:?}", bob.warnings);
+        assert!(bob.warnings.iter().any(|w| w.contains("d4") && w.contains("condition")), "{:?}", bob.warnings);
+        assert!(get(&e, S1, ALICE).warnings.is_empty(), "a deny that names someone else is no concern of alice's");
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct DenyAssignment {
     pub exclude_principals: Vec<PrincipalRef>,
     pub scope: String,
     pub do_not_apply_to_child_scopes: bool,
+    /// A condition on the deny assignment, when set.
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -844,6 +846,8 @@ struct RawDeny<'a> {
     #[serde(rename = "doNotApplyToChildScopes", default)]
     do_not_apply_to_child_scopes: Flag,
     #[serde(borrow, default)]
+    condition: Str<'a>,
+    #[serde(borrow, default)]
     properties: Option<&'a RawValue>,
 }
 
@@ -877,6 +881,7 @@ fn read_deny_assignment(raw: &RawValue) -> Result<DenyAssignment, String> {
             .0
             .or(p.do_not_apply_to_child_scopes.0)
             .unwrap_or(false),
+        condition: r.condition.owned().or(p.condition.owned()),
     })
 }
 
@@ -1213,6 +1218,24 @@ mod tests {
         assert!(matches!(parse_export(b"{\"value\": [").unwrap_err(), ExportError::Json(_)));
         assert!(matches!(parse_export(b"42").unwrap_err(), ExportError::Unrecognized { .. }));
         assert_eq!(parse("[]"), AzureExport::default());
+    }
+
+    #[test]
+    fn cut_or_corrupted_files_never_panic() {
+        for text in [
+            include_str!("testdata/role_assignments.json"),
+            include_str!("testdata/deny_assignments.json"),
+            include_str!("testdata/groups.json"),
+            include_str!("testdata/management_groups.json"),
+        ] {
+            let bytes = text.as_bytes();
+            for cut in (0..bytes.len()).step_by(13) {
+                let _ = parse_export(&bytes[..cut]);
+                let mut flipped = bytes.to_vec();
+                flipped[cut] = b"{}[],:\"0"[cut % 8];
+                let _ = parse_export(&flipped);
+            }
+        }
     }
 
     #[test]
