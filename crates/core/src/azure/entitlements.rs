@@ -849,10 +849,7 @@ fn apply_denies(
         if deny.d.condition.is_some() {
             // Whether it denies depends on the request: reporting the actions as granted is the side that
             // never hides a permission.
-            warnings.push(format!(
-                "deny assignment {} has a condition: not removed from the grants",
-                deny.d.id
-            ));
+            warnings.push(format!("deny assignment {} has a condition: not removed from the grants", deny.d.id));
             continue;
         }
         for c in contributions.iter_mut() {
@@ -1215,8 +1212,15 @@ mod tests {
         let e = evaluate_with_roles(&inventory(&[extra]), catalog(), builtin());
         let bob = get(&e, S1, BOB);
         assert!(bob.unscoped.contains(id("Microsoft.Compute/virtualMachines/write")));
-        assert!(bob.unscoped.contains(id("Microsoft.Network/virtualNetworks/write")), "bob is in the group the deny names");
-        assert!(bob.warnings.iter().any(|w| w.contains("d3") && w.contains("doNotApplyToChildScopes")), "{:?}", bob.warnings);
+        assert!(
+            bob.unscoped.contains(id("Microsoft.Network/virtualNetworks/write")),
+            "bob is in the group the deny names"
+        );
+        assert!(
+            bob.warnings.iter().any(|w| w.contains("d3") && w.contains("doNotApplyToChildScopes")),
+            "{:?}",
+            bob.warnings
+        );
         assert!(bob.warnings.iter().any(|w| w.contains("d4") && w.contains("condition")), "{:?}", bob.warnings);
         assert!(get(&e, S1, ALICE).warnings.is_empty(), "a deny that names someone else is no concern of alice's");
     }

@@ -290,10 +290,24 @@ pub fn parse_export(bytes: &[u8]) -> Result<AzureExport, ExportError> {
             // Several values: JSON Lines (or concatenated documents). A stream reads them all when every
             // one is well-formed; otherwise line by line, so one bad line costs one line.
             let stream: Result<Vec<&RawValue>, _> = serde_json::Deserializer::from_slice(bytes).into_iter().collect();
+            // One value that is not an export costs that value; a file none of whose values is one is
+            // an error (the first value's).
+            let mut first_error = None;
+            let mut each = |out: &mut AzureExport, v: &RawValue, at: &str| {
+                if let Err(e) = add_top(out, v, at) {
+                    match &e {
+                        ExportError::Unrecognized { keys, .. } => {
+                            out.skip(at, format_args!("not a recognized Azure export (keys: {keys})"))
+                        }
+                        other => out.skip(at, other),
+                    }
+                    first_error.get_or_insert(e);
+                }
+            };
             match stream {
                 Ok(values) => {
                     for (i, v) in values.into_iter().enumerate() {
-                        add_top(&mut out, v, &format!("value {i}"))?;
+                        each(&mut out, v, &format!("value {i}"));
                     }
                 }
                 Err(_) => {
@@ -306,7 +320,7 @@ pub fn parse_export(bytes: &[u8]) -> Result<AzureExport, ExportError> {
                         match serde_json::from_slice::<&RawValue>(line) {
                             Ok(v) => {
                                 any_json = true;
-                                add_top(&mut out, v, &at)?;
+                                each(&mut out, v, &at);
                             }
                             Err(e) => out.skip(&at, format_args!("not JSON: {e}")),
                         }
@@ -315,6 +329,11 @@ pub fn parse_export(bytes: &[u8]) -> Result<AzureExport, ExportError> {
                         return Err(ExportError::Json(whole.to_string()));
                     }
                 }
+            }
+            if let Some(e) = first_error
+                && out.kinds().is_empty()
+            {
+                return Err(e);
             }
         }
     }
@@ -1196,6 +1215,13 @@ mod tests {
         assert_eq!(l.users.len(), 1);
         assert_eq!(l.skipped, 1);
         assert!(l.problems[0].starts_with("line 2: skipped: not JSON"), "{:?}", l.problems);
+        // A line of something else costs that line; a file of nothing else is an error.
+        let other = "{\"id\":\"u1\",\"userPrincipalName\":\"u@x.com\"}\n{\"eventName\":\"x\"}\n";
+        let o = parse(other);
+        assert_eq!((o.users.len(), o.skipped), (1, 1));
+        assert_eq!(o.problems, ["value 1: skipped: not a recognized Azure export (keys: eventName)"]);
+        let err = parse_export(b"{\"eventName\":\"x\"}\n{\"eventName\":\"y\"}\n").unwrap_err();
+        assert!(err.to_string().starts_with("value 0: not a recognized Azure export (keys: eventName)"), "{err}");
     }
 
     #[test]
