@@ -16,7 +16,9 @@
 //!   roles, and built-ins when the export has them: newer than the embedded copy), then the embedded
 //!   built-in roles; else by `roleDefinitionName`. A role's set is the union over its `permissions` blocks
 //!   of `(actions − notActions) ∪ (dataActions − notDataActions)`, with Azure wildcards
-//!   ([`Catalog::expand_azure`]). An unknown role grants nothing and is a warning.
+//!   ([`Catalog::expand_azure`]). An unknown role grants nothing and is a warning. The catalog holds the
+//!   operations built-in roles name: what a custom role names beyond it (and self-escalation operations
+//!   it lacks, such as `roleDefinitions/write`, that a custom role's wildcard covers) is a warning too.
 //! * **Groups.** A principal holds the assignments of every group it is a member of, transitively
 //!   (nested groups, cycle-safe); a group identity holds its own and its parent groups' (what membership
 //!   in it grants). `groups` lists the uids of the member's groups that are identities in the same
@@ -323,7 +325,14 @@ struct RoleSets {
     all: Arc<ActionSet>,
     /// Restricted by a condition of one of the role's own blocks.
     conditional: Arc<ActionSet>,
+    /// Operations a custom role names that the catalog does not know (it holds those that built-in roles
+    /// name), and self-escalation operations missing from the catalog that its wildcards cover: granted,
+    /// but not in the sets. At most [`MAX_UNCOUNTED`].
+    uncounted: Vec<String>,
 }
+
+/// At most this many uncounted operations are named per role.
+const MAX_UNCOUNTED: usize = 10;
 
 struct Roles<'a> {
     by_guid: FxHashMap<String, &'a RoleDefinition>,
@@ -357,16 +366,51 @@ impl<'a> Roles<'a> {
         }
         let mut all = catalog.empty_set();
         let mut conditional = catalog.empty_set();
+        let mut uncounted = Vec::new();
         for block in &role.permissions {
             let set = permission_set(block, catalog);
             if let Some(cond) = &block.condition {
                 conditional.union_with(&condition_actions(cond, &set, catalog));
             }
             all.union_with(&set);
+            // Built-in roles make the catalog: only custom roles can name what it lacks.
+            if role.custom {
+                uncounted_operations(block, catalog, &mut uncounted);
+            }
         }
-        let s = Arc::new(RoleSets { all: Arc::new(all), conditional: Arc::new(conditional) });
+        let s = Arc::new(RoleSets { all: Arc::new(all), conditional: Arc::new(conditional), uncounted });
         self.sets.insert(role.guid.clone(), s.clone());
         s
+    }
+}
+
+/// The operations of a block that grant something the catalog cannot hold: literal names it does not
+/// know, and the self-escalation operations it lacks that a wildcard covers (unless a `notActions`
+/// pattern removes them).
+fn uncounted_operations(block: &RolePermission, catalog: &Catalog, out: &mut Vec<String>) {
+    let glob = crate::glob::Glob::CLOUD_ACTION;
+    let lists = [(&block.actions, &block.not_actions, false), (&block.data_actions, &block.not_data_actions, true)];
+    for (patterns, not, data) in lists {
+        let removed = |name: &str| not.iter().any(|n| glob.matches(n, name));
+        for p in patterns {
+            let p = p.trim();
+            let found: Vec<&str> = if p.contains('*') {
+                SELF_ESCALATION
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .filter(|a| !data && catalog.lookup(a).is_none() && glob.matches(p, a))
+                    .collect()
+            } else if !p.is_empty() && catalog.expand_azure(p, data).is_empty() {
+                vec![p]
+            } else {
+                Vec::new()
+            };
+            for name in found {
+                if !removed(name) && out.len() < MAX_UNCOUNTED && !out.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+                    out.push(name.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -665,6 +709,14 @@ pub fn evaluate_with_roles(inv: &AzureInventory, catalog: &Catalog, builtin: &[R
         let (set, conditional) = match roles.resolve(a) {
             Some(role) => {
                 let rs = roles.sets(role, catalog);
+                if !rs.uncounted.is_empty() {
+                    warnings.push(format!(
+                        "{}: role {} grants operations the catalog does not list, not counted: {}",
+                        describe_assignment(a),
+                        role.role_name,
+                        rs.uncounted.join(", ")
+                    ));
+                }
                 let conditional = match &a.condition {
                     Some(c) => {
                         let mut cond = (*rs.conditional).clone();
@@ -921,8 +973,9 @@ fn fill_sets(
 /// Why an Azure identity is an administrator of its subscription, if it is: it holds every Azure
 /// control-plane operation at the subscription or above (Owner's `*`; an ABAC condition restricting only
 /// `Microsoft.Authorization` operations — Owner with constrained delegation — still leaves it in control of
-/// every resource), or it holds `Microsoft.Authorization/roleAssignments/write` there without condition
-/// (it can assign itself any role, Owner included).
+/// every resource), or it holds there without condition `Microsoft.Authorization/roleAssignments/write`
+/// (it can assign itself any role, Owner included), `roleDefinitions/write` (it can rewrite a custom role
+/// it holds) or `elevateAccess/Action`.
 pub fn is_admin(g: &IdentityGrants, catalog: &Catalog) -> Option<String> {
     let control = catalog.expand_azure("*", false);
     if !control.is_empty() && control.is_subset(&g.unscoped) {
@@ -937,15 +990,20 @@ pub fn is_admin(g: &IdentityGrants, catalog: &Catalog) -> Option<String> {
             ));
         }
     }
-    let write = catalog.lookup("Microsoft.Authorization/roleAssignments/write")?;
-    if g.unscoped.contains(write) && !g.conditional.contains(write) {
-        return Some(format!(
-            "holds Microsoft.Authorization/roleAssignments/write at subscription {} or above without condition: can assign itself any role",
-            g.account
-        ));
-    }
-    None
+    SELF_ESCALATION.iter().find_map(|(action, what)| {
+        let id = catalog.lookup(action)?;
+        (g.unscoped.contains(id) && !g.conditional.contains(id))
+            .then(|| format!("holds {action} at subscription {} or above without condition: {what}", g.account))
+    })
 }
+
+/// Azure operations that let their holder grant itself anything (the Azure part of
+/// `findings::SELF_ESCALATION_ACTIONS`), with what they allow.
+const SELF_ESCALATION: [(&str, &str); 3] = [
+    ("Microsoft.Authorization/roleAssignments/write", "can assign itself any role"),
+    ("Microsoft.Authorization/roleDefinitions/write", "can add any operation to a custom role it holds"),
+    ("Microsoft.Authorization/elevateAccess/Action", "can make itself User Access Administrator at the root scope"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -1092,6 +1150,12 @@ mod tests {
         assert!(
             names.iter().all(|n| n.starts_with("Microsoft.Storage/") || n.starts_with("Microsoft.Resources/")),
             "{names:?}"
+        );
+        // An operation no built-in role names is not in the catalog: granted, said, not counted.
+        assert!(
+            dave.warnings.iter().any(|w| w.contains("not counted: Microsoft.Storage/storageAccounts/failover/action")),
+            "{:?}",
+            dave.warnings
         );
         // His other assignment is at a management group the hierarchy does not know.
         assert!(
@@ -1249,7 +1313,11 @@ mod tests {
             {"principalId":"9c9c9c9c-0000-4000-8000-000000000002","roleDefinitionName":"Key Vault Data Access Administrator",
                 "scope":"/subscriptions/11111111-1111-4111-8111-111111111111"},
             {"principalId":"9c9c9c9c-0000-4000-8000-000000000003","roleDefinitionName":"User Access Administrator",
-                "scope":"/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/rg-app"}]"#;
+                "scope":"/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/rg-app"},
+            {"principalId":"9c9c9c9c-0000-4000-8000-000000000004","roleDefinitionName":"Role Author",
+                "scope":"/subscriptions/11111111-1111-4111-8111-111111111111"},
+            {"name":"c0ffee00-0000-4000-8000-00000000c002","roleName":"Role Author","roleType":"CustomRole",
+                "permissions":[{"actions":["Microsoft.Authorization/roleDefinitions/*","*/read"]}]}]"#;
         let e = evaluate_with_roles(&inventory(&[extra]), catalog(), builtin());
         let uaa = get(&e, S1, "9c9c9c9c-0000-4000-8000-000000000001");
         assert!(is_admin(uaa, catalog()).unwrap().contains("roleAssignments/write"));
@@ -1265,6 +1333,20 @@ mod tests {
             is_admin(get(&e, S1, "9c9c9c9c-0000-4000-8000-000000000003"), catalog()).is_none(),
             "scoped below the subscription"
         );
+        // The catalog holds the operations built-in roles name; roleDefinitions/write is not one of them:
+        // what a custom role grants beyond the catalog is said, not lost.
+        let author = get(&e, S1, "9c9c9c9c-0000-4000-8000-000000000004");
+        match catalog().lookup("Microsoft.Authorization/roleDefinitions/write") {
+            Some(_) => assert!(is_admin(author, catalog()).unwrap().contains("custom role")),
+            None => assert!(
+                author
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("not counted: Microsoft.Authorization/roleDefinitions/write")),
+                "{:?}",
+                author.warnings
+            ),
+        }
     }
 
     #[test]
