@@ -10,6 +10,7 @@
 //! * [`iam`]: parsing `aws iam get-account-authorization-details` (and `list-access-keys`) output.
 //! * [`policy`]: effective permissions per identity (Allow/Deny, NotAction, boundaries, groups, resources).
 //! * [`escalation`]: the privilege-escalation graph, shortest paths to an administrator, reachable actions.
+//! * [`azure`]: Azure RBAC and Entra ID exports → identities' grants; Activity Log and sign-in records → events.
 //! * [`access`]: one request exactly (identity, boundary, resource and trust policies, SCPs): who can, who can assume.
 //! * [`condition`]: the conditions a request's context can judge (`aws:CurrentTime` under the date operators).
 //! * [`cloudtrail`]: one CloudTrail record to one [`grantwatch_types::Event`], with its IAM actions.
@@ -20,6 +21,7 @@
 //! * [`humans`]: one human across clouds: linking identities to people, and their findings.
 
 pub mod access;
+pub mod azure;
 pub mod catalog;
 pub mod cloudtrail;
 pub mod condition;
