@@ -23,6 +23,7 @@ const CATALOG_GZ: &[u8] = include_bytes!("../../../data/aws/iam-catalog.json.gz"
 const RISK_TAGS_JSON: &[u8] = include_bytes!("../../../data/aws/risk-tags.json");
 const AZURE_BUILTIN_ROLES_GZ: &[u8] = include_bytes!("../../../data/azure/builtin-roles.json.gz");
 const GCP_ROLES_GZ: &[u8] = include_bytes!("../../../data/gcp/roles.jsonl.gz");
+const AZURE_EXTRA_OPERATIONS: &str = include_str!("../../../data/azure/extra-operations.txt");
 
 /// The Azure built-in role definitions (`az role definition list`), gzip-compressed JSON.
 pub fn azure_builtin_roles_json() -> &'static [u8] {
@@ -545,6 +546,11 @@ fn azure_actions() -> Result<Vec<ActionInfo>, CatalogError> {
             ops.entry(op.to_ascii_lowercase()).or_insert_with(|| (op.to_string(), is_data));
         }
     }
+    // Operations only wildcards reach (writing role definitions, deleting diagnostic settings): without
+    // them their Activity Log records would map to nothing.
+    for op in AZURE_EXTRA_OPERATIONS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        ops.entry(op.to_ascii_lowercase()).or_insert_with(|| (op.to_string(), false));
+    }
     Ok(ops
         .into_values()
         .map(|(name, data)| {
@@ -812,6 +818,9 @@ mod tests {
         assert_eq!(c.full_set(), c.cloud_set(Cloud::Aws));
         assert_eq!(c.permissionless().len(), aws.permissionless().len());
 
+        let rd = c.lookup("Microsoft.Authorization/roleDefinitions/write").unwrap();
+        assert!(c.risk_tags(rd).privilege_escalation);
+        assert!(c.expand_azure("Microsoft.Insights/*", false).contains(c.lookup("Microsoft.Insights/diagnosticSettings/delete").unwrap()));
         let ra = c.lookup("microsoft.authorization/ROLEASSIGNMENTS/write").unwrap();
         assert_eq!(c.cloud_of(ra), Cloud::Azure);
         assert_eq!(c.name(ra), "Microsoft.Authorization/roleAssignments/write");

@@ -435,7 +435,9 @@ impl Normalizer {
                 }
                 events.into_iter().for_each(each);
             }
-            RecordShape::AzureActivity | RecordShape::EntraSignIn | RecordShape::GcpAudit => {
+            RecordShape::AzureActivity => each(crate::azure::normalize_activity(raw, self.map.catalog())?),
+            RecordShape::EntraSignIn => each(crate::azure::normalize_signin(raw)?),
+            RecordShape::GcpAudit => {
                 return Err(NormalizeError::Json("this log's normalizer is not built in".to_string()));
             }
         }
