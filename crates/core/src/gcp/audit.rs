@@ -43,8 +43,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use grantwatch_types::{
-    ActionMapping, Actor, Api, Cloud, ERROR_MESSAGE_MAX, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status,
-    cut_str,
+    ActionMapping, Actor, Api, Cloud, ERROR_MESSAGE_MAX, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson,
+    Status, cut_str,
 };
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
@@ -84,7 +84,9 @@ impl GcpNormalizer {
     /// does not know are dropped.
     pub fn new(catalog: Arc<Catalog>) -> Result<GcpNormalizer, AuditTableError> {
         let mut text = String::new();
-        flate2::read::GzDecoder::new(AUDIT_METHODS_GZ).read_to_string(&mut text).map_err(|e| AuditTableError(e.to_string()))?;
+        flate2::read::GzDecoder::new(AUDIT_METHODS_GZ)
+            .read_to_string(&mut text)
+            .map_err(|e| AuditTableError(e.to_string()))?;
         #[derive(Deserialize)]
         struct Table {
             services: FxHashMap<String, FxHashMap<String, String>>,
@@ -306,8 +308,8 @@ pub fn normalize_entry(raw: &[u8], n: &GcpNormalizer) -> Result<Event, Normalize
     let Some(proto_raw) = entry.proto else {
         return Err(NormalizeError::NotApiActivity("no protoPayload: not a Cloud Audit Log entry".to_string()));
     };
-    let audit: RawAudit<'_> = serde_json::from_str(proto_raw.get())
-        .map_err(|e| NormalizeError::Json(format!("protoPayload: {e}")))?;
+    let audit: RawAudit<'_> =
+        serde_json::from_str(proto_raw.get()).map_err(|e| NormalizeError::Json(format!("protoPayload: {e}")))?;
     match audit.type_url.get() {
         Some(AUDIT_LOG_TYPE) => {}
         Some(other) => return Err(NormalizeError::NotApiActivity(format!("protoPayload type {other}"))),
@@ -334,13 +336,13 @@ pub fn normalize_entry(raw: &[u8], n: &GcpNormalizer) -> Result<Event, Normalize
     let log_kind = log_name.map_or(LogKind::Other, log_kind);
 
     let authz: Vec<RawAuthz<'_>> = match audit.authorization_info {
-        Some(a) if a.get() != "null" => {
-            serde_json::from_str(a.get()).map_err(|e| NormalizeError::Json(format!("protoPayload.authorizationInfo: {e}")))?
-        }
+        Some(a) if a.get() != "null" => serde_json::from_str(a.get())
+            .map_err(|e| NormalizeError::Json(format!("protoPayload.authorizationInfo: {e}")))?,
         _ => Vec::new(),
     };
     let catalog = n.catalog();
-    let mut ids: Vec<ActionId> = authz.iter().filter_map(|a| a.permission.get()).filter_map(|p| gcp_permission(catalog, p)).collect();
+    let mut ids: Vec<ActionId> =
+        authz.iter().filter_map(|a| a.permission.get()).filter_map(|p| gcp_permission(catalog, p)).collect();
     ids.sort_unstable();
     ids.dedup();
     let resource_name = audit.resource_name.get();
@@ -369,11 +371,7 @@ pub fn normalize_entry(raw: &[u8], n: &GcpNormalizer) -> Result<Event, Normalize
     let (status, status_code, error_message) = match &audit.status {
         Some(s) if s.code.0.is_some_and(|c| c != 0) => {
             let code = s.code.0.unwrap_or_default();
-            (
-                Status::Failure,
-                Some(code_name(code)),
-                s.message.get().map(|m| cut_str(m, ERROR_MESSAGE_MAX).to_string()),
-            )
+            (Status::Failure, Some(code_name(code)), s.message.get().map(|m| cut_str(m, ERROR_MESSAGE_MAX).to_string()))
         }
         _ => (Status::Success, None, None),
     };
@@ -532,7 +530,11 @@ fn actor(authn: Option<&RawAuthn<'_>>, account: &str, service: &str) -> Actor {
     let member = match authn.and_then(|x| x.principal_email.get()) {
         Some(email) => {
             let email = email.to_ascii_lowercase();
-            Some(if is_service_account_email(&email) { format!("serviceAccount:{email}") } else { format!("user:{email}") })
+            Some(if is_service_account_email(&email) {
+                format!("serviceAccount:{email}")
+            } else {
+                format!("user:{email}")
+            })
         }
         None => authn.and_then(|x| x.principal_subject.get()).map(|s| parse_member(s).key),
     };

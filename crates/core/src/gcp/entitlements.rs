@@ -99,7 +99,7 @@ impl Hierarchy {
             }
         }
         let mut h = Hierarchy { number_to_id, parents: FxHashMap::default() };
-        let mut add_chain = |h: &mut Hierarchy, node: &str, above: &[String]| {
+        let add_chain = |h: &mut Hierarchy, node: &str, above: &[String]| {
             // `above` is nearest first: each node has every later one above it.
             let mut chain = Vec::with_capacity(above.len() + 1);
             chain.push(h.canon(node));
@@ -506,6 +506,8 @@ pub fn entitlements(inv: &GcpInventory, catalog: &Catalog) -> GcpEntitlements {
         let reach = model.hierarchy.reach(project);
         // Bindings reaching the project, by member key.
         let mut by_member: BTreeMap<String, Vec<BindingRef>> = BTreeMap::new();
+        // Members some binding names as `deleted:` (the canonical key drops the prefix).
+        let mut deleted: FxHashSet<String> = FxHashSet::default();
         let mut policies: Vec<usize> = Vec::new();
         for n in &reach {
             policies.extend(model.on_container.get(n).into_iter().flatten().copied());
@@ -517,6 +519,9 @@ pub fn entitlements(inv: &GcpInventory, catalog: &Catalog) -> GcpEntitlements {
             for (bi, b) in inv.policies[pi].bindings.iter().enumerate() {
                 for mem in &b.members {
                     let m = parse_member(mem);
+                    if m.deleted {
+                        deleted.insert(m.key.clone());
+                    }
                     if m.kind != MemberKind::Public {
                         by_member.entry(m.key).or_default().push((pi, bi));
                     }
@@ -530,7 +535,9 @@ pub fn entitlements(inv: &GcpInventory, catalog: &Catalog) -> GcpEntitlements {
                 members.insert(key.clone());
             }
             if key.starts_with("group:") || parse_member(key).kind == MemberKind::Convenience {
-                members.extend(model.members_of(key).into_iter().filter(|m| parse_member(m).kind != MemberKind::Convenience));
+                members.extend(
+                    model.members_of(key).into_iter().filter(|m| parse_member(m).kind != MemberKind::Convenience),
+                );
             }
         }
         for (email, home) in &sa_home {
@@ -555,8 +562,8 @@ pub fn entitlements(inv: &GcpInventory, catalog: &Catalog) -> GcpEntitlements {
             g.cloud = Cloud::Gcp;
             g.emails = member.email().map(|e| vec![e.to_string()]).unwrap_or_default();
             g.groups = groups.iter().filter_map(|x| x.strip_prefix("group:")).map(str::to_string).collect();
-            if member.deleted {
-                g.warnings.push(format!("{} is a deleted principal still bound", member.key));
+            if deleted.contains(&member.key) {
+                g.warnings.push(format!("{} is bound as a deleted principal (deleted:...?uid=)", member.key));
             }
             if member.kind == MemberKind::Unknown {
                 g.warnings.push(format!("member {} of an unknown type", member.key));
@@ -621,7 +628,8 @@ pub fn entitlements(inv: &GcpInventory, catalog: &Catalog) -> GcpEntitlements {
                 && sa_home.get(email) == Some(project)
                 && let Some(keys) = keys_of.get(email)
             {
-                g.access_keys = keys.iter().map(|k| AccessKey { account: Some(pid.to_string()), ..k.clone() }).collect();
+                g.access_keys =
+                    keys.iter().map(|k| AccessKey { account: Some(pid.to_string()), ..k.clone() }).collect();
             }
             identities.push(g);
         }
@@ -705,7 +713,11 @@ fn project_of_sa_email(email: &str) -> Option<&str> {
 /// (`//iam.googleapis.com/projects/p/serviceAccounts/{email or uniqueId}`) reaches that one. The edge goes to
 /// every identity of the service account (one per project it holds roles in), or to its home-project uid when
 /// it has none. Edges from a service account to itself are left out.
-pub fn impersonation_edges(inv: &GcpInventory, grants: &[IdentityGrants], catalog: &Catalog) -> Vec<(String, String, String)> {
+pub fn impersonation_edges(
+    inv: &GcpInventory,
+    grants: &[IdentityGrants],
+    catalog: &Catalog,
+) -> Vec<(String, String, String)> {
     let hierarchy = Hierarchy::new(inv);
     let homes = service_account_homes(inv, &hierarchy);
     let by_unique_id: FxHashMap<&str, &str> =

@@ -239,7 +239,9 @@ pub fn parse_export(file: &str, bytes: &[u8]) -> Result<GcpInventory, ExportErro
             Ok(()) => recognized += 1,
             Err(err) => {
                 let e = match err {
-                    RecordError::Unrecognized(found) => ExportError::Unrecognized { file: file.to_string(), index, found },
+                    RecordError::Unrecognized(found) => {
+                        ExportError::Unrecognized { file: file.to_string(), index, found }
+                    }
                     RecordError::Bad(message) => ExportError::Record { file: file.to_string(), index, message },
                 };
                 inv.skipped += 1;
@@ -256,7 +258,10 @@ pub fn parse_export(file: &str, bytes: &[u8]) -> Result<GcpInventory, ExportErro
 
 /// The file's records with their index: the elements of a top-level array or of a list response, the
 /// object itself, or each line of JSON Lines (a line that does not parse is an `Err` at its index).
-fn split_records(file: &str, bytes: &[u8]) -> Result<Vec<(usize, Result<Value, String>)>, ExportError> {
+/// A file's records with their index; a record that did not parse is its error message.
+type Records = Vec<(usize, Result<Value, String>)>;
+
+fn split_records(file: &str, bytes: &[u8]) -> Result<Records, ExportError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => return Ok(Vec::new()),
@@ -271,14 +276,18 @@ fn split_records(file: &str, bytes: &[u8]) -> Result<Vec<(usize, Result<Value, S
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Array(items)) => Ok(items.into_iter().enumerate().map(|(i, v)| (i, Ok(v))).collect()),
         Ok(Value::Object(map)) => Ok(unwrap_list(map).into_iter().enumerate().map(|(i, v)| (i, Ok(v))).collect()),
-        Ok(_) => unreachable_shape(file),
+        Ok(_) => {
+            Err(ExportError::Json { file: file.to_string(), message: "expected a JSON object or array".to_string() })
+        }
         Err(whole) => {
             if first == Some(&b'[') {
                 return Err(ExportError::Json { file: file.to_string(), message: whole.to_string() });
             }
             // JSON Lines (a whole-document parse fails at the second line): each line on its own.
             let mut out = Vec::new();
-            for (i, line) in bytes.split(|&b| b == b'\n').filter(|l| l.iter().any(|b| !b.is_ascii_whitespace())).enumerate() {
+            for (i, line) in
+                bytes.split(|&b| b == b'\n').filter(|l| l.iter().any(|b| !b.is_ascii_whitespace())).enumerate()
+            {
                 out.push((i, serde_json::from_slice::<Value>(line).map_err(|e| format!("not JSON: {e}"))));
             }
             // A single pretty-printed object that is broken is one error, not a line per fragment.
@@ -288,10 +297,6 @@ fn split_records(file: &str, bytes: &[u8]) -> Result<Vec<(usize, Result<Value, S
             Ok(out)
         }
     }
-}
-
-fn unreachable_shape(file: &str) -> Result<Vec<(usize, Result<Value, String>)>, ExportError> {
-    Err(ExportError::Json { file: file.to_string(), message: "expected a JSON object or array".to_string() })
 }
 
 /// List responses (`{"results": [...], "nextPageToken": ...}`) become their elements; any other object is
@@ -389,7 +394,9 @@ fn read_record(inv: &mut GcpInventory, rec: &Value, origin: &str) -> Result<(), 
     if m.contains_key("rules") && (name.starts_with("policies/") || s(m, "kind") == Some("DenyPolicy")) {
         return read_deny_policy(inv, m, origin);
     }
-    if m.contains_key("includedPermissions") || (name.contains("roles/") && (m.contains_key("title") || m.contains_key("etag"))) {
+    if m.contains_key("includedPermissions")
+        || (name.contains("roles/") && (m.contains_key("title") || m.contains_key("etag")))
+    {
         return read_custom_role(inv, m);
     }
     if m.contains_key("keyType") || (name.contains("/serviceAccounts/") && name.contains("/keys/")) {
@@ -408,7 +415,11 @@ fn read_record(inv: &mut GcpInventory, rec: &Value, origin: &str) -> Result<(), 
     }
     let mut keys: Vec<&str> = m.keys().map(String::as_str).take(8).collect();
     keys.sort_unstable();
-    Err(RecordError::Unrecognized(if keys.is_empty() { "an empty object".to_string() } else { format!("keys: {}", keys.join(", ")) }))
+    Err(RecordError::Unrecognized(if keys.is_empty() {
+        "an empty object".to_string()
+    } else {
+        format!("keys: {}", keys.join(", "))
+    }))
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -468,7 +479,12 @@ fn read_condition(v: Option<&Value>) -> Option<Condition> {
     Some(Condition { title: s(c, "title").map(str::to_string), expression: expression.to_string() })
 }
 
-fn read_asset_policy(inv: &mut GcpInventory, m: &Map<String, Value>, policy: &Value, origin: &str) -> Result<(), RecordError> {
+fn read_asset_policy(
+    inv: &mut GcpInventory,
+    m: &Map<String, Value>,
+    policy: &Value,
+    origin: &str,
+) -> Result<(), RecordError> {
     let name = s(m, "name").ok_or_else(|| bad("iamPolicy record: missing name"))?;
     let bindings = read_bindings(policy)?;
     let mut ancestors = strings(m.get("ancestors"), "ancestors")?;
@@ -568,7 +584,11 @@ fn read_bare_policy(inv: &mut GcpInventory, m: &Map<String, Value>, origin: &str
     Ok(())
 }
 
-fn read_asset_resource(inv: &mut GcpInventory, m: &Map<String, Value>, resource: &Map<String, Value>) -> Result<(), RecordError> {
+fn read_asset_resource(
+    inv: &mut GcpInventory,
+    m: &Map<String, Value>,
+    resource: &Map<String, Value>,
+) -> Result<(), RecordError> {
     let asset_type = s(m, "assetType").unwrap_or_default();
     let name = s(m, "name").unwrap_or_default();
     let data = match resource.get("data") {
@@ -597,7 +617,9 @@ fn read_asset_resource(inv: &mut GcpInventory, m: &Map<String, Value>, resource:
             if number.is_none() && id.is_none() {
                 return Err(bad("project asset: neither projectNumber nor projectId"));
             }
-            let node = number.as_ref().map_or_else(|| format!("projects/{}", id.as_deref().unwrap_or_default()), |n| format!("projects/{n}"));
+            let node = number
+                .as_ref()
+                .map_or_else(|| format!("projects/{}", id.as_deref().unwrap_or_default()), |n| format!("projects/{n}"));
             if !ancestors.is_empty() {
                 inv.hierarchy.push((node, ancestors));
             }
@@ -633,7 +655,9 @@ fn read_deny_policy(inv: &mut GcpInventory, m: &Map<String, Value>, origin: &str
         })?,
     };
     if !is_container_node(&attachment) {
-        return Err(bad(format!("deny policy {name:?}: attachment point {attachment:?} is not an organization, folder or project")));
+        return Err(bad(format!(
+            "deny policy {name:?}: attachment point {attachment:?} is not an organization, folder or project"
+        )));
     }
     let Some(Value::Array(rules)) = m.get("rules") else { return Err(bad("deny policy: rules: expected an array")) };
     let mut out = Vec::with_capacity(rules.len());
@@ -648,7 +672,12 @@ fn read_deny_policy(inv: &mut GcpInventory, m: &Map<String, Value>, origin: &str
             denial_condition: read_condition(d.get("denialCondition")),
         });
     }
-    inv.deny_policies.push(DenyPolicy { name: name.to_string(), attachment_point: attachment, rules: out, origin: origin.to_string() });
+    inv.deny_policies.push(DenyPolicy {
+        name: name.to_string(),
+        attachment_point: attachment,
+        rules: out,
+        origin: origin.to_string(),
+    });
     Ok(())
 }
 
@@ -671,7 +700,9 @@ fn read_service_account(inv: &mut GcpInventory, m: &Map<String, Value>) {
     let email = s(m, "email").unwrap_or_default().to_ascii_lowercase();
     let project_id = s(m, "projectId")
         .map(str::to_string)
-        .or_else(|| s(m, "name").and_then(|n| n.strip_prefix("projects/")).and_then(|r| r.split('/').next()).map(str::to_string))
+        .or_else(|| {
+            s(m, "name").and_then(|n| n.strip_prefix("projects/")).and_then(|r| r.split('/').next()).map(str::to_string)
+        })
         .filter(|p| p != "-");
     inv.service_accounts.push(ServiceAccount {
         email,
@@ -684,13 +715,15 @@ fn read_service_account(inv: &mut GcpInventory, m: &Map<String, Value>) {
 fn read_key(inv: &mut GcpInventory, m: &Map<String, Value>) -> Result<(), RecordError> {
     let name = s(m, "name").ok_or_else(|| bad("service account key: missing name"))?;
     // projects/P/serviceAccounts/EMAIL/keys/KEYID
-    let key_id = name.rsplit('/').next().filter(|k| !k.is_empty()).ok_or_else(|| bad("service account key: empty name"))?;
-    let (project, service_account) = match name.strip_prefix("projects/").and_then(|r| r.split_once("/serviceAccounts/")) {
-        Some((p, rest)) => {
-            (Some(p.to_string()).filter(|p| p != "-"), rest.split('/').next().map(str::to_ascii_lowercase))
-        }
-        None => (None, None),
-    };
+    let key_id =
+        name.rsplit('/').next().filter(|k| !k.is_empty()).ok_or_else(|| bad("service account key: empty name"))?;
+    let (project, service_account) =
+        match name.strip_prefix("projects/").and_then(|r| r.split_once("/serviceAccounts/")) {
+            Some((p, rest)) => {
+                (Some(p.to_string()).filter(|p| p != "-"), rest.split('/').next().map(str::to_ascii_lowercase))
+            }
+            None => (None, None),
+        };
     let key_type = match s(m, "keyType") {
         Some("USER_MANAGED") => KeyType::UserManaged,
         Some("SYSTEM_MANAGED") => KeyType::SystemManaged,
@@ -710,8 +743,10 @@ fn read_key(inv: &mut GcpInventory, m: &Map<String, Value>) -> Result<(), Record
 }
 
 fn read_group(inv: &mut GcpInventory, m: &Map<String, Value>) -> Result<(), RecordError> {
-    let email = s(m, "email").unwrap_or_default().to_ascii_lowercase();
-    let Some(Value::Array(items)) = m.get("members") else { return Err(bad(format!("group {email}: members: expected an array"))) };
+    let group = s(m, "email").unwrap_or_default().to_ascii_lowercase();
+    let Some(Value::Array(items)) = m.get("members") else {
+        return Err(bad(format!("group {group}: members: expected an array")));
+    };
     let mut members = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let member = match item {
@@ -725,14 +760,14 @@ fn read_group(inv: &mut GcpInventory, m: &Map<String, Value>) -> Result<(), Reco
                     .or_else(|| o.get("memberKey").and_then(Value::as_object).and_then(|k| s(k, "id")));
                 match email {
                     Some(e) => typed_member(e, s(o, "type")),
-                    None => return Err(bad(format!("group {email}: members[{i}]: no email"))),
+                    None => return Err(bad(format!("group {group}: members[{i}]: no email"))),
                 }
             }
-            _ => return Err(bad(format!("group {email}: members[{i}]: expected a string or an object"))),
+            _ => return Err(bad(format!("group {group}: members[{i}]: expected a string or an object"))),
         };
         members.push(member);
     }
-    inv.groups.push(Group { email, members });
+    inv.groups.push(Group { email: group, members });
     Ok(())
 }
 
@@ -754,7 +789,12 @@ mod tests {
     fn unknown_shapes_name_what_was_expected() {
         let e = parse_export("x.json", br#"{"foo": 1, "bar": 2}"#).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("x.json: record 0: not a GCP export record (keys: bar, foo); expected a Cloud Asset Inventory"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "x.json: record 0: not a GCP export record (keys: bar, foo); expected a Cloud Asset Inventory"
+            ),
+            "{msg}"
+        );
         assert!(matches!(parse_export("y", b"hello"), Err(ExportError::Json { .. })));
         assert!(matches!(parse_export("z", b"[1,"), Err(ExportError::Json { .. })));
         assert!(matches!(parse_export("e", b"  \n"), Err(ExportError::Empty { .. })));
@@ -792,6 +832,9 @@ mod tests {
         let inv = parse_export("sa.json", br#"{"accounts":[{"email":"A@p.iam.gserviceaccount.com","uniqueId":"1","projectId":"p"}],"nextPageToken":""}"#).unwrap();
         assert_eq!(inv.service_accounts[0].email, "a@p.iam.gserviceaccount.com");
         let inv = parse_export("g.json", br#"{"groups":[{"email":"Ops@x.com","members":["alice@x.com",{"email":"sub@x.com","type":"GROUP"},"ci@p.iam.gserviceaccount.com"]}]}"#).unwrap();
-        assert_eq!(inv.groups[0].members, ["user:alice@x.com", "group:sub@x.com", "serviceAccount:ci@p.iam.gserviceaccount.com"]);
+        assert_eq!(
+            inv.groups[0].members,
+            ["user:alice@x.com", "group:sub@x.com", "serviceAccount:ci@p.iam.gserviceaccount.com"]
+        );
     }
 }

@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn members_are_canonical() {
         let m = parse_member("user:Alice@Example.com");
-        assert_eq!((m.key.as_str(), m.kind, m.email()), ("user:alice@example.com", MemberKind::User, Some("alice@example.com")));
+        assert_eq!(
+            (m.key.as_str(), m.kind, m.email()),
+            ("user:alice@example.com", MemberKind::User, Some("alice@example.com"))
+        );
         let d = parse_member("deleted:serviceAccount:old@p.iam.gserviceaccount.com?uid=123456");
         assert!(d.deleted);
         assert_eq!(d.key, "serviceAccount:old@p.iam.gserviceaccount.com");
@@ -205,13 +208,21 @@ mod tests {
     #[test]
     fn deny_principals_match_members() {
         let groups = vec!["group:ops@example.com".to_string()];
-        assert!(parse_deny_principal("principal://goog/subject/ALICE@example.com").matches("user:alice@example.com", &[]));
-        assert!(parse_deny_principal("principalSet://goog/group/ops@example.com").matches("user:bob@example.com", &groups));
-        assert!(!parse_deny_principal("principalSet://goog/group/ops@example.com").matches("user:bob@example.com", &[]));
+        assert!(
+            parse_deny_principal("principal://goog/subject/ALICE@example.com").matches("user:alice@example.com", &[])
+        );
+        assert!(
+            parse_deny_principal("principalSet://goog/group/ops@example.com").matches("user:bob@example.com", &groups)
+        );
+        assert!(
+            !parse_deny_principal("principalSet://goog/group/ops@example.com").matches("user:bob@example.com", &[])
+        );
         assert!(parse_deny_principal("principalSet://goog/public:all").matches("user:x@y", &[]));
         assert!(
-            parse_deny_principal("principal://iam.googleapis.com/projects/-/serviceAccounts/ci@p.iam.gserviceaccount.com")
-                .matches("serviceAccount:ci@p.iam.gserviceaccount.com", &[])
+            parse_deny_principal(
+                "principal://iam.googleapis.com/projects/-/serviceAccounts/ci@p.iam.gserviceaccount.com"
+            )
+            .matches("serviceAccount:ci@p.iam.gserviceaccount.com", &[])
         );
         let pool = parse_deny_principal("principalSet://iam.googleapis.com/locations/global/workforcePools/corp/*");
         assert!(pool.matches("principal://iam.googleapis.com/locations/global/workforcePools/corp/subject/bob", &[]));

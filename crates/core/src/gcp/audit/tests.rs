@@ -36,7 +36,10 @@ fn authorization_info_gives_the_permissions() {
     assert_eq!(e.actor.kind, IdentityKind::ServiceAccount);
     assert_eq!(e.actor.name.as_deref(), Some("robot@test-project.iam.gserviceaccount.com"));
     assert_eq!(e.actor.access_key_id.as_deref(), Some("90f662482321f1ca8e82ea675b1a1c30c1fe681f"));
-    assert_eq!((e.api.service.as_str(), e.api.operation.as_str()), ("pubsub.googleapis.com", "google.pubsub.v1.Publisher.CreateTopic"));
+    assert_eq!(
+        (e.api.service.as_str(), e.api.operation.as_str()),
+        ("pubsub.googleapis.com", "google.pubsub.v1.Publisher.CreateTopic")
+    );
     assert_eq!(e.actions, ["pubsub.topics.create"]);
     assert_eq!(e.mapping, ActionMapping::Direct);
     assert_eq!(e.resources, ["projects/test-project/topics/test-auditlogs-source"]);
@@ -52,7 +55,10 @@ fn authorization_info_gives_the_permissions() {
 
     // A Data Access write: the permission's verb (create) says it is no read.
     let m = n(MONITORING).unwrap();
-    assert_eq!((m.actions.as_slice(), m.mapping, m.read_only), (&["monitoring.timeSeries.create".to_string()][..], ActionMapping::Direct, Some(false)));
+    assert_eq!(
+        (m.actions.as_slice(), m.mapping, m.read_only),
+        (&["monitoring.timeSeries.create".to_string()][..], ActionMapping::Direct, Some(false))
+    );
 }
 
 #[test]
@@ -72,9 +78,14 @@ fn method_name_alone_is_mapped_through_the_table() {
 
     // Heuristics beyond the table: a versioned compute method and SetIamPolicy on a project.
     let nz = normalizer();
-    assert_eq!(nz.method_permission("compute.googleapis.com", "v9.compute.firewalls.patch", None).map(|id| nz.catalog().name(id)), Some("compute.firewalls.update"));
     assert_eq!(
-        nz.method_permission("cloudresourcemanager.googleapis.com", "SetIamPolicy", Some("projects/shop-prod")).map(|id| nz.catalog().name(id)),
+        nz.method_permission("compute.googleapis.com", "v9.compute.firewalls.patch", None)
+            .map(|id| nz.catalog().name(id)),
+        Some("compute.firewalls.update")
+    );
+    assert_eq!(
+        nz.method_permission("cloudresourcemanager.googleapis.com", "SetIamPolicy", Some("projects/shop-prod"))
+            .map(|id| nz.catalog().name(id)),
         Some("resourcemanager.projects.setIamPolicy")
     );
 }
@@ -109,7 +120,9 @@ fn non_audit_entries_are_not_api_activity() {
     let other_type = r#"{"insertId":"a","timestamp":"2024-01-01T00:00:00Z","logName":"projects/p/logs/x","protoPayload":{"@type":"type.googleapis.com/google.appengine.logging.v1.RequestLog"}}"#;
     assert_eq!(
         n(other_type).unwrap_err(),
-        NormalizeError::NotApiActivity("protoPayload type type.googleapis.com/google.appengine.logging.v1.RequestLog".to_string())
+        NormalizeError::NotApiActivity(
+            "protoPayload type type.googleapis.com/google.appengine.logging.v1.RequestLog".to_string()
+        )
     );
     assert!(!looks_like_audit_entry(FLOW.as_bytes()));
     assert!(looks_like_audit_entry(PUBSUB.as_bytes()));
@@ -123,7 +136,8 @@ fn malformed_entries_say_what_is_wrong() {
         )
     };
     assert_eq!(
-        n(&base(r#"{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"iam.googleapis.com"}"#)).unwrap_err(),
+        n(&base(r#"{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"iam.googleapis.com"}"#))
+            .unwrap_err(),
         NormalizeError::Missing("protoPayload.methodName")
     );
     let no_id = r#"{"timestamp":"2024-01-01T00:00:00Z","logName":"projects/p/logs/cloudaudit.googleapis.com%2Factivity","protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"s","methodName":"m"}}"#;
@@ -132,11 +146,15 @@ fn malformed_entries_say_what_is_wrong() {
     assert_eq!(n(&bad_time).unwrap_err(), NormalizeError::BadTime("yesterday".to_string()));
     assert!(matches!(n("[1,2]"), Err(NormalizeError::Json(_))));
     assert!(matches!(n(r#"{"insertId": "#), Err(NormalizeError::Json(_))));
-    let bad_authz = base(r#"{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"s","methodName":"m","authorizationInfo":{"permission":"x"}}"#);
+    let bad_authz = base(
+        r#"{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"s","methodName":"m","authorizationInfo":{"permission":"x"}}"#,
+    );
     let err = n(&bad_authz).unwrap_err();
     assert!(err.to_string().contains("protoPayload.authorizationInfo"), "{err}");
     // Fields of the wrong type read as absent rather than failing the entry.
-    let odd = base(r#"{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"s","methodName":"m","resourceName":42,"status":{"code":"7"}}"#);
+    let odd = base(
+        r#"{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"s","methodName":"m","resourceName":42,"status":{"code":"7"}}"#,
+    );
     let e = n(&odd).unwrap();
     assert!(e.resources.is_empty());
     assert_eq!(e.status_code.as_deref(), Some("PERMISSION_DENIED"));

@@ -66,7 +66,10 @@ fn organization_and_folder_bindings_reach_the_projects_below() {
     // roles/browser on the organization: both projects, by id (numbers resolved through the resource export).
     for project in ["shop-prod", "shop-dev"] {
         let g = identity(project, "user:auditor@example.com");
-        assert_eq!((g.account.as_str(), g.kind, g.cloud, g.name.as_str()), (project, IdentityKind::User, Cloud::Gcp, "auditor@example.com"));
+        assert_eq!(
+            (g.account.as_str(), g.kind, g.cloud, g.name.as_str()),
+            (project, IdentityKind::User, Cloud::Gcp, "auditor@example.com")
+        );
         assert_eq!(g.emails, ["auditor@example.com"]);
         assert!(has(&g.unscoped, "resourcemanager.projects.get"));
     }
@@ -76,7 +79,10 @@ fn organization_and_folder_bindings_reach_the_projects_below() {
     assert!(has(&eng_prod.unscoped, "compute.instances.get"));
     let eng_dev = identity("shop-dev", "group:eng@example.com");
     assert!(has(&eng_dev.granted, "compute.instances.create"), "roles/editor on shop-dev");
-    assert!(!has(&eng_dev.granted, "compute.instances.setIamPolicy") || has(&eng_dev.unscoped, "compute.instances.setIamPolicy"));
+    assert!(
+        !has(&eng_dev.granted, "compute.instances.setIamPolicy")
+            || has(&eng_dev.unscoped, "compute.instances.setIamPolicy")
+    );
     assert!(result().warnings.iter().all(|w| !w.contains("project number")), "{:?}", result().warnings);
 }
 
@@ -86,7 +92,8 @@ fn a_binding_on_a_resource_is_scoped_to_it() {
     let get = catalog().lookup("storage.objects.get").unwrap();
     assert!(dave.granted.contains(get));
     assert!(!dave.unscoped.contains(get));
-    let (_, patterns) = dave.resource_patterns.iter().find(|(id, _)| *id == get).expect("patterns of storage.objects.get");
+    let (_, patterns) =
+        dave.resource_patterns.iter().find(|(id, _)| *id == get).expect("patterns of storage.objects.get");
     assert_eq!(&patterns[..], ["//storage.googleapis.com/shop-assets"]);
     assert!(dave.resource_patterns.windows(2).all(|w| w[0].0 < w[1].0), "sorted by action id");
     // Dave is bound nowhere in shop-dev.
@@ -105,7 +112,9 @@ fn custom_role_permissions_unknown_to_the_catalog_are_warnings() {
     assert!(has(&ci.unscoped, "run.services.update") && has(&ci.unscoped, "iam.serviceAccounts.actAs"));
     assert_eq!(ci.granted.len(), 2);
     assert!(
-        ci.warnings.iter().any(|w| w.contains("projects/shop-prod/roles/deployer") && w.contains("storage.buckets.frobnicate")),
+        ci.warnings
+            .iter()
+            .any(|w| w.contains("projects/shop-prod/roles/deployer") && w.contains("storage.buckets.frobnicate")),
         "{:?}",
         ci.warnings
     );
@@ -141,12 +150,17 @@ fn deny_policy_removes_for_the_group_but_not_the_exception() {
     assert!(has(&frank.granted, "compute.instances.get"), "only the denied permission goes");
     assert!(!has(&identity("shop-prod", "user:gina@example.com").granted, "compute.instances.list"));
     assert!(!has(&identity("shop-prod", "group:eng@example.com").granted, "compute.instances.list"));
-    assert!(has(&identity("shop-prod", "user:erin@example.com").granted, "compute.instances.list"), "exception principal");
+    assert!(
+        has(&identity("shop-prod", "user:erin@example.com").granted, "compute.instances.list"),
+        "exception principal"
+    );
     // The policy is attached to shop-prod only.
     assert!(has(&identity("shop-dev", "user:frank@example.com").granted, "compute.instances.list"));
     // The conditional rule (buckets.delete for everyone) is not applied, and is said.
     assert!(has(&identity("shop-prod", "user:alice@example.com").granted, "storage.buckets.delete"));
-    assert!(result().warnings.iter().any(|w| w.contains("eng-no-compute-list rule 1") && w.contains("denial condition")));
+    assert!(
+        result().warnings.iter().any(|w| w.contains("eng-no-compute-list rule 1") && w.contains("denial condition"))
+    );
     assert!(identity("shop-prod", "user:alice@example.com").warnings.iter().any(|w| w.contains("conditional")));
 }
 
@@ -154,13 +168,23 @@ fn deny_policy_removes_for_the_group_but_not_the_exception() {
 fn all_users_are_public_exposures_not_identities() {
     let public = &result().public;
     assert_eq!(
-        public.iter().map(|p| (p.project.as_deref(), p.resource.as_str(), p.role.as_str(), p.member.as_str())).collect::<Vec<_>>(),
+        public
+            .iter()
+            .map(|p| (p.project.as_deref(), p.resource.as_str(), p.role.as_str(), p.member.as_str()))
+            .collect::<Vec<_>>(),
         [
-            (Some("shop-dev"), "//bigquery.googleapis.com/projects/shop-dev/datasets/analytics", "roles/bigquery.dataViewer", "allAuthenticatedUsers"),
+            (
+                Some("shop-dev"),
+                "//bigquery.googleapis.com/projects/shop-dev/datasets/analytics",
+                "roles/bigquery.dataViewer",
+                "allAuthenticatedUsers"
+            ),
             (Some("shop-prod"), "//storage.googleapis.com/shop-assets", "roles/storage.objectViewer", "allUsers"),
         ]
     );
-    assert!(result().identities.iter().all(|g| !g.arn.contains("allUsers") && !g.arn.contains("allAuthenticatedUsers")));
+    assert!(
+        result().identities.iter().all(|g| !g.arn.contains("allUsers") && !g.arn.contains("allAuthenticatedUsers"))
+    );
 }
 
 #[test]
@@ -169,12 +193,21 @@ fn convenience_members_expand_to_the_basic_role_holders() {
     // permissions scoped to the bucket; the pseudo-member is no identity.
     let alice = identity("shop-prod", "user:alice@example.com");
     assert!(alice.groups.is_empty());
-    assert!(result().identities.iter().all(|g| !g.arn.contains("projectOwner:")));
+    assert!(result().identities.iter().all(|g| !g.arn.contains("projectOwner:") && !g.arn.contains("projectViewer:")));
+    // `projectViewer:shop-prod` holds roles/storage.objectViewer on the bucket: henry (roles/viewer on
+    // shop-prod) reads its objects, scoped to the bucket.
+    let henry =
+        identity("shop-prod", "principal://iam.googleapis.com/locations/global/workforcePools/corp-idp/subject/henry");
+    let get = catalog().lookup("storage.objects.get").unwrap();
+    assert!(henry.granted.contains(get) && !henry.unscoped.contains(get));
+    // jack holds roles/viewer on shop-dev only: nothing of the shop-prod bucket.
+    assert!(!has(&identity("shop-dev", "user:jack@example.com").granted, "storage.objects.get"));
 }
 
 #[test]
 fn principals_of_identity_pools_and_deleted_members() {
-    let henry = identity("shop-prod", "principal://iam.googleapis.com/locations/global/workforcePools/corp-idp/subject/henry");
+    let henry =
+        identity("shop-prod", "principal://iam.googleapis.com/locations/global/workforcePools/corp-idp/subject/henry");
     assert_eq!(henry.kind, IdentityKind::External);
     assert!(henry.emails.is_empty());
     let gh = identity(
@@ -183,7 +216,7 @@ fn principals_of_identity_pools_and_deleted_members() {
     );
     assert_eq!(gh.kind, IdentityKind::ServiceAccount);
     let mallory = identity("shop-prod", "user:mallory@example.com");
-    assert!(mallory.warnings.iter().any(|w| w.contains("deleted principal")));
+    assert!(mallory.warnings.iter().any(|w| w.contains("bound as a deleted principal")));
 }
 
 #[test]
