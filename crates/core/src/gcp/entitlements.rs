@@ -79,6 +79,9 @@ pub const ADMIN_PERMISSIONS: &[&str] = &[
     "resourcemanager.projects.setIamPolicy",
 ];
 
+/// How many inventory warnings [`GcpEntitlements::warnings`] keeps (then a count of the rest).
+pub const MAX_WARNINGS: usize = 1000;
+
 /// The uid of `member` in `project_id`.
 pub fn identity_uid(project_id: &str, member: &str) -> String {
     format!("gcp:projects/{project_id}/{member}")
@@ -184,8 +187,14 @@ fn project_in_name(name: &str) -> Option<&str> {
 struct RoleBook<'c> {
     catalog: &'c Catalog,
     predefined: FxHashMap<String, Vec<String>>,
-    custom: FxHashMap<String, (Vec<String>, bool)>,
+    custom: FxHashMap<String, CustomDef>,
     resolved: FxHashMap<String, Arc<ResolvedRole>>,
+}
+
+struct CustomDef {
+    permissions: Vec<String>,
+    listed: bool,
+    deleted: bool,
 }
 
 #[derive(Debug)]
@@ -202,7 +211,19 @@ impl<'c> RoleBook<'c> {
             Ok(roles) => predefined = roles,
             Err(e) => warnings.push(format!("predefined GCP roles unreadable ({e}): only custom roles grant")),
         }
-        let custom = inv.custom_roles.iter().map(|r| (r.name.clone(), (r.permissions.clone(), r.deleted))).collect();
+        // A role read twice (a `roles list` without permissions, then `describe`): the record listing
+        // permissions wins, else the last one.
+        let mut custom: FxHashMap<String, CustomDef> = FxHashMap::default();
+        for r in &inv.custom_roles {
+            let def =
+                CustomDef { permissions: r.permissions.clone(), listed: r.permissions_listed, deleted: r.deleted };
+            match custom.get(&r.name) {
+                Some(old) if old.listed && !def.listed => {}
+                _ => {
+                    custom.insert(r.name.clone(), def);
+                }
+            }
+        }
         RoleBook { catalog, predefined, custom, resolved: FxHashMap::default() }
     }
 
@@ -214,11 +235,18 @@ impl<'c> RoleBook<'c> {
         let mut warnings = Vec::new();
         // A custom role of the inventory wins: `roles/x` there is a newer definition of a predefined role.
         let perms = match (self.custom.get(role), self.predefined.get(role)) {
-            (Some((_, true)), _) => {
+            (Some(c), _) if c.deleted => {
                 warnings.push(format!("role {role} is deleted: grants nothing"));
                 None
             }
-            (Some((p, false)), _) => Some((p, true)),
+            (Some(c), _) if !c.listed => {
+                warnings.push(format!(
+                    "custom role {role} was read without includedPermissions (`gcloud iam roles list` omits them; \
+                     export `gcloud iam roles describe` per role): grants nothing"
+                ));
+                None
+            }
+            (Some(c), _) => Some((&c.permissions, true)),
             (None, Some(p)) => Some((p, false)),
             (None, None) => {
                 warnings.push(format!(
@@ -645,6 +673,11 @@ pub fn entitlements(inv: &GcpInventory, catalog: &Catalog) -> GcpEntitlements {
     role_warnings.dedup();
     warnings.extend(role_warnings);
 
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - MAX_WARNINGS;
+        warnings.truncate(MAX_WARNINGS);
+        warnings.push(format!("... and {more} more warnings"));
+    }
     let public = public_exposures(inv, &model);
     identities.sort_by(|a, b| (a.account.as_str(), a.arn.as_str()).cmp(&(b.account.as_str(), b.arn.as_str())));
     GcpEntitlements { identities, public, warnings }

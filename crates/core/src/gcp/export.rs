@@ -114,6 +114,8 @@ pub struct CustomRole {
     /// `projects/p/roles/x` or `organizations/6/roles/x` (`roles/x` replaces a predefined role's definition).
     pub name: String,
     pub permissions: Vec<String>,
+    /// The record had `includedPermissions` (`gcloud iam roles list` prints roles without them).
+    pub permissions_listed: bool,
     /// `deleted: true` (a deleted custom role still bound grants nothing).
     pub deleted: bool,
 }
@@ -692,7 +694,12 @@ fn attachment_from_name(name: &str) -> Option<String> {
 fn read_custom_role(inv: &mut GcpInventory, m: &Map<String, Value>) -> Result<(), RecordError> {
     let name = s(m, "name").ok_or_else(|| bad("role: missing name"))?;
     let permissions = strings(m.get("includedPermissions"), "includedPermissions")?;
-    inv.custom_roles.push(CustomRole { name: name.to_string(), permissions, deleted: flag(m, "deleted") });
+    inv.custom_roles.push(CustomRole {
+        name: name.to_string(),
+        permissions,
+        permissions_listed: m.contains_key("includedPermissions"),
+        deleted: flag(m, "deleted"),
+    });
     Ok(())
 }
 

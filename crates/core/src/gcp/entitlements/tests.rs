@@ -271,7 +271,10 @@ fn unknown_roles_and_unplaced_policies_are_warnings_not_panics() {
     let text = concat!(
         r#"{"resource":"//storage.googleapis.com/orphan-bucket","policy":{"bindings":[{"role":"roles/storage.admin","members":["user:x@example.com"]}]}}"#,
         "\n",
-        r#"{"resource":"projects/p1","policy":{"bindings":[{"role":"roles/doesNotExist","members":["user:y@example.com"]}]}}"#,
+        r#"{"resource":"projects/p1","policy":{"bindings":[{"role":"roles/doesNotExist","members":["user:y@example.com"]},{"role":"projects/p1/roles/lister","members":["user:z@example.com"]}]}}"#,
+        "\n",
+        // `gcloud iam roles list` prints roles without their permissions.
+        r#"{"name":"projects/p1/roles/lister","title":"Lister","etag":"BwX=","description":"d"}"#,
         "\n"
     );
     let inv = parse_export("odd.jsonl", text.as_bytes()).unwrap();
@@ -280,4 +283,6 @@ fn unknown_roles_and_unplaced_policies_are_warnings_not_panics() {
     assert!(r.warnings.iter().any(|w| w.contains("roles/doesNotExist unknown")));
     let y = r.identities.iter().find(|g| g.arn == "gcp:projects/p1/user:y@example.com").unwrap();
     assert!(y.granted.is_empty() && !y.warnings.is_empty());
+    let z = r.identities.iter().find(|g| g.arn == "gcp:projects/p1/user:z@example.com").unwrap();
+    assert!(z.warnings.iter().any(|w| w.contains("without includedPermissions")), "{:?}", z.warnings);
 }
