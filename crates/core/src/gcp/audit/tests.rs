@@ -174,3 +174,15 @@ fn organization_logs_and_test_iam_permissions() {
     assert_eq!(e.actor.uid, "gcp:organizations/6/user:alice@example.com");
     assert_eq!(e.mapping, ActionMapping::NoPermission);
 }
+
+#[test]
+fn truncated_or_mangled_entries_never_panic() {
+    for text in [PUBSUB, MONITORING, BIGQUERY, COMPUTE, DENIED, FLOW] {
+        for cut in (0..text.len()).step_by(7) {
+            let _ = normalizer().normalize(&text.as_bytes()[..cut]);
+        }
+        // Every string value replaced by a number, every number by a string.
+        let mangled = text.replace("\": \"", "\": 1, \"x\": \"").replace("\"code\": 7", "\"code\": \"seven\"");
+        let _ = normalizer().normalize(mangled.as_bytes());
+    }
+}
