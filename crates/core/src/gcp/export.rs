@@ -12,7 +12,7 @@
 //! | a bare `get-iam-policy` wrapped with its project | `bindings` + `projectId` (or `resource`, `folderId`, `organizationId`) |
 //! | Cloud Asset Inventory `--content-type=resource` | `resource.data` + `assetType` (projects, folders, organizations; other assets are counted as ignored) |
 //! | `gcloud projects list` / `folders list` | `projectId` + `projectNumber`; `name: folders/N` + `parent` |
-//! | deny policy (`gcloud iam policies list --kind=denypolicies`) | `rules` + `name: policies/...` or `kind: DenyPolicy` |
+//! | deny policy (`gcloud iam policies get --kind=denypolicies`) | `rules`, `name: policies/.../denypolicies/...` or `kind: DenyPolicy` |
 //! | custom role (`gcloud iam roles list/describe`) | `includedPermissions`, or `name: .../roles/...` |
 //! | service account key (`keys list`) | `keyType`, or `name: .../serviceAccounts/.../keys/...` |
 //! | service account (`service-accounts list`) | `email` + `uniqueId` (or `name: .../serviceAccounts/...`) |
@@ -393,7 +393,13 @@ fn read_record(inv: &mut GcpInventory, rec: &Value, origin: &str) -> Result<(), 
         return Ok(());
     }
     let name = s(m, "name").unwrap_or_default();
-    if m.contains_key("rules") && (name.starts_with("policies/") || s(m, "kind") == Some("DenyPolicy")) {
+    if m.contains_key("rules") || name.contains("/denypolicies/") || s(m, "kind") == Some("DenyPolicy") {
+        if !m.contains_key("rules") {
+            return Err(bad(format!(
+                "deny policy {name:?} without rules: `gcloud iam policies list` omits them; export each with \
+                 `gcloud iam policies get ID --attachment-point=... --kind=denypolicies --format=json`"
+            )));
+        }
         return read_deny_policy(inv, m, origin);
     }
     if m.contains_key("includedPermissions")
@@ -823,6 +829,13 @@ mod tests {
         assert!(inv.problems[0].starts_with("cai.jsonl: record 1: not JSON"), "{:?}", inv.problems);
         assert_eq!(inv.problems[1], "cai.jsonl: record 2: bindings[0]: missing role");
         assert_eq!(inv.hierarchy, vec![("projects/1".to_string(), vec!["organizations/9".to_string()])]);
+    }
+
+    #[test]
+    fn deny_policy_listed_without_rules_says_how_to_export_them() {
+        let text = r#"[{"name":"policies/cloudresourcemanager.googleapis.com%2Fprojects%2Fp/denypolicies/d1","kind":"DenyPolicy","uid":"u","etag":"e"}]"#;
+        let e = parse_export("deny-list.json", text.as_bytes()).unwrap_err().to_string();
+        assert!(e.starts_with("deny-list.json: record 0: deny policy") && e.contains("gcloud iam policies get"), "{e}");
     }
 
     #[test]
