@@ -19,6 +19,7 @@
 //! * [`findings`]: granted vs used, PCI, status flags, account roll-up.
 //! * [`idp`]: Okta, Google Workspace and IAM Identity Center exports and activity logs.
 //! * [`humans`]: one human across clouds: linking identities to people, and their findings.
+//! * [`gcp`]: GCP IAM exports to identity grants (hierarchy, groups, deny policies, impersonation), Cloud Audit Logs to events.
 
 pub mod access;
 pub mod azure;
@@ -27,6 +28,7 @@ pub mod cloudtrail;
 pub mod condition;
 pub mod escalation;
 pub mod findings;
+pub mod gcp;
 pub mod glob;
 pub mod humans;
 pub mod iam;
