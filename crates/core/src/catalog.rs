@@ -820,7 +820,10 @@ mod tests {
 
         let rd = c.lookup("Microsoft.Authorization/roleDefinitions/write").unwrap();
         assert!(c.risk_tags(rd).privilege_escalation);
-        assert!(c.expand_azure("Microsoft.Insights/*", false).contains(c.lookup("Microsoft.Insights/diagnosticSettings/delete").unwrap()));
+        assert!(
+            c.expand_azure("Microsoft.Insights/*", false)
+                .contains(c.lookup("Microsoft.Insights/diagnosticSettings/delete").unwrap())
+        );
         let ra = c.lookup("microsoft.authorization/ROLEASSIGNMENTS/write").unwrap();
         assert_eq!(c.cloud_of(ra), Cloud::Azure);
         assert_eq!(c.name(ra), "Microsoft.Authorization/roleAssignments/write");

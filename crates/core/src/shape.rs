@@ -19,7 +19,8 @@ pub enum RecordShape {
     AzureActivity,
     /// An Entra ID sign-in (Graph `auditLogs/signIns`, or the diagnostic export's `SignInLogs`).
     EntraSignIn,
-    /// A GCP Cloud Audit Log entry (`protoPayload`).
+    /// A GCP Cloud Logging entry (`protoPayload`, or `logName` and `insertId`): audit entries are
+    /// read, other entries (flow logs) counted as not API activity.
     GcpAudit,
     /// An Okta System Log event (`eventType` and `published`).
     OktaSystemLog,
@@ -33,7 +34,7 @@ impl RecordShape {
         let has = |key: &[u8]| memmem::find(raw, key).is_some();
         if has(b"\"eventSource\"") {
             RecordShape::CloudTrail
-        } else if has(b"\"protoPayload\"") {
+        } else if has(b"\"protoPayload\"") || (has(b"\"logName\"") && has(b"\"insertId\"")) {
             RecordShape::GcpAudit
         } else if has(b"\"SignInLogs\"") || (has(b"\"appDisplayName\"") && has(b"\"userPrincipalName\"")) {
             RecordShape::EntraSignIn

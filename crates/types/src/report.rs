@@ -167,7 +167,7 @@ pub struct EscalationStep {
     pub from: String,
     pub to: String,
     /// `assume-role`, `create-access-key`, `login-profile`, `update-trust-policy`, `pass-role`,
-    /// `ssm`, `add-to-group`.
+    /// `ssm`, `add-to-group`; GCP: `impersonate-service-account`.
     pub kind: String,
     /// The actions the step takes, e.g. `["iam:PassRole", "lambda:CreateFunction"]`.
     pub actions: Vec<String>,

@@ -44,6 +44,8 @@ pub struct AnalyzeOptions {
     pub iam: Vec<PathBuf>,
     /// Local paths and `s3://bucket[/prefix]`s, mixed as the user likes.
     pub cloudtrail: Vec<Input>,
+    /// Azure, GCP and identity-provider exports and logs (`crate::clouds`).
+    pub clouds: crate::clouds::CloudPaths,
     /// How to reach S3 for the `s3://` inputs (credentials: the SDK's default chain only).
     pub s3: S3Config,
     pub as_of: Option<EventTime>,
@@ -91,6 +93,7 @@ impl AnalyzeOptions {
         Self {
             iam: Vec::new(),
             cloudtrail: Vec::new(),
+            clouds: crate::clouds::CloudPaths::default(),
             s3: S3Config::default(),
             as_of: None,
             lookback_days: 90,
@@ -173,18 +176,23 @@ impl AnalyzeOutcome {
 pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let started = std::time::Instant::now();
     crate::output::create_out_dir(&opts.out)?;
-    let catalog = Arc::new(Catalog::aws().context("loading the AWS action catalog")?);
-    let normalizer =
-        Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?);
+    let catalog = Arc::new(Catalog::all_clouds().context("loading the action catalog")?);
 
-    // 1. Entitlements.
+    // 1. Entitlements: AWS, then Azure and GCP, then who is who across them.
     let mut iam = load_iam(&opts.iam, &catalog)?;
+    let mut clouds = crate::clouds::load(&opts.clouds, &catalog)?;
+    for w in &clouds.warnings {
+        tracing::warn!(warning = %w, "Cloud export issue.");
+    }
+    let normalizer =
+        Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?)
+            .with_okta_org(clouds.okta_org.clone());
     let org = match &opts.organization {
         Some(file) => Some(Arc::new(crate::access::read_organization(file)?)),
         None => None,
     };
     let resource_policies = crate::access::read_resource_policies(&opts.resource_policies)?;
-    let Entitlements { grants, model, escalation } = finish_entitlements(
+    let Entitlements { mut grants, model, escalation } = finish_entitlements(
         std::mem::take(&mut iam.grants),
         &iam.snapshot,
         &catalog,
@@ -195,6 +203,11 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let resource_access = grantwatch_core::access::resource_access(&model);
     drop(model);
     let resource_access_count = resource_access.len();
+    grants.append(&mut clouds.grants);
+    grants.sort_by(|a, b| a.arn.cmp(&b.arn));
+    let humans = clouds.link_humans(&mut grants);
+    let mut logs = opts.cloudtrail.clone();
+    logs.extend(clouds.logs.iter().cloned().map(Input::Local));
 
     // 2. State, and one pass over the activity logs.
     let temp_state;
@@ -217,8 +230,11 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         access_file.write(entry)?;
     }
     access_file.finish()?;
-    let mut report =
-        IngestReport { iam_snapshots_read: iam.files, identities: grants.len() as u64, ..Default::default() };
+    let mut report = IngestReport {
+        iam_snapshots_read: iam.files + clouds.export_files,
+        identities: grants.len() as u64,
+        ..Default::default()
+    };
     let access = match (&opts.detection, opts.access_logs.is_empty()) {
         (_, true) => None,
         (Some(d), false) => Some(crate::ondemand::read(
@@ -235,7 +251,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let on_demand = access.as_ref().map(|a| Arc::new(a.grants.clone()));
 
     let mut run_outcome = FileRunOutcome::default();
-    if !opts.cloudtrail.is_empty() {
+    if !logs.is_empty() {
         let mut alert_file = match &opts.detection {
             Some(_) => {
                 let path = opts.out.join("alerts.jsonl");
@@ -251,7 +267,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
             Progress::File(n) => bar.inc(n),
         };
         let run_opts = FileRunOptions {
-            cloudtrail: &opts.cloudtrail,
+            cloudtrail: &logs,
             s3: opts.s3.clone(),
             catalog: catalog.clone(),
             normalizer: &normalizer,
@@ -287,7 +303,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
             Some(f) => f,
             None => &mut NoAlerts,
         };
-        run_outcome = file_run::run(&run_opts, &store, &quarantine, sink).context("reading CloudTrail")?;
+        run_outcome = file_run::run(&run_opts, &store, &quarantine, sink).context("reading the activity logs")?;
         bar.finish_and_clear();
         if let Some(f) = alert_file {
             f.finish()?;
@@ -332,6 +348,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         FindingsShape {
             form: if opts.exact_actions { ActionsForm::Exact } else { ActionsForm::Compact },
             org: org.as_deref(),
+            humans: &humans,
         },
     )?;
     Ok(AnalyzeOutcome {
@@ -385,6 +402,8 @@ const FINDINGS_BATCH: usize = 256;
 struct FindingsShape<'a> {
     form: ActionsForm,
     org: Option<&'a Organization>,
+    /// Who is who across clouds: `humans.jsonl` is rolled up from the findings as they are written.
+    humans: &'a grantwatch_core::humans::HumanLinker,
 }
 
 fn write_findings(
@@ -396,8 +415,9 @@ fn write_findings(
     report: &IngestReport,
     shape: FindingsShape<'_>,
 ) -> Result<(AccountsReport, Vec<IdentityFinding>, usize)> {
-    let FindingsShape { form, org } = shape;
+    let FindingsShape { form, org, humans } = shape;
     let mut identities_w = outputs.identities_writer()?;
+    let mut human_report = grantwatch_core::humans::HumanReport::new(humans);
     let mut rollup = AccountRollup::default();
     let mut top: Vec<IdentityFinding> = Vec::new();
     let mut n = 0usize;
@@ -414,6 +434,7 @@ fn write_findings(
             let f = identity_finding_as(catalog, cfg, g, usage, form);
             n += 1;
             rollup.add(&f);
+            human_report.add(&f);
             if write_err.is_none()
                 && let Err(e) = identities_w.write(&f)
             {
@@ -426,6 +447,11 @@ fn write_findings(
         return Err(e);
     }
     identities_w.finish()?;
+    let mut humans_w = crate::output::JsonLinesWriter::create(&outputs.humans)?;
+    for h in human_report.finish() {
+        humans_w.write(&h)?;
+    }
+    humans_w.finish()?;
     let accounts = rollup.finish(cfg);
     outputs.write_json(&outputs.accounts, &accounts)?;
     outputs.write_json(&outputs.ingest_report, report)?;

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod access_cli;
 pub mod analyze;
+pub mod clouds;
 pub mod detect;
 pub mod eval;
 pub mod floor;

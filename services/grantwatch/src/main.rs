@@ -128,8 +128,30 @@ enum FormatArg {
 struct AnalyzeArgs {
     /// Output of `aws iam get-account-authorization-details` (files or directories; many accounts),
     /// and optionally `aws iam list-access-keys` output.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["azure", "gcp"])]
     iam: Vec<PathBuf>,
+    /// Azure: role definitions and assignments (`az role ... list`), deny assignments, Entra users,
+    /// groups and service principals (Microsoft Graph), the management-group tree and subscriptions,
+    /// and Activity Log / Entra sign-in logs (docs/azure.md). Files or directories; each file is
+    /// recognized by its content.
+    #[arg(long, num_args = 1..)]
+    azure: Vec<PathBuf>,
+    /// GCP: IAM policies (Cloud Asset Inventory export or get-iam-policy output), custom roles, deny
+    /// policies, service accounts and keys, and Cloud Audit Logs (docs/gcp.md).
+    #[arg(long, num_args = 1..)]
+    gcp: Vec<PathBuf>,
+    /// Okta: users, groups, app assignments, factors, and System Log (docs/identity-providers.md).
+    #[arg(long, num_args = 1..)]
+    okta: Vec<PathBuf>,
+    /// Google Workspace / Cloud Identity: users, groups, members, and Admin SDK Reports activities.
+    #[arg(long, num_args = 1..)]
+    workspace: Vec<PathBuf>,
+    /// IAM Identity Center: users, groups, memberships, permission sets and account assignments.
+    #[arg(long = "identity-center", num_args = 1..)]
+    identity_center: Vec<PathBuf>,
+    /// Which identities are one human (JSON, docs/identity-providers.md): overrides every other link.
+    #[arg(long, value_name = "FILE")]
+    humans: Option<PathBuf>,
     /// CloudTrail: S3-layout directory trees, `{"Records":[...]}` files (.json/.json.gz), JSON Lines,
     /// or `s3://bucket[/prefix]` to read the trail's bucket directly (local and S3 may be mixed).
     #[arg(long, num_args = 1.., value_parser = InputParser)]
@@ -423,6 +445,14 @@ fn real_main() -> Result<ExitCode> {
             let mut opts = AnalyzeOptions::new(a.out);
             opts.iam = a.iam;
             opts.cloudtrail = a.cloudtrail;
+            opts.clouds = grantwatch::clouds::CloudPaths {
+                azure: a.azure,
+                gcp: a.gcp,
+                okta: a.okta,
+                workspace: a.workspace,
+                identity_center: a.identity_center,
+                humans: a.humans,
+            };
             opts.s3 = a.s3.config();
             opts.as_of = a.as_of;
             opts.lookback_days = a.lookback_days;

@@ -22,6 +22,8 @@ pub struct Outputs {
     pub resource_access: PathBuf,
     /// `alerts.jsonl`, when detection ran.
     pub alerts: Option<PathBuf>,
+    /// `humans.jsonl`: each human's identities in every cloud, granted vs used, one PCI.
+    pub humans: PathBuf,
 }
 
 impl Outputs {
@@ -32,6 +34,7 @@ impl Outputs {
             ingest_report: dir.join("ingest_report.json"),
             resource_access: dir.join("resource_access.jsonl"),
             alerts: None,
+            humans: dir.join("humans.jsonl"),
         }
     }
 

@@ -221,6 +221,11 @@ impl ActionMap {
         &self.catalog
     }
 
+    /// The catalog, shared.
+    pub fn catalog_arc(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The IAM prefix of an eventSource (`s3.amazonaws.com` → `s3`), lower-case.
     pub fn prefix_of<'s>(&'s self, event_source: &'s str) -> Cow<'s, str> {
         if let Some(p) = self.prefixes.get(event_source) {

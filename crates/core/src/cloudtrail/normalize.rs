@@ -5,6 +5,7 @@
 //! the service has rules in [`super::resources`].
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use grantwatch_types::{
     Actor, Api, Cloud, ERROR_MESSAGE_MAX, Event, EventTime, IdentityKind, RAW_DETAIL_MAX, RawJson, Status, cut_str,
@@ -383,13 +384,21 @@ fn resolve_actor(id: &RawIdentity<'_>) -> Actor {
 #[derive(Debug)]
 pub struct Normalizer {
     map: ActionMap,
+    /// Cloud Audit Logs' normalizer; `Err` when the catalog holds no GCP permissions (or, a build
+    /// defect, its compiled-in table is unreadable): GCP records are then refused with the reason.
+    gcp: Result<crate::gcp::GcpNormalizer, String>,
     /// The Okta org of the directory export, which the System Log does not name (`okta` without it).
     okta_org: Option<String>,
 }
 
 impl Normalizer {
     pub fn new(map: ActionMap) -> Normalizer {
-        Normalizer { map, okta_org: None }
+        let gcp = if map.catalog().cloud_len(grantwatch_types::Cloud::Gcp) == 0 {
+            Err("the action catalog holds no GCP permissions".to_string())
+        } else {
+            crate::gcp::GcpNormalizer::new(Arc::clone(map.catalog_arc())).map_err(|e| e.to_string())
+        };
+        Normalizer { map, gcp, okta_org: None }
     }
 
     /// A normalizer over the AWS catalog compiled into this binary.
@@ -437,9 +446,10 @@ impl Normalizer {
             }
             RecordShape::AzureActivity => each(crate::azure::normalize_activity(raw, self.map.catalog())?),
             RecordShape::EntraSignIn => each(crate::azure::normalize_signin(raw)?),
-            RecordShape::GcpAudit => {
-                return Err(NormalizeError::Json("this log's normalizer is not built in".to_string()));
-            }
+            RecordShape::GcpAudit => match &self.gcp {
+                Ok(gcp) => each(gcp.normalize(raw)?),
+                Err(why) => return Err(NormalizeError::Invalid(format!("a GCP audit log entry, not read: {why}"))),
+            },
         }
         Ok(())
     }
