@@ -362,6 +362,9 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<u64, SynthE
     let bytes = serde_json::to_vec_pretty(v)?;
     let f = fs::File::create(path).map_err(|e| SynthError::io(path, e))?;
     let mut w = BufWriter::new(f);
-    w.write_all(&bytes).and_then(|()| w.write_all(b"\n")).and_then(|()| w.flush()).map_err(|e| SynthError::io(path, e))?;
+    w.write_all(&bytes)
+        .and_then(|()| w.write_all(b"\n"))
+        .and_then(|()| w.flush())
+        .map_err(|e| SynthError::io(path, e))?;
     Ok(bytes.len() as u64 + 1)
 }

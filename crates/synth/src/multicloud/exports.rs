@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::roles::GcpRoles;
 use super::world::{AzScope, GScope, PKind, World};
 use super::write_json;
-use super::roles::GcpRoles;
 use crate::org::Org;
 use crate::util::time_string;
 use crate::{OrgSpec, SynthError};
@@ -365,7 +365,8 @@ fn gcp(world: &World, gcp_ref: &GcpRoles, out: &Path, as_of: i64, w: &mut Writte
             "projectId": pid, "uniqueId": s.unique_id, "disabled": false
         }));
         for k in &s.keys {
-            let valid_before = if k.user_managed { "9999-12-31T23:59:59Z".to_string() } else { time_string(k.created + 86_400 * 14) };
+            let valid_before =
+                if k.user_managed { "9999-12-31T23:59:59Z".to_string() } else { time_string(k.created + 86_400 * 14) };
             keys.push(json!({
                 "keyAlgorithm": "KEY_ALG_RSA_2048",
                 "keyOrigin": "GOOGLE_PROVIDED",

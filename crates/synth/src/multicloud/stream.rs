@@ -16,9 +16,7 @@ use serde_json::{Value, json};
 use super::exports::{Written, write_directories, write_snapshots};
 use super::ops::{AZ_OPS, AzTarget, GCP_CALLS, GTarget, Log, az_op, gcp_call};
 use super::roles::{AzureRoles, GcpRoles};
-use super::world::{
-    Actor, Assignment, AzScope, Binding, Cl, GScope, OWNER_GUID, PKind, Restrict, SaKey, World, cap,
-};
+use super::world::{Actor, Assignment, AzScope, Binding, Cl, GScope, OWNER_GUID, PKind, Restrict, SaKey, World, cap};
 use super::{CloudIdentity, CloudsTruth, MultiCloudSpec, TruthGrant, TruthHuman, TruthRole};
 use crate::scenario::{Label, Technique};
 use crate::util::{civil_from_days, hex, time_string, uuid};
@@ -58,15 +56,31 @@ struct Tally {
 #[derive(Debug, Clone, Copy)]
 enum AttackKind {
     /// `actor` assigns Owner on its subscription to service principal `principal` (assignment `asg`).
-    AzureOwner { actor: u32, asg: u32 },
+    AzureOwner {
+        actor: u32,
+        asg: u32,
+    },
     /// `actor` deletes the subscription's Activity Log diagnostic setting.
-    AzureDiagDelete { actor: u32 },
+    AzureDiagDelete {
+        actor: u32,
+    },
     /// `actor` creates a user-managed key for service account `sa` (key `key` of it).
-    GcpKey { actor: u32, sa: u32, key: u32 },
+    GcpKey {
+        actor: u32,
+        sa: u32,
+        key: u32,
+    },
     /// `actor` grants allUsers objectViewer on bucket `bucket` of its project.
-    GcpPublicBucket { actor: u32, bucket: u16 },
-    OktaMfa { human: u32 },
-    Ws2sv { human: u32 },
+    GcpPublicBucket {
+        actor: u32,
+        bucket: u16,
+    },
+    OktaMfa {
+        human: u32,
+    },
+    Ws2sv {
+        human: u32,
+    },
 }
 
 struct Attack {
@@ -218,16 +232,17 @@ fn plan_attacks(world: &mut World, rng: &mut ChaCha8Rng, start: i64, as_of: i64,
     let when = |rng: &mut ChaCha8Rng| (lo + rng.random_range(0..span) * 3 / 4).min(as_of);
     let mut out = Vec::new();
     let ev = |t: i64| EventTime(t * 1000);
-    let label = |n: usize, technique: Technique, identity: String, account: String, t: i64, description: String| Label {
-        id: format!("mc-{n:02}"),
-        technique,
-        identity,
-        account,
-        start: ev(t),
-        end: ev(t),
-        event_ids: Vec::new(),
-        description,
-    };
+    let label =
+        |n: usize, technique: Technique, identity: String, account: String, t: i64, description: String| Label {
+            id: format!("mc-{n:02}"),
+            technique,
+            identity,
+            account,
+            start: ev(t),
+            end: ev(t),
+            event_ids: Vec::new(),
+            description,
+        };
     let owner_role = world.azure.roles.iter().position(|r| r.guid == OWNER_GUID).unwrap_or(0) as u16;
     // Azure: a subscription Owner (a human) gives a service principal Owner, then blinds the log.
     let candidates: Vec<u32> = (0..world.actors.len() as u32)
@@ -313,7 +328,9 @@ fn plan_attacks(world: &mut World, rng: &mut ChaCha8Rng, start: i64, as_of: i64,
         let actor = cands[rng.random_range(0..cands.len())];
         let p = world.actors[actor as usize].scope;
         let sas: Vec<u32> = (0..world.gcp.sas.len() as u32)
-            .filter(|&s| world.gcp.sas[s as usize].project == p && world.gcp.sas[s as usize].archetype != "default_compute")
+            .filter(|&s| {
+                world.gcp.sas[s as usize].project == p && world.gcp.sas[s as usize].archetype != "default_compute"
+            })
             .collect();
         if !sas.is_empty() {
             let sa = sas[rng.random_range(0..sas.len())];
@@ -529,7 +546,15 @@ impl Gen<'_> {
                         self.az_records(rng, a, ev.call as usize, &rid, ev.t, ev.fail, None, slot_end);
                     }
                     EvK::Gcp => {
-                        let line = self.gcp_entry(rng, &world.actors[ev.who as usize], ev.call as usize, ev.tgt, ev.t, ev.fail, None);
+                        let line = self.gcp_entry(
+                            rng,
+                            &world.actors[ev.who as usize],
+                            ev.call as usize,
+                            ev.tgt,
+                            ev.t,
+                            ev.fail,
+                            None,
+                        );
                         self.gcp_write(world.actors[ev.who as usize].scope, ev.t, &line)?;
                     }
                     EvK::Okta => {
@@ -698,8 +723,14 @@ impl Gen<'_> {
                     m.insert("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name".into(), json!(upn));
                     m.insert("name".into(), json!(p.display));
                     if let Some(h) = h {
-                        m.insert("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname".into(), json!(cap(&h.first)));
-                        m.insert("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname".into(), json!(cap(&h.last)));
+                        m.insert(
+                            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname".into(),
+                            json!(cap(&h.first)),
+                        );
+                        m.insert(
+                            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname".into(),
+                            json!(cap(&h.last)),
+                        );
                     }
                     m.insert("http://schemas.microsoft.com/claims/authnmethodsreferences".into(), json!("pwd,mfa"));
                     m.insert("appid".into(), json!(AZ_CLI));
@@ -904,7 +935,13 @@ impl Gen<'_> {
             GTarget::Secret => {
                 let s = &p.secrets[tgt as usize % p.secrets.len().max(1)];
                 let r = format!("projects/{}/secrets/{s}/versions/latest", p.number);
-                (r.clone(), r, "audited_resource", json!({"project_id": pid, "service": c.service, "method": c.method}), None)
+                (
+                    r.clone(),
+                    r,
+                    "audited_resource",
+                    json!({"project_id": pid, "service": c.service, "method": c.method}),
+                    None,
+                )
             }
             GTarget::Topic => {
                 let s = &p.topics[tgt as usize % p.topics.len().max(1)];
@@ -925,20 +962,24 @@ impl Gen<'_> {
         };
         let ts = ts_frac(t, rng.random_range(0..1_000_000_000), 9);
         let ua = match (a.kind, a.ua) {
-            ("user", 0 | 1) => "google-cloud-sdk gcloud/463.0.0 command/gcloud.storage.ls invocation-id/0 environment/None",
-            ("user", _) => "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36,gzip(gfe)",
+            ("user", 0 | 1) => {
+                "google-cloud-sdk gcloud/463.0.0 command/gcloud.storage.ls invocation-id/0 environment/None"
+            }
+            ("user", _) => {
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36,gzip(gfe)"
+            }
             (_, 0) => "gl-python/3.11.8 grpc/1.60.1 gax/2.17.1 gapic/2.14.2 gccl/2.14.2",
-            (_, 1) => "Terraform/1.7.4 (+https://www.terraform.io) Terraform-Plugin-SDK/2.10.1 terraform-provider-google/5.17.0",
+            (_, 1) => {
+                "Terraform/1.7.4 (+https://www.terraform.io) Terraform-Plugin-SDK/2.10.1 terraform-provider-google/5.17.0"
+            }
             _ => "google-api-go-client/0.5 gl-go/1.22.0 gdcl/0.160.0",
         };
         let mut auth = json!({"principalEmail": a.email});
         if a.kind == "service_account" {
             auth["principalSubject"] = json!(format!("serviceAccount:{}", a.email));
             if let Some(k) = a.sa.and_then(|s| g.sas[s as usize].keys.iter().find(|k| k.user_managed)) {
-                auth["serviceAccountKeyName"] = json!(format!(
-                    "//iam.googleapis.com/projects/{pid}/serviceAccounts/{}/keys/{}",
-                    a.email, k.id
-                ));
+                auth["serviceAccountKeyName"] =
+                    json!(format!("//iam.googleapis.com/projects/{pid}/serviceAccounts/{}/keys/{}", a.email, k.id));
             }
         } else {
             auth["principalSubject"] = json!(format!("user:{}", a.email));
@@ -1103,7 +1144,8 @@ impl Gen<'_> {
 
     fn ws_event(&mut self, rng: &mut ChaCha8Rng, h: u32, t: i64, fail: bool, disable_2sv: bool) -> Value {
         let hu = &self.world.humans[h as usize];
-        let ip = if disable_2sv { "185.220.101.47".to_string() } else { hu.ips[(t as usize) % hu.ips.len().max(1)].clone() };
+        let ip =
+            if disable_2sv { "185.220.101.47".to_string() } else { hu.ips[(t as usize) % hu.ips.len().max(1)].clone() };
         let (app, events) = if disable_2sv {
             ("user_accounts", json!([{"type": "2sv_change", "name": "2sv_disable"}]))
         } else if fail {
@@ -1278,7 +1320,8 @@ impl Gen<'_> {
                     g.projects[a.scope as usize].id.clone(),
                 ),
             };
-            let used: Vec<String> = sorted(t.calls.iter().filter(|&(_, &l)| l > cutoff).filter_map(|(&c, _)| name_of(c)));
+            let used: Vec<String> =
+                sorted(t.calls.iter().filter(|&(_, &l)| l > cutoff).filter_map(|(&c, _)| name_of(c)));
             let used_ever: Vec<String> = sorted(t.calls.keys().filter_map(|&c| name_of(c)));
             let grants: Vec<TruthGrant> = a
                 .grants

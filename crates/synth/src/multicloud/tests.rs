@@ -396,14 +396,17 @@ fn files_parse_as_the_real_formats() {
     assert!(ras.len() > 10);
     for r in &ras {
         let (pre, guid) = r.role_definition_id.rsplit_once('/').unwrap();
-        assert!(pre.starts_with("/subscriptions/") && pre.ends_with("/providers/Microsoft.Authorization/roleDefinitions"));
+        assert!(
+            pre.starts_with("/subscriptions/") && pre.ends_with("/providers/Microsoft.Authorization/roleDefinitions")
+        );
         assert_eq!(guid.len(), 36);
         assert!(mc.roles.get(guid).is_some_and(|x| x.name == r.role_definition_name), "{}", r.role_definition_name);
         assert!(["User", "Group", "ServicePrincipal"].contains(&r.principal_type.as_str()));
         assert!(r.id.starts_with(&r.scope) && r.principal_id.len() == 36);
         assert!(r.scope.starts_with("/subscriptions/") || r.scope.starts_with("/providers/Microsoft.Management/"));
     }
-    for (f, what) in [("users", "users"), ("groups", "groups(members())"), ("service-principals", "servicePrincipals")] {
+    for (f, what) in [("users", "users"), ("groups", "groups(members())"), ("service-principals", "servicePrincipals")]
+    {
         let l: GraphList = read(&root.join(format!("azure/{f}.json")));
         assert_eq!(l.context, format!("https://graph.microsoft.com/v1.0/$metadata#{what}"));
         assert!(!l.value.is_empty(), "{f}");
@@ -425,7 +428,9 @@ fn files_parse_as_the_real_formats() {
             assert!(!r.result_signature.is_empty() && !r.caller_ip_address.is_empty());
             let c = &r.identity.claims.0;
             assert!(c.contains_key("http://schemas.microsoft.com/identity/claims/objectidentifier"));
-            assert!(c.contains_key("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn") || c.contains_key("appid"));
+            assert!(
+                c.contains_key("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn") || c.contains_key("appid")
+            );
             assert_eq!(r.properties["eventCategory"], "Administrative");
             assert!(r.time.len() == 28 && r.time >= prev, "{} after {prev}", r.time);
             prev = r.time.clone();
@@ -461,7 +466,8 @@ fn files_parse_as_the_real_formats() {
     for r in &res {
         assert!(r.name.starts_with("//cloudresourcemanager.googleapis.com/") && !r.ancestors.is_empty());
         if r.asset_type == "cloudresourcemanager.googleapis.com/Project" {
-            number_to_id.insert(r.resource.data.project_number.clone().unwrap(), r.resource.data.project_id.clone().unwrap());
+            number_to_id
+                .insert(r.resource.data.project_number.clone().unwrap(), r.resource.data.project_id.clone().unwrap());
         }
     }
     assert_eq!(number_to_id.values().cloned().collect::<BTreeSet<_>>(), mc.projects.iter().cloned().collect());
@@ -469,9 +475,16 @@ fn files_parse_as_the_real_formats() {
         assert!(number_to_id.contains_key(p.name.rsplit('/').next().unwrap()));
     }
     let sas: Vec<GSa> = read(&root.join("gcp/service-accounts.json"));
-    assert!(sas.iter().all(|s| s.name == format!("projects/{}/serviceAccounts/{}", s.project_id, s.email) && s.unique_id.len() == 21));
+    assert!(
+        sas.iter()
+            .all(|s| s.name == format!("projects/{}/serviceAccounts/{}", s.project_id, s.email)
+                && s.unique_id.len() == 21)
+    );
     let keys: Vec<GKey> = read(&root.join("gcp/service-account-keys.json"));
-    assert!(keys.iter().all(|k| ["USER_MANAGED", "SYSTEM_MANAGED"].contains(&k.key_type.as_str()) && k.name.contains("/keys/")));
+    assert!(
+        keys.iter()
+            .all(|k| ["USER_MANAGED", "SYSTEM_MANAGED"].contains(&k.key_type.as_str()) && k.name.contains("/keys/"))
+    );
     keys.iter().for_each(|k| {
         ts_secs(&k.valid_after_time);
     });
@@ -493,7 +506,11 @@ fn files_parse_as_the_real_formats() {
             );
             let pp = &e.proto_payload;
             assert_eq!(pp.kind, "type.googleapis.com/google.cloud.audit.AuditLog");
-            assert!(pp.service_name.ends_with(".googleapis.com") && !pp.method_name.is_empty() && !pp.resource_name.is_empty());
+            assert!(
+                pp.service_name.ends_with(".googleapis.com")
+                    && !pp.method_name.is_empty()
+                    && !pp.resource_name.is_empty()
+            );
             assert!(pp.authentication_info.principal_email.contains('@'));
             assert!(pp.authorization_info.len() == 1 && pp.authorization_info[0].granted);
             assert!(!pp.authorization_info[0].resource.is_empty() && pp.authorization_info[0].permission.contains('.'));
@@ -506,17 +523,25 @@ fn files_parse_as_the_real_formats() {
     // identity-provider logs
     let ol: Vec<OktaLog> = lines(&root.join("okta/system-log.jsonl"));
     assert_eq!(ol.len() as u64, mc.okta_events);
-    assert!(ol.iter().all(|e| ids.contains(e.actor.id.as_str()) && e.uuid.len() == 36 && !e.actor.alternate_id.is_empty()));
+    assert!(
+        ol.iter().all(|e| ids.contains(e.actor.id.as_str()) && e.uuid.len() == 36 && !e.actor.alternate_id.is_empty())
+    );
     assert!(ol.iter().all(|e| ["SUCCESS", "FAILURE"].contains(&e.outcome.result.as_str())));
     assert!(ol.windows(2).all(|w| w[0].published <= w[1].published));
     assert!(ol.iter().filter(|e| e.event_type == "user.mfa.factor.deactivate").count() == 1);
     let wa: Vec<WsActivity> = lines(&root.join("workspace/activities.jsonl"));
     assert_eq!(wa.len() as u64, mc.workspace_events);
     assert!(wa.iter().all(|a| a.kind == "admin#reports#activity" && a.id.customer_id == mc.workspace_customer));
-    assert!(wa.iter().all(|a| !a.id.unique_qualifier.is_empty() && a.actor.email.contains('@') && !a.events.is_empty()));
+    assert!(
+        wa.iter().all(|a| !a.id.unique_qualifier.is_empty() && a.actor.email.contains('@') && !a.events.is_empty())
+    );
     assert!(wa.windows(2).all(|w| w[0].id.time <= w[1].id.time));
     assert_eq!(
-        wa.iter().filter(|a| a.id.application_name == "user_accounts" && a.events[0].kind == "2sv_change" && a.events[0].name == "2sv_disable").count(),
+        wa.iter()
+            .filter(|a| a.id.application_name == "user_accounts"
+                && a.events[0].kind == "2sv_change"
+                && a.events[0].name == "2sv_disable")
+            .count(),
         1
     );
 
@@ -532,7 +557,8 @@ fn same_spec_same_bytes() {
     assert_eq!(ta, tb);
     let fa = files(a.path());
     let fb = files(b.path());
-    let rel = |root: &Path, v: &[PathBuf]| v.iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect::<Vec<_>>();
+    let rel =
+        |root: &Path, v: &[PathBuf]| v.iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect::<Vec<_>>();
     assert_eq!(rel(a.path(), &fa), rel(b.path(), &fb));
     for (x, y) in fa.iter().zip(&fb) {
         assert!(std::fs::read(x).unwrap() == std::fs::read(y).unwrap(), "{}", x.display());
@@ -542,4 +568,251 @@ fn same_spec_same_bytes() {
         std::fs::read(a.path().join("azure/role-assignments.json")).unwrap()
             != std::fs::read(c.path().join("azure/role-assignments.json")).unwrap()
     );
+}
+
+/// Recounts, from the written logs alone, what each identity used, and checks the truth against it
+/// and against the role data.
+#[test]
+fn truth_matches_the_logs_and_the_roles() {
+    let spec = small(21);
+    let (dir, truth) = make(&spec);
+    let root = dir.path();
+    let mc = &truth.multicloud;
+    let cutoff = mc.as_of.millis().div_euclid(1000) - i64::from(mc.lookback_days) * 86_400;
+    let by_uid: BTreeMap<&str, &CloudIdentity> = mc.identities.iter().map(|i| (i.uid.as_str(), i)).collect();
+    assert_eq!(by_uid.len(), mc.identities.len(), "uids are unique");
+
+    // usage recounted: uid -> (operation as logged, latest time)
+    let mut seen: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut unmapped = 0u64;
+    for p in under(root, "azure/activity") {
+        for r in lines::<Activity>(&p) {
+            let sub = r.resource_id.split('/').nth(2).unwrap().to_ascii_lowercase();
+            let oid =
+                r.identity.claims.0["http://schemas.microsoft.com/identity/claims/objectidentifier"].as_str().unwrap();
+            let uid = format!("azure:/subscriptions/{sub}/principals/{oid}");
+            let ident = by_uid.get(uid.as_str()).unwrap_or_else(|| panic!("unknown actor {uid}"));
+            let granted = mc.granted(ident);
+            let canon = granted.iter().find(|g| g.eq_ignore_ascii_case(&r.operation_name));
+            let Some(op) = canon else {
+                assert_eq!(r.operation_name, "MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/DELETE");
+                unmapped += 1;
+                continue;
+            };
+            let t = ts_secs(&r.time);
+            let e = seen.entry(uid).or_default().entry(op.clone()).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    assert_eq!(unmapped, mc.unmapped_injected);
+    assert!(unmapped >= 1);
+    for p in under(root, "gcp/audit") {
+        for e in lines::<AuditEntry>(&p) {
+            let email = &e.proto_payload.authentication_info.principal_email;
+            let kind = if email.ends_with("gserviceaccount.com") { "serviceAccount" } else { "user" };
+            let uid = format!("gcp:projects/{}/{kind}:{email}", e.resource.labels.project_id);
+            assert!(by_uid.contains_key(uid.as_str()), "unknown actor {uid}");
+            let t = ts_secs(&e.timestamp);
+            let x = seen
+                .entry(uid)
+                .or_default()
+                .entry(e.proto_payload.authorization_info[0].permission.clone())
+                .or_insert(t);
+            *x = (*x).max(t);
+        }
+    }
+    let mut active = 0;
+    for i in &mc.identities {
+        let used: Vec<String> = seen
+            .get(&i.uid)
+            .map(|m| m.iter().filter(|&(_, &t)| t > cutoff).map(|(o, _)| o.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(i.used, used, "{}", i.uid);
+        let granted = mc.granted(i);
+        assert_eq!(granted.len(), i.granted_count);
+        assert!(i.used.iter().all(|u| granted.contains(u)), "{} uses what it is not granted", i.uid);
+        assert_eq!(mc.unused(i).len(), i.unused_count);
+        assert_eq!(i.inactive, i.kind != "group" && i.events_in_lookback == 0, "{}", i.uid);
+        if !i.used.is_empty() {
+            active += 1;
+            assert!(!i.inactive);
+        }
+        // super: Owner at the subscription or above / roles/owner at the project or above
+        let owner = i.grants.iter().any(|g| !g.scoped && (g.role_name == "Owner" || g.role_name == "roles/owner"));
+        assert_eq!(i.super_identity, owner, "{}", i.uid);
+    }
+    assert!(active > 20, "{active} active identities");
+    assert!(mc.identities.iter().any(|i| i.inactive), "some identities are inactive");
+
+    // roles, computed from the embedded data
+    let az = roles::AzureRoles::load().unwrap();
+    let role = |n: &str| mc.roles.values().find(|r| r.name == n).unwrap_or_else(|| panic!("{n}"));
+    assert_eq!(role("Owner").operations.len(), az.ops.len());
+    let reader = role("Reader");
+    assert!(reader.operations.len() > 1000);
+    assert!(reader.operations.iter().all(|o| o.to_ascii_lowercase().ends_with("/read")), "a Reader only reads");
+    assert!(reader.data_operations.is_empty());
+    let contrib = role("Contributor");
+    assert!(
+        !contrib.operations.iter().any(|o| o.eq_ignore_ascii_case("Microsoft.Authorization/roleAssignments/write"))
+    );
+    assert!(contrib.operations.iter().any(|o| o == "Microsoft.Compute/virtualMachines/write"));
+    assert!(
+        role("User Access Administrator")
+            .operations
+            .iter()
+            .any(|o| o == "Microsoft.Authorization/roleAssignments/write")
+    );
+    let blob = role("Storage Blob Data Reader");
+    assert_eq!(blob.data_operations, vec!["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"]);
+    let custom = role("VM Operator (custom)");
+    assert!(custom.custom);
+    assert!(custom.operations.iter().any(|o| o == "Microsoft.Network/networkSecurityGroups/read"));
+    assert!(!custom.operations.iter().any(|o| o.eq_ignore_ascii_case("Microsoft.Network/virtualNetworks/read")));
+    assert!(custom.operations.iter().any(|o| o == "Microsoft.Compute/virtualMachines/start/action"));
+    let viewer = role("roles/viewer");
+    // (roles/viewer does include some writes, e.g. bigquery.jobs.create: its set is the role's list)
+    assert!(viewer.operations.iter().any(|o| o == "bigquery.jobs.create"));
+    assert!(!viewer.operations.iter().any(|o| o.ends_with(".setIamPolicy")));
+    assert!(role("roles/owner").operations.len() > role("roles/editor").operations.len());
+
+    // kinds of grants
+    let reader_only = mc
+        .identities
+        .iter()
+        .find(|i| i.cloud == Cloud::Azure && !i.grants.is_empty() && i.grants.iter().all(|g| g.role_name == "Reader"))
+        .expect("a Reader-only identity");
+    assert!(mc.granted(reader_only).iter().all(|o| o.to_ascii_lowercase().ends_with("/read")));
+    assert!(reader_only.used.is_empty(), "an Activity Log never shows reads");
+    let inherited = mc.identities.iter().filter(|i| i.grants.iter().any(|g| g.inherited)).count();
+    assert!(inherited > 0);
+    assert!(mc.identities.iter().any(|i| {
+        i.grants
+            .iter()
+            .any(|g| g.scope.starts_with("/providers/Microsoft.Management/managementGroups/") && g.role_name == "Owner")
+            && i.super_identity
+    }));
+    let group = mc.identities.iter().find(|i| i.kind == "group").expect("a group");
+    assert!(!group.inactive && group.events == 0);
+    let via = group.name.clone();
+    assert!(
+        mc.identities.iter().any(|i| i.kind == "user" && i.grants.iter().any(|g| g.via_group.as_deref() == Some(&via)))
+    );
+    let bucket_only = mc
+        .identities
+        .iter()
+        .find(|i| {
+            i.cloud == Cloud::Gcp && i.grants.iter().all(|g| g.scoped && g.scope.starts_with("projects/_/buckets/"))
+        })
+        .expect("an identity with a bucket-level binding only");
+    assert!(bucket_only.used.iter().all(|u| u.starts_with("storage.")));
+    assert!(mc.identities.iter().any(|i| i.cloud == Cloud::Azure && i.grants.iter().any(|g| g.scoped)));
+
+    // humans and links
+    let okta: Vec<OktaUser> = read(&root.join("okta/users.json"));
+    let okta_by_id: BTreeMap<&str, &OktaUser> = okta.iter().map(|u| (u.id.as_str(), u)).collect();
+    let mut aws_tags: BTreeMap<String, String> = BTreeMap::new();
+    for p in
+        under(root, "iam").into_iter().filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with("access-keys"))
+    {
+        let doc: Value = read(&p);
+        for u in doc["UserDetailList"].as_array().unwrap() {
+            for t in u["Tags"].as_array().unwrap() {
+                if t["Key"] == "email" {
+                    aws_tags.insert(u["Arn"].as_str().unwrap().into(), t["Value"].as_str().unwrap().into());
+                }
+            }
+        }
+    }
+    assert!(!aws_tags.is_empty(), "IAM users carry an email tag");
+    let mut two_spellings = 0;
+    for h in &mc.humans {
+        assert_eq!(h.email, h.email.to_ascii_lowercase());
+        let okta_uid = h.identities.iter().find(|u| u.starts_with("okta:")).expect("an Okta user");
+        let u = okta_by_id[okta_uid.rsplit('/').next().unwrap()];
+        assert!(u.profile.login.eq_ignore_ascii_case(&h.email));
+        if let Some(alt) = h.other_spellings.first() {
+            two_spellings += 1;
+            assert!(alt.eq_ignore_ascii_case(&h.email) && alt != &h.email);
+            assert_eq!(&u.profile.login, alt);
+        }
+        for id in &h.identities {
+            if id.starts_with("arn:aws:iam::") {
+                assert!(aws_tags[id].eq_ignore_ascii_case(&h.email));
+            } else if let Some(i) = by_uid.get(id.as_str()) {
+                assert_eq!(i.human.as_deref(), Some(h.email.as_str()));
+            } else {
+                assert!(id.starts_with("okta:") || id.starts_with("workspace:"), "{id}");
+            }
+        }
+    }
+    assert!(two_spellings > 0);
+    for (arn, email) in &aws_tags {
+        let h = mc.humans.iter().find(|h| h.email.eq_ignore_ascii_case(email)).unwrap();
+        assert!(h.identities.contains(arn));
+    }
+    for i in mc.identities.iter().filter(|i| i.human.is_some()) {
+        let h = mc.humans.iter().find(|h| Some(&h.email) == i.human.as_ref()).unwrap();
+        assert!(h.identities.contains(&i.uid));
+    }
+    assert!(
+        mc.humans.iter().any(|h| h
+            .identities
+            .iter()
+            .filter(|u| u.starts_with("azure:") || u.starts_with("gcp:"))
+            .count()
+            >= 2)
+    );
+    assert!(mc.humans.iter().any(|h| !h.aws_sso_roles.is_empty() && h.identity_center_user_id.is_some()));
+
+    // attacks: labeled, logged, and visible in the snapshot
+    let techniques: Vec<&str> = mc.labels.iter().map(|l| l.technique.as_str()).collect();
+    assert_eq!(techniques.len(), 6, "{techniques:?}");
+    let all_text: String = ["azure/activity", "gcp/audit", "okta", "workspace"]
+        .iter()
+        .flat_map(|d| under(root, d))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for l in &mc.labels {
+        assert!(!l.event_ids.is_empty());
+        assert!(l.start.millis() > cutoff * 1000 && l.end <= mc.as_of);
+        for id in &l.event_ids {
+            assert!(all_text.contains(id.as_str()), "{} event {id} not written", l.id);
+        }
+    }
+    let owner_label = &mc.labels[0];
+    assert!(owner_label.description.contains("assigns Owner"));
+    let target = mc
+        .identities
+        .iter()
+        .find(|i| i.kind == "service_account" && i.super_identity && i.account == owner_label.account)
+        .expect("the service principal made Owner");
+    assert!(target.grants.iter().any(|g| g.role_name == "Owner"));
+    assert!(
+        by_uid[owner_label.identity.as_str()].used.iter().any(|u| u == "Microsoft.Authorization/roleAssignments/write")
+    );
+    let pols: Vec<CaiPolicy> = lines(&root.join("gcp/iam-policies.jsonl"));
+    assert!(pols.iter().any(|p| p.asset_type == "storage.googleapis.com/Bucket"
+        && p.iam_policy.bindings.iter().any(|b| b.members == ["allUsers"])));
+    let keys: Vec<GKey> = read(&root.join("gcp/service-account-keys.json"));
+    let key_label = mc.labels.iter().find(|l| l.description.contains("user-managed key")).unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.key_type == "USER_MANAGED" && ts_secs(&k.valid_after_time) * 1000 == key_label.start.millis())
+    );
+    let ws: WsUsers = read(&root.join("workspace/users.json"));
+    let sv_label = mc.labels.iter().find(|l| l.description.contains("2-step")).unwrap();
+    let ws_id = sv_label.identity.rsplit('/').next().unwrap();
+    assert!(!ws.users.iter().find(|u| u.id == ws_id).unwrap().is_enrolled_in2_sv);
+    assert!(mc.dropped_after_diagnostic_delete < mc.azure_operations);
+}
+
+#[test]
+fn spec_is_validated() {
+    let mut s = small(1);
+    s.aws.days = 30;
+    assert!(matches!(generate_multicloud(&s, Path::new("/nonexistent/never")), Err(SynthError::InvalidSpec(_))));
+    let mut s = small(1);
+    s.identities_per_scope = 1;
+    assert!(matches!(generate_multicloud(&s, Path::new("/nonexistent/never")), Err(SynthError::InvalidSpec(_))));
 }

@@ -19,8 +19,8 @@ use crate::{LOOKBACK_DAYS, SynthError};
 const FIRST: &[&str] = &[
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj", "olivia",
     "peggy", "rupert", "sybil", "trent", "victor", "walter", "yusuf", "zoe", "maria", "chen", "priya", "lars", "amara",
-    "ana", "ben", "chloe", "diego", "elif", "farah", "gunnar", "hana", "ines", "jonas", "kofi", "lena", "malik", "noor",
-    "oscar", "pia", "quinn", "rosa", "sven", "tara", "uma", "vera", "wei", "ximena", "yara", "zain",
+    "ana", "ben", "chloe", "diego", "elif", "farah", "gunnar", "hana", "ines", "jonas", "kofi", "lena", "malik",
+    "noor", "oscar", "pia", "quinn", "rosa", "sven", "tara", "uma", "vera", "wei", "ximena", "yara", "zain",
 ];
 const LAST: &[&str] = &[
     "smith", "jones", "garcia", "miller", "davis", "lopez", "wilson", "anderson", "thomas", "moore", "martin", "lee",
@@ -732,7 +732,11 @@ impl World {
         self.azure.roles.push(AzRole {
             guid: "6f6b0a5e-3c1e-4a5f-9d7e-2b8c4e1f0a91".into(),
             name: CUSTOM_AZ_ROLE.into(),
-            custom: Some((perms, Vec::new(), "Start, restart and deallocate virtual machines; read networking.".into())),
+            custom: Some((
+                perms,
+                Vec::new(),
+                "Start, restart and deallocate virtual machines; read networking.".into(),
+            )),
             set,
         });
         for name in GCP_PREDEFINED {
@@ -876,14 +880,10 @@ impl World {
             v.sort_unstable();
             v
         };
-        let admins: Vec<u32> = pick_humans(rng, 2)
-            .into_iter()
-            .map(|h| entra(&mut self.humans, &mut self.azure, rng, h))
-            .collect();
-        let readers: Vec<u32> = pick_humans(rng, 3)
-            .into_iter()
-            .map(|h| entra(&mut self.humans, &mut self.azure, rng, h))
-            .collect();
+        let admins: Vec<u32> =
+            pick_humans(rng, 2).into_iter().map(|h| entra(&mut self.humans, &mut self.azure, rng, h)).collect();
+        let readers: Vec<u32> =
+            pick_humans(rng, 3).into_iter().map(|h| entra(&mut self.humans, &mut self.azure, rng, h)).collect();
         let az = &mut self.azure;
         let g_admins = group(az, rng, "grp-platform-admins", admins);
         let g_readers = group(az, rng, "grp-security-readers", readers);
@@ -905,10 +905,8 @@ impl World {
                 let p = entra(&mut self.humans, &mut self.azure, rng, h);
                 assign(&mut self.azure, rng, p, owner, AzScope::Sub(s));
             }
-            let devs: Vec<u32> = pick_humans(rng, 3)
-                .into_iter()
-                .map(|h| entra(&mut self.humans, &mut self.azure, rng, h))
-                .collect();
+            let devs: Vec<u32> =
+                pick_humans(rng, 3).into_iter().map(|h| entra(&mut self.humans, &mut self.azure, rng, h)).collect();
             let sub_name = self.azure.subs[s as usize].name.clone();
             let g = group(&mut self.azure, rng, &format!("grp-{sub_name}-developers"), devs);
             assign(&mut self.azure, rng, g, contributor, AzScope::Rg(s, 0));
@@ -935,9 +933,8 @@ impl World {
                 let sub = &az.subs[s as usize];
                 let rg = rng.random_range(0..n_rg);
                 let word = pick(rng, WORDS);
-                let storage: Vec<u32> = (0..sub.res.len() as u32)
-                    .filter(|&r| sub.res[r as usize].kind == AzKind::Storage)
-                    .collect();
+                let storage: Vec<u32> =
+                    (0..sub.res.len() as u32).filter(|&r| sub.res[r as usize].kind == AzKind::Storage).collect();
                 let (kind, display, arch, r, scope) = match if k == 0 { 0 } else { rng.random_range(0..100) } {
                     0 => (
                         PKind::ServicePrincipal,
@@ -981,7 +978,13 @@ impl World {
                         role(az, "Website Contributor"),
                         AzScope::Rg(s, rg),
                     ),
-                    _ => (PKind::ServicePrincipal, format!("sp-monitoring-{word}"), "monitoring", reader, AzScope::Sub(s)),
+                    _ => (
+                        PKind::ServicePrincipal,
+                        format!("sp-monitoring-{word}"),
+                        "monitoring",
+                        reader,
+                        AzScope::Sub(s),
+                    ),
                 };
                 let p = az.principals.len() as u32;
                 let mi_resource = (kind == PKind::ManagedIdentity).then(|| {
@@ -1192,9 +1195,9 @@ impl World {
         for ((s, pi), grants) in map {
             let p = &az.principals[pi as usize];
             let sub = &az.subs[s as usize];
-            let super_identity = grants.iter().any(|g| {
-                az.roles[g.role as usize].guid == OWNER_GUID && matches!(g.restrict, Restrict::Anywhere)
-            });
+            let super_identity = grants
+                .iter()
+                .any(|g| az.roles[g.role as usize].guid == OWNER_GUID && matches!(g.restrict, Restrict::Anywhere));
             let (kind, name) = match p.kind {
                 PKind::User => ("user", p.upn.clone().unwrap_or_default()),
                 PKind::Group => ("group", p.display.clone()),
