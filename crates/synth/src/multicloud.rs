@@ -101,10 +101,14 @@ pub struct MultiCloudSpec {
 }
 
 impl Default for MultiCloudSpec {
-    /// Small enough for `samples/`: 2 subscriptions, 2 projects, 30 humans, 2 AWS accounts, about
-    /// 20,000 records in all.
+    /// Small enough for `samples/` (under 3 MB as a .tar.gz): 2 subscriptions, 2 projects, 30 humans,
+    /// 2 AWS accounts, about 20,000 records in all. The AWS part writes `cloudtrail/events.jsonl`:
+    /// S3-layout files are gzip each on their own, thousands of them would dominate the archive.
     fn default() -> MultiCloudSpec {
-        MultiCloudSpec::new(1, 2, 2, 30, 20, 120, 12_000)
+        let mut s = MultiCloudSpec::new(1, 2, 2, 30, 20, 120, 12_000);
+        s.aws.events = 6_000;
+        s.aws.layout = Layout::JsonLines;
+        s
     }
 }
 

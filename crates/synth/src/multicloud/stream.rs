@@ -1014,7 +1014,7 @@ impl Gen<'_> {
             (false, Log::DataAccess) => "INFO",
         };
         let mut insert = hex(rng, 12);
-        insert.insert_str(0, "1");
+        insert.insert(0, '1');
         self.truth.gcp_records += 1;
         json!({
             "protoPayload": proto,

@@ -356,7 +356,7 @@ fn files_parse_as_the_real_formats() {
         ts_secs(&u.creation_time);
         assert!(u.aliases.is_empty());
     }
-    let _ = ws.users.iter().map(|u| u.is_enrolled_in2_sv).count();
+    assert!(ws.users.iter().any(|u| u.is_enrolled_in2_sv) && ws.users.iter().any(|u| !u.is_enrolled_in2_sv));
     let idc: IdcUsers = read(&root.join("identity-center/users.json"));
     assert!(!idc.users.is_empty());
     for u in &idc.users {
@@ -816,3 +816,31 @@ fn spec_is_validated() {
     s.identities_per_scope = 1;
     assert!(matches!(generate_multicloud(&s, Path::new("/nonexistent/never")), Err(SynthError::InvalidSpec(_))));
 }
+
+/// Benchmark size: about 5,000 Azure and GCP identities and a million records. Run with
+/// `cargo test -p grantwatch-synth --release multicloud_at_scale -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes; run in release"]
+fn multicloud_at_scale() {
+    let mut spec = MultiCloudSpec::new(3, 10, 10, 2_000, 250, 120, 1_000_000);
+    spec.aws.events = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    let t = generate_multicloud(&spec, dir.path()).unwrap();
+    let mc = &t.multicloud;
+    eprintln!(
+        "{} identities, {} humans, {} Azure operations ({} records), {} GCP records, {} IdP events, {} files, {} MB, in {:?}",
+        mc.identities.len(),
+        mc.humans.len(),
+        mc.azure_operations,
+        mc.azure_records,
+        mc.gcp_records,
+        mc.okta_events + mc.workspace_events,
+        mc.files_written,
+        mc.bytes_written >> 20,
+        t0.elapsed()
+    );
+    assert!(mc.identities.len() >= 5_000);
+    assert!(mc.azure_operations + mc.gcp_records >= 990_000);
+}
+
