@@ -49,9 +49,12 @@
 //! case-insensitively.
 //!
 //! Activity: an Activity Log records writes, deletes and POST actions, never reads, so Azure identities
-//! whose roles only read (Reader) are never seen acting; that is what a real log shows. Records of the
-//! one operation no built-in role names (`Microsoft.Insights/diagnosticSettings/delete`, an attack) are
-//! not usage of any catalog operation (`unmapped_injected`).
+//! whose roles only read (Reader) are never seen acting; that is what a real log shows. The operation
+//! universe is the catalog's: every concrete operation a built-in role names, plus
+//! `data/azure/extra-operations.txt` (operations only wildcards reach, e.g.
+//! `Microsoft.Insights/diagnosticSettings/delete`, which an Owner's `*` grants). Now and then a VM
+//! write is replaced by `Microsoft.Compute/virtualMachines/performMaintenance/action`, a real operation
+//! outside that universe: usage of nothing (`unmapped_injected`), as real logs hold.
 //!
 //! Same spec, same bytes: the AWS part is [`crate::generate`] of [`MultiCloudSpec::aws`]; the rest draws
 //! from a ChaCha8 stream of [`MultiCloudSpec::seed`] (stream 1), and the clock is never read.
@@ -203,7 +206,7 @@ pub struct CloudsTruth {
     pub gcp_records: u64,
     pub okta_events: u64,
     pub workspace_events: u64,
-    /// Records whose operation no built-in role names (not usage of any catalog operation).
+    /// Records whose operation is outside the catalog (not usage of any operation).
     pub unmapped_injected: u64,
     /// Failed operations (`Failure` / a non-OK status): still usage of their operation.
     pub failures: u64,

@@ -89,14 +89,23 @@ pub(crate) const AZ_OPS: &[AzOp] = &[
     az("Microsoft.Web/sites/restart/Action", AzTarget::Site, false, "OK"),
     az("Microsoft.ContainerService/managedClusters/write", AzTarget::Aks, true, "OK"),
     az("Microsoft.ContainerService/managedClusters/listClusterUserCredential/action", AzTarget::Aks, false, "OK"),
-    // Attack only. Deliberately absent from every built-in role (no role names it literally, only
-    // `*` and `Microsoft.Insights/diagnosticSettings/*` cover it): the engine sees an operation its
-    // catalog lacks, must skip and count it, and a detector must still see the log being blinded.
+    // Attack only: no built-in role names it (`*` and `Microsoft.Insights/diagnosticSettings/*`
+    // reach it); the catalog lists it among its extra operations.
     AzOp {
         op: "Microsoft.Insights/diagnosticSettings/delete",
         target: AzTarget::DiagnosticSetting,
         pair: true,
         status: "OK",
+        normal: false,
+    },
+    // A real Compute operation that neither a built-in role nor the catalog's extra operations name:
+    // a few records stand in for the operations an Activity Log holds that the catalog lacks (the
+    // engine must skip and count them). Emitted now and then instead of a VM write.
+    AzOp {
+        op: "Microsoft.Compute/virtualMachines/performMaintenance/action",
+        target: AzTarget::Vm,
+        pair: true,
+        status: "Accepted",
         normal: false,
     },
 ];

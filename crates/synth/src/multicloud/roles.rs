@@ -13,6 +13,9 @@ use crate::util::glob_match;
 
 /// `az role definition list` of the 928 built-in roles (iam-dataset, MIT; see `data/azure/`).
 const AZURE_BUILTIN_GZ: &[u8] = include_bytes!("../../../../data/azure/builtin-roles.json.gz");
+/// Operations no built-in role names concretely (only wildcards reach them), which the catalog adds
+/// (see `data/azure/README.md`): the truth's universe is the catalog's.
+const AZURE_EXTRA_OPERATIONS: &str = include_str!("../../../../data/azure/extra-operations.txt");
 /// `gcloud iam roles describe` of the 2,461 predefined roles, one per line (iam-dataset, MIT; see `data/gcp/`).
 const GCP_ROLES_GZ: &[u8] = include_bytes!("../../../../data/gcp/roles.jsonl.gz");
 
@@ -57,7 +60,8 @@ pub(crate) struct OpSet {
 pub(crate) struct AzureRoles {
     pub(crate) roles: Vec<AzureRoleDef>,
     /// Concrete control-plane operations, first spelling in file order (the file spells 101
-    /// operations two ways, e.g. `.../Read` and `.../read`; Azure compares case-insensitively).
+    /// operations two ways, e.g. `.../Read` and `.../read`; Azure compares case-insensitively), then
+    /// the extra operations.
     pub(crate) ops: Vec<String>,
     pub(crate) data_ops: Vec<String>,
     index: FxHashMap<String, u32>,
@@ -65,7 +69,7 @@ pub(crate) struct AzureRoles {
 }
 
 fn is_concrete(s: &str) -> bool {
-    !s.contains('*')
+    !s.contains('*') && s.contains('/')
 }
 
 impl AzureRoles {
@@ -82,23 +86,32 @@ impl AzureRoles {
         for role in &r.roles {
             for p in &role.permissions {
                 for a in p.actions.iter().chain(&p.not_actions) {
+                    let a = a.trim();
                     if is_concrete(a) {
                         let k = a.to_ascii_lowercase();
                         if !r.index.contains_key(&k) {
                             r.index.insert(k, r.ops.len() as u32);
-                            r.ops.push(a.clone());
+                            r.ops.push(a.to_string());
                         }
                     }
                 }
                 for a in p.data_actions.iter().chain(&p.not_data_actions) {
+                    let a = a.trim();
                     if is_concrete(a) {
                         let k = a.to_ascii_lowercase();
                         if !r.data_index.contains_key(&k) {
                             r.data_index.insert(k, r.data_ops.len() as u32);
-                            r.data_ops.push(a.clone());
+                            r.data_ops.push(a.to_string());
                         }
                     }
                 }
+            }
+        }
+        for op in AZURE_EXTRA_OPERATIONS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let k = op.to_ascii_lowercase();
+            if is_concrete(op) && !r.index.contains_key(&k) && !r.data_index.contains_key(&k) {
+                r.index.insert(k, r.ops.len() as u32);
+                r.ops.push(op.to_string());
             }
         }
         Ok(r)

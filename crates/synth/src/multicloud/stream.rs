@@ -89,6 +89,8 @@ struct Attack {
     label: Label,
 }
 
+const DIAG_DELETE: &str = "Microsoft.Insights/diagnosticSettings/delete";
+const UNMAPPED_OP: &str = "Microsoft.Compute/virtualMachines/performMaintenance/action";
 const AZ_CLI: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
 
 struct Gen<'a> {
@@ -491,7 +493,13 @@ impl Gen<'_> {
                     let t = time(rng, self.cutoff);
                     let who = eligible[pick_cum(rng, &ecum)];
                     let a = &world.actors[who as usize];
-                    let (call, restrict) = a.calls[pick_cum(rng, &a.cum)];
+                    let (mut call, restrict) = a.calls[pick_cum(rng, &a.cum)];
+                    if a.cloud == Cl::Azure
+                        && AZ_OPS[call as usize].op == "Microsoft.Compute/virtualMachines/write"
+                        && rng.random_bool(0.1)
+                    {
+                        call = az_op(UNMAPPED_OP) as u16;
+                    }
                     let fail = rng.random_bool(0.02);
                     let (kind, tgt) = match a.cloud {
                         Cl::Azure => {
@@ -504,7 +512,11 @@ impl Gen<'_> {
                         }
                         Cl::Gcp => (EvK::Gcp, self.gcp_target(rng, a, GCP_CALLS[call as usize].target, restrict)),
                     };
-                    self.tally(who, t, Some(call));
+                    let mapped = match a.cloud {
+                        Cl::Azure => world.az_ix[call as usize].is_some(),
+                        Cl::Gcp => true,
+                    };
+                    self.tally(who, t, mapped.then_some(call));
                     if fail {
                         self.truth.failures += 1;
                     }
@@ -524,7 +536,10 @@ impl Gen<'_> {
                     AttackKind::AzureOwner { actor, .. } => {
                         self.tally(actor, a.t, Some(az_op("Microsoft.Authorization/roleAssignments/write") as u16))
                     }
-                    AttackKind::AzureDiagDelete { actor } => self.tally(actor, a.t, None),
+                    AttackKind::AzureDiagDelete { actor } => {
+                        let call = az_op(DIAG_DELETE);
+                        self.tally(actor, a.t, world.az_ix[call].map(|_| call as u16))
+                    }
                     AttackKind::GcpKey { actor, .. } => {
                         self.tally(actor, a.t, Some(gcp_call("google.iam.admin.v1.CreateServiceAccountKey") as u16))
                     }
@@ -814,6 +829,9 @@ impl Gen<'_> {
         }
         self.truth.azure_operations += 1;
         self.truth.azure_records += n;
+        if op_ix.is_none() {
+            self.truth.unmapped += n;
+        }
         corr
     }
 
@@ -1208,12 +1226,9 @@ impl Gen<'_> {
             }
             AttackKind::AzureDiagDelete { actor } => {
                 let a = &world.actors[actor as usize];
-                let call = az_op("Microsoft.Insights/diagnosticSettings/delete");
+                let call = az_op(DIAG_DELETE);
                 let rid = self.az_resource_id(rng, a, AzTarget::DiagnosticSetting, 0);
-                let before = self.truth.azure_records;
-                let id = self.az_records(rng, a, call, &rid, at.t, false, None, slot_end);
-                self.truth.unmapped += self.truth.azure_records - before;
-                Ok(vec![id])
+                Ok(vec![self.az_records(rng, a, call, &rid, at.t, false, None, slot_end)])
             }
             AttackKind::GcpKey { actor, sa, key } => {
                 let a = &world.actors[actor as usize];

@@ -595,7 +595,7 @@ fn truth_matches_the_logs_and_the_roles() {
             let granted = mc.granted(ident);
             let canon = granted.iter().find(|g| g.eq_ignore_ascii_case(&r.operation_name));
             let Some(op) = canon else {
-                assert_eq!(r.operation_name, "MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/DELETE");
+                assert_eq!(r.operation_name, "MICROSOFT.COMPUTE/VIRTUALMACHINES/PERFORMMAINTENANCE/ACTION");
                 unmapped += 1;
                 continue;
             };
@@ -782,6 +782,10 @@ fn truth_matches_the_logs_and_the_roles() {
     }
     let owner_label = &mc.labels[0];
     assert!(owner_label.description.contains("assigns Owner"));
+    let diag_label = &mc.labels[1];
+    assert!(
+        by_uid[diag_label.identity.as_str()].used.iter().any(|u| u == "Microsoft.Insights/diagnosticSettings/delete")
+    );
     let target = mc
         .identities
         .iter()
@@ -843,4 +847,3 @@ fn multicloud_at_scale() {
     assert!(mc.identities.len() >= 5_000);
     assert!(mc.azure_operations + mc.gcp_records >= 990_000);
 }
-
