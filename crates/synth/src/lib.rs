@@ -23,14 +23,21 @@
 //!
 //! Only API calls whose CloudTrail `eventName` is exactly the IAM action name are emitted
 //! (see [`actions::CALLS`]), so the truth does not depend on an event-name mapping table.
+//!
+//! [`generate_multicloud`] adds, to the same output directory, an Azure tenant, a GCP organization and
+//! the identity providers (Okta, Google Workspace, IAM Identity Center) of one population of humans:
+//! see [`multicloud`].
 
 pub mod actions;
+pub mod multicloud;
 mod org;
 pub mod scenario;
 mod trail;
 mod util;
 
 use std::path::{Path, PathBuf};
+
+pub use multicloud::{CloudsTruth, MultiCloudSpec, MultiCloudTruth, generate_multicloud};
 
 use grantwatch_types::{EventTime, MS_PER_DAY};
 use serde::{Deserialize, Serialize};
