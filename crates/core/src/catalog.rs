@@ -73,8 +73,11 @@ struct ActionInfo {
     /// service `storage`.
     prefix_len: usize,
     cloud: Cloud,
-    /// An Azure data action (granted by `dataActions`, never by `actions`).
+    /// An Azure data action (granted by `dataActions`).
     data: bool,
+    /// An Azure control-plane operation (granted by `actions`). A few operations are both: roles
+    /// name them in `actions` and in `dataActions`.
+    control: bool,
     level: AccessLevel,
     /// ARN templates (`arn:${Partition}:s3:::${BucketName}/${ObjectName}`); `*` for "no resource type".
     arns: Vec<String>,
@@ -179,6 +182,7 @@ impl Catalog {
                 tags,
                 cloud: Cloud::Aws,
                 data: false,
+                control: true,
             })
             .collect();
         infos.sort_by_key(|a| a.name.to_ascii_lowercase());
@@ -258,6 +262,12 @@ impl Catalog {
         self.actions.get(id as usize).is_some_and(|a| a.data)
     }
 
+    /// Whether an Azure operation is granted by `data_plane` patterns (`dataActions`) or by control
+    /// ones (`actions`); a few operations are both.
+    fn in_plane(&self, id: ActionId, data_plane: bool) -> bool {
+        self.actions.get(id as usize).is_some_and(|a| if data_plane { a.data } else { a.control })
+    }
+
     /// Azure's wildcard semantics: `*` matches any run of characters (including `/`), case-insensitively,
     /// over the control-plane operations (`data_plane` false: `actions`, `notActions`) or the data
     /// actions (`dataActions`, `notDataActions`).
@@ -266,9 +276,7 @@ impl Catalog {
         let pattern = pattern.trim();
         let range = self.cloud_range(Cloud::Azure);
         if !pattern.contains('*') {
-            if let Some(id) =
-                self.lookup(pattern).filter(|&id| range.contains(&id) && self.is_data_action(id) == data_plane)
-            {
+            if let Some(id) = self.lookup(pattern).filter(|&id| range.contains(&id) && self.in_plane(id, data_plane)) {
                 out.insert(id);
             }
             return out;
@@ -278,7 +286,7 @@ impl Catalog {
         let literal = lower.split('*').next().unwrap_or("");
         for id in range {
             let a = &self.actions[id as usize];
-            if a.data != data_plane || !starts_with_ignore_case(&a.name, literal) {
+            if !self.in_plane(id, data_plane) || !starts_with_ignore_case(&a.name, literal) {
                 continue;
             }
             if Glob::CLOUD_ACTION.matches(&lower, &a.name) {
@@ -317,6 +325,14 @@ impl Catalog {
 
     /// Expands an entry of [`Catalog::compact_names`], whichever cloud wrote it.
     pub fn expand_compact(&self, entry: &str) -> ActionSet {
+        // A name first: some GCP permissions hold a `/` (`cloudvolumesgcp-api.netapp.com/...`).
+        if !entry.contains('*')
+            && let Some(id) = self.lookup(entry)
+        {
+            let mut s = self.empty_set();
+            s.insert(id);
+            return s;
+        }
         if entry == "*" || entry.contains(':') {
             self.expand(entry)
         } else if entry.contains('/') {
@@ -533,7 +549,8 @@ fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, CatalogError> {
 fn azure_actions() -> Result<Vec<ActionInfo>, CatalogError> {
     let roles: Vec<AzureRole> =
         serde_json::from_slice(&gunzip(AZURE_BUILTIN_ROLES_GZ)?).map_err(|e| CatalogError::Embedded(e.to_string()))?;
-    let mut ops: std::collections::BTreeMap<String, (String, bool)> = std::collections::BTreeMap::new();
+    // Lower-cased name → (first spelling, named as a data action, named as a control operation).
+    let mut ops: std::collections::BTreeMap<String, (String, bool, bool)> = std::collections::BTreeMap::new();
     for p in roles.iter().flat_map(|r| &r.permissions) {
         let control = p.actions.iter().chain(&p.not_actions).map(|a| (a, false));
         let data = p.data_actions.iter().chain(&p.not_data_actions).map(|a| (a, true));
@@ -543,18 +560,23 @@ fn azure_actions() -> Result<Vec<ActionInfo>, CatalogError> {
                 continue;
             }
             // The same operation is spelled with different cases by different roles: keep the first.
-            ops.entry(op.to_ascii_lowercase()).or_insert_with(|| (op.to_string(), is_data));
+            let e = ops.entry(op.to_ascii_lowercase()).or_insert_with(|| (op.to_string(), false, false));
+            if is_data {
+                e.1 = true;
+            } else {
+                e.2 = true;
+            }
         }
     }
     // Operations only wildcards reach (writing role definitions, deleting diagnostic settings): without
     // them their Activity Log records would map to nothing.
     for op in AZURE_EXTRA_OPERATIONS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        ops.entry(op.to_ascii_lowercase()).or_insert_with(|| (op.to_string(), false));
+        ops.entry(op.to_ascii_lowercase()).or_insert_with(|| (op.to_string(), false, true));
     }
     Ok(ops
         .into_values()
-        .map(|(name, data)| {
-            let (level, tags) = azure_level(&name.to_ascii_lowercase(), data);
+        .map(|(name, data, control)| {
+            let (level, tags) = azure_level(&name.to_ascii_lowercase(), data && !control);
             ActionInfo {
                 prefix_len: name.find('/').unwrap_or(name.len()),
                 name,
@@ -563,6 +585,7 @@ fn azure_actions() -> Result<Vec<ActionInfo>, CatalogError> {
                 tags,
                 cloud: Cloud::Azure,
                 data,
+                control,
             }
         })
         .collect())
@@ -657,6 +680,7 @@ fn gcp_actions() -> Result<Vec<ActionInfo>, CatalogError> {
                 tags,
                 cloud: Cloud::Gcp,
                 data: false,
+                control: true,
             }
         })
         .collect())
@@ -851,8 +875,15 @@ mod tests {
         let azure = c.cloud_range(Cloud::Azure);
         // Owner's `*` is every control-plane operation, no data action, nothing of another cloud.
         let all = c.expand_azure("*", false);
-        assert!(all.iter().all(|id| azure.contains(&id) && !c.is_data_action(id)));
-        assert_eq!(all.len() + c.expand_azure("*", true).len(), c.cloud_len(Cloud::Azure));
+        assert!(all.iter().all(|id| azure.contains(&id)));
+        let mut both = all.clone();
+        both.union_with(&c.expand_azure("*", true));
+        assert_eq!(both.len(), c.cloud_len(Cloud::Azure));
+        // Named as a data action by one role and as an operation by others: both planes grant it.
+        let export = c
+            .lookup("Microsoft.ApiCenter/services/workspaces/apis/versions/definitions/exportSpecification/action")
+            .unwrap();
+        assert!(all.contains(export) && c.expand_azure("*", true).contains(export));
         // `*` matches across `/`, case-insensitively; Reader's `*/read` holds only reads.
         let reads = c.expand_azure("*/READ", false);
         assert!(reads.len() > 500 && reads.iter().all(|id| c.name(id).to_ascii_lowercase().ends_with("/read")));
@@ -887,6 +918,8 @@ mod tests {
         assert!(compact.contains(&"Microsoft.Storage/*".to_string()), "{compact:?}");
         assert!(compact.contains(&"Microsoft.Network/virtualNetworks/read".to_string()), "{compact:?}");
         assert!(compact.contains(&"storage.*".to_string()) && compact.contains(&"s3:Get*".to_string()));
+        let slashed = c.lookup("cloudvolumesgcp-api.netapp.com/activeDirectories.create").unwrap();
+        assert_eq!(c.expand_compact(c.name(slashed)).iter().collect::<Vec<_>>(), vec![slashed]);
         let mut back = c.empty_set();
         for entry in &compact {
             back.union_with(&c.expand_compact(entry));

@@ -59,28 +59,37 @@ pub const DEFAULT_MAX_RECORD: u64 = 16 << 20;
 const IO_BUF: usize = 256 << 10;
 /// After bad JSON in a gzip file, how much further to inflate to see whether the stream is corrupt.
 const CORRUPT_PROBE: u64 = 1 << 20;
+/// Keys of a record of the logs grantwatch reads (CloudTrail, Azure Activity and sign-ins, Cloud
+/// Logging, Okta System Log, Workspace Reports).
+const LOG_RECORD_KEYS: [&str; 8] =
+    ["eventTime", "eventSource", "operationName", "createdDateTime", "protoPayload", "logName", "published", "events"];
+
 /// How much of a `.json` file is looked at to tell one document from JSON Lines.
 const SNIFF_BYTES: u64 = 64 << 10;
 
 /// Whether a file named like one JSON document holds JSON Lines: its first line is a whole JSON object
-/// without a record array (`Records`, `value`, `items`, `entries`), and more follows it. A document
-/// written on one line (CloudTrail's delivery files) ends there or has its record array; a
-/// pretty-printed one has no whole object on its first line.
+/// without a record array (`Records`, `value`, `items`, `entries`): a record, alone or followed by
+/// more (Azure writes an hour with one operation as a one-line `PT1H.json`). A document written on
+/// one line (CloudTrail's delivery files) has its record array; a pretty-printed one has no whole
+/// object on its first line.
 fn sniff_lines(head: &[u8]) -> bool {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let Some(start) = head.iter().position(|b| !b.is_ascii_whitespace()) else { return false };
     if head.get(start) != Some(&b'{') {
         return false;
     }
-    let Some(len) = memchr::memchr(b'\n', &head[start..]) else { return false };
+    // A file within the peek may end without a line end.
+    let len = memchr::memchr(b'\n', &head[start..]).unwrap_or(head.len() - start);
     let (line, rest) = head[start..].split_at(len);
-    if rest.iter().all(u8::is_ascii_whitespace) {
+    let Ok(keys) = serde_json::from_slice::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(line) else {
+        return false;
+    };
+    if ["Records", "value", "items", "entries"].iter().any(|k| keys.contains_key(*k)) {
         return false;
     }
-    match serde_json::from_slice::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(line) {
-        Ok(keys) => !["Records", "value", "items", "entries"].iter().any(|k| keys.contains_key(*k)),
-        Err(_) => false,
-    }
+    // A lone object is a record only if it looks like one of a log (else the file is a document that
+    // lacks its record array, and says so).
+    !rest.iter().all(u8::is_ascii_whitespace) || LOG_RECORD_KEYS.iter().any(|k| keys.contains_key(*k))
 }
 
 /// Limits for reading.

@@ -630,6 +630,9 @@ fn json_lines_named_json_are_read_as_lines() {
     assert_eq!(read(&ct, Format::RecordsJson).1.unwrap().records, 2);
     let graph = put(dir.path(), "g.json", b"{\"value\":[{\"id\":1}]}\n{\"value\":[{\"id\":2}]}\n");
     assert!(read(&graph, Format::RecordsJson).1.is_err(), "two documents in one .json file are not lines");
-    let lone = put(dir.path(), "lone.json", b"{\"time\":\"t\"}\n");
-    assert!(read(&lone, Format::RecordsJson).1.is_err(), "a lone object without a record array is no log");
+    // An hour with one operation: a one-line PT1H.json.
+    let lone = put(dir.path(), "lone.json", b"{\"time\":\"t\",\"operationName\":\"x\"}\n");
+    assert_eq!(read(&lone, Format::RecordsJson).1.unwrap().records, 1);
+    let pretty = put(dir.path(), "pretty.json", b"{\n  \"time\": \"t\"\n}\n");
+    assert!(read(&pretty, Format::RecordsJson).1.is_err(), "a pretty-printed object without a record array is no log");
 }

@@ -206,7 +206,7 @@ pub struct CloudsTruth {
     pub gcp_records: u64,
     pub okta_events: u64,
     pub workspace_events: u64,
-    /// Records whose operation is outside the catalog (not usage of any operation).
+    /// Azure operations outside the catalog (each counted once, whether logged as Start + Success or not).
     pub unmapped_injected: u64,
     /// Failed operations (`Failure` / a non-OK status): still usage of their operation.
     pub failures: u64,

@@ -175,15 +175,21 @@ impl CloudInputs {
             .workspace(std::mem::take(&mut self.workspace))
             .identity_center(std::mem::take(&mut self.identity_center))
             .sso_roles(sso_roles);
+        // Only users are people: a service account's address (`sa@p.iam.gserviceaccount.com`) or a
+        // group's names no human, however many projects share it. The mapping file may still give
+        // a workload to its owner, by uid.
+        fn addresses(g: &IdentityGrants) -> &[String] {
+            if g.kind == IdentityKind::User { &g.emails } else { &[] }
+        }
         for g in grants.iter() {
-            builder = builder.identity(&g.arn, &g.emails);
+            builder = builder.identity(&g.arn, addresses(g));
         }
         if let Some(m) = self.mapping.take() {
             builder = builder.mapping(m);
         }
         let linker = builder.build();
         for g in grants.iter_mut() {
-            g.human = linker.human_of_identity(&g.arn, &g.emails).map(str::to_string);
+            g.human = linker.human_of_identity(&g.arn, addresses(g)).map(str::to_string);
         }
         linker
     }

@@ -368,6 +368,21 @@ struct GenerateArgs {
     /// Regions to spread activity over (comma-separated). Default: the generator's.
     #[arg(long, value_delimiter = ',')]
     regions: Vec<String>,
+    /// Also Azure subscriptions, GCP projects and identity providers (Okta, Google Workspace, IAM
+    /// Identity Center) with this many humans: a multi-cloud organization whose truth.json covers
+    /// every cloud and who is who. --accounts, --layout, --file-minutes and --regions then shape
+    /// its AWS part; --events counts the Azure and GCP records.
+    #[arg(long, value_name = "HUMANS")]
+    multicloud: Option<u32>,
+    /// With --multicloud: Azure subscriptions.
+    #[arg(long, default_value_t = 2)]
+    subscriptions: u32,
+    /// With --multicloud: GCP projects.
+    #[arg(long, default_value_t = 2)]
+    projects: u32,
+    /// With --multicloud: CloudTrail events of the AWS part.
+    #[arg(long, default_value_t = 50_000)]
+    aws_events: u64,
     #[arg(long)]
     out: PathBuf,
 }
@@ -585,6 +600,37 @@ fn real_main() -> Result<ExitCode> {
                 spec.regions = g.regions;
             }
             let started = std::time::Instant::now();
+            if let Some(humans) = g.multicloud {
+                let mut mc = grantwatch_synth::MultiCloudSpec::new(
+                    g.seed,
+                    g.subscriptions,
+                    g.projects,
+                    humans,
+                    g.identities,
+                    g.days,
+                    g.events,
+                );
+                spec.events = g.aws_events;
+                mc.aws = spec;
+                let truth =
+                    grantwatch_synth::generate_multicloud(&mc, &g.out).context("generating the organization")?;
+                let m = &truth.multicloud;
+                writeln!(
+                    stdout,
+                    "Generated {} CloudTrail events, {} Azure and {} GCP records and {} identity-provider events for {} AWS and {} Azure/GCP identities ({} humans) in {} in {:.1} s; ground truth in {}",
+                    truth.aws.events,
+                    m.azure_records,
+                    m.gcp_records,
+                    m.okta_events + m.workspace_events,
+                    truth.aws.identities.len(),
+                    m.identities.len(),
+                    m.humans.len(),
+                    g.out.display(),
+                    started.elapsed().as_secs_f64(),
+                    g.out.join("truth.json").display()
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let truth = grantwatch_synth::generate(&spec, &g.out).context("generating the organization")?;
             let secs = started.elapsed().as_secs_f64();
             writeln!(

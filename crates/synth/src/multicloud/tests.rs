@@ -596,7 +596,7 @@ fn truth_matches_the_logs_and_the_roles() {
             let canon = granted.iter().find(|g| g.eq_ignore_ascii_case(&r.operation_name));
             let Some(op) = canon else {
                 assert_eq!(r.operation_name, "MICROSOFT.COMPUTE/VIRTUALMACHINES/PERFORMMAINTENANCE/ACTION");
-                unmapped += 1;
+                unmapped += u64::from(r.result_type != "Start");
                 continue;
             };
             let t = ts_secs(&r.time);
@@ -819,31 +819,4 @@ fn spec_is_validated() {
     let mut s = small(1);
     s.identities_per_scope = 1;
     assert!(matches!(generate_multicloud(&s, Path::new("/nonexistent/never")), Err(SynthError::InvalidSpec(_))));
-}
-
-/// Benchmark size: about 5,000 Azure and GCP identities and a million records. Run with
-/// `cargo test -p grantwatch-synth --release multicloud_at_scale -- --ignored --nocapture`.
-#[test]
-#[ignore = "minutes; run in release"]
-fn multicloud_at_scale() {
-    let mut spec = MultiCloudSpec::new(3, 10, 10, 2_000, 250, 120, 1_000_000);
-    spec.aws.events = 200_000;
-    let dir = tempfile::tempdir().unwrap();
-    let t0 = std::time::Instant::now();
-    let t = generate_multicloud(&spec, dir.path()).unwrap();
-    let mc = &t.multicloud;
-    eprintln!(
-        "{} identities, {} humans, {} Azure operations ({} records), {} GCP records, {} IdP events, {} files, {} MB, in {:?}",
-        mc.identities.len(),
-        mc.humans.len(),
-        mc.azure_operations,
-        mc.azure_records,
-        mc.gcp_records,
-        mc.okta_events + mc.workspace_events,
-        mc.files_written,
-        mc.bytes_written >> 20,
-        t0.elapsed()
-    );
-    assert!(mc.identities.len() >= 5_000);
-    assert!(mc.azure_operations + mc.gcp_records >= 990_000);
 }
