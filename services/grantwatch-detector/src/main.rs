@@ -33,7 +33,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(cli.config.as_deref())?;
     let d = &cfg.detector;
-    let catalog = Arc::new(Catalog::aws().context("loading the action catalog")?);
+    let catalog = Arc::new(Catalog::all_clouds().context("loading the action catalog")?);
     let models = (!d.models_dir.as_os_str().is_empty()).then_some(d.models_dir.as_path());
     let (detection, loaded) = load_detection(catalog, &d.rules_dir, models).with_context(|| {
         format!("configuration: detector.rules_dir / detector.models_dir ({})", d.rules_dir.display())

@@ -42,7 +42,7 @@ fn run() -> Result<()> {
     };
     let app = ProcessorApp {
         topics: cfg.topics.clone(),
-        catalog: Arc::new(Catalog::aws()?),
+        catalog: Arc::new(Catalog::all_clouds()?),
         cfg: ProcessorConfig {
             window_ms: p.window_ms(),
             lookback_days: p.lookback_days,

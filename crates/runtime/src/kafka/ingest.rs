@@ -738,7 +738,7 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     serve("ingest.http_listen", &cfg.ingest.http_listen, metrics.clone(), health.clone())?;
     health.probe(&cfg.kafka.bootstrap_servers);
     let stop = crate::kafka::stop_flag()?;
-    let catalog = Arc::new(Catalog::aws().map_err(StreamError::source("loading the AWS action catalog"))?);
+    let catalog = Arc::new(Catalog::all_clouds().map_err(StreamError::source("loading the action catalog"))?);
     let organization = match &args.organization {
         Some(file) => {
             let name = file.display().to_string();
