@@ -164,6 +164,8 @@ pub struct AnalyzeOutcome {
     pub escalation: grantwatch_core::escalation::EscalationSummary,
     /// Entries of `resource_access.jsonl`.
     pub resource_access: usize,
+    /// Humans linked (`humans.jsonl`), and of them those with identities in two clouds or more.
+    pub humans: (usize, usize),
 }
 
 impl AnalyzeOutcome {
@@ -229,7 +231,22 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     for entry in &resource_access {
         access_file.write(entry)?;
     }
+    // GCP resources bound to allUsers / allAuthenticatedUsers: public, like a `*` principal.
+    for p in &clouds.public {
+        access_file.write(&grantwatch_types::ResourceAccess {
+            resource: p.resource.clone(),
+            account: p.project.clone().unwrap_or_default(),
+            access: "public".to_string(),
+            principal: p.member.clone(),
+            external: true,
+            actions: vec![p.role.clone()],
+            condition: p.conditional.then(|| serde_json::json!({ "gcp": "the binding carries an IAM condition" })),
+            policy: format!("iam-policy:{}", p.resource),
+            statement: 0,
+        })?;
+    }
     access_file.finish()?;
+    let resource_access_count = resource_access_count + clouds.public.len();
     let mut report = IngestReport {
         iam_snapshots_read: iam.files + clouds.export_files,
         identities: grants.len() as u64,
@@ -338,7 +355,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     cfg.lookback_days = opts.lookback_days;
     cfg.over_provisioned_ratio = opts.over_provisioned_ratio;
     cfg.super_identity_share = opts.super_identity_share;
-    let (accounts, top, identities) = write_findings(
+    let (accounts, top, identities, humans) = write_findings(
         &catalog,
         &cfg,
         &grants,
@@ -362,6 +379,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
         detection: PassOutcome::of(&mut run_outcome),
         escalation,
         resource_access: resource_access_count,
+        humans,
     })
 }
 
@@ -414,7 +432,7 @@ fn write_findings(
     outputs: &Outputs,
     report: &IngestReport,
     shape: FindingsShape<'_>,
-) -> Result<(AccountsReport, Vec<IdentityFinding>, usize)> {
+) -> Result<(AccountsReport, Vec<IdentityFinding>, usize, (usize, usize))> {
     let FindingsShape { form, org, humans } = shape;
     let mut identities_w = outputs.identities_writer()?;
     let mut human_report = grantwatch_core::humans::HumanReport::new(humans);
@@ -448,14 +466,18 @@ fn write_findings(
     }
     identities_w.finish()?;
     let mut humans_w = crate::output::JsonLinesWriter::create(&outputs.humans)?;
+    let mut humans = (0, 0);
     for h in human_report.finish() {
+        let clouds: std::collections::BTreeSet<_> = h.identities.iter().map(|i| i.cloud).collect();
+        humans.0 += 1;
+        humans.1 += usize::from(clouds.len() >= 2);
         humans_w.write(&h)?;
     }
     humans_w.finish()?;
     let accounts = rollup.finish(cfg);
     outputs.write_json(&outputs.accounts, &accounts)?;
     outputs.write_json(&outputs.ingest_report, report)?;
-    Ok((accounts, top, n))
+    Ok((accounts, top, n, humans))
 }
 
 /// Every identity's effective permissions, with what the request-level model and the escalation

@@ -247,15 +247,30 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
         )?;
     }
     writeln!(w)?;
+    // AWS account ids are 12 characters; Azure subscription ids 36.
+    let account_width = o.accounts.accounts.iter().map(|a| a.account.len()).max().unwrap_or(7).clamp(7, 36);
     writeln!(
         w,
-        "{:<14} {:>4} {:<6} {:>4} {:>4} {:>4} {:>10} {:>8} {:>9} {:>5} {:>12}",
-        "ACCOUNT", "PCI", "BAND", "LOW", "MED", "HIGH", "IDENTITIES", "INACTIVE", "OVERPROV", "SUPER", "UNUSED KEYS"
+        "{:<5} {:<width$} {:>4} {:<6} {:>4} {:>4} {:>4} {:>10} {:>8} {:>9} {:>5} {:>12}",
+        "CLOUD",
+        "ACCOUNT",
+        "PCI",
+        "BAND",
+        "LOW",
+        "MED",
+        "HIGH",
+        "IDENTITIES",
+        "INACTIVE",
+        "OVERPROV",
+        "SUPER",
+        "UNUSED KEYS",
+        width = account_width
     )?;
     for a in &o.accounts.accounts {
         writeln!(
             w,
-            "{:<14} {:>4} {:<6} {:>4} {:>4} {:>4} {:>10} {:>8} {:>9} {:>5} {:>12}",
+            "{:<5} {:<width$} {:>4} {:<6} {:>4} {:>4} {:>4} {:>10} {:>8} {:>9} {:>5} {:>12}",
+            a.cloud.as_str(),
             a.account,
             a.pci,
             format!("{:?}", a.pci_band).to_lowercase(),
@@ -266,7 +281,8 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
             a.inactive,
             a.over_provisioned,
             a.super_identities,
-            a.unused_access_keys
+            a.unused_access_keys,
+            width = account_width
         )?;
     }
     writeln!(w)?;
@@ -297,6 +313,15 @@ pub fn write_summary(w: &mut dyn Write, o: &AnalyzeOutcome) -> std::io::Result<(
         o.resource_access,
         o.outputs.resource_access.display()
     )?;
+    if o.humans.0 > 0 {
+        writeln!(
+            w,
+            "Humans: {} linked across clouds and directories, {} with identities in two clouds or more, in {}",
+            o.humans.0,
+            o.humans.1,
+            o.outputs.humans.display()
+        )?;
+    }
     if let (Some(d), Some(path)) = (&o.detection, &o.outputs.alerts) {
         writeln!(w)?;
         writeln!(
