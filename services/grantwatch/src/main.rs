@@ -60,9 +60,10 @@ enum Command {
     /// Permissions on demand, through the access service: request, approve, deny, cancel, revoke, list,
     /// show.
     Access(Box<grantwatch::access_cli::AccessArgs>),
-    /// Benchmark floor: only read, decompress and parse CloudTrail files; print records/s.
+    /// Benchmark floor: only read, decompress and parse log files (CloudTrail, Azure, GCP, Okta,
+    /// Workspace); print records/s.
     Floor {
-        #[arg(long = "cloudtrail", required = true, num_args = 1..)]
+        #[arg(long = "cloudtrail", alias = "logs", required = true, num_args = 1..)]
         cloudtrail: Vec<PathBuf>,
         #[arg(long)]
         threads: Option<usize>,
