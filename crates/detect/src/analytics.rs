@@ -956,12 +956,46 @@ pub(crate) fn pci_transitions(
 
 /// Resources that hold data in bulk (objects, items, rows).
 fn data_store(arn: &str) -> bool {
-    ["arn:aws:s3:::", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
+    ["arn:aws:s3:::", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p)) || other_cloud_marker(arn, DATA_STORES)
 }
 
 /// Resources whose first access is worth an analyst's look: data stores and secrets.
 fn sensitive_resource(arn: &str) -> bool {
     ["arn:aws:s3:::", ":secretsmanager:", ":kms:", ":ssm:", ":dynamodb:", ":rds:"].iter().any(|p| arn.contains(p))
+        || other_cloud_marker(arn, DATA_STORES)
+        || other_cloud_marker(arn, SECRET_STORES)
+}
+
+/// Azure resource ids and GCP resource names of data stores, by the segment that names their type
+/// (lower case: the Activity Log export writes ids in upper case). GCP Cloud Storage names objects
+/// `projects/_/buckets/B/objects/O` (the bucket is the store: [`crate::history::resource_key`]).
+const DATA_STORES: &[&str] = &[
+    "/microsoft.storage/storageaccounts/",
+    "/microsoft.sql/",
+    "/microsoft.documentdb/",
+    "/microsoft.dbforpostgresql/",
+    "/microsoft.dbformysql/",
+    "projects/_/buckets/",
+    "/datasets/",
+    "/instances/",
+];
+
+/// Azure Key Vaults, GCP Secret Manager secrets and Cloud KMS keys.
+const SECRET_STORES: &[&str] = &["/microsoft.keyvault/vaults/", "/secrets/", "/cryptokeys/"];
+
+/// Whether an Azure or GCP resource (never an ARN: AWS names are judged above) names one of `kinds`.
+fn other_cloud_marker(resource: &str, kinds: &[&str]) -> bool {
+    if resource.starts_with("arn:") {
+        return false;
+    }
+    let lower = resource.to_ascii_lowercase();
+    // GCP's `/instances/` is also Compute's: a data store only under Cloud SQL, Spanner or Bigtable.
+    kinds.iter().any(|k| match *k {
+        "/instances/" => {
+            ["sqladmin", "spanner", "bigtable", "cloudsql"].iter().any(|s| lower.contains(s)) && lower.contains(k)
+        }
+        k => lower.contains(k),
+    })
 }
 
 #[cfg(test)]

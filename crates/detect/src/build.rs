@@ -262,9 +262,9 @@ pub(crate) fn related(ev: &Event) -> RelatedEvent {
     }
 }
 
-/// `iam.amazonaws.com` → `iam`.
+/// `iam.amazonaws.com` → `iam`, `storage.googleapis.com` → `storage`.
 pub(crate) fn short(service: &str) -> &str {
-    service.trim_end_matches(".amazonaws.com")
+    service.trim_end_matches(".amazonaws.com").trim_end_matches(".googleapis.com")
 }
 
 /// Evidence naming a matched field (the value is in the name: rules match strings, not numbers).

@@ -189,14 +189,18 @@ pub fn day_of(ms: i64) -> i32 {
     ms.div_euclid(DAY_MS) as i32
 }
 
-/// Resources are compared at the level a person thinks of: an S3 object counts as its bucket.
+/// Resources are compared at the level a person thinks of: an S3 object counts as its bucket, and so
+/// does a GCP Cloud Storage object (`projects/_/buckets/B/objects/O` → `projects/_/buckets/B`).
 pub fn resource_key(arn: &str) -> &str {
-    match arn.strip_prefix("arn:aws:s3:::") {
-        Some(rest) => match rest.find('/') {
+    if let Some(rest) = arn.strip_prefix("arn:aws:s3:::") {
+        return match rest.find('/') {
             Some(at) => &arn[..13 + at],
             None => arn,
-        },
-        None => arn,
+        };
+    }
+    match arn.find("/objects/") {
+        Some(at) if arn.starts_with("projects/_/buckets/") => &arn[..at],
+        _ => arn,
     }
 }
 
@@ -246,6 +250,8 @@ mod tests {
         assert_eq!(resource_key("arn:aws:s3:::bucket/a/b.txt"), "arn:aws:s3:::bucket");
         assert_eq!(resource_key("arn:aws:s3:::bucket"), "arn:aws:s3:::bucket");
         assert_eq!(resource_key("arn:aws:iam::1:role/x"), "arn:aws:iam::1:role/x");
+        assert_eq!(resource_key("projects/_/buckets/shop-assets/objects/a/b.png"), "projects/_/buckets/shop-assets");
+        assert_eq!(resource_key("projects/_/buckets/shop-assets"), "projects/_/buckets/shop-assets");
         assert_eq!(network_key("198.51.100.7"), "198.51.100.0/24");
         assert_eq!(network_key("lambda.amazonaws.com"), "lambda.amazonaws.com");
         assert_eq!(agent_family("aws-cli/2.13.5 Python/3.11.4"), "aws-cli/2");

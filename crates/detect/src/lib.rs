@@ -32,6 +32,7 @@ pub mod history;
 pub mod incident;
 pub mod load;
 pub mod ml;
+pub mod multicloud;
 pub mod ondemand;
 pub mod rules;
 pub mod sigma;

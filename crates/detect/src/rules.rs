@@ -51,12 +51,18 @@ pub enum Builtin {
     RemoteAccessFanout,
     OnDemandUsedAfterExpiry,
     GrantOutsideGrantwatch,
+    AzurePrivilegedRoleAssigned,
+    AzureRoleAssignmentCreated,
+    AzureElevateAccess,
+    GcpServiceAccountKeyCreated,
+    MfaRemoved,
+    IdpAdminGranted,
     ModelIdentity,
     ModelPeerGroup,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 22] = [
+    pub const ALL: [Builtin; 28] = [
         Builtin::RootAccountUsed,
         Builtin::LoggingDisabled,
         Builtin::ResourceMadePublic,
@@ -77,6 +83,12 @@ impl Builtin {
         Builtin::RemoteAccessFanout,
         Builtin::OnDemandUsedAfterExpiry,
         Builtin::GrantOutsideGrantwatch,
+        Builtin::AzurePrivilegedRoleAssigned,
+        Builtin::AzureRoleAssignmentCreated,
+        Builtin::AzureElevateAccess,
+        Builtin::GcpServiceAccountKeyCreated,
+        Builtin::MfaRemoved,
+        Builtin::IdpAdminGranted,
         Builtin::ModelIdentity,
         Builtin::ModelPeerGroup,
     ];
@@ -103,6 +115,12 @@ impl Builtin {
             Builtin::RemoteAccessFanout => "grantwatch/remote-access-fanout",
             Builtin::OnDemandUsedAfterExpiry => "grantwatch/on-demand-used-after-expiry",
             Builtin::GrantOutsideGrantwatch => "grantwatch/grant-outside-grantwatch",
+            Builtin::AzurePrivilegedRoleAssigned => "grantwatch/azure-privileged-role-assigned",
+            Builtin::AzureRoleAssignmentCreated => "grantwatch/azure-role-assignment-created",
+            Builtin::AzureElevateAccess => "grantwatch/azure-elevate-access",
+            Builtin::GcpServiceAccountKeyCreated => "grantwatch/gcp-service-account-key-created",
+            Builtin::MfaRemoved => "grantwatch/mfa-removed",
+            Builtin::IdpAdminGranted => "grantwatch/idp-admin-granted",
             Builtin::ModelIdentity => "ml/identity-behavior",
             Builtin::ModelPeerGroup => "ml/peer-group-behavior",
         }
@@ -151,6 +169,24 @@ impl Builtin {
             Builtin::GrantOutsideGrantwatch => {
                 ("Permissions granted outside grantwatch to an identity with on-demand access", Rule, High, "T1098.003")
             }
+            // Owner and User Access Administrator (and RBAC Administrator) can grant anyone anything in
+            // their scope: whoever holds them controls the subscription.
+            Builtin::AzurePrivilegedRoleAssigned => {
+                ("Azure Owner or User Access Administrator role assigned", Rule, High, "T1098.003")
+            }
+            // The final Activity Log record often lacks the request body (Azure logs it on the
+            // operation's Started record): the role is unknown, so lower, and learned per identity.
+            Builtin::AzureRoleAssignmentCreated => {
+                ("Azure role assignment created (role not in the log)", Rule, Medium, "T1098.003")
+            }
+            Builtin::AzureElevateAccess => {
+                ("Azure access elevated to User Access Administrator at the root scope", Rule, High, "T1098.003")
+            }
+            Builtin::GcpServiceAccountKeyCreated => ("GCP service account key created", Rule, High, "T1098.001"),
+            Builtin::MfaRemoved => ("MFA factor removed or 2-step verification turned off", Rule, High, "T1556.006"),
+            Builtin::IdpAdminGranted => {
+                ("Administrator privileges granted in the identity provider", Rule, High, "T1098.003")
+            }
             Builtin::ModelIdentity => ("Unusual behavior for this identity (model)", Behavioral, Medium, "T1078"),
             Builtin::ModelPeerGroup => ("Unusual behavior for this peer group (model)", Behavioral, Medium, "T1078"),
         };
@@ -164,6 +200,8 @@ impl Builtin {
                 | Builtin::GrantedAndUsed
                 | Builtin::CredentialHarvest
                 | Builtin::RemoteAccessFanout
+                | Builtin::AzureRoleAssignmentCreated
+                | Builtin::GcpServiceAccountKeyCreated
         );
         AnalyticInfo {
             id: self.id().into(),
@@ -443,9 +481,15 @@ pub fn single_event_rules(
         m.push(("change", how));
         out.push(attempt(Builtin::LoggingDisabled, m));
     }
+    if let Some(how) = crate::multicloud::logging_disabled(ev, request) {
+        let mut m = call();
+        m.push(("change", how));
+        out.push(attempt(Builtin::LoggingDisabled, m));
+    }
     if failed {
         return;
     }
+    crate::multicloud::single_event_rules(ev, request, response, out);
     if let Some(what) = made_public(ev, request) {
         let mut m = call();
         m.push(("exposure", what));

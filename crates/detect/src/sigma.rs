@@ -13,7 +13,9 @@
 //! (what SigmaHQ's AWS rules are written against); fields the event does not have are absent, and an
 //! absent field matches a rule's `null` exactly like a JSON `null`. Two additions the rules need: a
 //! `status` field (`success`/`failure`, one SigmaHQ rule filters on it), and for Azure and GCP events
-//! the provider field names the Azure and GCP rules read (`operationName`, `gcp.audit.method_name`, ...).
+//! the provider field names the Azure and GCP rules read (`operationName`, `CategoryValue`,
+//! `properties.message`, `gcp.audit.method_name`, `data.protoPayload.authorizationInfo`, ...: see
+//! [`azure_fields`] and [`gcp_fields`]).
 //! `eventType` is the one CloudTrail field rules read that the normalized event does not carry (see
 //! `rules/sigma/README.md`).
 //! Rules are evaluated on [`SigmaView`], which computes that document field by field as rules read
@@ -332,31 +334,220 @@ pub fn sigma_document(ev: &Event) -> Value {
     }
     match ev.cloud {
         Cloud::Aws | Cloud::Okta | Cloud::GoogleWorkspace => {}
-        // SigmaHQ's Azure Activity rules read operationName (a few the Sentinel names).
-        Cloud::Azure => {
-            doc.insert("operationName".into(), text(&ev.api.operation));
-            doc.insert("OperationNameValue".into(), text(&ev.api.operation));
-            doc.insert("ResourceProviderValue".into(), text(&ev.api.service));
-            if let Some(first) = ev.resources.first() {
-                doc.insert("ResourceId".into(), text(first));
-            }
-        }
-        // SigmaHQ's GCP Audit rules read the ECS name gcp.audit.method_name (one reads protoPayload).
-        Cloud::Gcp => {
-            let mut audit = Map::new();
-            audit.insert("method_name".into(), text(&ev.api.operation));
-            let mut gcp = Map::new();
-            gcp.insert("audit".into(), Value::Object(audit));
-            doc.insert("gcp".into(), Value::Object(gcp));
-            let mut proto = Map::new();
-            proto.insert("methodName".into(), text(&ev.api.operation));
-            proto.insert("serviceName".into(), text(&ev.api.service));
-            let mut data = Map::new();
-            data.insert("protoPayload".into(), Value::Object(proto));
-            doc.insert("data".into(), Value::Object(data));
-        }
+        Cloud::Azure => azure_fields(ev, &mut doc),
+        Cloud::Gcp => gcp_fields(ev, &mut doc),
     }
     Value::Object(doc)
+}
+
+/// Inserts `value` at the dotted `path` of `doc`, making the objects on the way.
+fn put_path(doc: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut at = doc;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        if keys.peek().is_none() {
+            at.insert(key.to_string(), value);
+            return;
+        }
+        let next = at.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        let Value::Object(m) = next else { return };
+        at = m;
+    }
+}
+
+/// The string member `key` of the event's `additional` document.
+fn additional_str(additional: Option<&Value>, key: &str) -> Option<String> {
+    additional?.get(key)?.as_str().map(str::to_string)
+}
+
+/// `/subscriptions/s/resourceGroups/rg/providers/...` → `rg`.
+fn resource_group(resource_id: &str) -> Option<&str> {
+    let mut parts = resource_id.split('/');
+    parts.by_ref().find(|p| p.eq_ignore_ascii_case("resourcegroups"))?;
+    parts.next().filter(|p| !p.is_empty())
+}
+
+/// The Azure Activity Log names SigmaHQ's Azure rules read, in the two spellings they use: the
+/// diagnostic export's (`operationName`, `category`, `properties.message`, `resourceId`) and Sentinel's
+/// `AzureActivity` table (`OperationNameValue`, `CategoryValue`, `ResourceProviderValue`, `ResourceId`,
+/// `ActivityStatusValue`, ...). Each is set only from what the event holds: `additional.category` and
+/// `additional.message` are the record's own `category` and `properties.message`, absent when the
+/// record had none (never guessed from the operation).
+fn azure_fields(ev: &Event, doc: &mut Map<String, Value>) {
+    let op = text(&ev.api.operation);
+    doc.insert("operationName".into(), op.clone());
+    doc.insert("OperationNameValue".into(), op);
+    doc.insert("ResourceProviderValue".into(), text(&ev.api.service));
+    if let Some(first) = ev.resources.first() {
+        doc.insert("ResourceId".into(), text(first));
+        doc.insert("resourceId".into(), text(first));
+        if let Some(rg) = resource_group(first) {
+            doc.insert("ResourceGroup".into(), text(rg));
+        }
+    }
+    // The export's `resultType` and Sentinel's status column: what the final record said.
+    let outcome = text(if ev.status == Status::Failure { "Failure" } else { "Success" });
+    doc.insert("ActivityStatusValue".into(), outcome.clone());
+    doc.insert("resultType".into(), outcome);
+    if ev.account_uid != UNKNOWN {
+        doc.insert("SubscriptionId".into(), text(&ev.account_uid));
+    }
+    let caller = ev.actor.name.as_deref().or(ev.actor.principal_id.as_deref());
+    if let Some(c) = caller {
+        doc.insert("Caller".into(), text(c));
+        doc.insert("caller".into(), text(c));
+    }
+    if let Some(ip) = &ev.src_ip {
+        doc.insert("CallerIpAddress".into(), text(ip));
+        doc.insert("callerIpAddress".into(), text(ip));
+    }
+    let additional = ev.additional.as_ref().and_then(|r| r.parse());
+    if let Some(category) = additional_str(additional.as_ref(), "category") {
+        doc.insert("CategoryValue".into(), text(&category));
+        doc.insert("category".into(), Value::String(category));
+    }
+    let mut props = Map::new();
+    if let Some(message) = additional_str(additional.as_ref(), "message") {
+        props.insert("message".into(), Value::String(message));
+    }
+    if let Some(req) = ev.request.as_ref().and_then(|r| r.parse()) {
+        props.insert("requestbody".into(), req);
+    }
+    if let Some(resp) = ev.response.as_ref().and_then(|r| r.parse()) {
+        props.insert("responseBody".into(), resp);
+    }
+    if !props.is_empty() {
+        doc.insert("properties".into(), Value::Object(props));
+    }
+}
+
+/// `v1.compute.vpnTunnels.insert` → `compute.vpnTunnels.insert`: Compute Engine logs versioned method
+/// names (`v1.`, `beta.`, `alpha.`), which some rules spell without the version.
+fn unversioned_compute(method: &str) -> Option<&str> {
+    let (version, rest) = method.split_once('.')?;
+    let versioned = version == "beta"
+        || version == "alpha"
+        || (version.starts_with('v') && version[1..].chars().next().is_some_and(|c| c.is_ascii_digit()));
+    (versioned && rest.starts_with("compute.")).then_some(rest)
+}
+
+/// `authorizationInfo` as rules read it: each entry's booleans as text (`granted: 'true'` in the
+/// rules; Sigma compares strings, and the log writes a JSON boolean).
+fn authorization_info(additional: Option<&Value>) -> Option<Value> {
+    let entries = additional?.get("authorizationInfo")?.as_array()?;
+    let entries = entries
+        .iter()
+        .map(|e| match e {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| match v {
+                        Value::Bool(b) => (k.clone(), text(if *b { "true" } else { "false" })),
+                        other => (k.clone(), other.clone()),
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        })
+        .collect();
+    Some(Value::Array(entries))
+}
+
+/// The Cloud Audit Log names SigmaHQ's GCP rules read: the ECS names of Elastic's GCP integration
+/// (`gcp.audit.method_name`, `service_name`, `resource_name`, `authorization_info`, ...) and the
+/// LogEntry's own under `data.protoPayload` (`methodName`, `serviceName`, `authorizationInfo`,
+/// `logName`, `resource.type`, `request`, ...).
+///
+/// - `gcp.audit.method_name` also carries the other spellings of the call: the permissions it
+///   exercised (`iam.serviceAccounts.disable` for `google.iam.admin.v1.DisableServiceAccount`) and a
+///   Compute method without its version. Several SigmaHQ rules name those (see `docs/gcp.md`); with
+///   several spellings the field is an array, which Sigma matches when any member does.
+/// - `data.protoPayload.logName` is the log id (`cloudaudit.googleapis.com%2Factivity`), the value the
+///   break-glass rule compares by equality; `data.logName` is the LogEntry's full name.
+/// - `event.original` (ECS: the raw event as text) holds the request and response documents as
+///   compact JSON, so keyword rules find what full-text search over the raw entry would, keys
+///   included: the break-glass rule's keyword is a pod annotation's *key*.
+fn gcp_fields(ev: &Event, doc: &mut Map<String, Value>) {
+    let op = ev.api.operation.as_str();
+    let mut names = vec![text(op)];
+    let mut add_name = |n: &str| {
+        if !names.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case(n))) {
+            names.push(text(n));
+        }
+    };
+    if let Some(plain) = unversioned_compute(op) {
+        add_name(plain);
+    }
+    for action in &ev.actions {
+        add_name(action);
+    }
+    let method_name = if names.len() == 1 { names.swap_remove(0) } else { Value::Array(names) };
+    let additional = ev.additional.as_ref().and_then(|r| r.parse());
+    let request = ev.request.as_ref().and_then(|r| r.parse());
+    let response = ev.response.as_ref().and_then(|r| r.parse());
+    let authz = authorization_info(additional.as_ref());
+    let log_name = additional_str(additional.as_ref(), "logName");
+    let resource_type = additional.as_ref().and_then(|a| a.pointer("/resource/type")).and_then(Value::as_str);
+
+    put_path(doc, "gcp.audit.method_name", method_name);
+    put_path(doc, "gcp.audit.service_name", text(&ev.api.service));
+    let proto =
+        |doc: &mut Map<String, Value>, key: &str, v: Value| put_path(doc, &format!("data.protoPayload.{key}"), v);
+    proto(doc, "methodName", text(op));
+    proto(doc, "serviceName", text(&ev.api.service));
+    if let Some(first) = ev.resources.first() {
+        put_path(doc, "gcp.audit.resource_name", text(first));
+        proto(doc, "resourceName", text(first));
+    }
+    if let Some(email) = ev.actor.name.as_deref() {
+        put_path(doc, "gcp.audit.authentication_info.principal_email", text(email));
+        proto(doc, "authenticationInfo.principalEmail", text(email));
+    }
+    if let Some(ip) = &ev.src_ip {
+        put_path(doc, "gcp.audit.request_metadata.caller_ip", text(ip));
+        proto(doc, "requestMetadata.callerIp", text(ip));
+    }
+    if let Some(ua) = &ev.user_agent {
+        put_path(doc, "gcp.audit.request_metadata.caller_supplied_user_agent", text(ua));
+        proto(doc, "requestMetadata.callerSuppliedUserAgent", text(ua));
+    }
+    if let Some(code) = &ev.status_code {
+        put_path(doc, "gcp.audit.status.code", text(code));
+        proto(doc, "status.code", text(code));
+    }
+    if let Some(message) = &ev.error_message {
+        put_path(doc, "gcp.audit.status.message", text(message));
+        proto(doc, "status.message", text(message));
+    }
+    if let Some(a) = authz {
+        put_path(doc, "gcp.audit.authorization_info", a.clone());
+        proto(doc, "authorizationInfo", a);
+    }
+    if let Some(name) = log_name {
+        let id = name.rsplit_once("/logs/").map_or(name.as_str(), |(_, id)| id);
+        proto(doc, "logName", text(id));
+        put_path(doc, "data.logName", text(&name));
+    }
+    if let Some(t) = resource_type {
+        proto(doc, "resource.type", text(t));
+        put_path(doc, "data.resource.type", text(t));
+    }
+    let mut original = Vec::new();
+    if let Some(req) = request {
+        original.push(canonical_json(&req));
+        put_path(doc, "gcp.audit.request", req.clone());
+        proto(doc, "request", req);
+    }
+    if let Some(resp) = response {
+        original.push(canonical_json(&resp));
+        put_path(doc, "gcp.audit.response", resp.clone());
+        proto(doc, "response", resp);
+    }
+    if !original.is_empty() {
+        put_path(doc, "event.original", Value::String(original.join("\n")));
+    }
 }
 
 /// `requestParameters` as rules see it.
@@ -922,6 +1113,132 @@ mod tests {
         ev.cloud = Cloud::Gcp;
         ev.api.operation = "storage.buckets.delete".into();
         assert!(titles(&set, &ev).contains(&"Google Cloud Storage Buckets Modified or Deleted".to_string()));
+    }
+
+    fn all_clouds() -> std::sync::Arc<grantwatch_core::catalog::Catalog> {
+        static C: std::sync::OnceLock<std::sync::Arc<grantwatch_core::catalog::Catalog>> = std::sync::OnceLock::new();
+        C.get_or_init(|| std::sync::Arc::new(grantwatch_core::catalog::Catalog::all_clouds().unwrap())).clone()
+    }
+
+    fn azure_export(op: &str, resource: &str, extra: serde_json::Value) -> Event {
+        let mut rec = serde_json::json!({
+            "time": "2024-05-03T08:00:00.1000000Z", "resourceId": resource, "operationName": op,
+            "category": "Administrative", "resultType": "Success", "resultSignature": "Succeeded.OK",
+            "callerIpAddress": "203.0.113.20", "correlationId": "c1",
+            "identity": {"claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": "1a1a",
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": "carol@fabrikam.com"}},
+            "properties": {"message": op}
+        });
+        if let (Some(m), serde_json::Value::Object(e)) = (rec.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        grantwatch_core::azure::normalize_activity(rec.to_string().as_bytes(), &all_clouds()).unwrap()
+    }
+
+    #[test]
+    fn azure_rules_read_category_message_and_provider() {
+        let set = all_rules();
+        // The AD FS rules need CategoryValue, ResourceProviderValue, ResourceId and OperationNameValue.
+        let rid = "/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.ADHYBRIDHEALTHSERVICE/SERVICES/AdFederationService-contoso.com";
+        let ev = azure_export("Microsoft.ADHybridHealthService/services/delete", rid, serde_json::json!({}));
+        let doc = sigma_document(&ev);
+        assert_eq!(doc["CategoryValue"], "Administrative");
+        assert_eq!(doc["ResourceGroup"], "RG");
+        assert_eq!(doc["ActivityStatusValue"], "Success");
+        assert_eq!(titles(&set, &ev), ["Azure Active Directory Hybrid Health AD FS Service Delete"]);
+        // A record without a category does not claim one: the rule stays silent.
+        let mut uncategorized = ev.clone();
+        uncategorized.additional = None;
+        assert!(titles(&set, &uncategorized).is_empty());
+        // Keyword rules find the operation; the device rule reads properties.message.
+        let grant =
+            azure_export("MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE", "/SUBSCRIPTIONS/S1", serde_json::json!({}));
+        assert_eq!(titles(&set, &grant), ["Granting Of Permissions To An Account"]);
+        let device = azure_export(
+            "Microsoft.Intune/x/write",
+            "/SUBSCRIPTIONS/S1",
+            serde_json::json!({"properties": {"message": "Delete device"}}),
+        );
+        assert_eq!(sigma_document(&device)["properties"]["message"], "Delete device");
+        assert_eq!(titles(&set, &device), ["Azure Device or Configuration Modified or Deleted"]);
+    }
+
+    fn gcp_entry(
+        method: &str,
+        service: &str,
+        perms: &[(&str, bool)],
+        request: serde_json::Value,
+        resource_type: &str,
+    ) -> Event {
+        let authz: Vec<serde_json::Value> =
+            perms.iter().map(|(p, g)| serde_json::json!({"resource": "r", "permission": p, "granted": g})).collect();
+        let entry = serde_json::json!({
+            "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog", "status": {},
+                "authenticationInfo": {"principalEmail": "alice@example.com"},
+                "requestMetadata": {"callerIp": "203.0.113.9"},
+                "serviceName": service, "methodName": method, "authorizationInfo": authz,
+                "resourceName": "projects/p/x", "request": request},
+            "insertId": "i1", "resource": {"type": resource_type, "labels": {"project_id": "p"}},
+            "timestamp": "2024-05-03T08:00:00Z",
+            "logName": "projects/p/logs/cloudaudit.googleapis.com%2Factivity"
+        });
+        let n = grantwatch_core::gcp::GcpNormalizer::new(all_clouds()).unwrap();
+        n.normalize(entry.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn gcp_rules_read_authorization_info_log_name_and_other_spellings() {
+        let set = all_rules();
+        let acm = "accesscontextmanager.googleapis.com";
+        let perm = "accesscontextmanager.accessPolicies.delete";
+        let deleted = gcp_entry(
+            "google.identity.accesscontextmanager.v1.AccessContextManager.DeleteAccessPolicy",
+            acm,
+            &[(perm, true)],
+            serde_json::json!({"name": "accessPolicies/1"}),
+            "audited_resource",
+        );
+        assert_eq!(sigma_document(&deleted)["data"]["protoPayload"]["authorizationInfo"][0]["granted"], "true");
+        assert_eq!(titles(&set, &deleted), ["GCP Access Policy Deleted"]);
+        let refused = gcp_entry(
+            "google.identity.accesscontextmanager.v1.AccessContextManager.DeleteAccessPolicy",
+            acm,
+            &[(perm, false)],
+            serde_json::json!({"name": "accessPolicies/1"}),
+            "audited_resource",
+        );
+        assert!(titles(&set, &refused).is_empty());
+        // Break-glass: the log id, the resource type and the annotation key in the request.
+        let pod = |annotation: &str| serde_json::json!({"kind": "Pod", "metadata": {"name": "p", "annotations": {annotation: "true"}}});
+        let glass = gcp_entry(
+            "io.k8s.core.v1.pods.create",
+            "k8s.io",
+            &[("io.k8s.core.v1.pods.create", true)],
+            pod("image-policy.k8s.io/break-glass"),
+            "k8s_cluster",
+        );
+        assert_eq!(sigma_document(&glass)["data"]["protoPayload"]["logName"], "cloudaudit.googleapis.com%2Factivity");
+        assert_eq!(titles(&set, &glass), ["GCP Break-glass Container Workload Deployed"]);
+        let plain = gcp_entry("io.k8s.core.v1.pods.create", "k8s.io", &[], pod("team"), "k8s_cluster");
+        assert!(titles(&set, &plain).is_empty());
+        // The permission spelling: IAM logs DisableServiceAccount, the rule names .serviceAccounts.disable.
+        let disable = gcp_entry(
+            "google.iam.admin.v1.DisableServiceAccount",
+            "iam.googleapis.com",
+            &[("iam.serviceAccounts.disable", true)],
+            serde_json::json!({"name": "projects/-/serviceAccounts/1"}),
+            "service_account",
+        );
+        assert_eq!(titles(&set, &disable), ["Google Cloud Service Account Disabled or Deleted"]);
+        // Compute's versioned method, spelled without the version by the VPN rule.
+        let vpn = gcp_entry(
+            "v1.compute.vpnTunnels.insert",
+            "compute.googleapis.com",
+            &[("compute.vpnTunnels.create", true)],
+            serde_json::json!({"name": "t"}),
+            "vpn_tunnel",
+        );
+        assert_eq!(titles(&set, &vpn), ["Google Cloud VPN Tunnel Modified or Deleted"]);
     }
 
     /// Throughput of `matching` over synthetic AWS events with all rules loaded. Prints events/s; set

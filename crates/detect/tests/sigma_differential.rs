@@ -7,6 +7,12 @@
 //! All go through `Normalizer` and `sigma_document`, as in production. Asserts the same rule ids per
 //! document, and that every AWS rule matches something, except the rules listed in `UNREACHABLE`.
 //!
+//! Azure and GCP (`rsigma_matches_pysigma_on_azure_and_gcp`): the Activity Log, sign-in and Cloud
+//! Audit Log fixtures of `grantwatch-core`, and raw records built from each Azure and GCP rule's
+//! detection (hits per value, near misses: another operation, a failure, a refused permission, no
+//! category), normalized by `normalize_activity` / `GcpNormalizer` and compared the same way; every
+//! Azure and GCP rule must match something.
+//!
 //! Needs python3 with tools/requirements.txt: `scripts/setup-deps` installs it. Without it the test
 //! fails (it does not skip: a skipped differential test checks nothing).
 
@@ -347,10 +353,10 @@ fn sample_records() -> Vec<(String, Value)> {
 
 // ---- the reference -----------------------------------------------------------------------------
 
-fn run_reference(rules_dir: &Path, jsonl: &Path) -> Vec<BTreeSet<String>> {
+fn run_reference(rules_dir: &Path, jsonl: &Path, product: &str) -> Vec<BTreeSet<String>> {
     let python = std::env::var("GRANTWATCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = repo().join("tools/sigma_reference.py");
-    let output = match Command::new(&python).arg(&script).arg(rules_dir).arg(jsonl).args(["--product", "aws"]).output()
+    let output = match Command::new(&python).arg(&script).arg(rules_dir).arg(jsonl).args(["--product", product]).output()
     {
         Ok(o) => o,
         Err(e) => panic!(
@@ -432,7 +438,7 @@ fn rsigma_matches_pysigma_on_cloudtrail() {
     let jsonl = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sigma_differential_{}.jsonl", std::process::id()));
     let text: String = docs.iter().map(|d| format!("{d}\n")).collect();
     std::fs::write(&jsonl, text).unwrap();
-    let reference = run_reference(&rules_dir, &jsonl);
+    let reference = run_reference(&rules_dir, &jsonl, "aws");
     let _ = std::fs::remove_file(&jsonl);
     assert_eq!(reference.len(), docs.len(), "the reference printed one line per document");
 
@@ -557,5 +563,284 @@ fn as_text(v: Value) -> Value {
         Value::Object(_) => Value::String(grantwatch_detect::sigma::canonical_json(&v)),
         Value::Array(items) => Value::Array(items.into_iter().map(as_text).collect()),
         other => other,
+    }
+}
+
+// ---- Azure and GCP -----------------------------------------------------------------------------
+
+/// The value a rule's item needs in a raw field, from each of its string modifiers: exact, or built
+/// from `startswith` + `contains` + `endswith` (several items may constrain one field).
+#[derive(Default, Clone)]
+struct Needed {
+    exact: Option<String>,
+    prefix: String,
+    middle: Vec<String>,
+    suffix: String,
+}
+
+impl Needed {
+    fn add(&mut self, item: &DetectionItem, value: &str) {
+        let mods = &item.field.modifiers;
+        if mods.contains(&Modifier::StartsWith) {
+            self.prefix = value.to_string();
+        } else if mods.contains(&Modifier::EndsWith) {
+            self.suffix = value.to_string();
+        } else if mods.contains(&Modifier::Contains) {
+            self.middle.push(value.to_string());
+        } else {
+            self.exact = Some(value.to_string());
+        }
+    }
+
+    fn text(&self) -> String {
+        match &self.exact {
+            Some(e) => e.clone(),
+            None => format!("{}x{}x{}", self.prefix, self.middle.join("x"), self.suffix),
+        }
+    }
+}
+
+/// The raw fields a rule's selection asks for, for one alternative and value pick: `(rule field, value)`
+/// merged per field, plus the keywords.
+fn needs(rule: &rsigma_parser::SigmaRule, pick: usize) -> Vec<(BTreeMap<String, Needed>, Option<String>)> {
+    let mut names: Vec<&String> = rule.detection.named.keys().collect();
+    names.sort();
+    let mut fields: BTreeMap<String, Needed> = BTreeMap::new();
+    let mut keyword = None;
+    for name in names.into_iter().filter(|n| !n.starts_with("filter")) {
+        match &rule.detection.named[name] {
+            Detection::Keywords(values) => {
+                keyword = values.get(pick % values.len().max(1)).and_then(concrete).and_then(|v| v.as_str().map(str::to_string));
+            }
+            d => {
+                for item in alternatives(d).into_iter().next().unwrap_or_default() {
+                    let Some(field) = item.field.name.clone() else { continue };
+                    let values: Vec<String> =
+                        item.values.iter().filter_map(concrete).filter_map(|v| v.as_str().map(str::to_string)).collect();
+                    if let Some(v) = values.get(pick % values.len().max(1)) {
+                        fields.entry(field).or_default().add(item, v);
+                    }
+                }
+            }
+        }
+    }
+    vec![(fields, keyword)]
+}
+
+/// The number of value picks that reach every value of a rule's items.
+fn picks(rule: &rsigma_parser::SigmaRule) -> usize {
+    rule.detection
+        .named
+        .values()
+        .map(|d| match d {
+            Detection::Keywords(v) => v.len(),
+            d => alternatives(d).iter().flat_map(|a| a.iter().map(|i| i.values.len())).max().unwrap_or(1),
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+fn azure_record(fields: &BTreeMap<String, Needed>, keyword: Option<&str>) -> Value {
+    let get = |k: &str| fields.get(k).map(Needed::text);
+    let op = get("operationName")
+        .or_else(|| get("OperationNameValue"))
+        .or_else(|| keyword.map(str::to_string))
+        .unwrap_or_else(|| "MICROSOFT.RESOURCES/DEPLOYMENTS/WRITE".into());
+    let mut rec = json!({
+        "time": "2024-05-03T08:00:00.1000000Z",
+        "resourceId": get("ResourceId").unwrap_or_else(|| "/SUBSCRIPTIONS/22222222-2222-4222-8222-222222222222/RESOURCEGROUPS/RG".into()),
+        "operationName": op,
+        "resultType": "Success",
+        "resultSignature": "Succeeded.OK",
+        "callerIpAddress": "203.0.113.20",
+        "correlationId": "c1c1c1c1-0000-4000-8000-000000000001",
+        "identity": {"claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": "1a1a1a1a-0000-4000-8000-000000000003",
+            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": "carol@fabrikam.com"}},
+        "properties": {"message": get("properties.message").unwrap_or_else(|| op.clone())}
+    });
+    // The export names no category on some records; a rule that asks for one gets it.
+    if let Some(c) = get("CategoryValue") {
+        rec["category"] = json!(c);
+    }
+    if let Some(p) = get("ResourceProviderValue") {
+        rec["resourceProviderName"] = json!(p);
+    }
+    rec
+}
+
+fn gcp_record(fields: &BTreeMap<String, Needed>, keyword: Option<&str>) -> Value {
+    let get = |k: &str| fields.get(k).map(Needed::text);
+    let method = get("gcp.audit.method_name")
+        .or_else(|| get("data.protoPayload.methodName"))
+        .unwrap_or_else(|| "google.generated.v1.Service.Method".into());
+    let service = get("data.protoPayload.serviceName").unwrap_or_else(|| "generated.googleapis.com".into());
+    let mut authz = json!({"resource": "projects/p/generated", "granted": true});
+    if let Some(p) = get("data.protoPayload.authorizationInfo.permission") {
+        authz["permission"] = json!(p);
+    }
+    if let Some(g) = get("data.protoPayload.authorizationInfo.granted") {
+        authz["granted"] = json!(g == "true");
+    }
+    let log = get("data.protoPayload.logName").unwrap_or_else(|| "cloudaudit.googleapis.com%2Factivity".into());
+    let mut request = json!({"@type": "type.googleapis.com/generated.Request", "name": "projects/p/generated"});
+    if let Some(k) = keyword {
+        request["metadata"] = json!({"annotations": {k: "true"}});
+    }
+    json!({
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "status": {},
+            "authenticationInfo": {"principalEmail": "alice@example.com"},
+            "requestMetadata": {"callerIp": "203.0.113.9", "callerSuppliedUserAgent": "google-cloud-sdk gcloud/470.0.0"},
+            "serviceName": service,
+            "methodName": method,
+            "authorizationInfo": [authz],
+            "resourceName": "projects/p/generated",
+            "request": request
+        },
+        "insertId": "generated",
+        "resource": {"type": get("data.protoPayload.resource.type").unwrap_or_else(|| "audited_resource".into()), "labels": {"project_id": "p"}},
+        "timestamp": "2024-05-03T08:00:00Z",
+        "logName": format!("projects/p/logs/{}", log.replace('/', "%2F"))
+    })
+}
+
+fn core_testdata(rel: &str) -> PathBuf {
+    repo().join("crates/core/src").join(rel)
+}
+
+/// JSON Lines, a JSON array, or one object.
+fn records_of(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(items)) => items,
+        Ok(Value::Object(m)) if m.get("value").is_some_and(Value::is_array) => m["value"].as_array().unwrap().clone(),
+        Ok(v) => vec![v],
+        Err(_) => text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect(),
+    }
+}
+
+#[test]
+fn rsigma_matches_pysigma_on_azure_and_gcp() {
+    let rules_dir = repo().join("rules/sigma");
+    let mut sources = Vec::new();
+    rule_sources(&rules_dir, &rules_dir, &mut sources);
+    let (set, errors) = SigmaSet::load(&sources);
+    assert!(errors.is_empty(), "{errors:?}");
+    let catalog = std::sync::Arc::new(grantwatch_core::catalog::Catalog::all_clouds().unwrap());
+    let gcp = grantwatch_core::gcp::GcpNormalizer::new(catalog.clone()).unwrap();
+
+    for product in ["azure", "gcp"] {
+        let mut events: Vec<(String, Event)> = Vec::new();
+        let mut add = |label: String, rec: &Value, events: &mut Vec<(String, Event)>| {
+            let bytes = rec.to_string();
+            let ev = match product {
+                "azure" => grantwatch_core::azure::normalize_activity(bytes.as_bytes(), &catalog)
+                    .or_else(|_| grantwatch_core::azure::normalize_signin(bytes.as_bytes())),
+                _ => gcp.normalize(bytes.as_bytes()),
+            };
+            if let Ok(ev) = ev {
+                events.push((label, ev));
+            }
+        };
+        // The normalizers' fixtures (records of other kinds, Started records, flow logs are skipped).
+        let fixtures: Vec<PathBuf> = match product {
+            "azure" => ["activity_export.jsonl", "activity_list.json", "signins_export.jsonl", "signins_graph.json"]
+                .iter()
+                .map(|f| core_testdata(&format!("azure/testdata/{f}")))
+                .collect(),
+            _ => {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(core_testdata("gcp/testdata/audit"))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                    .collect();
+                files.sort();
+                files
+            }
+        };
+        for f in &fixtures {
+            for (i, rec) in records_of(f).iter().enumerate() {
+                add(format!("{} #{i}", f.display()), rec, &mut events);
+            }
+        }
+        let fixture_events = events.len();
+        assert!(fixture_events >= 5, "{product}: {fixture_events} fixture events");
+        // Records from each rule's detection, and near misses.
+        for (path, text) in sources.iter().filter(|(p, _)| p.starts_with(&format!("{product}/"))) {
+            for rule in rsigma_parser::parse_sigma_yaml(text).unwrap().rules {
+                for pick in 0..picks(&rule) {
+                    for (fields, keyword) in needs(&rule, pick) {
+                        let hit = match product {
+                            "azure" => azure_record(&fields, keyword.as_deref()),
+                            _ => gcp_record(&fields, keyword.as_deref()),
+                        };
+                        add(format!("{path} hit {pick}"), &hit, &mut events);
+                        if pick > 0 {
+                            continue;
+                        }
+                        let mut miss = |label: &str, f: &dyn Fn(&mut Value)| {
+                            let mut rec = hit.clone();
+                            f(&mut rec);
+                            add(format!("{path} miss: {label}"), &rec, &mut events);
+                        };
+                        match product {
+                            "azure" => {
+                                miss("failed", &|r| {
+                                    r["resultType"] = json!("Failure");
+                                    r["resultSignature"] = json!("Failed.Forbidden");
+                                });
+                                miss("other operation", &|r| r["operationName"] = json!("MICROSOFT.WEB/SITES/RESTART/ACTION"));
+                                miss("no category", &|r| {
+                                    r.as_object_mut().unwrap().remove("category");
+                                });
+                            }
+                            _ => {
+                                miss("refused", &|r| r["protoPayload"]["authorizationInfo"][0]["granted"] = json!(false));
+                                miss("other method", &|r| r["protoPayload"]["methodName"] = json!("google.generated.v1.Other"));
+                                miss("data access log", &|r| {
+                                    r["logName"] = json!("projects/p/logs/cloudaudit.googleapis.com%2Fdata_access")
+                                });
+                                miss("failed", &|r| r["protoPayload"]["status"] = json!({"code": 7, "message": "denied"}));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let docs: Vec<Value> = events.iter().map(|(_, ev)| sigma_document(ev)).collect();
+        let jsonl = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("sigma_differential_{product}_{}.jsonl", std::process::id()));
+        std::fs::write(&jsonl, docs.iter().map(|d| format!("{d}\n")).collect::<String>()).unwrap();
+        let reference = run_reference(&rules_dir, &jsonl, product);
+        let _ = std::fs::remove_file(&jsonl);
+        assert_eq!(reference.len(), docs.len());
+
+        let mut matched: BTreeSet<&str> = BTreeSet::new();
+        let mut differences = Vec::new();
+        let mut out = Vec::new();
+        for (i, (label, ev)) in events.iter().enumerate() {
+            set.matching(ev, &mut out);
+            let ours: BTreeSet<String> = out.iter().map(|&r| set.rules()[r].id.clone()).collect();
+            matched.extend(out.iter().map(|&r| set.rules()[r].path.as_str()));
+            if ours != reference[i] {
+                differences.push(format!(
+                    "{label}\n  rsigma only: {:?}\n  pySigma only: {:?}\n  document: {}",
+                    ours.difference(&reference[i]).collect::<Vec<_>>(),
+                    reference[i].difference(&ours).collect::<Vec<_>>(),
+                    docs[i]
+                ));
+            }
+        }
+        println!("{product}: {} documents ({fixture_events} from fixtures), {} rules matched", docs.len(), matched.len());
+        assert!(differences.is_empty(), "{product}: {} documents differ:\n{}", differences.len(), differences.join("\n"));
+        let unmatched: Vec<&str> = set
+            .rules()
+            .iter()
+            .filter(|r| r.product == product && !matched.contains(r.path.as_str()))
+            .map(|r| r.path.as_str())
+            .collect();
+        assert!(unmatched.is_empty(), "{product} rules no document matched: {unmatched:?}");
     }
 }
