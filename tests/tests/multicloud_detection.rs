@@ -42,7 +42,9 @@ fn analytics(a: &DetectionFinding) -> Vec<String> {
 /// operation's final record (logged within 90 s of the label's time).
 fn about(a: &DetectionFinding, l: &Label) -> bool {
     let by_id = a.finding_info.related_events.iter().any(|e| {
-        l.event_ids.iter().any(|id| e.uid == *id || e.uid.ends_with(&format!("/{id}")) || e.uid.starts_with(&format!("{id}:")))
+        l.event_ids
+            .iter()
+            .any(|id| e.uid == *id || e.uid.ends_with(&format!("/{id}")) || e.uid.starts_with(&format!("{id}:")))
     });
     let by_time = a.cloud.provider == Cloud::Azure
         && a.actor.user.uid == l.identity
@@ -108,8 +110,13 @@ fn every_labeled_attack_in_every_cloud_raises_an_alert_on_its_identity() {
     let mut attack_alerts = vec![false; alerts.len()];
     for l in &labels {
         let hits: Vec<usize> = (0..alerts.len()).filter(|&i| about(&alerts[i], l)).collect();
-        assert!(!hits.is_empty(), "{} ({}): no alert; alerts on that identity: {:?}", l.id, l.description,
-            alerts.iter().filter(|a| a.actor.user.uid == l.identity).map(analytics).collect::<Vec<_>>());
+        assert!(
+            !hits.is_empty(),
+            "{} ({}): no alert; alerts on that identity: {:?}",
+            l.id,
+            l.description,
+            alerts.iter().filter(|a| a.actor.user.uid == l.identity).map(analytics).collect::<Vec<_>>()
+        );
         for &i in &hits {
             attack_alerts[i] = true;
             assert_eq!(alerts[i].actor.user.uid, l.identity, "{}: the alert names another identity", l.id);
@@ -143,8 +150,15 @@ fn every_labeled_attack_in_every_cloud_raises_an_alert_on_its_identity() {
     );
     // Measured: see the bound's comment below.
     let other_clouds = benign.iter().filter(|a| a.cloud.provider != Cloud::Aws).count();
-    assert!(other_clouds <= BENIGN_NON_AWS_MAX, "{other_clouds} benign alerts outside AWS: {:#?}",
-        benign.iter().filter(|a| a.cloud.provider != Cloud::Aws).map(|a| (&a.finding_info.analytic.uid, &a.actor.user.uid, &a.finding_info.desc)).collect::<Vec<_>>());
+    assert!(
+        other_clouds <= BENIGN_NON_AWS_MAX,
+        "{other_clouds} benign alerts outside AWS: {:#?}",
+        benign
+            .iter()
+            .filter(|a| a.cloud.provider != Cloud::Aws)
+            .map(|a| (&a.finding_info.analytic.uid, &a.actor.user.uid, &a.finding_info.desc))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Alerts outside AWS that concern no labeled attack, over 120 days of about 10,000 Azure, GCP and

@@ -196,11 +196,11 @@ fn gcp(ev: &Event, request: Option<&Value>, response: Option<&Value>, out: &mut 
         }
         out.push(hit(Builtin::GcpServiceAccountKeyCreated, ev, extra));
     }
-    if op.ends_with("setiampolicy") || op == "storage.setiampermissions" {
-        if let Some(exposure) = request.and_then(public_binding) {
-            let resource = ev.resources.first().cloned().unwrap_or_default();
-            out.push(hit(Builtin::ResourceMadePublic, ev, vec![("exposure", format!("{exposure} on {resource}"))]));
-        }
+    if (op.ends_with("setiampolicy") || op == "storage.setiampermissions")
+        && let Some(exposure) = request.and_then(public_binding)
+    {
+        let resource = ev.resources.first().cloned().unwrap_or_default();
+        out.push(hit(Builtin::ResourceMadePublic, ev, vec![("exposure", format!("{exposure} on {resource}"))]));
     }
 }
 

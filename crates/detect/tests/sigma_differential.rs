@@ -356,14 +356,14 @@ fn sample_records() -> Vec<(String, Value)> {
 fn run_reference(rules_dir: &Path, jsonl: &Path, product: &str) -> Vec<BTreeSet<String>> {
     let python = std::env::var("GRANTWATCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = repo().join("tools/sigma_reference.py");
-    let output = match Command::new(&python).arg(&script).arg(rules_dir).arg(jsonl).args(["--product", product]).output()
-    {
-        Ok(o) => o,
-        Err(e) => panic!(
-            "cannot run {python} ({e}): the Sigma differential test needs python3 with pySigma; \
+    let output =
+        match Command::new(&python).arg(&script).arg(rules_dir).arg(jsonl).args(["--product", product]).output() {
+            Ok(o) => o,
+            Err(e) => panic!(
+                "cannot run {python} ({e}): the Sigma differential test needs python3 with pySigma; \
              run scripts/setup-deps (installs tools/requirements.txt)"
-        ),
-    };
+            ),
+        };
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         if stderr.contains("ModuleNotFoundError") || stderr.contains("No module named") {
@@ -610,13 +610,20 @@ fn needs(rule: &rsigma_parser::SigmaRule, pick: usize) -> Vec<(BTreeMap<String, 
     for name in names.into_iter().filter(|n| !n.starts_with("filter")) {
         match &rule.detection.named[name] {
             Detection::Keywords(values) => {
-                keyword = values.get(pick % values.len().max(1)).and_then(concrete).and_then(|v| v.as_str().map(str::to_string));
+                keyword = values
+                    .get(pick % values.len().max(1))
+                    .and_then(concrete)
+                    .and_then(|v| v.as_str().map(str::to_string));
             }
             d => {
                 for item in alternatives(d).into_iter().next().unwrap_or_default() {
                     let Some(field) = item.field.name.clone() else { continue };
-                    let values: Vec<String> =
-                        item.values.iter().filter_map(concrete).filter_map(|v| v.as_str().map(str::to_string)).collect();
+                    let values: Vec<String> = item
+                        .values
+                        .iter()
+                        .filter_map(concrete)
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect();
                     if let Some(v) = values.get(pick % values.len().max(1)) {
                         fields.entry(field).or_default().add(item, v);
                     }
@@ -732,7 +739,7 @@ fn rsigma_matches_pysigma_on_azure_and_gcp() {
 
     for product in ["azure", "gcp"] {
         let mut events: Vec<(String, Event)> = Vec::new();
-        let mut add = |label: String, rec: &Value, events: &mut Vec<(String, Event)>| {
+        let add = |label: String, rec: &Value, events: &mut Vec<(String, Event)>| {
             let bytes = rec.to_string();
             let ev = match product {
                 "azure" => grantwatch_core::azure::normalize_activity(bytes.as_bytes(), &catalog)
@@ -790,18 +797,26 @@ fn rsigma_matches_pysigma_on_azure_and_gcp() {
                                     r["resultType"] = json!("Failure");
                                     r["resultSignature"] = json!("Failed.Forbidden");
                                 });
-                                miss("other operation", &|r| r["operationName"] = json!("MICROSOFT.WEB/SITES/RESTART/ACTION"));
+                                miss("other operation", &|r| {
+                                    r["operationName"] = json!("MICROSOFT.WEB/SITES/RESTART/ACTION")
+                                });
                                 miss("no category", &|r| {
                                     r.as_object_mut().unwrap().remove("category");
                                 });
                             }
                             _ => {
-                                miss("refused", &|r| r["protoPayload"]["authorizationInfo"][0]["granted"] = json!(false));
-                                miss("other method", &|r| r["protoPayload"]["methodName"] = json!("google.generated.v1.Other"));
+                                miss("refused", &|r| {
+                                    r["protoPayload"]["authorizationInfo"][0]["granted"] = json!(false)
+                                });
+                                miss("other method", &|r| {
+                                    r["protoPayload"]["methodName"] = json!("google.generated.v1.Other")
+                                });
                                 miss("data access log", &|r| {
                                     r["logName"] = json!("projects/p/logs/cloudaudit.googleapis.com%2Fdata_access")
                                 });
-                                miss("failed", &|r| r["protoPayload"]["status"] = json!({"code": 7, "message": "denied"}));
+                                miss("failed", &|r| {
+                                    r["protoPayload"]["status"] = json!({"code": 7, "message": "denied"})
+                                });
                             }
                         }
                     }
@@ -833,8 +848,17 @@ fn rsigma_matches_pysigma_on_azure_and_gcp() {
                 ));
             }
         }
-        println!("{product}: {} documents ({fixture_events} from fixtures), {} rules matched", docs.len(), matched.len());
-        assert!(differences.is_empty(), "{product}: {} documents differ:\n{}", differences.len(), differences.join("\n"));
+        println!(
+            "{product}: {} documents ({fixture_events} from fixtures), {} rules matched",
+            docs.len(),
+            matched.len()
+        );
+        assert!(
+            differences.is_empty(),
+            "{product}: {} documents differ:\n{}",
+            differences.len(),
+            differences.join("\n")
+        );
         let unmatched: Vec<&str> = set
             .rules()
             .iter()

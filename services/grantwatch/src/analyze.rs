@@ -424,6 +424,10 @@ struct FindingsShape<'a> {
     humans: &'a grantwatch_core::humans::HumanLinker,
 }
 
+/// What `write_findings` wrote: the accounts report, the top identities, how many identities, and
+/// (humans, humans with identities in two clouds or more).
+type Written = (AccountsReport, Vec<IdentityFinding>, usize, (usize, usize));
+
 fn write_findings(
     catalog: &Catalog,
     cfg: &FindingsConfig,
@@ -432,7 +436,7 @@ fn write_findings(
     outputs: &Outputs,
     report: &IngestReport,
     shape: FindingsShape<'_>,
-) -> Result<(AccountsReport, Vec<IdentityFinding>, usize, (usize, usize))> {
+) -> Result<Written> {
     let FindingsShape { form, org, humans } = shape;
     let mut identities_w = outputs.identities_writer()?;
     let mut human_report = grantwatch_core::humans::HumanReport::new(humans);
