@@ -371,9 +371,10 @@ fn resource_group(resource_id: &str) -> Option<&str> {
 }
 
 /// The Azure Activity Log names SigmaHQ's Azure rules read, in the two spellings they use: the
-/// diagnostic export's (`operationName`, `category`, `properties.message`, `resourceId`) and Sentinel's
+/// diagnostic export's (`operationName`, `category`, `properties.message`, `resultType`) and Sentinel's
 /// `AzureActivity` table (`OperationNameValue`, `CategoryValue`, `ResourceProviderValue`, `ResourceId`,
-/// `ActivityStatusValue`, ...). Each is set only from what the event holds: `additional.category` and
+/// `ActivityStatusValue`, `Caller`, ...). Where the two spell a field alike but for case (`resourceId`,
+/// `ResourceId`) only one is set: SQL backends (and pySigma's reference) fold column names. Each is set only from what the event holds: `additional.category` and
 /// `additional.message` are the record's own `category` and `properties.message`, absent when the
 /// record had none (never guessed from the operation).
 fn azure_fields(ev: &Event, doc: &mut Map<String, Value>) {
@@ -383,7 +384,6 @@ fn azure_fields(ev: &Event, doc: &mut Map<String, Value>) {
     doc.insert("ResourceProviderValue".into(), text(&ev.api.service));
     if let Some(first) = ev.resources.first() {
         doc.insert("ResourceId".into(), text(first));
-        doc.insert("resourceId".into(), text(first));
         if let Some(rg) = resource_group(first) {
             doc.insert("ResourceGroup".into(), text(rg));
         }
@@ -398,11 +398,9 @@ fn azure_fields(ev: &Event, doc: &mut Map<String, Value>) {
     let caller = ev.actor.name.as_deref().or(ev.actor.principal_id.as_deref());
     if let Some(c) = caller {
         doc.insert("Caller".into(), text(c));
-        doc.insert("caller".into(), text(c));
     }
     if let Some(ip) = &ev.src_ip {
         doc.insert("CallerIpAddress".into(), text(ip));
-        doc.insert("callerIpAddress".into(), text(ip));
     }
     let additional = ev.additional.as_ref().and_then(|r| r.parse());
     if let Some(category) = additional_str(additional.as_ref(), "category") {
@@ -458,7 +456,9 @@ fn authorization_info(additional: Option<&Value>) -> Option<Value> {
 /// The Cloud Audit Log names SigmaHQ's GCP rules read: the ECS names of Elastic's GCP integration
 /// (`gcp.audit.method_name`, `service_name`, `resource_name`, `authorization_info`, ...) and the
 /// LogEntry's own under `data.protoPayload` (`methodName`, `serviceName`, `authorizationInfo`,
-/// `logName`, `resource.type`, `request`, ...).
+/// `logName`, `resource.type`, `request`, `response`). The documents are under `data.protoPayload` only:
+/// no rule reads ECS's `gcp.audit.request`, and a second copy of their arrays squares what an evaluator
+/// that expands arrays into rows (pySigma's reference) must hold.
 ///
 /// - `gcp.audit.method_name` also carries the other spellings of the call: the permissions it
 ///   exercised (`iam.serviceAccounts.disable` for `google.iam.admin.v1.DisableServiceAccount`) and a
@@ -537,12 +537,10 @@ fn gcp_fields(ev: &Event, doc: &mut Map<String, Value>) {
     let mut original = Vec::new();
     if let Some(req) = request {
         original.push(canonical_json(&req));
-        put_path(doc, "gcp.audit.request", req.clone());
         proto(doc, "request", req);
     }
     if let Some(resp) = response {
         original.push(canonical_json(&resp));
-        put_path(doc, "gcp.audit.response", resp.clone());
         proto(doc, "response", resp);
     }
     if !original.is_empty() {
