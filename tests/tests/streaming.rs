@@ -682,7 +682,7 @@ fn a_mixed_cloud_stream_survives_processor_kills() {
     use grantwatch_synth::{MultiCloudSpec, generate_multicloud};
     let work = tempfile::tempdir().unwrap();
     let org = work.path().join("org");
-    let mut spec = MultiCloudSpec::new(13, 1, 1, 12, 8, 20, 3_000);
+    let mut spec = MultiCloudSpec::new(13, 1, 1, 16, 8, 20, 3_000);
     spec.aws.events = 2_000;
     generate_multicloud(&spec, &org).unwrap();
     // The activity logs move to one watched directory; the exports stay where they are.

@@ -881,7 +881,8 @@ impl Config {
             let ok = (u.starts_with("https://") || u.starts_with("http://"))
                 && !u.contains(['?', '#', ' '])
                 && u.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('@'));
-            if ok { Ok(()) } else { Err(invalid(&key, format!("{u:?} is not an http(s) base URL (scheme and host)"))) }
+            // The value is not quoted: it may hold credentials.
+            if ok { Ok(()) } else { Err(invalid(&key, "must be an http(s) base URL: scheme and host, no credentials, query or fragment")) }
         };
         let time = |key: String, t: &Option<String>| match t {
             Some(t) if grantwatch_types::EventTime::parse_rfc3339(t).is_none() => {
@@ -1074,5 +1075,27 @@ mod tests {
             assert!(!shown.contains(secret), "{secret}: {shown}");
         }
         assert!(shown.contains("/etc/ca.pem"), "{shown}");
+    }
+
+    #[test]
+    fn pulled_sources_load_validate_and_name_their_key() {
+        let ok = "[[ingest.okta]]\norg_url = \"https://acme.okta.com\"\napi_token_file = \"/run/okta\"\n\
+                  [[ingest.workspace]]\ntoken_file = \"/run/ws\"\nstart_time = \"2024-01-01T00:00:00Z\"\n";
+        let cfg = load_with(ok, &[]).unwrap();
+        assert_eq!(cfg.ingest.okta[0].limit, 1000);
+        assert_eq!(cfg.ingest.workspace[0].base_url, "https://admin.googleapis.com");
+        assert_eq!(cfg.ingest.workspace[0].applications, ["login", "admin", "token", "user_accounts"]);
+        for (text, key) in [
+            ("[[ingest.okta]]\norg_url = \"acme.okta.com\"\napi_token_file = \"/t\"\n", "ingest.okta[0].org_url"),
+            ("[[ingest.okta]]\norg_url = \"https://u:p@acme.okta.com\"\napi_token_file = \"/t\"\n", "ingest.okta[0].org_url"),
+            ("[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nlimit = 0\n", "ingest.okta[0].limit"),
+            ("[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nsince = \"monday\"\n", "ingest.okta[0].since"),
+            ("[[ingest.workspace]]\ntoken_file = \"/t\"\nwindow_secs = 600\nlag_secs = 600\n", "ingest.workspace[0].lag_secs"),
+            ("[[ingest.workspace]]\ntoken_file = \"/t\"\napplications = [\"lo/gin\"]\n", "ingest.workspace[0].applications"),
+            ("[ingest]\napi_max_attempts = 0\n", "ingest.api_max_attempts"),
+        ] {
+            let err = load_with(text, &[]).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }
