@@ -962,7 +962,10 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
             lookups.push(runtime.block_on(lookup::LookupSource::new(s.clone(), lookup_lag)));
         }
     }
-    let client = api::client()?;
+    let client = {
+        let _in_runtime = runtime.enter();
+        api::client()?
+    };
     let mut oktas = Vec::new();
     for s in okta_sources {
         oktas.push(okta::OktaLog::new(s, &ingest.catalog, client.clone(), api)?);
