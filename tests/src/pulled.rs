@@ -66,10 +66,7 @@ impl FakeApis {
 
 fn query(target: &str) -> BTreeMap<String, String> {
     let Some((_, q)) = target.split_once('?') else { return BTreeMap::new() };
-    q.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), percent_decode(v)))
-        .collect()
+    q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), percent_decode(v))).collect()
 }
 
 fn percent_decode(v: &str) -> String {
@@ -182,7 +179,9 @@ fn okta_page(s: &FakeState, target: &str) -> Answer {
             s.okta_events
                 .iter()
                 .position(|e| {
-                    since.is_none_or(|since| EventTime::parse_rfc3339(e["published"].as_str().unwrap()).unwrap() >= since)
+                    since.is_none_or(|since| {
+                        EventTime::parse_rfc3339(e["published"].as_str().unwrap()).unwrap() >= since
+                    })
                 })
                 .unwrap_or(s.okta_events.len())
         }
@@ -214,7 +213,9 @@ fn workspace_page(s: &FakeState, app: &str, target: &str) -> Answer {
         .get(app)
         .map(|v| v.iter().filter(|a| start.is_none_or(|s| time(a) >= s) && end.is_none_or(|e| time(a) <= e)).collect())
         .unwrap_or_default();
-    all.sort_by(|a, b| (time(b), b["id"]["uniqueQualifier"].to_string()).cmp(&(time(a), a["id"]["uniqueQualifier"].to_string())));
+    all.sort_by(|a, b| {
+        (time(b), b["id"]["uniqueQualifier"].to_string()).cmp(&(time(a), a["id"]["uniqueQualifier"].to_string()))
+    });
     let page: Vec<&serde_json::Value> = all.iter().skip(offset).take(max).copied().collect();
     let mut body = serde_json::json!({"kind": "admin#reports#activities", "etag": "\"fake\""});
     if !page.is_empty() {
@@ -249,7 +250,14 @@ pub fn okta_event(uuid: &str, published_ms: i64, user: &str, event_type: &str) -
 }
 
 /// A Reports activity (`admin#reports#activity`) with one event per name.
-pub fn workspace_activity(app: &str, qualifier: &str, time_ms: i64, customer: &str, profile: &str, names: &[&str]) -> serde_json::Value {
+pub fn workspace_activity(
+    app: &str,
+    qualifier: &str,
+    time_ms: i64,
+    customer: &str,
+    profile: &str,
+    names: &[&str],
+) -> serde_json::Value {
     let events: Vec<serde_json::Value> = names
         .iter()
         .map(|n| serde_json::json!({"type": app, "name": n, "parameters": [{"name": "login_type", "value": "google_password"}]}))

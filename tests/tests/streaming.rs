@@ -756,7 +756,11 @@ fn a_mixed_cloud_stream_survives_processor_kills() {
     }
     entitlements.iter().take(40).for_each(|e| validate("entitlements.v1.json", e));
     let dlq = reference.read(&reference.cfg.topics.dlq.name);
-    assert!(dlq.is_empty(), "dead letters: {:?}", dlq.iter().map(|r| String::from_utf8_lossy(&r.3)).take(3).collect::<Vec<_>>());
+    assert!(
+        dlq.is_empty(),
+        "dead letters: {:?}",
+        dlq.iter().map(|r| String::from_utf8_lossy(&r.3)).take(3).collect::<Vec<_>>()
+    );
 
     let killed_dir = work.path().join("killed");
     let mut killed = Stack::new("mc-kill", 4, &killed_dir);

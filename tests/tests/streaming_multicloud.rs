@@ -132,8 +132,9 @@ fn okta_system_log_pages_reach_kafka_exactly_once_across_a_kill_and_a_rate_limit
     });
 
     // Later events: a poll produces only those, from the cursor.
-    let later: Vec<serde_json::Value> =
-        (48..55).map(|i| okta_event(&format!("uuid-{i:03}"), BASE_MS + i * 1000, "dave", "user.mfa.factor.deactivate")).collect();
+    let later: Vec<serde_json::Value> = (48..55)
+        .map(|i| okta_event(&format!("uuid-{i:03}"), BASE_MS + i * 1000, "dave", "user.mfa.factor.deactivate"))
+        .collect();
     fake.with(|s| s.okta_events.extend(later));
     let n = fake.requests().len();
     run_to_end(&mut stack, "okta-2", &args);
@@ -172,7 +173,8 @@ fn workspace_reports_windows_reach_kafka_exactly_once_across_a_kill() {
     for app in ["login", "admin"] {
         let list: Vec<serde_json::Value> = (0..48)
             .map(|i| {
-                let names: &[&str] = if app == "login" { &["login_success"] } else { &["ASSIGN_ROLE", "CHANGE_PASSWORD"] };
+                let names: &[&str] =
+                    if app == "login" { &["login_success"] } else { &["ASSIGN_ROLE", "CHANGE_PASSWORD"] };
                 let t = BASE_MS + (i / 2) * 100_000;
                 workspace_activity(app, &format!("{app}-{i:03}"), t, "C03fake", &format!("1000{}", i % 4), names)
             })
@@ -217,7 +219,14 @@ fn workspace_reports_windows_reach_kafka_exactly_once_across_a_kill() {
     // A late activity (older than the newest produced, within the lag) and a new one: each once.
     fake.with(|s| {
         let login = s.activities.get_mut("login").unwrap();
-        login.push(workspace_activity("login", "login-late", BASE_MS + 23 * 100_000 - 40_000, "C03fake", "10009", &["login_failure"]));
+        login.push(workspace_activity(
+            "login",
+            "login-late",
+            BASE_MS + 23 * 100_000 - 40_000,
+            "C03fake",
+            "10009",
+            &["login_failure"],
+        ));
         login.push(workspace_activity("login", "login-new", BASE_MS + 25 * 100_000, "C03fake", "10009", &["logout"]));
         s.now_ms = BASE_MS + 26 * 100_000;
     });

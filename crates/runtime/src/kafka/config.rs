@@ -882,7 +882,11 @@ impl Config {
                 && !u.contains(['?', '#', ' '])
                 && u.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('@'));
             // The value is not quoted: it may hold credentials.
-            if ok { Ok(()) } else { Err(invalid(&key, "must be an http(s) base URL: scheme and host, no credentials, query or fragment")) }
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid(&key, "must be an http(s) base URL: scheme and host, no credentials, query or fragment"))
+            }
         };
         let time = |key: String, t: &Option<String>| match t {
             Some(t) if grantwatch_types::EventTime::parse_rfc3339(t).is_none() => {
@@ -908,7 +912,11 @@ impl Config {
             if w.applications.is_empty() {
                 return Err(invalid(&key("applications"), "must name at least one application"));
             }
-            if let Some(a) = w.applications.iter().find(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            if let Some(a) = w
+                .applications
+                .iter()
+                .find(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
                 return Err(invalid(&key("applications"), format!("{a:?} is not an application name")));
             }
             if !(60..=86_400).contains(&w.window_secs) {
@@ -1087,11 +1095,23 @@ mod tests {
         assert_eq!(cfg.ingest.workspace[0].applications, ["login", "admin", "token", "user_accounts"]);
         for (text, key) in [
             ("[[ingest.okta]]\norg_url = \"acme.okta.com\"\napi_token_file = \"/t\"\n", "ingest.okta[0].org_url"),
-            ("[[ingest.okta]]\norg_url = \"https://u:p@acme.okta.com\"\napi_token_file = \"/t\"\n", "ingest.okta[0].org_url"),
+            (
+                "[[ingest.okta]]\norg_url = \"https://u:p@acme.okta.com\"\napi_token_file = \"/t\"\n",
+                "ingest.okta[0].org_url",
+            ),
             ("[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nlimit = 0\n", "ingest.okta[0].limit"),
-            ("[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nsince = \"monday\"\n", "ingest.okta[0].since"),
-            ("[[ingest.workspace]]\ntoken_file = \"/t\"\nwindow_secs = 600\nlag_secs = 600\n", "ingest.workspace[0].lag_secs"),
-            ("[[ingest.workspace]]\ntoken_file = \"/t\"\napplications = [\"lo/gin\"]\n", "ingest.workspace[0].applications"),
+            (
+                "[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nsince = \"monday\"\n",
+                "ingest.okta[0].since",
+            ),
+            (
+                "[[ingest.workspace]]\ntoken_file = \"/t\"\nwindow_secs = 600\nlag_secs = 600\n",
+                "ingest.workspace[0].lag_secs",
+            ),
+            (
+                "[[ingest.workspace]]\ntoken_file = \"/t\"\napplications = [\"lo/gin\"]\n",
+                "ingest.workspace[0].applications",
+            ),
             ("[ingest]\napi_max_attempts = 0\n", "ingest.api_max_attempts"),
         ] {
             let err = load_with(text, &[]).unwrap_err();

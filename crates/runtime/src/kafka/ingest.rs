@@ -27,12 +27,12 @@ use grantwatch_types::DeadLetterSource;
 use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
+use crate::clouds::CloudPaths;
 use crate::kafka::client::{
     Emit, MAX_RECORD_BYTES, Refusal, TxnOutcome, TxnProducer, read_to_end, record_bytes, set_aside_refused,
 };
 use crate::kafka::config::Config;
 use crate::kafka::error::{Result, StreamError};
-use crate::clouds::CloudPaths;
 use crate::kafka::lookup;
 use crate::kafka::metrics::{Health, Metrics, serve};
 use crate::kafka::runner::{dead_letter, dead_letter_emit};
@@ -493,7 +493,8 @@ impl Ingest {
             let mut seen = HashMap::new();
             for f in &found.files {
                 let Some(path) = f.local_path() else { continue };
-                let meta = std::fs::metadata(path).map_err(StreamError::source(format!("reading {}", path.display())))?;
+                let meta =
+                    std::fs::metadata(path).map_err(StreamError::source(format!("reading {}", path.display())))?;
                 let modified = meta.modified().ok();
                 let known = self.export_files.get(path).filter(|e| e.size == meta.len() && e.modified == modified);
                 let entry = match known {
@@ -520,7 +521,8 @@ impl Ingest {
         if let Some(file) = &clouds.humans {
             let f = grantwatch_files::source_file(file)
                 .map_err(StreamError::source(format!("reading the human mapping {}", file.display())))?;
-            let fp = grantwatch_files::fingerprint_file(&f).map_err(StreamError::source(format!("reading {}", f.location)))?;
+            let fp = grantwatch_files::fingerprint_file(&f)
+                .map_err(StreamError::source(format!("reading {}", f.location)))?;
             let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
             out.push((format!("humans:{}", file.display()), fp.to_string(), modified));
         }
@@ -618,7 +620,10 @@ impl Ingest {
 
     /// The IAM snapshot's identities, evaluated as a whole (policies and groups span files), capped by
     /// the Organizations policies, with their escalation paths.
-    fn aws_grants(&self, found: &[grantwatch_files::SourceFile]) -> Result<Vec<grantwatch_core::policy::IdentityGrants>> {
+    fn aws_grants(
+        &self,
+        found: &[grantwatch_files::SourceFile],
+    ) -> Result<Vec<grantwatch_core::policy::IdentityGrants>> {
         let mut snapshot = IamSnapshot::default();
         for f in found {
             let path = f.local_path().ok_or_else(|| StreamError::Source {

@@ -147,7 +147,8 @@ pub(crate) async fn get(
         };
         let status = resp.status();
         if status.as_u16() == 429 || status.is_server_error() {
-            let wait = if status.as_u16() == 429 { rate_limit_wait(resp.headers()).unwrap_or(backoff) } else { backoff };
+            let wait =
+                if status.as_u16() == 429 { rate_limit_wait(resp.headers()).unwrap_or(backoff) } else { backoff };
             if attempt >= limits.max_attempts {
                 return Err(fail(format!("HTTP {status} after {attempt} attempts")));
             }
@@ -172,7 +173,11 @@ pub(crate) async fn get(
             == Some(0);
         if exhausted && let Some(wait) = rate_limit_wait(&headers) {
             let wait = wait.min(limits.max_wait);
-            tracing::info!(source = what, wait_ms = wait.as_millis() as u64, "rate limit reached; waiting for its reset");
+            tracing::info!(
+                source = what,
+                wait_ms = wait.as_millis() as u64,
+                "rate limit reached; waiting for its reset"
+            );
             if !sleep_unless_stopped(wait, stop).await {
                 return Ok(None);
             }
@@ -232,7 +237,9 @@ pub(crate) fn link_next(headers: &HeaderMap) -> Option<String> {
 /// Whether `url` has the origin (scheme, host, port) of `base`: a next link elsewhere would carry the
 /// token there.
 pub(crate) fn same_origin(base: &reqwest::Url, url: &reqwest::Url) -> bool {
-    base.scheme() == url.scheme() && base.host_str() == url.host_str() && base.port_or_known_default() == url.port_or_known_default()
+    base.scheme() == url.scheme()
+        && base.host_str() == url.host_str()
+        && base.port_or_known_default() == url.port_or_known_default()
 }
 
 #[cfg(test)]

@@ -55,8 +55,14 @@ pub(crate) struct OktaLog {
 }
 
 impl OktaLog {
-    pub(crate) fn new(source: OktaSource, catalog: &Arc<Catalog>, client: reqwest::Client, limits: ApiLimits) -> Result<Self> {
-        let base = Url::parse(&source.org_url).map_err(StreamError::source(format!("ingest.okta org_url {}", source.org_url)))?;
+    pub(crate) fn new(
+        source: OktaSource,
+        catalog: &Arc<Catalog>,
+        client: reqwest::Client,
+        limits: ApiLimits,
+    ) -> Result<Self> {
+        let base = Url::parse(&source.org_url)
+            .map_err(StreamError::source(format!("ingest.okta org_url {}", source.org_url)))?;
         let host = base.host_str().unwrap_or("okta").to_string();
         let map = ActionMap::new(catalog.clone()).map_err(StreamError::source("loading the CloudTrail action map"))?;
         let normalizer = Arc::new(Normalizer::new(map).with_okta_org(Some(host)));
@@ -83,7 +89,9 @@ impl OktaLog {
         let mut cp: OktaCheckpoint =
             ingest.checkpoints.get(&self.key).and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
         let mut url = match &cp.next {
-            Some(next) => Url::parse(next).map_err(StreamError::source(format!("Okta {}: checkpointed next page", self.key)))?,
+            Some(next) => {
+                Url::parse(next).map_err(StreamError::source(format!("Okta {}: checkpointed next page", self.key)))?
+            }
             None => self.first_url(&cp)?,
         };
         let mut produced = 0usize;
@@ -107,7 +115,8 @@ impl OktaLog {
                     if !api::same_origin(&self.base, &n) {
                         return Err(StreamError::Source {
                             what,
-                            source: format!("next link leaves the org ({}): refused", n.origin().ascii_serialization()).into(),
+                            source: format!("next link leaves the org ({}): refused", n.origin().ascii_serialization())
+                                .into(),
                         });
                     }
                     Some(n)

@@ -172,7 +172,10 @@ impl WorkspaceReports {
             if !produced_now.is_empty() {
                 tracing::info!(source = %key, produced = produced_now.len(), "Workspace activities pulled");
             }
-            ingest.checkpoint_emit(key, serde_json::to_vec(&new_cp).map_err(StreamError::source("serializing a checkpoint"))?);
+            ingest.checkpoint_emit(
+                key,
+                serde_json::to_vec(&new_cp).map_err(StreamError::source("serializing a checkpoint"))?,
+            );
             ingest.flush()?;
         }
         // Moving on only past a settled window that moved the checkpoint (nothing else would change).
@@ -248,7 +251,10 @@ mod tests {
     fn activity_keys_take_string_and_number_qualifiers() {
         let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
         let a = raw(r#"{"id":{"time":"2024-01-02T03:04:05.000Z","uniqueQualifier":"-123","applicationName":"login"}}"#);
-        assert_eq!(activity_key(&a), Some((EventTime::parse_rfc3339("2024-01-02T03:04:05Z").unwrap().0, "-123".into())));
+        assert_eq!(
+            activity_key(&a),
+            Some((EventTime::parse_rfc3339("2024-01-02T03:04:05Z").unwrap().0, "-123".into()))
+        );
         let b = raw(r#"{"id":{"time":"2024-01-02T03:04:05Z","uniqueQualifier":42}}"#);
         assert_eq!(activity_key(&b).map(|k| k.1), Some("42".into()));
         assert_eq!(activity_key(&raw(r#"{"id":{"time":"soon","uniqueQualifier":1}}"#)), None);
