@@ -767,8 +767,12 @@ fn a_mixed_cloud_stream_survives_processor_kills() {
     killed.start("processor", "grantwatch-processor", &[]);
     killed.spawn_ingest("ingest", &args, &small_batches);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
-    for _ in 0..3 {
+    for round in 0..3 {
         std::thread::sleep(Duration::from_millis(rng.random_range(700..1800)));
+        if round == 0 {
+            // Mid-stream: the input is still arriving when the processor first dies.
+            assert!(killed.wait_exit("ingest", Duration::ZERO).is_none(), "ingest finished before the first kill");
+        }
         killed.kill("processor");
         killed.start("processor", "grantwatch-processor", &[]);
     }
