@@ -670,3 +670,121 @@ fn a_broker_restart_mid_stream_loses_nothing_duplicates_nothing_and_health_says_
     stack.stop("detector");
     assert_same_outputs(&stack, &reference, "run with a broker restart vs uninterrupted run");
 }
+
+/// A multi-cloud organization through the services: one watched directory holding CloudTrail, Azure
+/// Activity Log (`PT1H.json` JSON Lines, some gzipped) and GCP audit files; the entitlements of AWS,
+/// Azure and GCP with humans linked through the Okta, Workspace and Identity Center directories (whose
+/// System Log and Reports files ride along as logs found among the exports). The processor is killed
+/// with SIGKILL mid-stream three times; its PCI updates, findings and proposals, Azure's and GCP's
+/// identities included, equal those of a run without the kill, byte for byte.
+#[test]
+fn a_mixed_cloud_stream_survives_processor_kills() {
+    use grantwatch_synth::{MultiCloudSpec, generate_multicloud};
+    let work = tempfile::tempdir().unwrap();
+    let org = work.path().join("org");
+    let mut spec = MultiCloudSpec::new(13, 1, 1, 16, 8, 20, 3_000);
+    spec.aws.events = 2_000;
+    generate_multicloud(&spec, &org).unwrap();
+    // The activity logs move to one watched directory; the exports stay where they are.
+    let watched = work.path().join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    std::fs::rename(org.join("cloudtrail"), watched.join("cloudtrail")).unwrap();
+    std::fs::rename(org.join("azure/activity"), watched.join("azure")).unwrap();
+    std::fs::rename(org.join("gcp/audit"), watched.join("gcp")).unwrap();
+    let mut azure_files = Vec::new();
+    let mut stack_dirs = vec![watched.join("azure")];
+    while let Some(d) = stack_dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack_dirs.push(p);
+            } else if p.file_name().is_some_and(|n| n == "PT1H.json") {
+                azure_files.push(p);
+            }
+        }
+    }
+    azure_files.sort();
+    assert!(azure_files.len() > 4, "{azure_files:?}");
+    for p in azure_files.iter().step_by(2) {
+        let raw = std::fs::read(p).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        std::fs::write(p.with_extension("json.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(p).unwrap();
+    }
+    let path = |p: PathBuf| p.display().to_string();
+    let args: Vec<String> = [
+        ("--iam", org.join("iam")),
+        ("--azure", org.join("azure")),
+        ("--gcp", org.join("gcp")),
+        ("--okta", org.join("okta")),
+        ("--workspace", org.join("workspace")),
+        ("--identity-center", org.join("identity-center")),
+        ("--watch", watched.clone()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, p)| [flag.to_string(), path(p)])
+    .chain(["--once".to_string()])
+    .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let small_batches = [("GRANTWATCH_INGEST__BATCH_RECORDS", "200".to_string())];
+    let wait_processor = |stack: &Stack| {
+        let t = &stack.cfg.topics;
+        stack.wait_consumed(&stack.cfg.processor.group_id, &[&t.events.name, &t.entitlements.name], WAIT);
+    };
+
+    let reference_dir = work.path().join("reference");
+    let mut reference = Stack::new("mc-ref", 4, &reference_dir);
+    reference.start("processor", "grantwatch-processor", &[]);
+    reference.spawn_ingest("ingest", &args, &small_batches);
+    let status = reference.wait_exit("ingest", WAIT).expect("ingest did not finish");
+    assert!(status.success(), "ingest: {status}");
+    wait_processor(&reference);
+    reference.stop("processor");
+
+    // What ingest published: every cloud's events and entitlements, humans linked across clouds.
+    let events: Vec<Event> = reference.read_json(&reference.cfg.topics.events.name);
+    let clouds: BTreeSet<String> = events.iter().map(|e| format!("{:?}", e.cloud)).collect();
+    for c in ["Aws", "Azure", "Gcp", "Okta", "GoogleWorkspace"] {
+        assert!(clouds.contains(c), "no {c} event: {clouds:?}");
+    }
+    let entitlements: Vec<serde_json::Value> = reference.read_json(&reference.cfg.topics.entitlements.name);
+    for prefix in ["arn:aws:", "azure:/subscriptions/", "gcp:projects/"] {
+        let of_cloud: Vec<_> = entitlements.iter().filter(|e| e["arn"].as_str().unwrap().starts_with(prefix)).collect();
+        assert!(!of_cloud.is_empty(), "no {prefix} entitlements");
+        assert!(of_cloud.iter().any(|e| e["human"].is_string()), "no {prefix} identity linked to a human");
+    }
+    entitlements.iter().take(40).for_each(|e| validate("entitlements.v1.json", e));
+    let dlq = reference.read(&reference.cfg.topics.dlq.name);
+    assert!(
+        dlq.is_empty(),
+        "dead letters: {:?}",
+        dlq.iter().map(|r| String::from_utf8_lossy(&r.3)).take(3).collect::<Vec<_>>()
+    );
+
+    let killed_dir = work.path().join("killed");
+    let mut killed = Stack::new("mc-kill", 4, &killed_dir);
+    killed.start("processor", "grantwatch-processor", &[]);
+    killed.spawn_ingest("ingest", &args, &small_batches);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(700..1800)));
+        if round == 0 {
+            // Mid-stream: the input is still arriving when the processor first dies.
+            assert!(killed.wait_exit("ingest", Duration::ZERO).is_none(), "ingest finished before the first kill");
+        }
+        killed.kill("processor");
+        killed.start("processor", "grantwatch-processor", &[]);
+    }
+    let status = killed.wait_exit("ingest", WAIT).expect("ingest did not finish");
+    assert!(status.success(), "ingest: {status}");
+    wait_processor(&killed);
+    killed.stop("processor");
+
+    let (rp, kp) = (pci_updates(&reference), pci_updates(&killed));
+    for prefix in ["azure:", "gcp:"] {
+        assert!(rp.keys().any(|(arn, _)| arn.starts_with(prefix)), "no PCI update of a {prefix} identity");
+    }
+    assert_eq!(kp.keys().collect::<Vec<_>>(), rp.keys().collect::<Vec<_>>(), "PCI updates differ");
+    assert_same_outputs(&killed, &reference, "multi-cloud run with processor kills vs uninterrupted run");
+}

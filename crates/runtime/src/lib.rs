@@ -7,9 +7,12 @@
 //! * [`file_run`]: the file runner of `analyze`, `train` and `eval`: one read pass over the files,
 //!   records normalized on every core, one atomic commit of state, progress and alert position.
 //!
+//! * [`clouds`]: Azure and GCP exports, the identity providers' directories and the human mapping
+//!   into `IdentityGrants` with their humans (`analyze` and `grantwatch-ingest` alike).
 //! * [`kafka`] (feature `kafka`): the Kafka driver of the services (tasks per partition, outbox,
 //!   transactions), which drives the same stages and takes its watermark bound from here.
 
+pub mod clouds;
 pub mod file_run;
 #[cfg(feature = "kafka")]
 pub mod kafka;

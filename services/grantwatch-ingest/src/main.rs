@@ -1,5 +1,7 @@
-//! `grantwatch-ingest`: CloudTrail (watched S3-layout directories, the LookupEvents API, JSON Lines on
-//! stdin) and IAM snapshots in; normalized events (keyed by identity) and entitlements out. The
+//! `grantwatch-ingest`: activity logs of every cloud (watched directories, the LookupEvents API, the
+//! Okta System Log and Google Workspace Reports APIs, JSON Lines on stdin) and entitlements (IAM
+//! snapshots, Azure and GCP exports, identity-provider directories) in; normalized events (keyed by
+//! identity) and entitlements out. The
 //! driver, exactly-once through transactions that carry source checkpoints, is
 //! `grantwatch_runtime::kafka::ingest`; this binary is its command line.
 
@@ -8,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use grantwatch_runtime::clouds::CloudPaths;
 use grantwatch_runtime::kafka::config::Config;
 use grantwatch_runtime::kafka::ingest::{IngestArgs, run_ingest};
 
@@ -15,7 +18,7 @@ use grantwatch_runtime::kafka::ingest::{IngestArgs, run_ingest};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(version, about = "grantwatch ingest: CloudTrail and IAM snapshots into Kafka")]
+#[command(version, about = "grantwatch ingest: activity logs and entitlements of every cloud into Kafka")]
 struct Cli {
     /// Configuration file (TOML); `GRANTWATCH_*` environment variables override it.
     #[arg(long, short, global = true)]
@@ -34,7 +37,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A CloudTrail directory (S3 delivery layout, .json(.gz) or .jsonl files) to watch for new files.
+    /// A directory of activity logs (CloudTrail in the S3 delivery layout, Azure Activity `PT1H.json`,
+    /// GCP audit exports, Okta and Workspace logs; .json(.gz) or .jsonl files) to watch for new files.
     #[arg(long)]
     watch: Vec<PathBuf>,
     /// IAM snapshot files (`aws iam get-account-authorization-details` output), re-read when changed.
@@ -53,6 +57,34 @@ struct RunArgs {
     /// entitlements published from --iam.
     #[arg(long, value_name = "FILE")]
     organization: Option<PathBuf>,
+    /// Azure exports (role definitions and assignments, Entra directory, hierarchy), files or
+    /// directories; Activity Logs among them are ingested too. Re-published when a file changes.
+    #[arg(long, value_name = "PATH")]
+    azure: Vec<PathBuf>,
+    /// GCP exports (Cloud Asset Inventory IAM policies, custom roles, service accounts); audit logs
+    /// among them are ingested too.
+    #[arg(long, value_name = "PATH")]
+    gcp: Vec<PathBuf>,
+    /// Okta directory exports (users, groups, app assignments), linking humans; System Log files
+    /// among them are ingested too.
+    #[arg(long, value_name = "PATH")]
+    okta: Vec<PathBuf>,
+    /// Google Workspace directory exports (users, groups), linking humans; Reports activities among
+    /// them are ingested too.
+    #[arg(long, value_name = "PATH")]
+    workspace: Vec<PathBuf>,
+    /// IAM Identity Center exports (identitystore users, groups, memberships; sso-admin assignments).
+    #[arg(long, value_name = "PATH")]
+    identity_center: Vec<PathBuf>,
+    /// The human mapping file (docs/identity-providers.md): always wins.
+    #[arg(long, value_name = "FILE")]
+    humans: Option<PathBuf>,
+    /// Pull the Okta System Log sources of the configuration (`[[ingest.okta]]`).
+    #[arg(long)]
+    okta_logs: bool,
+    /// Pull the Google Workspace Reports sources of the configuration (`[[ingest.workspace]]`).
+    #[arg(long)]
+    workspace_reports: bool,
 }
 
 fn real_main() -> Result<()> {
@@ -70,8 +102,35 @@ fn real_main() -> Result<()> {
         }
         Command::Run(args) => {
             tracing::info!(kafka = ?cfg.kafka, ingest = ?cfg.ingest, "starting grantwatch-ingest");
-            let RunArgs { watch, iam, stdin, lookup_events, once, organization } = args;
-            Ok(run_ingest(cfg, IngestArgs { watch, iam, stdin, lookup_events, once, organization })?)
+            let RunArgs {
+                watch,
+                iam,
+                stdin,
+                lookup_events,
+                once,
+                organization,
+                azure,
+                gcp,
+                okta,
+                workspace,
+                identity_center,
+                humans,
+                okta_logs,
+                workspace_reports,
+            } = args;
+            let clouds = CloudPaths { azure, gcp, okta, workspace, identity_center, humans };
+            let args = IngestArgs {
+                watch,
+                iam,
+                stdin,
+                lookup_events,
+                once,
+                organization,
+                clouds,
+                okta_logs,
+                workspace_reports,
+            };
+            Ok(run_ingest(cfg, args)?)
         }
     }
 }

@@ -396,6 +396,125 @@ pub struct IngestConfig {
     /// Largest normalized event (JSON plus key) produced; a larger one is dead-lettered instead, so
     /// it cannot fail the transaction it would ride in. At most [`MAX_EVENT_BYTES_LIMIT`].
     pub max_event_bytes: usize,
+    /// Okta System Log sources (`GET /api/v1/logs`), pulled by `run --okta-logs`.
+    pub okta: Vec<OktaSource>,
+    /// Google Workspace Admin SDK Reports sources, pulled by `run --workspace-reports`.
+    pub workspace: Vec<WorkspaceSource>,
+    /// The pulled APIs: attempts of one request (429 and 5xx answers, connection errors) before the
+    /// poll fails naming the source and page (1 to 20).
+    pub api_max_attempts: u32,
+    /// The pulled APIs: longest wait for a rate limit to reset (`X-Rate-Limit-Reset`, `Retry-After`)
+    /// or between attempts, in seconds (1 to 3600). A longer reset is waited this long, then retried.
+    pub api_max_wait_secs: u64,
+    /// The pulled APIs: largest response body read, in bytes (a larger page fails the poll).
+    pub api_max_page_bytes: usize,
+}
+
+/// An Okta org whose System Log is pulled (`docs/streaming.md`, Pulled logs).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OktaSource {
+    /// `https://acme.okta.com` (scheme and host; the org of the events' uids is its host). A test
+    /// points it at a fake.
+    pub org_url: String,
+    /// A file holding the API token (`SSWS` scheme), read at every poll; never logged.
+    pub api_token_file: PathBuf,
+    /// Where a source without a checkpoint starts (RFC 3339); Okta's default (7 days back) without it.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Events per page (1 to 1000).
+    #[serde(default = "default_okta_limit")]
+    pub limit: u32,
+}
+
+fn default_okta_limit() -> u32 {
+    1000
+}
+
+/// A Google Workspace customer whose Reports activities are pulled, application by application.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSource {
+    /// `https://admin.googleapis.com` unless a test points it at a fake.
+    #[serde(default = "default_workspace_url")]
+    pub base_url: String,
+    /// A file holding an OAuth access token (scope `admin.reports.audit.readonly`), read at every
+    /// request: the operator's token refresher keeps it current. Never logged.
+    pub token_file: PathBuf,
+    /// Names the source in checkpoints and logs (any text; the customer id is a good one).
+    #[serde(default = "default_workspace_name")]
+    pub name: String,
+    /// Applications pulled (`login`, `admin`, `token`, ...).
+    #[serde(default = "default_workspace_apps")]
+    pub applications: Vec<String>,
+    /// Where a source without a checkpoint starts (RFC 3339); without it, whatever Reports keeps.
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// Length of the time windows read (each window whole, all its pages, then produced oldest first
+    /// with its checkpoint in one transaction), in seconds (60 to 86400).
+    #[serde(default = "default_workspace_window")]
+    pub window_secs: u64,
+    /// How late Reports may show an activity (each poll re-reads this much before the newest activity
+    /// produced; ids in that span are remembered), in seconds (0 to 86400).
+    #[serde(default = "default_workspace_lag")]
+    pub lag_secs: u64,
+    /// Activities per page (1 to 1000).
+    #[serde(default = "default_workspace_max_results")]
+    pub max_results: u32,
+    /// Activities of one window held at most; a fuller window fails the poll naming it (lower
+    /// `window_secs`).
+    #[serde(default = "default_workspace_max_window")]
+    pub max_window_activities: usize,
+}
+
+fn default_workspace_url() -> String {
+    "https://admin.googleapis.com".into()
+}
+fn default_workspace_name() -> String {
+    "my_customer".into()
+}
+fn default_workspace_apps() -> Vec<String> {
+    ["login", "admin", "token", "user_accounts"].map(String::from).to_vec()
+}
+fn default_workspace_window() -> u64 {
+    3600
+}
+fn default_workspace_lag() -> u64 {
+    600
+}
+fn default_workspace_max_results() -> u32 {
+    1000
+}
+fn default_workspace_max_window() -> usize {
+    200_000
+}
+
+// Token files are paths, not secrets; still, nothing of a source's credentials is ever printed.
+impl std::fmt::Debug for OktaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OktaSource")
+            .field("org_url", &self.org_url)
+            .field("api_token_file", &self.api_token_file)
+            .field("since", &self.since)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WorkspaceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceSource")
+            .field("base_url", &self.base_url)
+            .field("token_file", &self.token_file)
+            .field("name", &self.name)
+            .field("applications", &self.applications)
+            .field("start_time", &self.start_time)
+            .field("window_secs", &self.window_secs)
+            .field("lag_secs", &self.lag_secs)
+            .field("max_results", &self.max_results)
+            .field("max_window_activities", &self.max_window_activities)
+            .finish()
+    }
 }
 
 /// Upper bound of `ingest.max_event_bytes`: below the `max.message.bytes` of the topics
@@ -420,6 +539,11 @@ impl Default for IngestConfig {
             lookup_events: Vec::new(),
             lookup_lag_secs: 900,
             max_event_bytes: 1_000_000,
+            okta: Vec::new(),
+            workspace: Vec::new(),
+            api_max_attempts: 6,
+            api_max_wait_secs: 60,
+            api_max_page_bytes: 64 << 20,
         }
     }
 }
@@ -726,6 +850,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_pulled()?;
         for (key, addr) in [
             ("ingest.http_listen", &self.ingest.http_listen),
             ("processor.http_listen", &self.processor.http_listen),
@@ -733,6 +858,82 @@ impl Config {
         ] {
             if !addr.is_empty() && addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid(key, format!("{addr:?} is not an address:port (empty disables it)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The Okta and Workspace sources' settings.
+    fn validate_pulled(&self) -> Result<(), ConfigError> {
+        let i = &self.ingest;
+        if !(1..=20).contains(&i.api_max_attempts) {
+            return Err(invalid("ingest.api_max_attempts", "must be 1 to 20"));
+        }
+        if !(1..=3600).contains(&i.api_max_wait_secs) {
+            return Err(invalid("ingest.api_max_wait_secs", "must be 1 to 3600"));
+        }
+        if !(1024..=(1 << 30)).contains(&i.api_max_page_bytes) {
+            return Err(invalid("ingest.api_max_page_bytes", "must be 1024 to 1073741824"));
+        }
+        let url = |key: String, u: &str| {
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && !u.contains(['?', '#', ' '])
+                && u.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('@'));
+            // The value is not quoted: it may hold credentials.
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid(&key, "must be an http(s) base URL: scheme and host, no credentials, query or fragment"))
+            }
+        };
+        let time = |key: String, t: &Option<String>| match t {
+            Some(t) if grantwatch_types::EventTime::parse_rfc3339(t).is_none() => {
+                Err(invalid(&key, format!("{t:?} is not an RFC 3339 time")))
+            }
+            _ => Ok(()),
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for (n, o) in i.okta.iter().enumerate() {
+            url(format!("ingest.okta[{n}].org_url"), &o.org_url)?;
+            time(format!("ingest.okta[{n}].since"), &o.since)?;
+            if !(1..=1000).contains(&o.limit) {
+                return Err(invalid(&format!("ingest.okta[{n}].limit"), "must be 1 to 1000"));
+            }
+            if !names.insert(format!("okta:{}", o.org_url.trim_end_matches('/'))) {
+                return Err(invalid(&format!("ingest.okta[{n}].org_url"), "names the same org as an earlier source"));
+            }
+        }
+        for (n, w) in i.workspace.iter().enumerate() {
+            let key = |k: &str| format!("ingest.workspace[{n}].{k}");
+            url(key("base_url"), &w.base_url)?;
+            time(key("start_time"), &w.start_time)?;
+            if w.applications.is_empty() {
+                return Err(invalid(&key("applications"), "must name at least one application"));
+            }
+            if let Some(a) = w
+                .applications
+                .iter()
+                .find(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err(invalid(&key("applications"), format!("{a:?} is not an application name")));
+            }
+            if !(60..=86_400).contains(&w.window_secs) {
+                return Err(invalid(&key("window_secs"), "must be 60 to 86400"));
+            }
+            if w.lag_secs >= w.window_secs {
+                // Each window starts lag_secs before the last one's end: it must reach past it.
+                return Err(invalid(&key("lag_secs"), "must be below window_secs"));
+            }
+            if !(1..=1000).contains(&w.max_results) {
+                return Err(invalid(&key("max_results"), "must be 1 to 1000"));
+            }
+            if w.max_window_activities == 0 {
+                return Err(invalid(&key("max_window_activities"), "must be at least 1"));
+            }
+            if !names.insert(format!("workspace:{}", w.name)) {
+                return Err(invalid(&key("name"), "names the same source as an earlier one"));
             }
         }
         Ok(())
@@ -882,5 +1083,39 @@ mod tests {
             assert!(!shown.contains(secret), "{secret}: {shown}");
         }
         assert!(shown.contains("/etc/ca.pem"), "{shown}");
+    }
+
+    #[test]
+    fn pulled_sources_load_validate_and_name_their_key() {
+        let ok = "[[ingest.okta]]\norg_url = \"https://acme.okta.com\"\napi_token_file = \"/run/okta\"\n\
+                  [[ingest.workspace]]\ntoken_file = \"/run/ws\"\nstart_time = \"2024-01-01T00:00:00Z\"\n";
+        let cfg = load_with(ok, &[]).unwrap();
+        assert_eq!(cfg.ingest.okta[0].limit, 1000);
+        assert_eq!(cfg.ingest.workspace[0].base_url, "https://admin.googleapis.com");
+        assert_eq!(cfg.ingest.workspace[0].applications, ["login", "admin", "token", "user_accounts"]);
+        for (text, key) in [
+            ("[[ingest.okta]]\norg_url = \"acme.okta.com\"\napi_token_file = \"/t\"\n", "ingest.okta[0].org_url"),
+            (
+                "[[ingest.okta]]\norg_url = \"https://u:p@acme.okta.com\"\napi_token_file = \"/t\"\n",
+                "ingest.okta[0].org_url",
+            ),
+            ("[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nlimit = 0\n", "ingest.okta[0].limit"),
+            (
+                "[[ingest.okta]]\norg_url = \"https://a\"\napi_token_file = \"/t\"\nsince = \"monday\"\n",
+                "ingest.okta[0].since",
+            ),
+            (
+                "[[ingest.workspace]]\ntoken_file = \"/t\"\nwindow_secs = 600\nlag_secs = 600\n",
+                "ingest.workspace[0].lag_secs",
+            ),
+            (
+                "[[ingest.workspace]]\ntoken_file = \"/t\"\napplications = [\"lo/gin\"]\n",
+                "ingest.workspace[0].applications",
+            ),
+            ("[ingest]\napi_max_attempts = 0\n", "ingest.api_max_attempts"),
+        ] {
+            let err = load_with(text, &[]).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

@@ -1,9 +1,13 @@
-//! The ingest driver: CloudTrail (watched S3-layout directories, the LookupEvents API, JSON Lines on
-//! stdin) and IAM snapshots in; normalized events (keyed by identity) and entitlements out.
+//! The ingest driver: activity logs of every cloud (watched directories of CloudTrail, Azure Activity,
+//! GCP audit, Okta and Workspace files; the LookupEvents API; the Okta System Log and Workspace Reports
+//! APIs, [`okta`] and [`workspace`]; JSON Lines on stdin) and entitlements (IAM snapshots, Azure and
+//! GCP exports, the identity providers' directories for humans, `crate::clouds`) in; normalized
+//! events (keyed by identity) and entitlements out.
 //!
 //! Exactly-once: every Kafka transaction carries, with the events it produces, the checkpoint of the
-//! sources they came from (`file path → records done`, `LookupEvents region → last event time and ids`)
-//! on the compacted checkpoints topic. A restarted ingest reads that topic back and resumes where its
+//! sources they came from (`file path → records done`, `LookupEvents region → last event time and ids`,
+//! an Okta org → the next page's URL, a Workspace application → the newest time of a window read
+//! whole) on the compacted checkpoints topic. A restarted ingest reads that topic back and resumes where its
 //! last committed transaction ended; an interrupted transaction is aborted by the broker and its events
 //! are never seen by `read_committed` consumers.
 
@@ -23,6 +27,7 @@ use grantwatch_types::DeadLetterSource;
 use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 
+use crate::clouds::CloudPaths;
 use crate::kafka::client::{
     Emit, MAX_RECORD_BYTES, Refusal, TxnOutcome, TxnProducer, read_to_end, record_bytes, set_aside_refused,
 };
@@ -31,6 +36,10 @@ use crate::kafka::error::{Result, StreamError};
 use crate::kafka::lookup;
 use crate::kafka::metrics::{Health, Metrics, serve};
 use crate::kafka::runner::{dead_letter, dead_letter_emit};
+
+mod api;
+mod okta;
+mod workspace;
 
 /// What to ingest (the `run` command of `grantwatch-ingest`).
 #[derive(Debug, Clone, Default)]
@@ -48,6 +57,15 @@ pub struct IngestArgs {
     /// AWS Organizations tree and SCPs/RCPs (`docs/organizations.md`) capping the entitlements
     /// published from the IAM snapshots. Read once, at start.
     pub organization: Option<PathBuf>,
+    /// Azure and GCP exports, the identity providers' directories and the human mapping (as
+    /// `analyze --azure ... --humans`): published with the IAM snapshots' identities, humans linked
+    /// across all of them, re-published when a file changes. Activity logs found among them are
+    /// ingested as a watched directory's files.
+    pub clouds: CloudPaths,
+    /// Pull the Okta System Log sources of the configuration (`[[ingest.okta]]`).
+    pub okta_logs: bool,
+    /// Pull the Google Workspace Reports sources of the configuration (`[[ingest.workspace]]`).
+    pub workspace_reports: bool,
 }
 
 /// Progress through one source, as stored on the checkpoints topic.
@@ -94,6 +112,8 @@ pub(crate) enum Origin {
     Stdin(u64),
     /// LookupEvents: region and event id.
     Lookup(Arc<str>, Box<str>),
+    /// A pulled API (Okta, Workspace): the source and page, and the record's index in the page.
+    Api(Arc<str>, u64),
 }
 
 impl Origin {
@@ -105,6 +125,8 @@ impl Origin {
             Origin::Lookup(region, id) => {
                 DeadLetterSource::LookupEvents { region: region.to_string(), event_id: id.to_string() }
             }
+            // The dead-letter schema's "a location and the record's index in it".
+            Origin::Api(page, record) => DeadLetterSource::File { path: page.to_string(), record: *record },
         })
     }
 }
@@ -116,6 +138,7 @@ impl std::fmt::Display for Origin {
             Origin::File(path, record) => write!(f, "file {path}, record {record}"),
             Origin::Stdin(line) => write!(f, "stdin, line {line}"),
             Origin::Lookup(region, id) => write!(f, "LookupEvents in {region}, event {id}"),
+            Origin::Api(page, record) => write!(f, "{page}, record {record}"),
         }
     }
 }
@@ -323,12 +346,28 @@ pub(crate) struct Ingest {
     /// The last watermark mark written to the entitlements topic.
     entitlements_mark: Option<i64>,
     organization: Option<grantwatch_core::org::Organization>,
+    /// Files under the other clouds' paths, by path: (size, modified, fingerprint, whether an activity
+    /// log), so that an unchanged file is neither hashed nor sniffed again.
+    export_files: HashMap<PathBuf, ExportFile>,
+    /// Activity logs found under the other clouds' paths, ingested with the watched directories.
+    export_logs: Vec<PathBuf>,
+    /// The Okta org of the directory export (`--okta`), naming the System Log's identities.
+    okta_org: Option<String>,
+}
+
+/// A file under the other clouds' paths as last seen.
+#[derive(Clone)]
+struct ExportFile {
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+    fingerprint: String,
+    is_log: bool,
 }
 
 /// Wall-clock milliseconds. A source is where time enters: the IAM source vouches, by its marks, that
 /// it has published every snapshot taken up to now. Never read inside the stages.
 #[allow(clippy::disallowed_methods)]
-fn wall_clock_ms() -> i64 {
+pub(crate) fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -353,11 +392,17 @@ impl Ingest {
         }
     }
 
-    /// Normalizes one raw CloudTrail record into `pending`.
+    /// Normalizes one raw activity record into `pending`.
     pub(crate) fn record(&mut self, raw: &[u8], origin: Origin) {
+        let normalizer = self.normalizer.clone();
+        self.record_with(&normalizer, raw, origin);
+    }
+
+    /// [`Ingest::record`] with a normalizer of the source's own (an Okta org's).
+    pub(crate) fn record_with(&mut self, normalizer: &Normalizer, raw: &[u8], origin: Origin) {
         self.pending.records += 1;
         let events = &self.cfg.topics.events.name;
-        match convert_record(&self.normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
+        match convert_record(normalizer, events, self.cfg.ingest.max_event_bytes, raw, &origin) {
             Some(Ok(emits)) => {
                 for emit in emits {
                     self.pending.push(emit, origin.clone());
@@ -430,25 +475,157 @@ impl Ingest {
         Ok(())
     }
 
-    fn ingest_iam(&mut self, files: &[PathBuf]) -> Result<()> {
-        let found = grantwatch_files::discover(files).map_err(StreamError::source("finding IAM snapshot files"))?.files;
+    /// Sorts the files under the other clouds' paths into exports and activity logs (the logs go to
+    /// `export_logs`); returns the exports' `(checkpoint key, fingerprint, modified)`.
+    fn scan_exports(&mut self, clouds: &CloudPaths) -> Result<Vec<(String, String, Option<std::time::SystemTime>)>> {
+        let roots: Vec<PathBuf> = clouds.sources().cloned().collect();
+        let mut out = Vec::new();
+        self.export_logs.clear();
+        if !roots.is_empty() {
+            let found =
+                grantwatch_files::discover(&roots).map_err(StreamError::source("finding the other clouds' exports"))?;
+            if let Some((path, why)) = found.unreadable.first() {
+                return Err(StreamError::Source {
+                    what: format!("export {}", path.display()),
+                    source: why.clone().into(),
+                });
+            }
+            let mut seen = HashMap::new();
+            for f in &found.files {
+                let Some(path) = f.local_path() else { continue };
+                let meta =
+                    std::fs::metadata(path).map_err(StreamError::source(format!("reading {}", path.display())))?;
+                let modified = meta.modified().ok();
+                let known = self.export_files.get(path).filter(|e| e.size == meta.len() && e.modified == modified);
+                let entry = match known {
+                    Some(e) => e.clone(),
+                    None => ExportFile {
+                        size: meta.len(),
+                        modified,
+                        is_log: crate::clouds::is_log_file(path)
+                            .map_err(StreamError::source(format!("sniffing {}", path.display())))?,
+                        fingerprint: grantwatch_files::fingerprint_file(f)
+                            .map_err(StreamError::source(format!("reading {}", f.location)))?
+                            .to_string(),
+                    },
+                };
+                if entry.is_log {
+                    self.export_logs.push(path.to_path_buf());
+                } else {
+                    out.push((format!("export:{}", path.display()), entry.fingerprint.clone(), modified));
+                }
+                seen.insert(path.to_path_buf(), entry);
+            }
+            self.export_files = seen;
+        }
+        if let Some(file) = &clouds.humans {
+            let f = grantwatch_files::source_file(file)
+                .map_err(StreamError::source(format!("reading the human mapping {}", file.display())))?;
+            let fp = grantwatch_files::fingerprint_file(&f)
+                .map_err(StreamError::source(format!("reading {}", f.location)))?;
+            let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+            out.push((format!("humans:{}", file.display()), fp.to_string(), modified));
+        }
+        Ok(out)
+    }
+
+    /// Publishes the entitlements of every identity (IAM snapshots, Azure and GCP exports), humans
+    /// linked across them, when any of their files changed since the last publication.
+    fn ingest_entitlements(&mut self, files: &[PathBuf], clouds: &CloudPaths) -> Result<()> {
+        let found = if files.is_empty() {
+            Vec::new()
+        } else {
+            grantwatch_files::discover(files).map_err(StreamError::source("finding IAM snapshot files"))?.files
+        };
         let mut changed = false;
         let mut fingerprints = Vec::new();
+        let mut taken = 0i64;
+        let ms = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
         for f in &found {
             let fp = grantwatch_files::fingerprint_file(f)
                 .map_err(StreamError::source(format!("reading {}", f.location)))?;
-            let key = format!("iam:{}", f.location);
-            if self.checkpoints.get(&key).map(Vec::as_slice) != Some(fp.to_string().as_bytes()) {
+            fingerprints.push((format!("iam:{}", f.location), fp.to_string()));
+            taken = taken.max(ms(f.local_path().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())));
+        }
+        for (key, fp, modified) in self.scan_exports(clouds)? {
+            fingerprints.push((key, fp));
+            taken = taken.max(ms(modified));
+        }
+        for (key, fp) in &fingerprints {
+            if self.checkpoints.get(key).map(Vec::as_slice) != Some(fp.as_bytes()) {
                 changed = true;
             }
-            fingerprints.push((key, fp.to_string()));
         }
         if !changed {
             return Ok(());
         }
-        // The snapshot is evaluated as a whole (policies and groups span files).
+        let mut grants = if found.is_empty() { Vec::new() } else { self.aws_grants(&found)? };
+        let mut others = crate::clouds::load(clouds, &self.catalog)
+            .map_err(StreamError::source("loading the exports of Azure, GCP and the identity providers"))?;
+        for w in &others.warnings {
+            tracing::warn!(warning = %w, "cloud export issue");
+        }
+        if others.okta_org != self.okta_org && others.okta_org.is_some() {
+            // The System Log names no org: the directory's names its users' uids.
+            self.okta_org = others.okta_org.clone();
+            let map = grantwatch_core::cloudtrail::ActionMap::new(self.catalog.clone())
+                .map_err(StreamError::source("loading the CloudTrail action map"))?;
+            self.normalizer = Arc::new(Normalizer::new(map).with_okta_org(self.okta_org.clone()));
+        }
+        grants.append(&mut others.grants);
+        grants.sort_by(|a, b| a.arn.cmp(&b.arn));
+        // Humans are linked over every identity (AWS's too), as `analyze` links them.
+        let linker = others.link_humans(&mut grants);
+        tracing::info!(humans = linker.humans().count(), "humans linked");
+        let as_of = taken.max(self.entitlements_mark.map_or(0, |m| m.saturating_add(1)));
+        tracing::info!(identities = grants.len(), files = fingerprints.len(), as_of, "entitlements evaluated");
+        // Names the files in a dead letter's source: the first few (a directory may hold hundreds).
+        let mut names: Vec<&str> =
+            fingerprints.iter().take(8).map(|(k, _)| k.split_once(':').map_or(k.as_str(), |(_, p)| p)).collect();
+        let more = fingerprints.len().saturating_sub(8).to_string() + " more";
+        if fingerprints.len() > 8 {
+            names.push(&more);
+        }
+        let files: Arc<str> = names.join(",").into();
+        for (i, g) in grants.iter().enumerate() {
+            let mut record = g.to_record(&self.catalog);
+            record.as_of = Some(grantwatch_types::EventTime(as_of));
+            let emit = Emit {
+                partition: None,
+                topic: self.cfg.topics.entitlements.name.clone(),
+                key: Some(g.arn.clone().into_bytes()),
+                payload: serde_json::to_vec(&record).map_err(StreamError::source("serializing entitlements"))?,
+                kind: "entitlements",
+            };
+            let origin = Origin::File(files.clone(), i as u64);
+            let bytes = record_bytes(&emit);
+            if bytes > MAX_RECORD_BYTES {
+                let error = format!(
+                    "entitlements of {} are {bytes} bytes, over the largest record ({MAX_RECORD_BYTES}); record = identity index",
+                    g.arn
+                );
+                self.dead_letter(origin, error, &emit.payload);
+            } else {
+                self.pending.push(emit, origin);
+            }
+        }
+        for (key, fp) in fingerprints {
+            self.checkpoint_emit(key, fp.into_bytes());
+        }
+        self.flush()
+    }
+
+    /// The IAM snapshot's identities, evaluated as a whole (policies and groups span files), capped by
+    /// the Organizations policies, with their escalation paths.
+    fn aws_grants(
+        &self,
+        found: &[grantwatch_files::SourceFile],
+    ) -> Result<Vec<grantwatch_core::policy::IdentityGrants>> {
         let mut snapshot = IamSnapshot::default();
-        for f in &found {
+        for f in found {
             let path = f.local_path().ok_or_else(|| StreamError::Source {
                 what: format!("IAM snapshot {}", f.location),
                 source: "not a local file".into(),
@@ -479,45 +656,7 @@ impl Ingest {
             escalate = esc.escalate,
             "escalation graph built"
         );
-        // The snapshot holds from when it was taken (its newest file), and never before a mark already
-        // written: consumers apply it to the windows that close from then on.
-        let taken = found
-            .iter()
-            .filter_map(|f| f.local_path())
-            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .max()
-            .unwrap_or(0);
-        let as_of = taken.max(self.entitlements_mark.map_or(0, |m| m.saturating_add(1)));
-        tracing::info!(identities = grants.len(), files = found.len(), as_of, "entitlements evaluated");
-        let files: Arc<str> = found.iter().map(|f| f.location.to_string()).collect::<Vec<_>>().join(",").into();
-        for (i, g) in grants.iter().enumerate() {
-            let mut record = g.to_record(&self.catalog);
-            record.as_of = Some(grantwatch_types::EventTime(as_of));
-            let emit = Emit {
-                partition: None,
-                topic: self.cfg.topics.entitlements.name.clone(),
-                key: Some(g.arn.clone().into_bytes()),
-                payload: serde_json::to_vec(&record).map_err(StreamError::source("serializing entitlements"))?,
-                kind: "entitlements",
-            };
-            let origin = Origin::File(files.clone(), i as u64);
-            let bytes = record_bytes(&emit);
-            if bytes > MAX_RECORD_BYTES {
-                let error = format!(
-                    "entitlements of {} are {bytes} bytes, over the largest record ({MAX_RECORD_BYTES}); record = identity index",
-                    g.arn
-                );
-                self.dead_letter(origin, error, &emit.payload);
-            } else {
-                self.pending.push(emit, origin);
-            }
-        }
-        for (key, fp) in fingerprints {
-            self.checkpoint_emit(key, fp.into_bytes());
-        }
-        self.flush()
+        Ok(grants)
     }
 
     /// Writes a watermark mark to every partition of the entitlements topic: every snapshot taken up
@@ -538,9 +677,9 @@ impl Ingest {
     fn ingest_dirs(&mut self, dirs: &[PathBuf], stop: &AtomicBool) -> Result<()> {
         let mut files =
             grantwatch_files::discover(dirs).map_err(StreamError::source("finding CloudTrail files"))?.files;
-        // Oldest delivery first, across accounts and regions: events then reach Kafka roughly in event
-        // time order, which is what the consumers' watermarks assume.
-        grantwatch_files::sort_by_delivery(&mut files);
+        // Oldest delivery first, across accounts, regions and clouds: events then reach Kafka roughly
+        // in event time order, which is what the consumers' watermarks assume.
+        files.sort_by_cached_key(|f| (order_hint(&f.location.to_string()), f.location.clone()));
         let mut todo = Vec::new();
         for file in files {
             let key = format!("file:{}", file.location);
@@ -708,6 +847,38 @@ impl Ingest {
     }
 }
 
+/// When a file's records begin, as `YYYYMMDDTHHMMZ`, from its path: CloudTrail's delivery stamp in the
+/// name, Azure's `y=YYYY/m=MM/d=DD/h=HH` directories (`PT1H.json`), else a `YYYY-MM-DD` date in
+/// the name (daily exports: GCP sinks). Files without any sort first, by path.
+fn order_hint(location: &str) -> String {
+    if let Some(stamp) = grantwatch_files::delivery_time(std::path::Path::new(location)) {
+        return stamp;
+    }
+    let parts: Vec<&str> = location.split('/').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    for w in parts.windows(4) {
+        if let [y, m, d, h] = w
+            && let (Some(y), Some(m), Some(d), Some(h)) =
+                (y.strip_prefix("y="), m.strip_prefix("m="), d.strip_prefix("d="), h.strip_prefix("h="))
+            && digits(y, 4)
+            && digits(m, 2)
+            && digits(d, 2)
+            && digits(h, 2)
+        {
+            return format!("{y}{m}{d}T{h}00Z");
+        }
+    }
+    let name = parts.last().copied().unwrap_or_default();
+    for w in name.as_bytes().windows(10) {
+        let fields = [&w[..4], &w[5..7], &w[8..10]];
+        if w[4] == b'-' && w[7] == b'-' && fields.iter().all(|f| f.iter().all(u8::is_ascii_digit)) {
+            let date: String = fields.concat().into_iter().map(char::from).collect();
+            return format!("{date}T0000Z");
+        }
+    }
+    String::new()
+}
+
 /// Reads the checkpoints topic back (latest value per key).
 fn load_checkpoints(cfg: &Config) -> Result<HashMap<String, Vec<u8>>> {
     let topic = &cfg.topics.ingest_checkpoints;
@@ -760,6 +931,15 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
     let poll = Duration::from_secs(cfg.ingest.poll_interval_secs);
     let lookup_sources = cfg.ingest.lookup_events.clone();
     let lookup_lag = cfg.ingest.lookup_lag_secs;
+    let okta_sources = if args.okta_logs { cfg.ingest.okta.clone() } else { Vec::new() };
+    let workspace_sources = if args.workspace_reports { cfg.ingest.workspace.clone() } else { Vec::new() };
+    if args.okta_logs && okta_sources.is_empty() {
+        tracing::warn!("--okta-logs, but the configuration names no [[ingest.okta]] source");
+    }
+    if args.workspace_reports && workspace_sources.is_empty() {
+        tracing::warn!("--workspace-reports, but the configuration names no [[ingest.workspace]] source");
+    }
+    let api = api::ApiLimits::of(&cfg.ingest);
     let mut ingest = Ingest {
         cfg,
         producer,
@@ -770,6 +950,9 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
         metrics,
         entitlements_mark: None,
         organization,
+        export_files: HashMap::new(),
+        export_logs: Vec::new(),
+        okta_org: None,
     };
     if args.stdin {
         return ingest.ingest_stdin(&stop);
@@ -784,16 +967,35 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
             lookups.push(runtime.block_on(lookup::LookupSource::new(s.clone(), lookup_lag)));
         }
     }
+    let client = {
+        let _in_runtime = runtime.enter();
+        api::client()?
+    };
+    let mut oktas = Vec::new();
+    for s in okta_sources {
+        oktas.push(okta::OktaLog::new(s, &ingest.catalog, client.clone(), api)?);
+    }
+    let mut workspaces: Vec<workspace::WorkspaceReports> =
+        workspace_sources.into_iter().map(|s| workspace::WorkspaceReports::new(s, client.clone(), api)).collect();
+    let entitlements = !args.iam.is_empty() || !args.clouds.is_empty();
     while !stop.load(Ordering::Relaxed) {
-        if !args.iam.is_empty() {
-            ingest.ingest_iam(&args.iam)?;
+        if entitlements {
+            ingest.ingest_entitlements(&args.iam, &args.clouds)?;
             ingest.mark_entitlements()?;
         }
-        if !args.watch.is_empty() {
-            ingest.ingest_dirs(&args.watch, &stop)?;
+        if !args.watch.is_empty() || !ingest.export_logs.is_empty() {
+            let mut dirs = args.watch.clone();
+            dirs.extend(ingest.export_logs.iter().cloned());
+            ingest.ingest_dirs(&dirs, &stop)?;
         }
         for source in &mut lookups {
             runtime.block_on(source.poll(&mut ingest))?;
+        }
+        for source in &mut oktas {
+            runtime.block_on(source.poll(&mut ingest, &stop))?;
+        }
+        for source in &mut workspaces {
+            runtime.block_on(source.poll(&mut ingest, &stop))?;
         }
         if args.once {
             break;
@@ -840,6 +1042,20 @@ mod tests {
         assert_eq!(dl.source, DeadLetterSource::File { path: "trail/x.json.gz".into(), record: 7 });
         assert!(dl.payload_truncated && dl.payload.len() <= DeadLetter::MAX_PAYLOAD);
         assert!(dlq.payload.len() < 80_000, "{} bytes", dlq.payload.len());
+    }
+
+    #[test]
+    fn files_are_ordered_by_the_time_their_paths_name() {
+        let ct = "t/AWSLogs/111122223333/CloudTrail/us-east-1/2024/03/05/111122223333_CloudTrail_us-east-1_20240305T0710Z_a.json.gz";
+        assert_eq!(order_hint(ct), "20240305T0710Z");
+        let az = "w/azure/resourceId=/SUBSCRIPTIONS/S/y=2024/m=03/d=05/h=06/m=00/PT1H.json.gz";
+        assert_eq!(order_hint(az), "20240305T0600Z");
+        assert_eq!(order_hint("w/gcp/p1/2024-03-05.jsonl"), "20240305T0000Z");
+        assert_eq!(order_hint("w/okta/system-log.jsonl"), "");
+        assert_eq!(order_hint("w/é-2024-3-x.json"), "");
+        let mut v = [az, ct, "w/gcp/p1/2024-03-05.jsonl", "w/okta/system-log.jsonl"];
+        v.sort_by_key(|p| order_hint(p));
+        assert_eq!(v, ["w/okta/system-log.jsonl", "w/gcp/p1/2024-03-05.jsonl", az, ct]);
     }
 
     #[test]
