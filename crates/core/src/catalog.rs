@@ -10,6 +10,7 @@
 //! [`Catalog::full_set`]) mean AWS only: an AWS policy's `*` never grants an Azure operation.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
 use rustc_hash::FxHashMap;
@@ -232,6 +233,19 @@ impl Catalog {
         catalog.append(Cloud::Azure, azure_actions()?);
         catalog.append(Cloud::Gcp, gcp_actions()?);
         Ok(catalog)
+    }
+
+    /// [`Catalog::all_clouds`], built once per process and shared: analysis, detection and the
+    /// processor of one run then number actions alike and pay for the build (tens of megabytes of
+    /// bitsets and name tables) once.
+    pub fn all_clouds_shared() -> Result<Arc<Catalog>, CatalogError> {
+        static SHARED: std::sync::OnceLock<Arc<Catalog>> = std::sync::OnceLock::new();
+        if let Some(c) = SHARED.get() {
+            return Ok(c.clone());
+        }
+        let built = Arc::new(Catalog::all_clouds()?);
+        // A race between two first callers keeps one of the two; both are equal.
+        Ok(SHARED.get_or_init(|| built).clone())
     }
 
     /// Which cloud an action belongs to.

@@ -32,7 +32,7 @@ enum Command {
     /// Create the topics of the configuration (existing ones are left as they are).
     CreateTopics,
     /// Ingest until stopped (SIGTERM), or once with --once.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -117,7 +117,7 @@ fn real_main() -> Result<()> {
                 humans,
                 okta_logs,
                 workspace_reports,
-            } = args;
+            } = *args;
             let clouds = CloudPaths { azure, gcp, okta, workspace, identity_center, humans };
             let args = IngestArgs {
                 watch,

@@ -178,7 +178,7 @@ impl AnalyzeOutcome {
 pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let started = std::time::Instant::now();
     crate::output::create_out_dir(&opts.out)?;
-    let catalog = Arc::new(Catalog::all_clouds().context("loading the action catalog")?);
+    let catalog = Catalog::all_clouds_shared().context("loading the action catalog")?;
 
     // 1. Entitlements: AWS, then Azure and GCP, then who is who across them.
     let mut iam = load_iam(&opts.iam, &catalog)?;

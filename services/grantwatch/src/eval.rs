@@ -40,7 +40,7 @@ pub fn run(opts: &EvalOptions) -> Result<EvalOutcome> {
     let dir = &opts.scenario;
     let summary = ScenarioSummary::load(&dir.join("scenario.json")).context("reading the scenario summary")?;
     let labels = Labels::load(&dir.join("labels.jsonl")).context("reading the scenario labels")?;
-    let catalog = Arc::new(grantwatch_core::catalog::Catalog::all_clouds().context("loading the action catalog")?);
+    let catalog = grantwatch_core::catalog::Catalog::all_clouds_shared().context("loading the action catalog")?;
     let history = dir.join("history");
     let (models, trained) = match &opts.models {
         Some(m) => (m.clone(), None),
@@ -123,7 +123,7 @@ impl std::fmt::Display for LabeledReport {
 /// who points grantwatch at an incident's logs gets) and tells which techniques raised an alert that
 /// names their records.
 pub fn run_labeled(opts: &LabeledOptions) -> Result<LabeledReport> {
-    let catalog = Arc::new(grantwatch_core::catalog::Catalog::all_clouds().context("loading the action catalog")?);
+    let catalog = grantwatch_core::catalog::Catalog::all_clouds_shared().context("loading the action catalog")?;
     let (detection, _) = grantwatch_detect::load::load_detection(catalog, &opts.rules, opts.models.as_deref())
         .with_context(|| format!("loading rules from {}", opts.rules.display()))?;
     let detection = Arc::new(detection);

@@ -390,7 +390,7 @@ struct GenerateArgs {
 
 /// Loads the rules and model directories named on the command line (the same loader the detector uses).
 fn load_detection(args: &DetectArgs, out: &mut impl Write) -> Result<Arc<Detection>> {
-    let catalog = Arc::new(Catalog::all_clouds().context("loading the action catalog")?);
+    let catalog = Catalog::all_clouds_shared().context("loading the action catalog")?;
     let default_rules = PathBuf::from("rules");
     let rules_dir = match &args.rules {
         Some(dir) => Some(dir.clone()),

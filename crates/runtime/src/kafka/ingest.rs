@@ -679,7 +679,9 @@ impl Ingest {
             grantwatch_files::discover(dirs).map_err(StreamError::source("finding CloudTrail files"))?.files;
         // Oldest delivery first, across accounts, regions and clouds: events then reach Kafka roughly
         // in event time order, which is what the consumers' watermarks assume.
-        files.sort_by_cached_key(|f| (order_hint(&f.location.to_string()), f.location.clone()));
+        // A file whose path names no time sorts first. (`order::delivery_stamp`: CloudTrail's stamp, the end
+        // of an Azure hour, a Cloud Logging sink's or a daily file's period.)
+        files.sort_by_cached_key(|f| (crate::order::delivery_stamp(f), f.location.clone()));
         let mut todo = Vec::new();
         for file in files {
             let key = format!("file:{}", file.location);
@@ -847,38 +849,6 @@ impl Ingest {
     }
 }
 
-/// When a file's records begin, as `YYYYMMDDTHHMMZ`, from its path: CloudTrail's delivery stamp in the
-/// name, Azure's `y=YYYY/m=MM/d=DD/h=HH` directories (`PT1H.json`), else a `YYYY-MM-DD` date in
-/// the name (daily exports: GCP sinks). Files without any sort first, by path.
-fn order_hint(location: &str) -> String {
-    if let Some(stamp) = grantwatch_files::delivery_time(std::path::Path::new(location)) {
-        return stamp;
-    }
-    let parts: Vec<&str> = location.split('/').collect();
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    for w in parts.windows(4) {
-        if let [y, m, d, h] = w
-            && let (Some(y), Some(m), Some(d), Some(h)) =
-                (y.strip_prefix("y="), m.strip_prefix("m="), d.strip_prefix("d="), h.strip_prefix("h="))
-            && digits(y, 4)
-            && digits(m, 2)
-            && digits(d, 2)
-            && digits(h, 2)
-        {
-            return format!("{y}{m}{d}T{h}00Z");
-        }
-    }
-    let name = parts.last().copied().unwrap_or_default();
-    for w in name.as_bytes().windows(10) {
-        let fields = [&w[..4], &w[5..7], &w[8..10]];
-        if w[4] == b'-' && w[7] == b'-' && fields.iter().all(|f| f.iter().all(u8::is_ascii_digit)) {
-            let date: String = fields.concat().into_iter().map(char::from).collect();
-            return format!("{date}T0000Z");
-        }
-    }
-    String::new()
-}
-
 /// Reads the checkpoints topic back (latest value per key).
 fn load_checkpoints(cfg: &Config) -> Result<HashMap<String, Vec<u8>>> {
     let topic = &cfg.topics.ingest_checkpoints;
@@ -1042,20 +1012,6 @@ mod tests {
         assert_eq!(dl.source, DeadLetterSource::File { path: "trail/x.json.gz".into(), record: 7 });
         assert!(dl.payload_truncated && dl.payload.len() <= DeadLetter::MAX_PAYLOAD);
         assert!(dlq.payload.len() < 80_000, "{} bytes", dlq.payload.len());
-    }
-
-    #[test]
-    fn files_are_ordered_by_the_time_their_paths_name() {
-        let ct = "t/AWSLogs/111122223333/CloudTrail/us-east-1/2024/03/05/111122223333_CloudTrail_us-east-1_20240305T0710Z_a.json.gz";
-        assert_eq!(order_hint(ct), "20240305T0710Z");
-        let az = "w/azure/resourceId=/SUBSCRIPTIONS/S/y=2024/m=03/d=05/h=06/m=00/PT1H.json.gz";
-        assert_eq!(order_hint(az), "20240305T0600Z");
-        assert_eq!(order_hint("w/gcp/p1/2024-03-05.jsonl"), "20240305T0000Z");
-        assert_eq!(order_hint("w/okta/system-log.jsonl"), "");
-        assert_eq!(order_hint("w/é-2024-3-x.json"), "");
-        let mut v = [az, ct, "w/gcp/p1/2024-03-05.jsonl", "w/okta/system-log.jsonl"];
-        v.sort_by_key(|p| order_hint(p));
-        assert_eq!(v, ["w/okta/system-log.jsonl", "w/gcp/p1/2024-03-05.jsonl", az, ct]);
     }
 
     #[test]

@@ -78,10 +78,14 @@ pub(crate) struct WorkspaceReports {
     limits: ApiLimits,
 }
 
+/// One activity read: its key (`None`: without a time or id, a dead letter), the raw activity, and
+/// the page and index it came from.
+type ReadActivity = (Option<(i64, String)>, Box<RawValue>, Arc<str>, u64);
+
 /// What reading one window gave.
 struct Window {
-    /// Activities with their keys (`None`: without a time or id: dead letters), oldest first.
-    activities: Vec<(Option<(i64, String)>, Box<RawValue>, Arc<str>, u64)>,
+    /// The window's activities, oldest first.
+    activities: Vec<ReadActivity>,
     /// The API's clock at the first page.
     api_now: Option<i64>,
 }
