@@ -229,6 +229,44 @@ pub enum Link<'a> {
     None,
 }
 
+/// Who is behind an event's actor, for stamping events ([`grantwatch_types::Actor::human`]) so that
+/// alerts name the person: the identity's human as linking decided, or, for a role session, the
+/// human of that session (a shared Identity Center role is a different person per session).
+#[derive(Debug)]
+pub struct HumanIndex {
+    /// Identity uid → human id, as linked (`IdentityGrants::human`).
+    by_uid: HashMap<String, String>,
+    linker: std::sync::Arc<HumanLinker>,
+}
+
+impl HumanIndex {
+    /// `linked`: every identity's (uid, human) after linking.
+    pub fn new(linker: std::sync::Arc<HumanLinker>, linked: impl IntoIterator<Item = (String, String)>) -> Self {
+        HumanIndex { by_uid: linked.into_iter().collect(), linker }
+    }
+
+    /// The human behind `actor`, if one is known.
+    pub fn human_of(&self, actor: &grantwatch_types::Actor) -> Option<&str> {
+        if actor.kind == grantwatch_types::IdentityKind::Role
+            && (actor.session_name.is_some() || actor.on_behalf_of.is_some())
+            && let Some(h) =
+                self.linker.human_of_session(&actor.uid, actor.session_name.as_deref(), actor.on_behalf_of.as_deref())
+        {
+            return Some(h);
+        }
+        if let Some(h) = self.by_uid.get(&actor.uid) {
+            return Some(h);
+        }
+        // Directory accounts (Okta, Workspace users) are linked by their ids.
+        self.linker.human_of_identity(&actor.uid, &[])
+    }
+
+    /// Whether any identity is linked.
+    pub fn is_empty(&self) -> bool {
+        self.by_uid.is_empty() && self.linker.humans().next().is_none()
+    }
+}
+
 /// Where the linker's inputs go before [`HumanLinkerBuilder::build`].
 #[derive(Debug, Default)]
 pub struct HumanLinkerBuilder {
