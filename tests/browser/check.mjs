@@ -6,6 +6,9 @@
 //
 //   node tests/browser/check.mjs '<job JSON>'     or     node tests/browser/check.mjs < job.json
 //
+// An array of jobs runs them in order in one Chromium (one launch), each on a fresh page, and prints
+// an array of reports; they must agree on "chromium", "step_timeout_ms" and "viewport".
+//
 // Job: {
 //   "url": "file:///…" | "http://127.0.0.1:PORT/…",
 //   "screenshot": "/abs/path.png",              (optional)
@@ -33,15 +36,28 @@ function die(code, message) {
   process.exit(code);
 }
 
-function readJob() {
+// One job, or an array of jobs run one after another in one Chromium (each on a fresh page).
+function readJobs() {
   const raw = process.argv[2] && process.argv[2] !== '-' ? process.argv[2] : readFileSync(0, 'utf8');
-  let job;
+  let input;
   try {
-    job = JSON.parse(raw);
+    input = JSON.parse(raw);
   } catch (e) {
     die(2, `the job is not JSON: ${e.message}`);
   }
-  if (typeof job !== 'object' || job === null || typeof job.url !== 'string') die(2, 'the job needs a "url" string');
+  const jobs = Array.isArray(input) ? input : [input];
+  if (jobs.length === 0) die(2, 'no jobs');
+  for (const job of jobs) checkJob(job);
+  for (const key of ['chromium', 'step_timeout_ms', 'viewport']) {
+    if (jobs.some((j) => JSON.stringify(j[key]) !== JSON.stringify(jobs[0][key]))) {
+      die(2, `the jobs of one run share one Chromium: "${key}" must be the same in each`);
+    }
+  }
+  return { jobs, batch: Array.isArray(input) };
+}
+
+function checkJob(job) {
+  if (typeof job !== 'object' || job === null || typeof job.url !== 'string') die(2, 'a job needs a "url" string');
   const known = ['url', 'screenshot', 'chromium', 'step_timeout_ms', 'viewport', 'actions', 'count', 'text'];
   for (const key of Object.keys(job)) if (!known.includes(key)) die(2, `unknown job key "${key}"`);
   let scheme;
@@ -53,7 +69,6 @@ function readJob() {
   if (!['file:', 'http:'].includes(scheme) || (scheme === 'http:' && !isLocal(job.url))) {
     die(2, `"url" must be file:// or http:// on the loopback, not ${job.url}`);
   }
-  return job;
 }
 
 // Loopback and the schemes that never leave the machine. Everything else is "non-local": a
@@ -137,9 +152,10 @@ function readPage({ count, text }) {
 }
 
 async function main() {
-  const job = readJob();
-  const ms = Number.isInteger(job.step_timeout_ms) && job.step_timeout_ms > 0 ? job.step_timeout_ms : 15000;
-  const chromium = job.chromium || process.env.GRANTWATCH_CHROMIUM || '/usr/bin/chromium';
+  const { jobs, batch } = readJobs();
+  const first = jobs[0];
+  const ms = Number.isInteger(first.step_timeout_ms) && first.step_timeout_ms > 0 ? first.step_timeout_ms : 15000;
+  const chromium = first.chromium || process.env.GRANTWATCH_CHROMIUM || '/usr/bin/chromium';
   try {
     accessSync(chromium, constants.X_OK);
   } catch {
@@ -152,7 +168,7 @@ async function main() {
     die(2, `playwright-core is not installed in tests/browser/node_modules (run scripts/setup-deps): ${e.message}`);
   }
 
-  // A fresh profile each run: no state between jobs, and nothing of the machine's own Chromium.
+  // A fresh profile each run: no state from other runs, and nothing of the machine's own Chromium.
   const profile = mkdtempSync(join(tmpdir(), 'grantwatch-chromium-'));
   let context;
   try {
@@ -166,7 +182,7 @@ async function main() {
           '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
           '--disable-background-networking', '--disable-component-update', '--disable-sync',
         ],
-        viewport: job.viewport ?? { width: 1280, height: 900 },
+        viewport: first.viewport ?? { width: 1280, height: 900 },
         timeout: ms,
       }),
     );
@@ -175,6 +191,24 @@ async function main() {
     die(3, `Chromium cannot start (${chromium}): ${e.message}`);
   }
 
+  const reports = [];
+  let failure = null;
+  for (const [i, job] of jobs.entries()) {
+    const { report, error } = await runJob(context, job, ms);
+    if (error) {
+      failure = batch ? `job ${i + 1} (${job.url}): ${error}` : error;
+      break;
+    }
+    reports.push(report);
+  }
+  await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  if (failure) die(4, failure);
+  process.stdout.write(JSON.stringify(batch ? reports : reports[0]) + '\n');
+}
+
+// One job on a fresh page of the running Chromium: { report } or { error } (a failed step).
+async function runJob(context, job, ms) {
   const report = {
     url: job.url,
     title: '',
@@ -190,9 +224,10 @@ async function main() {
     conflicts: [],
     screenshot: null,
   };
+  const page = await context.newPage();
   const external = new Set();
   // Non-local requests are recorded and refused, so a page that reaches out fails fast and visibly.
-  await context.route(
+  await page.route(
     (url) => !isLocal(url.toString()),
     (route) => {
       report.external_requests.push(route.request().url());
@@ -200,8 +235,6 @@ async function main() {
       return route.abort('blockedbyclient');
     },
   );
-  context.on('weberror', () => {}); // page errors are taken per page, below
-  const page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (m) => {
     if (m.type() === 'error') {
       const loc = m.location();
@@ -242,10 +275,9 @@ async function main() {
       failure ??= e;
     }
   }
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  if (failure) die(4, `${failure.message}${report.screenshot ? ` (screenshot: ${report.screenshot})` : ''}`);
-  process.stdout.write(JSON.stringify(report) + '\n');
+  await page.close().catch(() => {});
+  if (failure) return { error: `${failure.message}${report.screenshot ? ` (screenshot: ${report.screenshot})` : ''}` };
+  return { report };
 }
 
 main().catch((e) => die(4, e.stack || String(e)));

@@ -193,7 +193,29 @@ impl Browser {
     /// screenshot. An error means the check could not be made (Chromium missing or not starting, a step
     /// failing or timing out, a bad job), never that the page is wrong: that is in the report.
     pub fn check(job: &Job) -> anyhow::Result<PageReport> {
-        let chromium = match &job.chromium {
+        Browser::run(std::slice::from_ref(job), false)?.pop().ok_or_else(|| anyhow!("the driver returned no report"))
+    }
+
+    /// Several jobs in one Chromium (one launch, each job on a fresh page), in order: faster than
+    /// [`Browser::check`] each when a test looks at many pages. The jobs share one Chromium, step time
+    /// limit and viewport. The first job that cannot be checked fails them all, named in the error.
+    pub fn check_all(jobs: &[Job]) -> anyhow::Result<Vec<PageReport>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        if jobs.iter().any(|j| j.chromium != jobs[0].chromium || j.step_timeout_ms != jobs[0].step_timeout_ms) {
+            bail!("the jobs of one check_all share one Chromium and step time limit");
+        }
+        let mut names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("two jobs named {:?} would write one screenshot", w[0]);
+        }
+        Browser::run(jobs, true)
+    }
+
+    fn run(jobs: &[Job], batch: bool) -> anyhow::Result<Vec<PageReport>> {
+        let chromium = match &jobs[0].chromium {
             Some(path) => path.clone(),
             None => chromium()?,
         };
@@ -201,16 +223,21 @@ impl Browser {
         if !repo().join("tests/browser/node_modules/playwright-core").is_dir() {
             bail!("playwright-core is not installed in tests/browser/node_modules: run scripts/setup-deps");
         }
-        let valid = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-        if job.name.is_empty() || job.name.starts_with('.') || !job.name.chars().all(valid) {
-            bail!("job name {:?}: use letters, digits, '.', '_' and '-' (it names the screenshot)", job.name);
-        }
         let dir = artifacts_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let screenshot = dir.join(format!("{}.png", job.name));
-        let mut input = serde_json::to_value(job)?;
-        input["screenshot"] = screenshot.display().to_string().into();
-        input["chromium"] = chromium.display().to_string().into();
+        let mut input = Vec::new();
+        for job in jobs {
+            let valid = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+            if job.name.is_empty() || job.name.starts_with('.') || !job.name.chars().all(valid) {
+                bail!("job name {:?}: use letters, digits, '.', '_' and '-' (it names the screenshot)", job.name);
+            }
+            let mut value = serde_json::to_value(job)?;
+            value["screenshot"] = dir.join(format!("{}.png", job.name)).display().to_string().into();
+            value["chromium"] = chromium.display().to_string().into();
+            input.push(value);
+        }
+        let input = if batch { serde_json::Value::Array(input) } else { input.remove(0) };
+        let what = if batch { format!("{} pages from {}", jobs.len(), jobs[0].url) } else { jobs[0].url.clone() };
 
         let node = std::env::var_os("GRANTWATCH_NODE").unwrap_or_else(|| "node".into());
         // The job goes on stdin: no shell, no quoting, no argument-length limit.
@@ -235,8 +262,9 @@ impl Browser {
         let stderr = drain(child.stderr.take());
         // The driver limits each step itself; this only guards against a driver that hangs, so the
         // test fails instead of stalling CI.
-        let steps = job.actions.len() as u64 + 5;
-        let deadline = Instant::now() + Duration::from_millis(job.step_timeout_ms * steps) + Duration::from_secs(30);
+        let steps: u64 = jobs.iter().map(|j| j.actions.len() as u64 + 4).sum::<u64>() + 1;
+        let deadline =
+            Instant::now() + Duration::from_millis(jobs[0].step_timeout_ms * steps) + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
@@ -244,18 +272,26 @@ impl Browser {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("{} did not finish by its deadline for {}; killed", script.display(), job.url);
+                bail!("{} did not finish by its deadline for {what}; killed", script.display());
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         let stdout = stdout.join().map_err(|_| anyhow!("stdout reader panicked"))?;
         let stderr = stderr.join().map_err(|_| anyhow!("stderr reader panicked"))?;
         if !status.success() {
-            bail!("browser check of {} failed ({status}): {}", job.url, String::from_utf8_lossy(&stderr).trim());
+            bail!("browser check of {what} failed ({status}): {}", String::from_utf8_lossy(&stderr).trim());
         }
-        serde_json::from_slice(&stdout).with_context(|| {
-            format!("{} printed unreadable JSON: {}", script.display(), String::from_utf8_lossy(&stdout))
-        })
+        let unreadable =
+            || format!("{} printed unreadable JSON: {}", script.display(), String::from_utf8_lossy(&stdout));
+        if batch {
+            let reports: Vec<PageReport> = serde_json::from_slice(&stdout).with_context(unreadable)?;
+            if reports.len() != jobs.len() {
+                bail!("{} returned {} reports for {} jobs", script.display(), reports.len(), jobs.len());
+            }
+            Ok(reports)
+        } else {
+            Ok(vec![serde_json::from_slice(&stdout).with_context(unreadable)?])
+        }
     }
 }
 

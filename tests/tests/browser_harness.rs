@@ -8,7 +8,7 @@ use std::io::BufReader;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
-use grantwatch_e2e::browser::{Browser, Job, assert_page_matches_json, file_url, page_mismatches};
+use grantwatch_e2e::browser::{Browser, Job, assert_page_clean, assert_page_matches_json, file_url, page_mismatches};
 use grantwatch_e2e::http1;
 use serde_json::json;
 
@@ -70,14 +70,17 @@ fn a_page_that_differs_from_its_json_is_caught() {
 #[test]
 fn a_click_sorts_the_table() {
     let pci = "#identities tbody .pci";
-    let unsorted = Browser::check(&fixture("report.html", "report-unsorted").text(pci)).unwrap();
-    assert_eq!(unsorted.texts[pci], ["12", "72.5", "40", "3"]);
-    let once = Browser::check(&Job::new("report-sorted", &unsorted.url).click("[data-sort=pci]").text(pci)).unwrap();
-    assert_eq!(once.texts[pci], ["3", "12", "40", "72.5"]);
-    let twice = Browser::check(
-        &Job::new("report-sorted-desc", &unsorted.url).click("[data-sort=pci]").click("[data-sort=pci]").text(pci),
-    )
+    let page = || fixture("report.html", "x").text(pci);
+    let [unsorted, once, twice] = Browser::check_all(&[
+        Job { name: "report-unsorted".into(), ..page() },
+        Job { name: "report-sorted".into(), ..page().click("[data-sort=pci]") },
+        Job { name: "report-sorted-desc".into(), ..page().click("[data-sort=pci]").click("[data-sort=pci]") },
+    ])
+    .unwrap()
+    .try_into()
     .unwrap();
+    assert_eq!(unsorted.texts[pci], ["12", "72.5", "40", "3"]);
+    assert_eq!(once.texts[pci], ["3", "12", "40", "72.5"]);
     assert_eq!(twice.texts[pci], ["72.5", "40", "12", "3"]);
     assert!(twice.problems().is_empty(), "{:?}", twice.problems());
 }
@@ -85,13 +88,15 @@ fn a_click_sorts_the_table() {
 #[test]
 fn a_form_filters_the_rows() {
     let shown = "#identities tbody tr:not([hidden]) .name";
-    let report = Browser::check(
-        &fixture("report.html", "report-aws-e").select("#cloud-filter", "aws").fill("#name", "e").text(shown),
-    )
+    let [aws, gcp] = Browser::check_all(&[
+        fixture("report.html", "report-aws-e").select("#cloud-filter", "aws").fill("#name", "e").text(shown),
+        fixture("report.html", "report-gcp").select("#cloud-filter", "gcp").text(shown),
+    ])
+    .unwrap()
+    .try_into()
     .unwrap();
-    assert_eq!(report.texts[shown], ["alice", "deploy-role", "ci-user"]);
-    assert_eq!(report.figures["shown"], "3");
-    let gcp = Browser::check(&Job::new("report-gcp", &report.url).select("#cloud-filter", "gcp").text(shown)).unwrap();
+    assert_eq!(aws.texts[shown], ["alice", "deploy-role", "ci-user"]);
+    assert_eq!(aws.figures["shown"], "3");
     assert_eq!(gcp.texts[shown], ["bob@example.org"]);
     assert_eq!(gcp.figures["shown"], "1");
     // The page no longer says what the JSON says: the harness sees the page as it is after the actions.
@@ -143,23 +148,55 @@ fn serve_fixtures() -> String {
 #[test]
 fn pages_over_http_and_a_followed_link() {
     let base = serve_fixtures();
-    let report = Browser::check(&Job::new("http-report", &format!("{base}/report.html"))).unwrap();
+    let [report, followed, missing] = Browser::check_all(&[
+        Job::new("http-report", &format!("{base}/report.html")),
+        Job::new("http-alert", &format!("{base}/report.html")).click_and_follow("a[data-link=alert]"),
+        Job::new("http-missing", &format!("{base}/missing.html")),
+    ])
+    .unwrap()
+    .try_into()
+    .unwrap();
     assert_page_matches_json(&report, &report_json());
     assert_eq!(report.links["alert"], [format!("{base}/alert.html?id=a-1")]);
 
-    let followed =
-        Browser::check(&Job::new("http-alert", &format!("{base}/report.html")).click_and_follow("a[data-link=alert]"))
-            .unwrap();
     assert_eq!(followed.url, format!("{base}/alert.html?id=a-1"));
     assert_eq!(followed.title, "Alert a-1 — fixture");
     assert_page_matches_json(&followed, &json!({"figures": {"alert": "a-1", "severity": "high"}}));
 
-    let missing = Browser::check(&Job::new("http-missing", &format!("{base}/missing.html"))).unwrap();
     assert!(
         missing.failed_requests.contains(&format!("{base}/missing.html: HTTP 404")),
         "{:?}",
         missing.failed_requests
     );
+}
+
+#[test]
+fn many_pages_in_one_chromium() {
+    let pci = "#identities tbody .pci";
+    let reports = Browser::check_all(&[
+        fixture("report.html", "batch-report").click("[data-sort=pci]").text(pci),
+        fixture("console-error.html", "batch-console-error"),
+        fixture("alert.html", "batch-alert"),
+    ])
+    .unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_page_matches_json(&reports[0], &report_json());
+    assert_eq!(reports[0].texts[pci], ["3", "12", "40", "72.5"]);
+    // One page's errors stay with that page.
+    assert_eq!(reports[1].page_errors.len(), 1, "{:?}", reports[1].page_errors);
+    assert_page_clean(&reports[2]);
+    assert_eq!(reports[2].figures["alert"], "a-1");
+    for r in &reports {
+        assert!(r.screenshot.as_ref().unwrap().is_file());
+    }
+
+    let err = Browser::check_all(&[fixture("alert.html", "same"), fixture("report.html", "same")]).unwrap_err();
+    assert!(err.to_string().contains("two jobs named \"same\""), "{err}");
+    // A failed step names its job.
+    let mut jobs = [fixture("alert.html", "batch-ok"), fixture("report.html", "batch-fails").click("#no-such-button")];
+    jobs.iter_mut().for_each(|j| j.step_timeout_ms = 2_000);
+    let err = Browser::check_all(&jobs).unwrap_err().to_string();
+    assert!(err.contains("job 2 (file://") && err.contains(r##"action 1 {"click":"#no-such-button"}"##), "{err}");
 }
 
 #[test]
