@@ -1388,6 +1388,34 @@ mod tests {
     }
 
     #[test]
+    fn events_are_stamped_with_the_identitys_human_or_the_sessions() {
+        let l = std::sync::Arc::new(linker());
+        let linked = [(AZURE_ALICE.to_string(), "alice@example.com".to_string())];
+        let index = HumanIndex::new(l, linked);
+        let actor = |uid: &str, kind: IdentityKind, session: Option<&str>| grantwatch_types::Actor {
+            uid: uid.into(),
+            kind,
+            name: None,
+            account_uid: None,
+            session_name: session.map(str::to_string),
+            principal_id: None,
+            access_key_id: None,
+            invoked_by: None,
+            mfa_authenticated: None,
+            on_behalf_of: None,
+            human: None,
+        };
+        assert_eq!(index.human_of(&actor(AZURE_ALICE, IdentityKind::User, None)), Some("alice@example.com"));
+        // A shared Identity Center role: the session says who.
+        assert_eq!(index.human_of(&actor(ADMIN_ROLE, IdentityKind::Role, Some("BOB"))), Some("bob@example.com"));
+        assert_eq!(index.human_of(&actor(ADMIN_ROLE, IdentityKind::Role, Some("mallory"))), None);
+        assert_eq!(index.human_of(&actor(ADMIN_ROLE, IdentityKind::Role, None)), None, "shared, no session");
+        // A directory account, by its id.
+        assert_eq!(index.human_of(&actor(OKTA_ALICE, IdentityKind::User, None)), Some("alice@example.com"));
+        assert_eq!(index.human_of(&actor("arn:aws:iam::111122223333:user/nobody", IdentityKind::User, None)), None);
+    }
+
+    #[test]
     fn mapping_files_that_contradict_themselves_are_refused() {
         let err = |j: &str| Mapping::parse(j.as_bytes()).unwrap_err().to_string();
         assert_eq!(

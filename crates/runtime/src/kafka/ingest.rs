@@ -355,6 +355,9 @@ pub(crate) struct Ingest {
     okta_org: Option<String>,
     /// Whether the entitlements were loaded once in this process (the normalizer then knows humans).
     humans_loaded: bool,
+    /// Who is behind each identity, as last linked: pulled sources with normalizers of their own
+    /// stamp their events with it too.
+    humans: Option<Arc<grantwatch_core::humans::HumanIndex>>,
 }
 
 /// A file under the other clouds' paths as last seen.
@@ -582,14 +585,15 @@ impl Ingest {
         let linker = Arc::new(others.link_humans(&mut grants));
         tracing::info!(humans = linker.humans().count(), "humans linked");
         // Events from now on name the person behind their actor (and so do their alerts).
-        let index = grantwatch_core::humans::HumanIndex::new(
+        let index = Arc::new(grantwatch_core::humans::HumanIndex::new(
             Arc::clone(&linker),
             grants.iter().filter_map(|g| Some((g.arn.clone(), g.human.clone()?))),
-        );
+        ));
         let map = grantwatch_core::cloudtrail::ActionMap::new(self.catalog.clone())
             .map_err(StreamError::source("loading the CloudTrail action map"))?;
         self.normalizer =
-            Arc::new(Normalizer::new(map).with_okta_org(self.okta_org.clone()).with_humans(Some(Arc::new(index))));
+            Arc::new(Normalizer::new(map).with_okta_org(self.okta_org.clone()).with_humans(Some(Arc::clone(&index))));
+        self.humans = Some(index);
         self.humans_loaded = true;
         if !changed {
             return Ok(());
@@ -938,6 +942,7 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
         export_logs: Vec::new(),
         okta_org: None,
         humans_loaded: false,
+        humans: None,
     };
     if args.stdin {
         return ingest.ingest_stdin(&stop);
