@@ -151,6 +151,16 @@ function readPage({ count, text }) {
   return { title: document.title, figures, charts, links, counts, texts, conflicts };
 }
 
+// Removes a profile directory. A Chromium that is still shutting down may write into it while it
+// goes: retried, and a leftover is only warned about (it must not hide the job's own outcome).
+function removeProfile(dir) {
+  try {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  } catch (e) {
+    process.stderr.write(`check.mjs: could not remove the profile ${dir}: ${e.message}\n`);
+  }
+}
+
 async function main() {
   const { jobs, batch } = readJobs();
   const first = jobs[0];
@@ -172,7 +182,10 @@ async function main() {
   const profile = mkdtempSync(join(tmpdir(), 'grantwatch-chromium-'));
   let context;
   try {
-    context = await step('launch Chromium', ms, () =>
+    // Starting Chromium takes its own time on a loaded machine: a job's short step limit is for
+    // its actions, not for the launch.
+    const launchMs = Math.max(ms, 60_000);
+    context = await step('launch Chromium', launchMs, () =>
       playwright.chromium.launchPersistentContext(profile, {
         executablePath: chromium,
         headless: true,
@@ -183,11 +196,11 @@ async function main() {
           '--disable-background-networking', '--disable-component-update', '--disable-sync',
         ],
         viewport: first.viewport ?? { width: 1280, height: 900 },
-        timeout: ms,
+        timeout: launchMs,
       }),
     );
   } catch (e) {
-    rmSync(profile, { recursive: true, force: true });
+    removeProfile(profile);
     die(3, `Chromium cannot start (${chromium}): ${e.message}`);
   }
 
@@ -202,7 +215,7 @@ async function main() {
     reports.push(report);
   }
   await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  removeProfile(profile);
   if (failure) die(4, failure);
   process.stdout.write(JSON.stringify(batch ? reports : reports[0]) + '\n');
 }
