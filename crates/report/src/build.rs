@@ -148,10 +148,6 @@ impl<'a> Cx<'a> {
         self.by_arn.get(arn).map_or_else(|| cloud_from_uid(arn), |i| i.cloud)
     }
 
-    /// The window: the filters, else `[first, last]` of what the caller saw.
-    fn window(&self, first: EventTime, last: EventTime) -> (EventTime, EventTime) {
-        (self.f.from.unwrap_or(first), self.f.to.unwrap_or(last))
-    }
 }
 
 /// The cloud of an identity the results do not list (deleted since): by the shape of its uid.
@@ -207,6 +203,9 @@ fn day_label(t: EventTime) -> String {
     t.date_string()
 }
 
+/// Days a history report covers when `--from` is not given.
+pub const DEFAULT_DAYS: u32 = 90;
+
 // ---- pci-history ---------------------------------------------------------------------------------------
 
 fn pci_history(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
@@ -224,7 +223,9 @@ fn pci_history(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError>
     if !any {
         return Err(BuildError::NoHistory);
     }
-    let (from, to) = cx.window(first, last);
+    // Default: the last 90 days of the history (a replay of old logs may reach years back).
+    let to = cx.f.to.unwrap_or(last);
+    let from = cx.f.from.unwrap_or_else(|| first.max(to.minus_days(DEFAULT_DAYS)));
     let days = history::days_between(from, to, cx.f.window_ms);
     if days.is_empty() {
         return Err(BuildError::EmptyWindow {

@@ -72,11 +72,12 @@ pub fn recorded_results(state: &dyn StateRead) -> Result<Option<PathBuf>> {
 
 pub fn run(opts: &ReportOptions) -> Result<ReportOutcome> {
     let started = Instant::now();
-    if !opts.state.join("CURRENT").exists() {
+    if !opts.state.join(grantwatch_state_rocks::STATE_MARKER).exists() {
         bail!("{} is not a grantwatch state directory (run `grantwatch analyze --state {0}` first)", opts.state.display());
     }
-    let store =
-        RocksStore::open(&opts.state).with_context(|| format!("opening state dir {}", opts.state.display()))?;
+    // Read-only: no lock, so a report can be made while analyze or a service keeps the state current.
+    let store = RocksStore::open_read_only(&opts.state)
+        .with_context(|| format!("opening state dir {} (read-only)", opts.state.display()))?;
     let results_dir = match &opts.results {
         Some(d) => d.clone(),
         None => recorded_results(&store)?.with_context(|| {
