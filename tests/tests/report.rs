@@ -161,9 +161,8 @@ fn history_holds_exactly_the_updates_the_processor_emitted() {
     drop(store);
 
     // The whole history in the window: the report counts every point.
-    let (first, last) = by_arn.values().flatten().fold((i64::MAX, i64::MIN), |(a, b), (t, _)| {
-        (a.min(t.millis()), b.max(t.millis()))
-    });
+    let (first, last) =
+        by_arn.values().flatten().fold((i64::MAX, i64::MIN), |(a, b), (t, _)| (a.min(t.millis()), b.max(t.millis())));
     let r = report(
         Kind::PciHistory,
         Filters { from: Some(EventTime(first)), to: Some(EventTime(last)), ..Default::default() },
@@ -175,7 +174,10 @@ fn history_holds_exactly_the_updates_the_processor_emitted() {
     // An identity's chart is its recorded points; an account's last day is the mean of its acting
     // identities' latest points, computed here independently.
     let (arn, series) = by_arn.iter().max_by_key(|(_, v)| v.len()).unwrap();
-    let r = report(Kind::PciHistory, Filters { identity: Some(arn.clone()), from: Some(EventTime(first)), ..Default::default() });
+    let r = report(
+        Kind::PciHistory,
+        Filters { identity: Some(arn.clone()), from: Some(EventTime(first)), ..Default::default() },
+    );
     let chart: Vec<f64> = r.charts["pci_identity"].iter().map(|p| p.y).collect();
     let recorded: Vec<f64> = series.iter().map(|(_, p)| f64::from(p.score)).collect();
     assert_eq!(chart, recorded);
@@ -191,11 +193,7 @@ fn history_holds_exactly_the_updates_the_processor_emitted() {
     }
     let mean = ((scores.iter().sum::<u64>() as f64) / (scores.len() as f64)).round() as i64;
     let day = EventTime(last).date_string();
-    let row = r.tables[0]
-        .rows
-        .iter()
-        .find(|row| row[0].text() == day && row[1].text() == "account")
-        .unwrap();
+    let row = r.tables[0].rows.iter().find(|row| row[0].text() == day && row[1].text() == "account").unwrap();
     assert_eq!(row[3].text(), mean.to_string(), "{row:?}");
     assert_eq!(row[5].text(), scores.len().to_string());
     assert_eq!(r.charts["pci_all"].last().unwrap().y, mean as f64, "one account: all = the account");
@@ -244,7 +242,10 @@ fn groups_roles_keys_and_cross_account_match_the_results() {
         fig(&r, "access_keys").as_u64().unwrap(),
         fig(&r, "used").as_u64().unwrap() + fig(&r, "unused").as_u64().unwrap()
     );
-    assert_eq!(r.charts["age_buckets"].iter().map(|p| p.y).sum::<f64>() as u64, fig(&r, "access_keys").as_u64().unwrap());
+    assert_eq!(
+        r.charts["age_buckets"].iter().map(|p| p.y).sum::<f64>() as u64,
+        fig(&r, "access_keys").as_u64().unwrap()
+    );
 }
 
 #[test]
@@ -274,7 +275,8 @@ fn identity_and_alert_reports_and_their_errors() {
     for x in &f.alerts {
         *per.entry(x.actor.user.uid.as_str()).or_default() += 1;
     }
-    let (arn, n) = per.into_iter().filter(|(u, _)| f.identities.iter().any(|i| i.arn == *u)).max_by_key(|x| x.1).unwrap();
+    let (arn, n) =
+        per.into_iter().filter(|(u, _)| f.identities.iter().any(|i| i.arn == *u)).max_by_key(|x| x.1).unwrap();
     let i = f.identities.iter().find(|i| i.arn == arn).unwrap();
     let r = report(Kind::Identity, Filters { identity: Some(arn.to_string()), ..Default::default() });
     assert_eq!(fig(&r, "pci"), i.pci.score);
@@ -306,7 +308,10 @@ fn identity_and_alert_reports_and_their_errors() {
     let e = err(Kind::Identity, Filters::default());
     assert!(e.contains("needs --identity"), "{e}");
     let old = EventTime::parse_rfc3339("1990-01-01T00:00:00Z").unwrap();
-    let e = err(Kind::PciHistory, Filters { from: Some(old), to: Some(EventTime(old.millis() + 5 * 86_400_000)), ..Default::default() });
+    let e = err(
+        Kind::PciHistory,
+        Filters { from: Some(old), to: Some(EventTime(old.millis() + 5 * 86_400_000)), ..Default::default() },
+    );
     assert!(e.contains("nothing in the window"), "{e}");
 }
 

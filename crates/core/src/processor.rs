@@ -53,8 +53,8 @@ pub struct ProcessorConfig {
     /// The Organizations policies that cap the identities no entitlement record describes (a member
     /// account's root user): the published entitlements are capped at the source already.
     pub organization: Option<Arc<crate::org::Organization>>,
-    /// Close windows and emit PCI updates. Off when nothing consumes them (`analyze --no-detect`
-    /// computes its findings from the usage state at the end): usage is then all the stage does.
+    /// Close windows, emit PCI updates and record them in the PCI history. Off, usage is all the
+    /// stage does (tests of usage alone; `analyze` always closes windows, for the history).
     pub emit_windows: bool,
     /// Emit a [`RemediationProposal`] when an identity newly becomes over-provisioned, or inactive
     /// after having been active.

@@ -147,7 +147,6 @@ impl<'a> Cx<'a> {
     fn cloud_of(&self, arn: &str) -> Cloud {
         self.by_arn.get(arn).map_or_else(|| cloud_from_uid(arn), |i| i.cloud)
     }
-
 }
 
 /// The cloud of an identity the results do not list (deleted since): by the shape of its uid.
@@ -241,7 +240,11 @@ fn pci_history(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError>
             return Vec::new();
         }
         let cloud = cx.cloud_of(arn);
-        vec!["all".to_string(), format!("cloud\0{}", cloud.as_str()), format!("account\0{}\0{}", cloud.as_str(), p.account)]
+        vec![
+            "all".to_string(),
+            format!("cloud\0{}", cloud.as_str()),
+            format!("account\0{}\0{}", cloud.as_str(), p.account),
+        ]
     })?;
     history::scan_all(state, &mut |arn, t, p| {
         if t >= days[0] && t <= days[days.len() - 1] && cx.keeps_arn(arn, &p.account) {
@@ -463,7 +466,18 @@ fn permissions_analytics(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, B
     let mut t = Table::new(
         "identities",
         "Identities with a status flag, highest PCI first",
-        &["identity", "account", "cloud", "kind", "pci", "granted", "used", "unused_high_risk", "status", "last_activity"],
+        &[
+            "identity",
+            "account",
+            "cloud",
+            "kind",
+            "pci",
+            "granted",
+            "used",
+            "unused_high_risk",
+            "status",
+            "last_activity",
+        ],
     );
     let mut flagged: Vec<&Row<'_>> = rows.iter().filter(|x| !x.status.is_empty()).collect();
     flagged.sort_by(|a, b| b.pci.cmp(&a.pci).then(a.arn.cmp(b.arn)));
@@ -585,7 +599,10 @@ fn identity(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
 
     let mut actions = Table::new(
         "actions",
-        format!("Granted vs used actions ({:?} form: `service:*` stands for every action of a service)", i.actions_form),
+        format!(
+            "Granted vs used actions ({:?} form: `service:*` stands for every action of a service)",
+            i.actions_form
+        ),
         &["action", "granted", "used", "conditional"],
     );
     let used_set: BTreeSet<&str> = i.used_actions.iter().map(String::as_str).collect();
@@ -607,15 +624,28 @@ fn identity(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
     r.tables.push(recs);
     r.tables.push(point_table(&series));
     r.tables.push(alert_table("alerts", "Alerts on this identity", &alerts, None));
-    let mut keys_t = Table::new("unused_access_keys", "Active access keys unused in the lookback", &["access_key_id", "created", "last_used"]);
+    let mut keys_t = Table::new(
+        "unused_access_keys",
+        "Active access keys unused in the lookback",
+        &["access_key_id", "created", "last_used"],
+    );
     for k in &i.unused_access_keys {
-        keys_t.rows.push(vec![k.access_key_id.as_str().into(), time_text(k.created).into(), time_text(k.last_used).into()]);
+        keys_t.rows.push(vec![
+            k.access_key_id.as_str().into(),
+            time_text(k.created).into(),
+            time_text(k.last_used).into(),
+        ]);
     }
     r.tables.push(keys_t);
     Ok(r)
 }
 
-fn alert_table(name: &str, caption: &str, alerts: &[&DetectionFinding], incident_of: Option<&DetectionFinding>) -> Table {
+fn alert_table(
+    name: &str,
+    caption: &str,
+    alerts: &[&DetectionFinding],
+    incident_of: Option<&DetectionFinding>,
+) -> Table {
     let mut cols = vec!["alert", "time", "title", "severity", "analytic", "count"];
     if incident_of.is_some() {
         cols.push("same_incident");
@@ -828,7 +858,20 @@ fn roles_policies(cx: &Cx<'_>) -> Report {
     let mut t = Table::new(
         "roles",
         "Roles: assumed (sessions seen) or not, used or not in the lookback",
-        &["role", "account", "cloud", "pci", "granted", "used", "assumed", "sessions", "used_in_lookback", "external_trust", "status", "recommendation"],
+        &[
+            "role",
+            "account",
+            "cloud",
+            "pci",
+            "granted",
+            "used",
+            "assumed",
+            "sessions",
+            "used_in_lookback",
+            "external_trust",
+            "status",
+            "recommendation",
+        ],
     );
     let (mut used_n, mut assumed_n, mut trust_n) = (0, 0, 0);
     for i in &roles {
@@ -862,7 +905,10 @@ fn roles_policies(cx: &Cx<'_>) -> Report {
     r.chart(
         "usage",
         bar_chart("Roles used vs unused in the lookback", "roles"),
-        vec![Point { x: "used".into(), y: used_n as f64 }, Point { x: "unused".into(), y: (roles.len() - used_n) as f64 }],
+        vec![
+            Point { x: "used".into(), y: used_n as f64 },
+            Point { x: "unused".into(), y: (roles.len() - used_n) as f64 },
+        ],
     );
     r.tables.push(t);
     r.notes.push(
@@ -875,12 +921,8 @@ fn roles_policies(cx: &Cx<'_>) -> Report {
 
 fn cross_account(cx: &Cx<'_>) -> Report {
     let mut r = Report::new(Kind::CrossAccount, Kind::CrossAccount.title(), cx.scope());
-    let rows: Vec<_> = cx
-        .res
-        .resource_access
-        .iter()
-        .filter(|a| cx.f.account.as_ref().is_none_or(|x| x == &a.account))
-        .collect();
+    let rows: Vec<_> =
+        cx.res.resource_access.iter().filter(|a| cx.f.account.as_ref().is_none_or(|x| x == &a.account)).collect();
     let mut t = Table::new(
         "access",
         "Ways into resources from other accounts or from anyone",
@@ -904,7 +946,10 @@ fn cross_account(cx: &Cx<'_>) -> Report {
     r.figure("public", by_access.get("public").copied().unwrap_or(0));
     r.figure("cross_account", by_access.get("cross-account").copied().unwrap_or(0));
     r.figure("federated", by_access.get("federated").copied().unwrap_or(0));
-    r.figure("external_principals", rows.iter().filter(|a| a.external).map(|a| &a.principal).collect::<BTreeSet<_>>().len());
+    r.figure(
+        "external_principals",
+        rows.iter().filter(|a| a.external).map(|a| &a.principal).collect::<BTreeSet<_>>().len(),
+    );
     r.figure("resources", rows.iter().map(|a| &a.resource).collect::<BTreeSet<_>>().len());
     r.figure("unconditioned", rows.iter().filter(|a| a.condition.is_none()).count());
     r.chart(
@@ -926,8 +971,7 @@ const ALERT_DAYS: u32 = 7;
 
 fn alert(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
     let id = cx.f.alert.as_deref().ok_or(BuildError::NeedsAlert)?;
-    let matching: Vec<&DetectionFinding> =
-        cx.res.alerts.iter().filter(|a| a.finding_info.uid == id).collect();
+    let matching: Vec<&DetectionFinding> = cx.res.alerts.iter().filter(|a| a.finding_info.uid == id).collect();
     let matching = if matching.is_empty() {
         cx.res.alerts.iter().filter(|a| a.finding_info.uid.starts_with(id)).collect()
     } else {
@@ -966,7 +1010,10 @@ fn alert(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
         .alerts
         .iter()
         .filter(|x| {
-            x.actor.user.uid == arn && x.finding_info.uid != a.finding_info.uid && x.time >= from.millis() && x.time <= to.millis()
+            x.actor.user.uid == arn
+                && x.finding_info.uid != a.finding_info.uid
+                && x.time >= from.millis()
+                && x.time <= to.millis()
         })
         .collect();
     // One row per alert uid (the latest record of each).
@@ -984,7 +1031,11 @@ fn alert(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
     r.figure("description", a.finding_info.desc.as_str());
 
     let events = daily_events(state, arn, from, to)?;
-    r.chart("daily_events", bar_chart("The identity's events per day around the alert", "events"), day_points(&events, from, to));
+    r.chart(
+        "daily_events",
+        bar_chart("The identity's events per day around the alert", "events"),
+        day_points(&events, from, to),
+    );
     let series = history::identity_series(state, arn, from, to)?;
     r.chart(
         "pci_history",
@@ -1000,10 +1051,20 @@ fn alert(state: &dyn StateRead, cx: &Cx<'_>) -> Result<Report, BuildError> {
     }
     items.push((a.time, vec!["this alert".into(), a.finding_info.title.as_str().into(), alert_link(a)]));
     for x in &related {
-        items.push((x.time, vec!["related alert".into(), format!("{} [{}]", x.finding_info.title, x.severity).into(), alert_link(x)]));
+        items.push((
+            x.time,
+            vec!["related alert".into(), format!("{} [{}]", x.finding_info.title, x.severity).into(), alert_link(x)],
+        ));
     }
     for (t, p) in &series {
-        items.push((t.millis(), vec!["PCI update".into(), format!("PCI {} ({}), used {} of {}", p.score, band_text(p.band()), p.used, p.granted).into(), "".into()]));
+        items.push((
+            t.millis(),
+            vec![
+                "PCI update".into(),
+                format!("PCI {} ({}), used {} of {}", p.score, band_text(p.band()), p.used, p.granted).into(),
+                "".into(),
+            ],
+        ));
     }
     items.sort_by_key(|x| x.0);
     for (t, mut cells) in items {

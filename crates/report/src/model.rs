@@ -146,7 +146,11 @@ pub enum Cell {
     Text(String),
     /// A link to another report: `kind` is the target report kind (`alert`, `identity`), `id` its
     /// subject (an alert uid, an identity ARN).
-    Link { text: String, kind: Kind, id: String },
+    Link {
+        text: String,
+        kind: Kind,
+        id: String,
+    },
 }
 
 impl Cell {

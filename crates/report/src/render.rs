@@ -158,8 +158,10 @@ pub fn esc(s: &str) -> String {
 
 /// A file-name-safe spelling of an id (as [`Report::file_stem`] spells it).
 fn safe(s: &str) -> String {
-    let safe: String =
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+    let safe: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .collect();
     let n = safe.chars().count();
     safe.chars().skip(n.saturating_sub(80)).collect()
 }
@@ -216,7 +218,9 @@ pub fn render_html(r: &Report, opts: &HtmlOptions) -> String {
     if !scope.is_empty() {
         let _ = writeln!(o, "<p class=\"scope\">{}</p>", esc(&scope.join(" · ")));
     }
-    o.push_str("<section aria-labelledby=\"figures-h\">\n<h2 id=\"figures-h\">Key figures</h2>\n<dl class=\"figures\">\n");
+    o.push_str(
+        "<section aria-labelledby=\"figures-h\">\n<h2 id=\"figures-h\">Key figures</h2>\n<dl class=\"figures\">\n",
+    );
     for (name, v) in &r.figures {
         let _ = writeln!(
             o,
@@ -356,7 +360,8 @@ fn svg(o: &mut String, name: &str, title: &str, y_label: &str, kind: ChartKind, 
             ChartKind::Line => L + pw / 2.0,
             ChartKind::Bar => L + pw / n * (i as f64 + 0.5),
         };
-        let _ = writeln!(o, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", H - B + 18.0, esc(&pts[i].x));
+        let _ =
+            writeln!(o, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", H - B + 18.0, esc(&pts[i].x));
     }
     o.push_str("</svg>\n");
 }
@@ -372,7 +377,12 @@ fn table(o: &mut String, ti: usize, t: &Table, opts: &HtmlOptions) {
         None => (&t.rows, t.rows.len() > size),
     };
     let _ = writeln!(o, "<section aria-labelledby=\"{id}-h\">\n<h2 id=\"{id}-h\">{}</h2>", esc(&t.caption));
-    let _ = write!(o, "<table id=\"{id}\" class=\"sortable\" data-table=\"{}\" data-rows=\"{}\"", esc(&t.name), t.rows.len());
+    let _ = write!(
+        o,
+        "<table id=\"{id}\" class=\"sortable\" data-table=\"{}\" data-rows=\"{}\"",
+        esc(&t.name),
+        t.rows.len()
+    );
     if paged_in_browser {
         let _ = write!(o, " data-page-size=\"{size}\" data-page=\"0\"");
     }
@@ -415,7 +425,13 @@ fn table(o: &mut String, ti: usize, t: &Table, opts: &HtmlOptions) {
             t.rows.len()
         );
     } else if let Some(p) = opts.page {
-        let _ = writeln!(o, "<p class=\"pager\">Page {} of {} ({} rows)</p>", p + 1, t.rows.len().div_ceil(size).max(1), t.rows.len());
+        let _ = writeln!(
+            o,
+            "<p class=\"pager\">Page {} of {} ({} rows)</p>",
+            p + 1,
+            t.rows.len().div_ceil(size).max(1),
+            t.rows.len()
+        );
     }
     o.push_str("</section>\n");
 }

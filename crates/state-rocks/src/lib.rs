@@ -67,7 +67,6 @@ fn claim_dir(path: &Path) -> Result<()> {
         .map_err(|e| io("marking", e))
 }
 
-
 /// The engine's options and the tables' column families, the same for every open.
 fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
     let mut db_opts = Options::default();

@@ -73,7 +73,10 @@ pub fn recorded_results(state: &dyn StateRead) -> Result<Option<PathBuf>> {
 pub fn run(opts: &ReportOptions) -> Result<ReportOutcome> {
     let started = Instant::now();
     if !opts.state.join(grantwatch_state_rocks::STATE_MARKER).exists() {
-        bail!("{} is not a grantwatch state directory (run `grantwatch analyze --state {0}` first)", opts.state.display());
+        bail!(
+            "{} is not a grantwatch state directory (run `grantwatch analyze --state {0}` first)",
+            opts.state.display()
+        );
     }
     // Read-only: no lock, so a report can be made while analyze or a service keeps the state current.
     let store = RocksStore::open_read_only(&opts.state)
@@ -81,12 +84,14 @@ pub fn run(opts: &ReportOptions) -> Result<ReportOutcome> {
     let results_dir = match &opts.results {
         Some(d) => d.clone(),
         None => recorded_results(&store)?.with_context(|| {
-            format!("the state {} records no results directory: pass --results DIR (analyze's --out)", opts.state.display())
+            format!(
+                "the state {} records no results directory: pass --results DIR (analyze's --out)",
+                opts.state.display()
+            )
         })?,
     };
-    let results = Results::load(&results_dir).with_context(|| {
-        format!("reading analyze's results in {} (override with --results)", results_dir.display())
-    })?;
+    let results = Results::load(&results_dir)
+        .with_context(|| format!("reading analyze's results in {} (override with --results)", results_dir.display()))?;
     let load = started.elapsed();
     let t = Instant::now();
     let report = grantwatch_report::build(opts.kind, &store, &results, &opts.filters)
