@@ -30,6 +30,7 @@ pub mod escalation;
 pub mod findings;
 pub mod gcp;
 pub mod glob;
+pub mod history;
 pub mod humans;
 pub mod iam;
 pub mod idp;

@@ -53,8 +53,8 @@ pub struct ProcessorConfig {
     /// The Organizations policies that cap the identities no entitlement record describes (a member
     /// account's root user): the published entitlements are capped at the source already.
     pub organization: Option<Arc<crate::org::Organization>>,
-    /// Close windows and emit PCI updates. Off when nothing consumes them (`analyze --no-detect`
-    /// computes its findings from the usage state at the end): usage is then all the stage does.
+    /// Close windows, emit PCI updates and record them in the PCI history. Off, usage is all the
+    /// stage does (tests of usage alone; `analyze` always closes windows, for the history).
     pub emit_windows: bool,
     /// Emit a [`RemediationProposal`] when an identity newly becomes over-provisioned, or inactive
     /// after having been active.
@@ -114,7 +114,15 @@ pub struct ProcessorStage {
     expiries: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Each identity's scheduled re-score since the last snapshot (`None`: none any more).
     expiry_of: FxHashMap<String, Option<i64>>,
+    /// PCI updates emitted since the last snapshot, as [`crate::history`] entries: written in the same
+    /// batch as the state they came from, so the history is exactly what was emitted.
+    history: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The identities this shard owns (`None`: all). Another shard's scheduled re-scores are left to it.
+    owns: Option<Owns>,
 }
+
+/// Which identities (by ARN) a shard owns.
+pub type Owns = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The `EXPIRY` key of a re-score of `arn` at window boundary `at`.
 fn expiry_key(at: i64, arn: &str) -> Vec<u8> {
@@ -174,7 +182,19 @@ impl ProcessorStage {
             last_close_dirty: false,
             expiries: Default::default(),
             expiry_of: FxHashMap::default(),
+            history: Vec::new(),
+            owns: None,
         })
+    }
+
+    /// Restricts the stage to one shard's identities: supplied entitlements and scheduled re-scores of
+    /// other identities are ignored, so each identity is scored (and its history written) by one shard.
+    pub fn restrict_to(&mut self, owns: Owns) {
+        self.owns = Some(owns);
+    }
+
+    fn owns(&self, arn: &str) -> bool {
+        self.owns.as_ref().is_none_or(|f| f(arn))
     }
 
     /// Accounts one event's usage and marks its identity for re-scoring; says whether it counted or
@@ -204,6 +224,9 @@ impl ProcessorStage {
     /// IAM snapshots each run): kept in memory for scoring, never written to state. Cheaper than an
     /// [`ProcessorInput::Entitlements`] record, which a service must persist because it reads it once.
     pub fn supply_grants(&mut self, grants: Arc<IdentityGrants>) {
+        if !self.owns(&grants.arn) {
+            return;
+        }
         if grants.kind != IdentityKind::Group {
             let meta = IdentityMeta { kind: grants.kind, account: grants.account.clone(), name: grants.name.clone() };
             self.dirty.remove(&grants.arn);
@@ -307,6 +330,9 @@ impl ProcessorStage {
         let lookback_ms = i64::from(self.cfg.lookback_days) * DAY_MS;
         for (k, v) in due {
             let arn = String::from_utf8_lossy(&k[EXPIRY.len() + 8..]).into_owned();
+            if !self.owns(&arn) {
+                continue;
+            }
             let meta: IdentityMeta = decode_json(&keys::PROCESSOR_EXPIRY, &k, &v)?;
             self.expiries.insert(k, None);
             self.expiry_of.insert(arn.clone(), None);
@@ -444,7 +470,7 @@ impl ProcessorStage {
                 self.schedule_rescore(arn, meta, out_at, cx.state)?;
             }
         }
-        cx.out.push(ProcessorOutput::Pci(Box::new(PciUpdate {
+        let update = PciUpdate {
             arn: arn.to_string(),
             account: if grants.account.is_empty() { meta.account.clone() } else { grants.account.clone() },
             kind: grants.kind,
@@ -458,7 +484,11 @@ impl ProcessorStage {
             last_activity: usage.activity.map(|s| EventTime(s.last_ms)),
             events_in_lookback: score.events,
             entitlements_known: known.is_some(),
-        })));
+        };
+        if let Some(e) = crate::history::entry(&update) {
+            self.history.push(e);
+        }
+        cx.out.push(ProcessorOutput::Pci(Box::new(update)));
         Ok(())
     }
 }
@@ -638,6 +668,9 @@ impl Stage for ProcessorStage {
                 batch.put(Table::Meta, key(FLAGS, &arn), v);
             }
         }
+        for (k, v) in self.history.drain(..) {
+            batch.put(Table::Meta, k, v);
+        }
         if self.last_close_dirty {
             if let Some(b) = self.last_close {
                 batch.put(Table::Meta, LAST_CLOSE.to_vec(), b.to_be_bytes().to_vec());
@@ -652,7 +685,7 @@ impl Stage for ProcessorStage {
     }
 
     fn pending(&self) -> usize {
-        self.usage.pending() + self.entitlements.len() + self.flags.len() + self.expiries.len()
+        self.usage.pending() + self.entitlements.len() + self.flags.len() + self.expiries.len() + self.history.len()
     }
 }
 
@@ -861,6 +894,45 @@ mod tests {
         assert_eq!(updates[0].as_of, EventTime(day0 + 2 * DAY));
         assert_eq!(updates[0].used, 3, "GetObject, PutObject, CreateUser");
         assert_eq!(updates[0].events_in_lookback, 5, "d counted once");
+    }
+
+    /// Every PCI update emitted is in the history, written with the snapshot; replaying the same input
+    /// over the same state closes the same windows and rewrites the same keys: no duplicates.
+    #[test]
+    fn history_records_each_update_once_across_a_replay() {
+        let catalog = Arc::new(Catalog::aws().unwrap());
+        let store = MemStore::new();
+        let day0 = 19_800 * DAY;
+        let inputs = || {
+            vec![
+                entitlements(&["s3:GetObject", "s3:PutObject"]),
+                event("a", day0 + 1000, "s3:GetObject"),
+                event("b", day0 + DAY + 5, "s3:PutObject"),
+                event("c", day0 + 2 * DAY + 5, "s3:GetObject"),
+            ]
+        };
+        let run = |store: &MemStore| {
+            let mut stage = ProcessorStage::open(catalog.clone(), ProcessorConfig::default(), store).unwrap();
+            let out = feed(&mut stage, store, inputs());
+            let mut batch = WriteBatch::new();
+            stage.snapshot(&mut batch).unwrap();
+            store.write(batch).unwrap();
+            pci(&out).into_iter().cloned().collect::<Vec<_>>()
+        };
+        let emitted = run(&store);
+        assert_eq!(emitted.len(), 2);
+        let read = || crate::history::all_series(&store, EventTime(0), EventTime(i64::MAX)).unwrap();
+        let first = read();
+        let points: Vec<(EventTime, crate::history::PciPoint)> = first[ARN].clone();
+        let expected: Vec<_> = emitted.iter().map(|u| (u.as_of, crate::history::PciPoint::of(u))).collect();
+        assert_eq!(points, expected);
+
+        // A fresh stage over an empty copy of nothing: replay onto the same state.
+        let store2 = MemStore::new();
+        run(&store2);
+        run(&store2);
+        let twice = crate::history::all_series(&store2, EventTime(0), EventTime(i64::MAX)).unwrap();
+        assert_eq!(twice[ARN], points, "the replay rewrote the same points");
     }
 
     /// Alice, granted `granted`, calls s3:GetObject once on day 0; then someone else keeps the clock

@@ -228,7 +228,10 @@ impl Pipeline {
         let mut shards = Vec::with_capacity(n);
         for i in 0..n {
             let owns = |uid: &str| shard_of(uid, n) == i;
-            let processor = ProcessorStage::open_shard(catalog.clone(), cfg.processor.clone(), state, &owns)?;
+            let mut processor = ProcessorStage::open_shard(catalog.clone(), cfg.processor.clone(), state, &owns)?;
+            if n > 1 {
+                processor.restrict_to(Arc::new(move |uid: &str| shard_of(uid, n) == i));
+            }
             let detect = match &detection {
                 Some(d) => {
                     let mut stage = DetectStage::open_shard(d.clone(), state, &owns)?;

@@ -67,47 +67,67 @@ fn claim_dir(path: &Path) -> Result<()> {
         .map_err(|e| io("marking", e))
 }
 
+/// The engine's options and the tables' column families, the same for every open.
+fn options() -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_max_background_jobs(2);
+    // One memory budget for the memtables of all tables, so state memory does not grow with the
+    // number of column families or with a burst of writes.
+    db_opts.set_db_write_buffer_size(64 << 20);
+    let cfs = Table::ALL.iter().map(|&t| {
+        let mut o = Options::default();
+        o.set_write_buffer_size(16 << 20);
+        o.set_max_write_buffer_number(2);
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        match t {
+            Table::Usage | Table::Counters => {
+                // Both rules are associative, so partial merges during compaction are sound.
+                o.set_merge_operator_associative(t.name(), merge_fn(t));
+                // A stream commit merges into the same usage keys every second: without a bound,
+                // a memtable holds hundreds of operands per key, and every read of it (the
+                // changelog's final values, a window close loading an identity's usage) folds
+                // them all. Past this many, the write folds them into one value instead.
+                o.set_max_successive_merges(8);
+            }
+            Table::Seen => {
+                // Point lookups of event ids: a bloom filter makes the common "not seen" answer cheap.
+                let mut bo = rocksdb::BlockBasedOptions::default();
+                bo.set_bloom_filter(10.0, false);
+                o.set_block_based_table_factory(&bo);
+                // The same for keys still in the memtable, where most lookups of a run land.
+                o.set_memtable_whole_key_filtering(true);
+                o.set_memtable_prefix_bloom_ratio(0.1);
+            }
+            Table::Meta => {}
+        }
+        ColumnFamilyDescriptor::new(t.name(), o)
+    });
+    (db_opts, cfs.collect())
+}
+
 impl RocksStore {
     /// Opens (creating if needed) the state directory `path`. Refuses a non-empty directory that is
     /// not grantwatch's ([`STATE_MARKER`]).
     pub fn open(path: &Path) -> Result<Self> {
         claim_dir(path)?;
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_max_background_jobs(2);
-        // One memory budget for the memtables of all tables, so state memory does not grow with the
-        // number of column families or with a burst of writes.
-        db_opts.set_db_write_buffer_size(64 << 20);
-        let cfs = Table::ALL.iter().map(|&t| {
-            let mut o = Options::default();
-            o.set_write_buffer_size(16 << 20);
-            o.set_max_write_buffer_number(2);
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            match t {
-                Table::Usage | Table::Counters => {
-                    // Both rules are associative, so partial merges during compaction are sound.
-                    o.set_merge_operator_associative(t.name(), merge_fn(t));
-                    // A stream commit merges into the same usage keys every second: without a bound,
-                    // a memtable holds hundreds of operands per key, and every read of it (the
-                    // changelog's final values, a window close loading an identity's usage) folds
-                    // them all. Past this many, the write folds them into one value instead.
-                    o.set_max_successive_merges(8);
-                }
-                Table::Seen => {
-                    // Point lookups of event ids: a bloom filter makes the common "not seen" answer cheap.
-                    let mut bo = rocksdb::BlockBasedOptions::default();
-                    bo.set_bloom_filter(10.0, false);
-                    o.set_block_based_table_factory(&bo);
-                    // The same for keys still in the memtable, where most lookups of a run land.
-                    o.set_memtable_whole_key_filtering(true);
-                    o.set_memtable_prefix_bloom_ratio(0.1);
-                }
-                Table::Meta => {}
-            }
-            ColumnFamilyDescriptor::new(t.name(), o)
-        });
+        let (db_opts, cfs) = options();
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine)?;
+        Ok(Self { db })
+    }
+
+    /// Opens an existing state directory for reading only (`grantwatch report`): no lock is taken, so
+    /// it works beside a running writer, and reads what was committed when it opened.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.join(STATE_MARKER).exists() {
+            return Err(StateError::Engine(format!(
+                "{} is not a grantwatch state directory (no {STATE_MARKER})",
+                path.display()
+            )));
+        }
+        let (db_opts, cfs) = options();
+        let db = DB::open_cf_descriptors_read_only(&db_opts, path, cfs, false).map_err(engine)?;
         Ok(Self { db })
     }
 

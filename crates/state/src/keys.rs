@@ -202,6 +202,20 @@ pub const PROCESSOR_EXPIRY_OF: KeySpace = meta(
     "identity ARN (the identity's one scheduled re-score, see PROCESSOR_EXPIRY)",
     "window boundary ms, big-endian i64",
 );
+pub const PCI_HISTORY: KeySpace = meta(
+    b"pci-h\0",
+    "core::processor (written), core::history (read)",
+    "identity ARN, \\0, window boundary ms (big-endian i64): every PCI update emitted, in the close's batch",
+    "JSON PciPoint (compact PciUpdate without ARN and time)",
+);
+pub const RESULTS_DIR: KeySpace = KeySpace {
+    table: Table::Meta,
+    prefix: b"results-dir",
+    shape: Shape::Exact,
+    owner: "grantwatch CLI (analyze writes, report reads)",
+    suffix: "",
+    value: "UTF-8 path of the last analyze --out directory",
+};
 pub const DETECT_PROFILE: KeySpace = meta(b"det-prof\0", "detect::stage", "identity ARN", "JSON Profile");
 pub const DETECT_INCIDENT: KeySpace = meta(b"det-inc\0", "detect::stage", "incident key", "JSON Incident");
 pub const DETECT_WINDOW: KeySpace = meta(
@@ -314,6 +328,8 @@ pub const ALL: &[&KeySpace] = &[
     &PROCESSOR_LAST_CLOSE,
     &PROCESSOR_EXPIRY,
     &PROCESSOR_EXPIRY_OF,
+    &PCI_HISTORY,
+    &RESULTS_DIR,
     &DETECT_PROFILE,
     &DETECT_INCIDENT,
     &DETECT_WINDOW,

@@ -295,7 +295,8 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
             catalog: catalog.clone(),
             normalizer: &normalizer,
             detection: opts.detection.clone(),
-            grants: if opts.detection.is_some() { grants.iter().cloned().map(Arc::new).collect() } else { Vec::new() },
+            // Always: the processor scores every identity as windows close, for the PCI history.
+            grants: grants.iter().cloned().map(Arc::new).collect(),
             on_demand,
             pipeline: PipelineConfig {
                 processor: ProcessorConfig {
@@ -303,12 +304,12 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
                     over_provisioned_ratio: opts.over_provisioned_ratio,
                     super_identity_share: opts.super_identity_share,
                     organization: org.clone(),
-                    emit_windows: opts.detection.is_some(),
+                    // Windows close (and the PCI history is written) with or without detection.
+                    emit_windows: true,
                     ..ProcessorConfig::default()
                 },
-                // Usage alone does not care about order (spans merge by min/max): no need to hold
-                // events back when nothing downstream needs event-time order.
-                reorder_capacity: if opts.detection.is_some() { opts.reorder_capacity } else { 1 },
+                // Windows close in event-time order, detection or not: the PCI history needs it.
+                reorder_capacity: opts.reorder_capacity,
                 shards: opts.shards.unwrap_or(0),
                 ..PipelineConfig::default()
             },
@@ -374,6 +375,18 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
             humans: &humans,
         },
     )?;
+    // Where this run's results are, for `grantwatch report --state` (which reads identities.jsonl and
+    // alerts.jsonl next to the history).
+    if opts.state.is_some() {
+        let out = std::path::absolute(&opts.out).unwrap_or_else(|_| opts.out.clone());
+        let mut batch = grantwatch_state::WriteBatch::new();
+        batch.put(
+            grantwatch_state::Table::Meta,
+            grantwatch_state::keys::RESULTS_DIR.prefix.to_vec(),
+            out.to_string_lossy().as_bytes().to_vec(),
+        );
+        grantwatch_state::StateStore::write(&store, batch).context("recording the results directory in state")?;
+    }
     Ok(AnalyzeOutcome {
         ingest: report,
         accounts,

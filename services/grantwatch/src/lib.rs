@@ -16,5 +16,6 @@ pub mod output;
 pub mod policy_generate;
 pub mod remediate;
 pub mod remediate_apply;
+pub mod report;
 pub mod rss;
 pub mod train;

@@ -29,6 +29,50 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// pci-history, permissions-analytics, identity, access-keys, groups, roles-policies, cross-account, alert.
+    #[arg(value_parser = parse_kind)]
+    kind: grantwatch_report::Kind,
+    /// The state directory analyze kept (`analyze --state DIR`).
+    #[arg(long)]
+    state: PathBuf,
+    /// analyze's output directory; default: the one the state records from the last analyze.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Start of the window (event time, RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<EventTime>,
+    /// End of the window (event time, RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    to: Option<EventTime>,
+    /// One identity: its ARN (or unique name). Required by `identity`.
+    #[arg(long, conflicts_with = "account")]
+    identity: Option<String>,
+    /// One account (AWS account id, Azure subscription, GCP project).
+    #[arg(long)]
+    account: Option<String>,
+    /// The alert to investigate (its uid in alerts.jsonl, or a unique prefix). Required by `alert`.
+    #[arg(long)]
+    alert: Option<String>,
+    /// Where to write the report files.
+    #[arg(long)]
+    out: PathBuf,
+    /// Formats, comma-separated: html, csv, json.
+    #[arg(long, default_value = "html,csv,json")]
+    format: String,
+    /// Table rows per page in the HTML.
+    #[arg(long, default_value_t = 100)]
+    page_size: usize,
+}
+
+fn parse_kind(s: &str) -> Result<grantwatch_report::Kind, String> {
+    grantwatch_report::Kind::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = grantwatch_report::Kind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("unknown report kind {s:?}: expected one of {}", all.join(", "))
+    })
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Evaluate IAM snapshots against CloudTrail usage and write findings.
@@ -60,6 +104,9 @@ enum Command {
     /// Permissions on demand, through the access service: request, approve, deny, cancel, revoke, list,
     /// show.
     Access(Box<grantwatch::access_cli::AccessArgs>),
+    /// A forensic report from the state and analyze's results: pci-history, permissions-analytics,
+    /// identity, access-keys, groups, roles-policies, cross-account, alert (`docs/reports.md`).
+    Report(ReportArgs),
     /// Benchmark floor: only read, decompress and parse log files (CloudTrail, Azure, GCP, Okta,
     /// Workspace); print records/s.
     Floor {
@@ -682,6 +729,37 @@ fn real_main() -> Result<ExitCode> {
         Command::Iam(IamCommand::Detach(a)) => grantwatch::remediate_apply::attach_cmd(&a, false),
         Command::Iam(IamCommand::Export(a)) => grantwatch::remediate_apply::export_cmd(&a),
         Command::Access(a) => grantwatch::access_cli::run(&a, &mut stdout),
+        Command::Report(a) => {
+            let opts = grantwatch::report::ReportOptions {
+                kind: a.kind,
+                state: a.state,
+                results: a.results,
+                filters: grantwatch_report::Filters {
+                    from: a.from,
+                    to: a.to,
+                    identity: a.identity,
+                    account: a.account,
+                    alert: a.alert,
+                    ..Default::default()
+                },
+                out: a.out,
+                formats: grantwatch::report::Format::parse_list(&a.format)?,
+                page_size: a.page_size,
+            };
+            let o = grantwatch::report::run(&opts)?;
+            for f in &o.files {
+                writeln!(stdout, "{}", f.display())?;
+            }
+            writeln!(
+                stdout,
+                "{} report: load {:.3} s, build {:.3} s, render {:.3} s",
+                a.kind.as_str(),
+                o.load.as_secs_f64(),
+                o.build.as_secs_f64(),
+                o.render.as_secs_f64()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Floor { cloudtrail, threads } => {
             let o = grantwatch::floor::run(&cloudtrail, threads)?;
             let secs = o.elapsed.as_secs_f64();
