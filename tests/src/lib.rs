@@ -1,8 +1,10 @@
 //! Support for the end-to-end tests in `tests/` and the streaming benchmark (`src/bin`): [`stack`] runs
 //! the services as real processes against the project's real Kafka broker; [`moto`] runs moto's S3
 //! server for the tests of `--cloudtrail s3://...`; [`http1`] is the tests' proxies' HTTP;
-//! [`pulled`] fakes the Okta System Log and Workspace Reports APIs.
+//! [`pulled`] fakes the Okta System Log and Workspace Reports APIs; [`browser`] checks pages in a real
+//! headless Chromium.
 
+pub mod browser;
 pub mod http1;
 pub mod moto;
 pub mod pulled;

@@ -98,15 +98,25 @@ fn every_labeled_attack_in_every_cloud_raises_an_alert_on_its_identity() {
     // The analytic each technique is meant to raise (an alert may be named by a more severe one that
     // fired on the same record; it is then listed under also_matched).
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
-        // The generator writes the request body on the Started record only, as Azure does: the final
-        // record does not say which role, so the lower-severity "role assignment created" is what fires.
-        ("mc-01", &["grantwatch/azure-privileged-role-assigned", "grantwatch/azure-role-assignment-created"][..]),
+        // Owner, named by the created assignment in the final record's responseBody.
+        ("mc-01", &["grantwatch/azure-privileged-role-assigned"][..]),
         ("mc-02", &["grantwatch/logging-disabled"][..]),
         ("mc-03", &["grantwatch/gcp-service-account-key-created"][..]),
         ("mc-04", &["grantwatch/resource-made-public"][..]),
         ("mc-05", &["grantwatch/mfa-removed"][..]),
         ("mc-06", &["grantwatch/mfa-removed"][..]),
     ]);
+    // The person behind each identity and directory account, as humans.jsonl links them.
+    let mut human_of: BTreeMap<String, String> = BTreeMap::new();
+    for line in std::fs::read_to_string(out.join("humans.jsonl")).unwrap().lines() {
+        let h: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = h["id"].as_str().unwrap().to_string();
+        for uid in h["identities"].as_array().unwrap().iter().chain(h["directories"].as_array().unwrap()) {
+            let uid = uid.get("uid").or(uid.get("id")).and_then(|u| u.as_str()).unwrap();
+            human_of.insert(uid.to_string(), id.clone());
+        }
+    }
+    let mut named = 0;
     let mut attack_alerts = vec![false; alerts.len()];
     for l in &labels {
         let hits: Vec<usize> = (0..alerts.len()).filter(|&i| about(&alerts[i], l)).collect();
@@ -120,12 +130,17 @@ fn every_labeled_attack_in_every_cloud_raises_an_alert_on_its_identity() {
         for &i in &hits {
             attack_alerts[i] = true;
             assert_eq!(alerts[i].actor.user.uid, l.identity, "{}: the alert names another identity", l.id);
+            // Alerts name the person behind the identity.
+            assert_eq!(alerts[i].actor.user.uid_alt.as_ref(), human_of.get(&l.identity), "{}: human", l.id);
+            named += usize::from(alerts[i].actor.user.uid_alt.is_some());
         }
         let fired: Vec<String> = hits.iter().flat_map(|&i| analytics(&alerts[i])).collect();
         let want = expected[l.id.as_str()];
         assert!(fired.iter().any(|f| want.contains(&f.as_str())), "{}: {fired:?}, wanted one of {want:?}", l.id);
         println!("{} {:?}: {fired:?}", l.id, l.technique);
     }
+
+    assert!(named >= 2, "only {named} attack alerts name a human");
 
     // Counts per cloud and analytic, and the benign remainder.
     let mut by_cloud: BTreeMap<(Cloud, String), usize> = BTreeMap::new();

@@ -229,6 +229,44 @@ pub enum Link<'a> {
     None,
 }
 
+/// Who is behind an event's actor, for stamping events ([`grantwatch_types::Actor::human`]) so that
+/// alerts name the person: the identity's human as linking decided, or, for a role session, the
+/// human of that session (a shared Identity Center role is a different person per session).
+#[derive(Debug)]
+pub struct HumanIndex {
+    /// Identity uid → human id, as linked (`IdentityGrants::human`).
+    by_uid: HashMap<String, String>,
+    linker: std::sync::Arc<HumanLinker>,
+}
+
+impl HumanIndex {
+    /// `linked`: every identity's (uid, human) after linking.
+    pub fn new(linker: std::sync::Arc<HumanLinker>, linked: impl IntoIterator<Item = (String, String)>) -> Self {
+        HumanIndex { by_uid: linked.into_iter().collect(), linker }
+    }
+
+    /// The human behind `actor`, if one is known.
+    pub fn human_of(&self, actor: &grantwatch_types::Actor) -> Option<&str> {
+        if actor.kind == grantwatch_types::IdentityKind::Role
+            && (actor.session_name.is_some() || actor.on_behalf_of.is_some())
+            && let Some(h) =
+                self.linker.human_of_session(&actor.uid, actor.session_name.as_deref(), actor.on_behalf_of.as_deref())
+        {
+            return Some(h);
+        }
+        if let Some(h) = self.by_uid.get(&actor.uid) {
+            return Some(h);
+        }
+        // Directory accounts (Okta, Workspace users) are linked by their ids.
+        self.linker.human_of_identity(&actor.uid, &[])
+    }
+
+    /// Whether any identity is linked.
+    pub fn is_empty(&self) -> bool {
+        self.by_uid.is_empty() && self.linker.humans().next().is_none()
+    }
+}
+
 /// Where the linker's inputs go before [`HumanLinkerBuilder::build`].
 #[derive(Debug, Default)]
 pub struct HumanLinkerBuilder {
@@ -1347,6 +1385,34 @@ mod tests {
             .build();
         assert_eq!(l.human_of_session(ADMIN_ROLE, Some("alice@example.com"), Some(IDC_BOB)), None);
         assert_eq!(l.human_of_session(RO_ROLE, Some("ivan"), None), Some("breakglass-owner"));
+    }
+
+    #[test]
+    fn events_are_stamped_with_the_identitys_human_or_the_sessions() {
+        let l = std::sync::Arc::new(linker());
+        let linked = [(AZURE_ALICE.to_string(), "alice@example.com".to_string())];
+        let index = HumanIndex::new(l, linked);
+        let actor = |uid: &str, kind: IdentityKind, session: Option<&str>| grantwatch_types::Actor {
+            uid: uid.into(),
+            kind,
+            name: None,
+            account_uid: None,
+            session_name: session.map(str::to_string),
+            principal_id: None,
+            access_key_id: None,
+            invoked_by: None,
+            mfa_authenticated: None,
+            on_behalf_of: None,
+            human: None,
+        };
+        assert_eq!(index.human_of(&actor(AZURE_ALICE, IdentityKind::User, None)), Some("alice@example.com"));
+        // A shared Identity Center role: the session says who.
+        assert_eq!(index.human_of(&actor(ADMIN_ROLE, IdentityKind::Role, Some("BOB"))), Some("bob@example.com"));
+        assert_eq!(index.human_of(&actor(ADMIN_ROLE, IdentityKind::Role, Some("mallory"))), None);
+        assert_eq!(index.human_of(&actor(ADMIN_ROLE, IdentityKind::Role, None)), None, "shared, no session");
+        // A directory account, by its id.
+        assert_eq!(index.human_of(&actor(OKTA_ALICE, IdentityKind::User, None)), Some("alice@example.com"));
+        assert_eq!(index.human_of(&actor("arn:aws:iam::111122223333:user/nobody", IdentityKind::User, None)), None);
     }
 
     #[test]

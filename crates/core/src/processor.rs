@@ -574,6 +574,7 @@ fn flag_finding(
         actor_uid: f.arn.clone(),
         actor_name: Some(f.name.clone()),
         actor_kind: f.kind,
+        actor_human: None,
         related_events: Vec::new(),
         unmapped,
     }))

@@ -13,6 +13,7 @@ pub fn event(uid: &str, time: EventTime) -> Event {
         account_uid: "111122223333".into(),
         region: "us-east-1".into(),
         actor: Actor {
+            human: None,
             uid: ALICE.into(),
             kind: IdentityKind::User,
             name: Some("alice".into()),

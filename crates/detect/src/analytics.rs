@@ -44,6 +44,10 @@ pub(crate) struct Profile {
     pub(crate) kind: Option<IdentityKind>,
     pub(crate) name: Option<String>,
     pub(crate) account: String,
+    /// The person behind the identity, as its events last said. Not kept for roles: a shared
+    /// Identity Center role is many people, one per session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) human: Option<String>,
     pub(crate) history: History,
     pub(crate) window: Option<HourWindow>,
     /// Mean of the identity's closed windows' features: its running profile, which places an identity

@@ -29,6 +29,8 @@ pub(crate) struct Subject {
     pub(crate) kind: IdentityKind,
     pub(crate) account: String,
     pub(crate) cloud: Cloud,
+    /// The person behind the identity, or behind this session of a shared role.
+    pub(crate) human: Option<String>,
 }
 
 impl Subject {
@@ -39,6 +41,7 @@ impl Subject {
             kind: ev.actor.kind,
             account: ev.actor.account_uid.clone().unwrap_or_else(|| ev.account_uid.clone()),
             cloud: ev.cloud,
+            human: ev.actor.human.clone(),
         }
     }
 
@@ -248,6 +251,7 @@ fn finding(key: &str, d: Draft, also: Vec<Draft>, identity_pci: Option<u8>) -> D
         actor_uid: d.subject.uid.clone(),
         actor_name: d.subject.name.clone(),
         actor_kind: d.subject.kind,
+        actor_human: d.subject.human.clone(),
         related_events: events,
         unmapped,
     })

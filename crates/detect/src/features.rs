@@ -320,6 +320,7 @@ pub(crate) mod tests {
                 invoked_by: None,
                 mfa_authenticated: None,
                 on_behalf_of: None,
+                human: None,
             },
             api: Api { service: "s3.amazonaws.com".into(), operation: operation.into() },
             actions: vec![format!("s3:{operation}")],

@@ -109,6 +109,7 @@ mod tests {
             region: None,
             actor_uid: "arn".into(),
             actor_name: None,
+            actor_human: None,
             actor_kind: IdentityKind::User,
             related_events: vec![RelatedEvent { uid: uid.into(), time: at, kind: "k".into() }],
             unmapped: Default::default(),

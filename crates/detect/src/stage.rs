@@ -455,6 +455,9 @@ impl DetectStage {
         let profile = Self::profile(&mut self.profiles, cx.state, &ev.actor.uid)?;
         profile.kind = Some(ev.actor.kind);
         profile.name = ev.actor.name.clone();
+        if ev.actor.kind != IdentityKind::Role {
+            profile.human = ev.actor.human.clone();
+        }
         profile.account = subject.account.clone();
         // What an on-demand grant gave is not news, and not learned as the identity's own: its history
         // sees the call without the granted actions (and, when the grant gave the whole call, without
@@ -557,7 +560,8 @@ impl DetectStage {
             name: profile.name.clone(),
             kind: profile.kind.unwrap_or(IdentityKind::External),
             account: profile.account.clone(),
-            cloud: Cloud::Aws,
+            cloud: Cloud::of_uid(arn),
+            human: profile.human.clone(),
         };
         self.dirty_profiles.insert(arn.to_string());
         if let Some(c) = &mut self.collect {
@@ -579,7 +583,8 @@ impl DetectStage {
             name: profile.name.clone(),
             kind: u.kind,
             account: u.account.clone(),
-            cloud: Cloud::Aws,
+            cloud: Cloud::of_uid(&u.arn),
+            human: profile.human.clone(),
         };
         let raised = analytics::pci_transitions(profile, &self.det.config.detection, u, &subject);
         self.dirty_profiles.insert(u.arn.clone());

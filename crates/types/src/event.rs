@@ -132,6 +132,11 @@ pub struct Actor {
     /// the record names one: Identity Center users' own calls, and identity-enhanced role sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// The person behind the call (a `humans.jsonl` id), when identities are linked to people
+    /// (`docs/identity-providers.md`): the identity's human, or, for a shared Identity Center role,
+    /// the human of this session. Set by the normalizer that knows the links; alerts carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<String>,
 }
 
 /// The API call as the provider names it.

@@ -195,6 +195,8 @@ pub struct FindingSpec {
     pub actor_uid: String,
     pub actor_name: Option<String>,
     pub actor_kind: IdentityKind,
+    /// The human behind the actor ([`UserInfo::uid_alt`]).
+    pub actor_human: Option<String>,
     pub related_events: Vec<RelatedEvent>,
     pub unmapped: serde_json::Map<String, serde_json::Value>,
 }
@@ -301,6 +303,10 @@ pub struct UserInfo {
     pub name: Option<String>,
     #[serde(rename = "type")]
     pub kind: IdentityKind,
+    /// OCSF's alternate id of the user: the person behind the identity (a `humans.jsonl` id), when
+    /// known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_alt: Option<String>,
 }
 
 fn one() -> u64 {
@@ -357,7 +363,14 @@ impl DetectionFinding {
                 },
             },
             cloud: CloudInfo { provider: spec.cloud, account: AccountInfo { uid: spec.account }, region: spec.region },
-            actor: ActorInfo { user: UserInfo { uid: spec.actor_uid, name: spec.actor_name, kind: spec.actor_kind } },
+            actor: ActorInfo {
+                user: UserInfo {
+                    uid: spec.actor_uid,
+                    name: spec.actor_name,
+                    kind: spec.actor_kind,
+                    uid_alt: spec.actor_human,
+                },
+            },
             unmapped: spec.unmapped,
         }
     }

@@ -186,9 +186,6 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     for w in &clouds.warnings {
         tracing::warn!(warning = %w, "Cloud export issue.");
     }
-    let normalizer =
-        Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?)
-            .with_okta_org(clouds.okta_org.clone());
     let org = match &opts.organization {
         Some(file) => Some(Arc::new(crate::access::read_organization(file)?)),
         None => None,
@@ -207,7 +204,16 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let resource_access_count = resource_access.len();
     grants.append(&mut clouds.grants);
     grants.sort_by(|a, b| a.arn.cmp(&b.arn));
-    let humans = clouds.link_humans(&mut grants);
+    let humans = Arc::new(clouds.link_humans(&mut grants));
+    // Events name the person behind their actor, so alerts do.
+    let human_index = grantwatch_core::humans::HumanIndex::new(
+        Arc::clone(&humans),
+        grants.iter().filter_map(|g| Some((g.arn.clone(), g.human.clone()?))),
+    );
+    let normalizer =
+        Normalizer::new(ActionMap::new(Arc::clone(&catalog)).context("loading the CloudTrail action map")?)
+            .with_okta_org(clouds.okta_org.clone())
+            .with_humans(Some(Arc::new(human_index)));
     let mut logs = opts.cloudtrail.clone();
     logs.extend(clouds.logs.iter().cloned().map(Input::Local));
 

@@ -337,6 +337,7 @@ fn activity_actor(claims: Option<&RawClaims<'_>>, caller: Option<&str>, sub: Opt
     let mfa =
         claims.and_then(|c| c.amr_uri.get()).map(|amr| amr.split([',', ' ']).any(|m| m.eq_ignore_ascii_case("mfa")));
     Actor {
+        human: None,
         uid: identity_uid(sub.unwrap_or(UNKNOWN), &principal),
         kind,
         name: upn.or(caller).map(str::to_string),
@@ -670,6 +671,7 @@ pub fn normalize_signin(raw: &[u8]) -> Result<Event, NormalizeError> {
         account_uid: tenant.clone(),
         region: GLOBAL.to_string(),
         actor: Actor {
+            human: None,
             uid: format!("azure:/tenants/{tenant}/principals/{principal}"),
             kind: if service_principal { IdentityKind::ServiceAccount } else { IdentityKind::User },
             name: name.map(str::to_string),

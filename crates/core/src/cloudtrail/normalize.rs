@@ -298,6 +298,7 @@ fn resolve_actor(id: &RawIdentity<'_>) -> Actor {
             .to_string()
     };
     let mut actor = Actor {
+        human: None,
         uid: String::new(),
         kind: IdentityKind::External,
         name: None,
@@ -389,6 +390,8 @@ pub struct Normalizer {
     gcp: Result<crate::gcp::GcpNormalizer, String>,
     /// The Okta org of the directory export, which the System Log does not name (`okta` without it).
     okta_org: Option<String>,
+    /// Who is behind each actor, stamped on the events (`None`: no links known).
+    humans: Option<Arc<crate::humans::HumanIndex>>,
 }
 
 impl Normalizer {
@@ -398,7 +401,7 @@ impl Normalizer {
         } else {
             crate::gcp::GcpNormalizer::new(Arc::clone(map.catalog_arc())).map_err(|e| e.to_string())
         };
-        Normalizer { map, gcp, okta_org: None }
+        Normalizer { map, gcp, okta_org: None, humans: None }
     }
 
     /// A normalizer over the AWS catalog compiled into this binary.
@@ -409,6 +412,12 @@ impl Normalizer {
     /// Names the Okta org the System Log's identities belong to.
     pub fn with_okta_org(mut self, org: Option<String>) -> Normalizer {
         self.okta_org = org;
+        self
+    }
+
+    /// Stamps every event with the human behind its actor ([`grantwatch_types::Actor::human`]).
+    pub fn with_humans(mut self, humans: Option<Arc<crate::humans::HumanIndex>>) -> Normalizer {
+        self.humans = humans.filter(|h| !h.is_empty());
         self
     }
 
@@ -431,6 +440,16 @@ impl Normalizer {
     /// Normalizes one record of any log into its events, handed to `each` in record order: one
     /// event, except a Google Workspace activity, which makes one per event it lists.
     pub fn normalize_each(&self, raw: &[u8], each: &mut dyn FnMut(Event)) -> Result<(), NormalizeError> {
+        match &self.humans {
+            None => self.normalize_unstamped(raw, each),
+            Some(humans) => self.normalize_unstamped(raw, &mut |mut ev: Event| {
+                ev.actor.human = humans.human_of(&ev.actor).map(str::to_string);
+                each(ev)
+            }),
+        }
+    }
+
+    fn normalize_unstamped(&self, raw: &[u8], each: &mut dyn FnMut(Event)) -> Result<(), NormalizeError> {
         use crate::shape::RecordShape;
         match RecordShape::of(raw) {
             RecordShape::CloudTrail => each(normalize_record(raw, &self.map)?),

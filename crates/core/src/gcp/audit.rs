@@ -502,6 +502,7 @@ fn code_name(code: i64) -> String {
 
 fn actor(authn: Option<&RawAuthn<'_>>, account: &str, service: &str) -> Actor {
     let mut a = Actor {
+        human: None,
         uid: String::new(),
         kind: IdentityKind::External,
         name: None,

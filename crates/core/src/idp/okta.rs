@@ -700,6 +700,7 @@ pub fn normalize_value(v: &Value, org: Option<&str>) -> Result<Event, EventError
         None => IdentityKind::External,
     };
     let actor = Actor {
+        human: None,
         uid: format!("okta:{org}/users/{actor_id}"),
         kind,
         name: str_at(actor_v, &["alternateId"]).or(str_at(actor_v, &["displayName"])).map(str::to_string),

@@ -478,6 +478,7 @@ pub fn normalize_activity_value(v: &Value) -> Result<Vec<Event>, EventError> {
         },
     };
     let actor = Actor {
+        human: None,
         uid,
         kind,
         name: email.or(str_at(&a, &["key"])).map(str::to_string),

@@ -353,6 +353,11 @@ pub(crate) struct Ingest {
     export_logs: Vec<PathBuf>,
     /// The Okta org of the directory export (`--okta`), naming the System Log's identities.
     okta_org: Option<String>,
+    /// Whether the entitlements were loaded once in this process (the normalizer then knows humans).
+    humans_loaded: bool,
+    /// Who is behind each identity, as last linked: pulled sources with normalizers of their own
+    /// stamp their events with it too.
+    humans: Option<Arc<grantwatch_core::humans::HumanIndex>>,
 }
 
 /// A file under the other clouds' paths as last seen.
@@ -559,7 +564,9 @@ impl Ingest {
                 changed = true;
             }
         }
-        if !changed {
+        // Unchanged and already loaded: nothing to do. Unchanged after a restart: the links are loaded
+        // again (events must name their humans as before the restart), nothing is re-published.
+        if !changed && self.humans_loaded {
             return Ok(());
         }
         let mut grants = if found.is_empty() { Vec::new() } else { self.aws_grants(&found)? };
@@ -568,18 +575,29 @@ impl Ingest {
         for w in &others.warnings {
             tracing::warn!(warning = %w, "cloud export issue");
         }
-        if others.okta_org != self.okta_org && others.okta_org.is_some() {
+        if others.okta_org.is_some() {
             // The System Log names no org: the directory's names its users' uids.
             self.okta_org = others.okta_org.clone();
-            let map = grantwatch_core::cloudtrail::ActionMap::new(self.catalog.clone())
-                .map_err(StreamError::source("loading the CloudTrail action map"))?;
-            self.normalizer = Arc::new(Normalizer::new(map).with_okta_org(self.okta_org.clone()));
         }
         grants.append(&mut others.grants);
         grants.sort_by(|a, b| a.arn.cmp(&b.arn));
         // Humans are linked over every identity (AWS's too), as `analyze` links them.
-        let linker = others.link_humans(&mut grants);
+        let linker = Arc::new(others.link_humans(&mut grants));
         tracing::info!(humans = linker.humans().count(), "humans linked");
+        // Events from now on name the person behind their actor (and so do their alerts).
+        let index = Arc::new(grantwatch_core::humans::HumanIndex::new(
+            Arc::clone(&linker),
+            grants.iter().filter_map(|g| Some((g.arn.clone(), g.human.clone()?))),
+        ));
+        let map = grantwatch_core::cloudtrail::ActionMap::new(self.catalog.clone())
+            .map_err(StreamError::source("loading the CloudTrail action map"))?;
+        self.normalizer =
+            Arc::new(Normalizer::new(map).with_okta_org(self.okta_org.clone()).with_humans(Some(Arc::clone(&index))));
+        self.humans = Some(index);
+        self.humans_loaded = true;
+        if !changed {
+            return Ok(());
+        }
         let as_of = taken.max(self.entitlements_mark.map_or(0, |m| m.saturating_add(1)));
         tracing::info!(identities = grants.len(), files = fingerprints.len(), as_of, "entitlements evaluated");
         // Names the files in a dead letter's source: the first few (a directory may hold hundreds).
@@ -923,6 +941,8 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
         export_files: HashMap::new(),
         export_logs: Vec::new(),
         okta_org: None,
+        humans_loaded: false,
+        humans: None,
     };
     if args.stdin {
         return ingest.ingest_stdin(&stop);

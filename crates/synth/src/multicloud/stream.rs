@@ -783,8 +783,14 @@ impl Gen<'_> {
             if let Some(s) = status {
                 props["statusCode"] = json!(s);
             }
-            if let (Some(r), "Start") = (&request, result) {
-                props["requestbody"] = json!(r.to_string());
+            match (&request, result) {
+                (Some(r), "Start") => props["requestbody"] = json!(r.to_string()),
+                // A created role assignment comes back in the final record, as Azure's export writes it
+                // (`properties.responseBody`, lower-camel keys): what names the role there.
+                (Some(r), "Success") if op.op.eq_ignore_ascii_case(ROLE_ASSIGNMENT_WRITE) => {
+                    props["responseBody"] = json!(assignment_response(r, rid).to_string());
+                }
+                _ => {}
             }
             json!({
                 "time": ts_frac(t, rng.random_range(0..10_000_000), 7),
@@ -1458,4 +1464,21 @@ fn sorted(it: impl Iterator<Item = String>) -> Vec<String> {
     v.sort();
     v.dedup();
     v
+}
+
+const ROLE_ASSIGNMENT_WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
+
+/// The role assignment Azure returns for a create request (`{"Id", "Properties": {...}}` in, the
+/// resource with lower-camel properties out).
+fn assignment_response(request: &Value, rid: &str) -> Value {
+    let p = &request["Properties"];
+    json!({
+        "properties": {
+            "roleDefinitionId": p["RoleDefinitionId"], "principalId": p["PrincipalId"],
+            "principalType": p["PrincipalType"], "scope": p["Scope"]
+        },
+        "id": rid,
+        "type": "Microsoft.Authorization/roleAssignments",
+        "name": request["Id"]
+    })
 }

@@ -269,6 +269,7 @@ fn alert(uid: &str, analytic: &str, who: &str, events: &[(&str, i64)], time: i64
         actor_uid: who.into(),
         actor_name: None,
         actor_kind: IdentityKind::User,
+        actor_human: None,
         related_events: events
             .iter()
             .map(|(u, t)| RelatedEvent { uid: (*u).to_string(), time: *t, kind: "iam:AttachUserPolicy".into() })

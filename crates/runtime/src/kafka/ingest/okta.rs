@@ -49,7 +49,11 @@ pub(crate) struct OktaLog {
     source: OktaSource,
     base: Url,
     key: String,
+    /// The org's host: the org of the events' uids.
+    host: String,
     normalizer: Arc<Normalizer>,
+    /// The human links `normalizer` stamps events with (the ingest's, when it last looked).
+    humans: Option<Arc<grantwatch_core::humans::HumanIndex>>,
     client: reqwest::Client,
     limits: ApiLimits,
 }
@@ -65,9 +69,9 @@ impl OktaLog {
             .map_err(StreamError::source(format!("ingest.okta org_url {}", source.org_url)))?;
         let host = base.host_str().unwrap_or("okta").to_string();
         let map = ActionMap::new(catalog.clone()).map_err(StreamError::source("loading the CloudTrail action map"))?;
-        let normalizer = Arc::new(Normalizer::new(map).with_okta_org(Some(host)));
+        let normalizer = Arc::new(Normalizer::new(map).with_okta_org(Some(host.clone())));
         let key = format!("okta:{}", source.org_url.trim_end_matches('/'));
-        Ok(OktaLog { source, base, key, normalizer, client, limits })
+        Ok(OktaLog { source, base, key, host, normalizer, humans: None, client, limits })
     }
 
     /// The first page of a source: from its checkpoint's `published`, else the configured `since`.
@@ -86,6 +90,19 @@ impl OktaLog {
     }
 
     pub(crate) async fn poll(&mut self, ingest: &mut Ingest, stop: &AtomicBool) -> Result<()> {
+        let same = match (&self.humans, &ingest.humans) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            // The directories were (re)loaded: events name their humans from now on.
+            let map = ActionMap::new(ingest.catalog.clone())
+                .map_err(StreamError::source("loading the CloudTrail action map"))?;
+            self.humans = ingest.humans.clone();
+            self.normalizer =
+                Arc::new(Normalizer::new(map).with_okta_org(Some(self.host.clone())).with_humans(self.humans.clone()));
+        }
         let mut cp: OktaCheckpoint =
             ingest.checkpoints.get(&self.key).and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
         let mut url = match &cp.next {
