@@ -36,6 +36,8 @@ th a{color:#1a1a1a;text-decoration:none}th a:hover{text-decoration:underline}
 nav.pages{display:flex;gap:1rem;align-items:center;margin:.5rem 0}
 p.error{font-size:1.05rem;color:#8a1c1c;overflow-wrap:anywhere}
 ul.kinds li{margin:.3rem 0}
+#identities td,#alerts td{overflow-wrap:normal}
+#identities td:first-child,#identities td:nth-child(2),#alerts td:first-child,#alerts td:nth-child(3),#alerts td:nth-child(7){overflow-wrap:anywhere}
 "#;
 
 /// The whole document around a body: the reports' CSS and JS inline, a navigation bar, a link to the
