@@ -294,18 +294,18 @@ async fn blocking(
     }
 }
 
-fn parse_or_fail(raw: &Option<String>, allowed: &[&str]) -> Result<(Params, bool), Response> {
+fn parse_or_fail(raw: &Option<String>, allowed: &[&str]) -> Result<(Params, bool), Box<Response>> {
     // A bad query still chooses JSON when it asks for it, so a script gets a JSON error.
     let wants_json = raw.as_deref().is_some_and(|q| q.split('&').any(|p| p == "format=json"));
-    let p = Params::parse(raw.as_deref(), allowed).map_err(|e| e.response(wants_json))?;
-    let json = p.json().map_err(|e| e.response(wants_json))?;
+    let p = Params::parse(raw.as_deref(), allowed).map_err(|e| Box::new(e.response(wants_json)))?;
+    let json = p.json().map_err(|e| Box::new(e.response(wants_json)))?;
     Ok((p, json))
 }
 
 async fn identities(State(app): AppState, RawQuery(raw): RawQuery) -> Response {
     let (p, json) = match parse_or_fail(&raw, pages::IDENTITY_PARAMS) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     blocking(app, json, move |src| {
         let snap = src.snapshot(false)?;
@@ -318,7 +318,7 @@ async fn identities(State(app): AppState, RawQuery(raw): RawQuery) -> Response {
 async fn alerts(State(app): AppState, RawQuery(raw): RawQuery) -> Response {
     let (p, json) = match parse_or_fail(&raw, pages::ALERT_PARAMS) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     blocking(app, json, move |src| {
         let snap = src.snapshot(false)?;
@@ -334,7 +334,7 @@ const SUBJECT_PARAMS: &[&str] = &["from", "to", "page", "page_size"];
 async fn identity_by_query(State(app): AppState, RawQuery(raw): RawQuery) -> Response {
     let (p, json) = match parse_or_fail(&raw, &["uid", "from", "to", "page", "page_size"]) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(uid) = p.get("uid").map(str::to_string) else {
         return PageError::bad_request("/identity needs ?uid=IDENTITY (an ARN or uid)").response(json);
@@ -349,7 +349,7 @@ async fn identity_by_path(
 ) -> Response {
     let (p, json) = match parse_or_fail(&raw, SUBJECT_PARAMS) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match uid {
         Ok(Path(uid)) => report_page(app, Kind::Identity, Some(uid), p, json).await,
@@ -360,7 +360,7 @@ async fn identity_by_path(
 async fn alert(State(app): AppState, uid: Result<Path<String>, PathRejection>, RawQuery(raw): RawQuery) -> Response {
     let (p, json) = match parse_or_fail(&raw, SUBJECT_PARAMS) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match uid {
         Ok(Path(uid)) => report_page(app, Kind::Alert, Some(uid), p, json).await,
@@ -371,7 +371,7 @@ async fn alert(State(app): AppState, uid: Result<Path<String>, PathRejection>, R
 async fn pci(State(app): AppState, RawQuery(raw): RawQuery) -> Response {
     let (p, json) = match parse_or_fail(&raw, REPORT_PARAMS) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     report_page(app, Kind::PciHistory, None, p, json).await
 }
@@ -383,7 +383,7 @@ async fn report_kind(
 ) -> Response {
     let (p, json) = match parse_or_fail(&raw, REPORT_PARAMS) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let kind = match kind {
         Ok(Path(k)) => k,
@@ -400,7 +400,7 @@ async fn report_kind(
 async fn reports_index(RawQuery(raw): RawQuery) -> Response {
     let (p, json) = match parse_or_fail(&raw, &[]) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if json {
         let kinds: Vec<serde_json::Value> = Kind::ALL
