@@ -1,10 +1,14 @@
 //! Where a request's data comes from: the state, opened read-only for the request, and analyze's results,
 //! cached until analyze renames new files into place.
 //!
-//! Opening RocksDB read-only costs a few milliseconds (measured in `docs/benchmarks.md`, "Web view") and
-//! takes no lock, so it is done per request rather than kept open: a handle kept open would go on
-//! reading the files of the moment it opened, and would pin SST files a running analyze compacts away.
-//! Reading `identities.jsonl` is what is slow (a second for 5,000 identities with their action lists),
+//! Opening RocksDB read-only takes no lock, but it replays the write-ahead log into a fresh memtable:
+//! on the sample organization, whose whole state is an 11 MB WAL, that is most of a page's time
+//! (`docs/benchmarks.md`, "Web view"). So the read-only handle is kept while the state directory's
+//! files (CURRENT, MANIFEST, WALs, SSTs: names, sizes, mtimes; one directory listing per request) stay
+//! as they were, and reopened as soon as a writer changes any of them: a handle never goes on reading a
+//! state that has moved on, and never reads a file a compaction deleted after it was listed. A page
+//! that fails on the state drops the handle too.
+//! Reading `identities.jsonl` is slow as well (a second for 5,000 identities with their action lists),
 //! so results are cached by each file's (size, mtime); analyze writes each through a temporary file
 //! renamed into place, so a changed fingerprint always means a complete new file.
 
@@ -69,22 +73,26 @@ impl Loaded {
 /// One request's view: the results, and the state when the page reads it.
 pub(super) struct Snapshot {
     pub(super) loaded: Arc<Loaded>,
-    pub(super) store: Option<RocksStore>,
+    pub(super) store: Option<Arc<RocksStore>>,
 }
 
 impl Snapshot {
     /// Builds a report as `grantwatch report` does.
     pub(super) fn build(&self, kind: Kind, filters: &Filters) -> Result<Report, PageError> {
         let store = self.store.as_ref().ok_or_else(|| PageError::internal("the state was not opened"))?;
-        grantwatch_report::build(kind, store, &self.loaded.results, filters).map_err(build_error)
+        grantwatch_report::build(kind, store.as_ref(), &self.loaded.results, filters).map_err(build_error)
     }
 }
 
 type Fingerprint = (PathBuf, Vec<Option<(u64, SystemTime)>>);
 
+/// The state directory's files as a writer leaves them (the info `LOG` aside: opening writes it).
+type StatePrint = Vec<(std::ffi::OsString, u64, Option<SystemTime>)>;
+
 pub(super) struct Source {
     opts: ServeOptions,
     cache: Mutex<Option<(Fingerprint, Arc<Loaded>)>>,
+    state: Mutex<Option<(StatePrint, Arc<RocksStore>)>>,
 }
 
 /// A state error as a page: corruption is the operator's problem (500); anything else the engine says
@@ -101,7 +109,7 @@ const RESULT_FILES: [&str; 4] = ["identities.jsonl", "alerts.jsonl", "accounts.j
 
 impl Source {
     pub(super) fn new(opts: ServeOptions) -> Source {
-        Source { opts, cache: Mutex::new(None) }
+        Source { opts, cache: Mutex::new(None), state: Mutex::new(None) }
     }
 
     /// Opens the state read-only (always: it says where the results are) and the results (cached).
@@ -110,7 +118,7 @@ impl Source {
         let store = self.open_state()?;
         let dir = match &self.opts.results {
             Some(d) => d.clone(),
-            None => crate::report::recorded_results(&store)
+            None => crate::report::recorded_results(store.as_ref())
                 .map_err(|e| PageError::unavailable(format!("reading the results directory from the state: {e:#}")))?
                 .ok_or_else(|| {
                     PageError::unavailable(format!(
@@ -124,7 +132,34 @@ impl Source {
         Ok(Snapshot { loaded, store: keep_state.then_some(store) })
     }
 
-    fn open_state(&self) -> Result<RocksStore, PageError> {
+    /// Drops the kept handle (a page failed reading through it).
+    pub(super) fn forget_state(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn open_state(&self) -> Result<Arc<RocksStore>, PageError> {
+        let print = state_print(&self.opts.state);
+        if let Some(print) = &print {
+            let kept = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, store)) = kept.as_ref()
+                && k == print
+            {
+                return Ok(store.clone());
+            }
+        }
+        let store = Arc::new(self.open_state_now()?);
+        // Kept only if nothing changed while it opened: else the next request opens again.
+        if let Some(print) = print
+            && state_print(&self.opts.state).as_ref() == Some(&print)
+        {
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some((print, store.clone()));
+        } else {
+            self.forget_state();
+        }
+        Ok(store)
+    }
+
+    fn open_state_now(&self) -> Result<RocksStore, PageError> {
         let state = &self.opts.state;
         if !state.is_dir() {
             return Err(PageError::unavailable(format!(
@@ -179,6 +214,21 @@ impl Source {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((fp, loaded.clone()));
         Ok(loaded)
     }
+}
+
+fn state_print(dir: &Path) -> Option<StatePrint> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with("LOG") {
+            continue;
+        }
+        let m = e.metadata().ok()?;
+        out.push((name, m.len(), m.modified().ok()));
+    }
+    out.sort();
+    Some(out)
 }
 
 fn fingerprint(dir: &Path) -> Fingerprint {

@@ -7,8 +7,9 @@
 //! `?format=json` with the JSON it shows (the report's own, or the list's `figures` and rows), so a test
 //! can hold the page to it.
 //!
-//! What it deliberately is not: a writer, or a holder of the state's lock. Each request opens the state
-//! read-only (RocksDB's read-only mode takes no lock), so `analyze` or a service can keep writing it;
+//! What it deliberately is not: a writer, or a holder of the state's lock. The state is opened read-only
+//! (RocksDB's read-only mode takes no lock), and reopened whenever its files change, so `analyze` or a
+//! service can keep writing it and the next page shows what they committed;
 //! analyze's results files are cached by (path, size, mtime) and reread when analyze renames new ones
 //! into place. A missing or unreadable state is a 503 page naming the reason, a corrupt one a 500;
 //! nothing a request carries can make it panic. It serves no files from disk, so no path it is given
@@ -431,7 +432,11 @@ async fn report_page(app: Arc<App>, kind: Kind, subject: Option<String>, p: Para
         let page_size = p.number("page_size", 100, 1, MAX_PAGE_SIZE)?;
         let page = p.get("page").map(|_| p.number("page", 1, 1, 1_000_000)).transpose()?;
         let snap = src.snapshot(true)?;
-        let report = snap.build(kind, &filters)?;
+        let report = snap.build(kind, &filters).inspect_err(|e| {
+            if e.status.is_server_error() {
+                src.forget_state();
+            }
+        })?;
         if json {
             return Ok((StatusCode::OK, json_headers(), grantwatch_report::render_json(&report)).into_response());
         }
