@@ -18,4 +18,5 @@ pub mod remediate;
 pub mod remediate_apply;
 pub mod report;
 pub mod rss;
+pub mod serve;
 pub mod train;

@@ -66,6 +66,20 @@ struct ReportArgs {
     page_size: usize,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The state directory analyze keeps (`analyze --state DIR`); opened read-only per request.
+    #[arg(long)]
+    state: PathBuf,
+    /// analyze's output directory; default: the one the state records (followed as analyze reruns).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Address to listen on. Loopback by default: anything else exposes the view (with no login) to the
+    /// network, and is warned about. Port 0 picks a free port (printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+}
+
 fn parse_kind(s: &str) -> Result<grantwatch_report::Kind, String> {
     grantwatch_report::Kind::parse(s).ok_or_else(|| {
         let all: Vec<&str> = grantwatch_report::Kind::ALL.iter().map(|k| k.as_str()).collect();
@@ -107,6 +121,9 @@ enum Command {
     /// A forensic report from the state and analyze's results: pci-history, permissions-analytics,
     /// identity, access-keys, groups, roles-policies, cross-account, alert (`docs/reports.md`).
     Report(ReportArgs),
+    /// A read-only web view of the reports: identities (filters, pages), identity and alert pages, alerts,
+    /// PCI trends, every report kind (`docs/reports.md`, "Web view").
+    Serve(ServeArgs),
     /// Benchmark floor: only read, decompress and parse log files (CloudTrail, Azure, GCP, Okta,
     /// Workspace); print records/s.
     Floor {
@@ -758,6 +775,33 @@ fn real_main() -> Result<ExitCode> {
                 o.build.as_secs_f64(),
                 o.render.as_secs_f64()
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(a) => {
+            if !grantwatch::serve::is_loopback(&a.listen) {
+                tracing::warn!(listen = %a.listen, "Listening beyond the loopback: anyone who can reach it can read every identity and alert (there is no login).");
+                eprintln!(
+                    "warning: --listen {} is not a loopback address: the web view has no login, so anyone who can \
+                     reach it can read every identity, entitlement and alert",
+                    a.listen
+                );
+            }
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(a.listen)
+                    .await
+                    .with_context(|| format!("listening on {}", a.listen))?;
+                let addr = listener.local_addr()?;
+                writeln!(stdout, "grantwatch serve: http://{addr}/ (state {}, read-only)", a.state.display())?;
+                stdout.flush()?;
+                let opts = grantwatch::serve::ServeOptions { state: a.state, results: a.results };
+                grantwatch::serve::serve(listener, opts, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("serving")
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Floor { cloudtrail, threads } => {
