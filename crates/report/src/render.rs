@@ -360,8 +360,10 @@ fn svg(o: &mut String, name: &str, title: &str, y_label: &str, kind: ChartKind, 
             ChartKind::Line => L + pw / 2.0,
             ChartKind::Bar => L + pw / n * (i as f64 + 0.5),
         };
+        // The last of a long axis ends at its point: centred, it would run past the chart's edge.
+        let anchor = if pts.len() > 8 && i + 1 == pts.len() { "end" } else { "middle" };
         let _ =
-            writeln!(o, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", H - B + 18.0, esc(&pts[i].x));
+            writeln!(o, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>", H - B + 18.0, esc(&pts[i].x));
     }
     o.push_str("</svg>\n");
 }
