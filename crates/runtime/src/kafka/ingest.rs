@@ -353,10 +353,8 @@ pub(crate) struct Ingest {
     export_logs: Vec<PathBuf>,
     /// The Okta org of the directory export (`--okta`), naming the System Log's identities.
     okta_org: Option<String>,
-    /// Whether the entitlements were loaded once in this process (the normalizer then knows humans).
-    humans_loaded: bool,
-    /// Who is behind each identity, as last linked: pulled sources with normalizers of their own
-    /// stamp their events with it too.
+    /// Who is behind each identity, as last linked (`None` until the entitlements are first loaded in
+    /// this process): the normalizer and the pulled sources stamp their events with it.
     humans: Option<Arc<grantwatch_core::humans::HumanIndex>>,
 }
 
@@ -566,7 +564,7 @@ impl Ingest {
         }
         // Unchanged and already loaded: nothing to do. Unchanged after a restart: the links are loaded
         // again (events must name their humans as before the restart), nothing is re-published.
-        if !changed && self.humans_loaded {
+        if !changed && self.humans.is_some() {
             return Ok(());
         }
         let mut grants = if found.is_empty() { Vec::new() } else { self.aws_grants(&found)? };
@@ -594,7 +592,6 @@ impl Ingest {
         self.normalizer =
             Arc::new(Normalizer::new(map).with_okta_org(self.okta_org.clone()).with_humans(Some(Arc::clone(&index))));
         self.humans = Some(index);
-        self.humans_loaded = true;
         if !changed {
             return Ok(());
         }
@@ -941,7 +938,6 @@ pub fn run_ingest(cfg: Config, args: IngestArgs) -> Result<()> {
         export_files: HashMap::new(),
         export_logs: Vec::new(),
         okta_org: None,
-        humans_loaded: false,
         humans: None,
     };
     if args.stdin {
